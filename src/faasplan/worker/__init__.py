@@ -1,0 +1,56 @@
+"""The worker logic, written once and driven by both the simulator and the runtime.
+
+Pure: this package performs no I/O and imports neither simpy, redis nor asyncio.
+"""
+
+from faasplan.worker.branch import execute_branch, initial_invocations
+from faasplan.worker.effects import (
+    DAG_KEY,
+    Effect,
+    Execute,
+    Fetch,
+    Invocation,
+    Invoke,
+    Join,
+    Notify,
+    Parallel,
+    Payload,
+    Sleep,
+    Spawn,
+    Store,
+    Track,
+    WaitFor,
+    output_key,
+    ready_channel,
+    sink_channel,
+)
+from faasplan.worker.placement import Opt, Placement
+from faasplan.worker.spec import RunSpec, TaskInfo, WorkerOptions
+
+__all__ = [
+    "DAG_KEY",
+    "Effect",
+    "Execute",
+    "Fetch",
+    "Invocation",
+    "Invoke",
+    "Join",
+    "Notify",
+    "Opt",
+    "Parallel",
+    "Payload",
+    "Placement",
+    "RunSpec",
+    "Sleep",
+    "Spawn",
+    "Store",
+    "TaskInfo",
+    "Track",
+    "WaitFor",
+    "WorkerOptions",
+    "execute_branch",
+    "initial_invocations",
+    "output_key",
+    "ready_channel",
+    "sink_channel",
+]

@@ -1,0 +1,311 @@
+"""The logic one worker runs, written once for the simulator and the runtime.
+
+:func:`execute_branch` is a generator of effect requests (:mod:`faasplan.worker.effects`).
+A driver performs each request and sends its result back; nothing here does I/O or reads
+a clock. Decisions use only sizes and the plan, never data values.
+
+How a run unfolds
+-----------------
+* A **planned worker** (``Placement.worker`` set) is invoked once, when its first task
+  (its *entry*) becomes ready; it then executes its tasks in topological order, waiting
+  for inputs produced elsewhere to be stored.
+* A **flexible worker** (``worker=None``) starts at ready root tasks, continues with one
+  ready dependent (or all of them with task clustering) and delegates the others to new
+  flexible workers.
+* An output is uploaded only when some consumer may run on another worker; it is
+  uploaded *before* the dependents are tracked, so a dependent made ready always finds
+  its inputs. Small outputs travel with the invocations they trigger instead.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Generator, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from faasplan.worker.effects import (
+    DAG_KEY,
+    Execute,
+    Fetch,
+    Invocation,
+    Invoke,
+    Join,
+    Notify,
+    Parallel,
+    Payload,
+    Spawn,
+    Store,
+    Track,
+    WaitFor,
+    output_key,
+    ready_channel,
+    sink_channel,
+)
+from faasplan.worker.placement import Opt
+from faasplan.worker.spec import RunSpec, TaskInfo
+
+Branch = Generator[Any, Any, Any]
+
+
+@dataclass
+class _Local:
+    """State private to one worker invocation."""
+
+    worker: str | None
+    roots: frozenset[str]
+    cache: dict[str, Payload]
+    pending: dict[str, Any] = field(default_factory=dict)
+    spawned: list[Any] = field(default_factory=list)
+    prewarmed: set[tuple[str | None, int]] = field(default_factory=set)
+
+
+def execute_branch(spec: RunSpec, invocation: Invocation) -> Branch:
+    """Run one worker from ``invocation`` to its end, yielding effect requests.
+
+    Returns when every task the worker owns (planned worker) or reaches by continuation
+    (flexible worker) is done and every concurrent upload it spawned has finished.
+    """
+    if invocation.prewarm:
+        return
+    if not invocation.inline_dag:
+        yield Fetch(DAG_KEY)
+    local = _Local(invocation.worker, frozenset(invocation.roots), dict(invocation.carried))
+    if invocation.worker is None:
+        yield from _run_flexible(spec, local, list(invocation.roots))
+    else:
+        yield from _run_planned(spec, local, spec.worker_tasks[invocation.worker])
+    if local.spawned:
+        yield Join(tuple(local.spawned))
+
+
+def initial_invocations(spec: RunSpec) -> list[Invocation]:
+    """The invocations the client sends to start a run: one per ready root entry."""
+    invocations = []
+    for tid in spec.order:
+        info = spec.tasks[tid]
+        if not info.upstream and spec.is_entry(tid):
+            invocations.append(_invocation_for(spec, info, {}))
+    return invocations
+
+
+# -- the two kinds of worker ---------------------------------------------------------------
+def _run_planned(spec: RunSpec, local: _Local, tasks: tuple[str, ...]) -> Branch:
+    for tid in tasks:
+        if spec.tasks[tid].placement.has(Opt.PRELOAD):
+            yield from _preload(spec, local, tid)
+    for tid in tasks:
+        info = spec.tasks[tid]
+        out = yield from _run_task(spec, local, info)
+        yield from _after_task(spec, local, info, out, local_deps=())
+
+
+def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
+    while queue:
+        info = spec.tasks[queue.pop(0)]
+        out = yield from _run_task(spec, local, info)
+        local_deps = _planned_local(spec, info)
+        more = yield from _after_task(spec, local, info, out, local_deps)
+        queue[:0] = more
+
+
+# -- one task -------------------------------------------------------------------------------
+def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
+    """Gather inputs (cache, pending pre-loads, storage), then execute."""
+    if info.placement.has(Opt.PREWARM):
+        yield from _prewarm(spec, local, info)
+    guaranteed = info.id in local.roots or local.worker is None
+    keys: list[str] = []
+    fetches: list[Fetch] = []
+    joins: list[tuple[str, Any]] = []
+    for up in info.upstream:
+        key = output_key(up)
+        keys.append(key)
+        if key in local.cache:
+            continue
+        if key in local.pending:
+            joins.append((key, local.pending.pop(key)))
+        else:
+            fetches.append(_input_fetch(spec, info.id, up, wait=not guaranteed))
+    for key, _size in info.literals:
+        keys.append(key)
+        if key not in local.cache and not any(f.key == key for f in fetches):
+            fetches.append(Fetch(key, task=info.id))
+    if len(fetches) == 1:
+        local.cache[fetches[0].key] = yield fetches[0]
+    elif fetches:
+        results = yield Parallel(tuple(fetches))
+        local.cache.update(zip((f.key for f in fetches), results, strict=True))
+    if joins:
+        results = yield Join(tuple(h for _, h in joins))
+        local.cache.update(zip((k for k, _ in joins), results, strict=True))
+    out = yield Execute(info.id, {k: local.cache[k] for k in keys})
+    local.cache[output_key(info.id)] = out
+    return out
+
+
+def _input_fetch(spec: RunSpec, consumer: str, producer: str, *, wait: bool) -> Fetch:
+    streamed = wait and spec.tasks[producer].placement.has(Opt.STREAM)
+    return Fetch(output_key(producer), task=consumer, wait=wait, stream=streamed)
+
+
+def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
+                local_deps: tuple[str, ...]) -> Branch:
+    """Upload if needed, notify dependents, delegate; return tasks to continue with here."""
+    delayed = [d for d in info.downstream if spec.delayed_owner.get(d) == info.id]
+    if _needs_upload(spec, local, info, out, local_deps, delayed):
+        publish = _publish(spec, local, info, out, upload=True)
+    else:
+        publish = _publish(spec, local, info, out, upload=False)
+    if info.placement.has(Opt.ASYNC_UPLOAD):
+        local.spawned.append((yield Spawn(_delegate_after(spec, local, publish, local_deps))))
+        ready: list[str] = []
+    else:
+        ready = yield from publish
+    if local.worker is not None:
+        return []
+    continue_here = list(local_deps)
+    rest = [d for d in ready if d not in continue_here]
+    if rest and not continue_here:
+        continue_here.append(rest.pop(0))
+    for d in rest:
+        yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
+    for d in delayed:
+        if len(spec.tasks[d].upstream) > 1:
+            yield WaitFor(ready_channel(d))
+        continue_here.append(d)
+    return continue_here
+
+
+def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, upload: bool
+             ) -> Branch:
+    """Store the output (if needed), then track dependents and start the ready ones.
+
+    Returns the flexible dependents that became ready and that this worker may run or
+    delegate; planned-worker entries made ready are invoked here.
+    """
+    key = output_key(info.id)
+    if upload:
+        yield Store(key, out, task=info.id, stream=info.placement.has(Opt.STREAM))
+    if info.is_sink:
+        yield Notify(sink_channel(info.id))
+    ready: list[str] = []
+    tracks: list[Track] = []
+    for d in info.downstream:
+        dinfo = spec.tasks[d]
+        if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
+            continue  # runs later on this very worker
+        if not spec.is_entry(d) or spec.delayed_owner.get(d) == info.id:
+            continue  # a planned worker already running waits for the stored key
+        if len(dinfo.upstream) == 1:
+            ready.append(d)
+        else:
+            owner = spec.delayed_owner.get(d)
+            expected = len(dinfo.upstream) - (1 if owner is not None else 0)
+            tracks.append(Track(d, info.id, expected))
+    if tracks:
+        results = (yield Parallel(tuple(tracks))) if len(tracks) > 1 else [(yield tracks[0])]
+        for track, is_ready in zip(tracks, results, strict=True):
+            if not is_ready:
+                continue
+            if spec.delayed_owner.get(track.task) is not None:
+                yield Notify(ready_channel(track.task))
+            else:
+                ready.append(track.task)
+    flexible: list[str] = []
+    for d in ready:
+        if spec.tasks[d].placement.worker is None and local.worker is None:
+            flexible.append(d)
+        else:
+            yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
+    return flexible
+
+
+def _delegate_after(spec: RunSpec, local: _Local, publish: Branch, keep: tuple[str, ...]
+                    ) -> Branch:
+    """Concurrent publishing: dependents it makes ready are delegated, not continued."""
+    ready = yield from publish
+    for d in ready:
+        if d not in keep:
+            yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
+
+
+def _needs_upload(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
+                  local_deps: tuple[str, ...], delayed: list[str]) -> bool:
+    if info.is_sink:
+        return True
+    small = out.nbytes <= spec.options.carry_bytes
+    for d in info.downstream:
+        dinfo = spec.tasks[d]
+        if d in local_deps or d in delayed:
+            continue
+        if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
+            continue
+        single = len(dinfo.upstream) == 1
+        if single and small and spec.is_entry(d):
+            continue  # travels inside the invocation that starts it
+        return True
+    return False
+
+
+def _planned_local(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
+    """Flexible dependents certain to be ready that a flexible worker keeps for itself."""
+    if info.placement.worker is not None:
+        return ()
+    single = tuple(d for d in info.downstream
+                   if len(spec.tasks[d].upstream) == 1 and spec.tasks[d].placement.worker is None)
+    if info.placement.has(Opt.CLUSTER):
+        return single
+    return single[:1]
+
+
+def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) -> Invocation:
+    carry = spec.options.carry_bytes
+    carried = {}
+    for up in info.upstream:
+        p = cache.get(output_key(up))
+        if p is not None and p.nbytes <= carry:
+            carried[output_key(up)] = p
+    size = spec.subdag_nbytes(info.id)
+    return Invocation(info.placement.worker, info.placement.memory_mb, (info.id,),
+                      inline_dag=size <= spec.options.inline_dag_bytes, dag_nbytes=size,
+                      carried=carried)
+
+
+# -- optimization hooks -----------------------------------------------------------------
+def _preload(spec: RunSpec, local: _Local, tid: str) -> Branch:
+    """Spawn one background fetch per input that another worker will produce."""
+    info = spec.tasks[tid]
+    for up in info.upstream:
+        key = output_key(up)
+        if spec.tasks[up].placement.worker == local.worker or key in local.pending:
+            continue
+        if key in local.cache:
+            continue
+        fetch = _input_fetch(spec, tid, up, wait=True)
+        local.pending[key] = yield Spawn(_single(fetch))
+
+
+def _single(effect: Any) -> Branch:
+    result = yield effect
+    return result
+
+
+def _prewarm(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
+    """Invoke empty workers for the downstream workers this task will start."""
+    for target, memory in _downstream_workers(spec, local, info.downstream):
+        if (target, memory) in local.prewarmed:
+            continue
+        local.prewarmed.add((target, memory))
+        yield Invoke(Invocation(None, memory, ()))
+
+
+def _downstream_workers(spec: RunSpec, local: _Local, deps: Iterable[str]
+                        ) -> list[tuple[str | None, int]]:
+    out: list[tuple[str | None, int]] = []
+    for d in deps:
+        p = spec.tasks[d].placement
+        if p.worker is not None and p.worker == local.worker:
+            continue
+        if spec.is_entry(d):
+            out.append((p.worker if p.worker is not None else d, p.memory_mb))
+    return out

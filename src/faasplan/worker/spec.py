@@ -1,0 +1,148 @@
+"""What every worker of a run knows: the DAG's shape, the placements and the thresholds.
+
+:class:`RunSpec` is computed once per (workflow, placements) and shared, read-only, by all
+workers of a run in both drivers. It holds plain tuples and dicts so that the worker logic
+stays fast in the simulator's inner loop.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from faasplan.worker.placement import Opt, Placement
+from faasplan.workflow import Workflow
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    """Thresholds of the worker logic.
+
+    ``inline_dag_bytes``: a delegated subDAG below this encoded size travels inside the
+    invocation, otherwise the new worker fetches the stored DAG. ``carry_bytes``: cached
+    results up to this size travel with a delegation instead of being downloaded.
+    """
+
+    inline_dag_bytes: int = 64 * 1024
+    carry_bytes: int = 16 * 1024
+
+    def __post_init__(self) -> None:
+        if self.inline_dag_bytes < 0 or self.carry_bytes < 0:
+            raise ValueError(f"worker thresholds must be >= 0, got {self}")
+
+
+@dataclass(frozen=True, slots=True)
+class TaskInfo:
+    """The parts of one task the worker logic needs."""
+
+    id: str
+    function: str
+    upstream: tuple[str, ...]
+    downstream: tuple[str, ...]
+    placement: Placement
+    literals: tuple[tuple[str, int], ...] = ()
+    is_sink: bool = False
+
+
+# Size estimates used when no codec measurement is supplied: a task entry and one
+# function's code in an encoded DAG.
+DEFAULT_TASK_NBYTES = 160
+DEFAULT_CODE_NBYTES = 1500
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Read-only facts shared by the workers of one run.
+
+    Build it with :meth:`build`. ``worker_tasks[w]`` lists the tasks of planned worker ``w``
+    in topological order; ``entry[w]`` is the first of them, whose readiness starts ``w``.
+    """
+
+    tasks: Mapping[str, TaskInfo]
+    order: tuple[str, ...]
+    worker_tasks: Mapping[str, tuple[str, ...]]
+    options: WorkerOptions = WorkerOptions()
+    task_nbytes: Mapping[str, int] = field(default_factory=dict)
+    code_nbytes: Mapping[str, int] = field(default_factory=dict)
+    delayed_owner: Mapping[str, str] = field(default_factory=dict)
+    _subdag_cache: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+
+    @classmethod
+    def build(cls, workflow: Workflow,
+              placements: Mapping[str, Placement] | Callable[[str], Placement],
+              options: WorkerOptions | None = None, *,
+              literals: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
+              task_nbytes: Mapping[str, int] | None = None,
+              code_nbytes: Mapping[str, int] | None = None) -> RunSpec:
+        """Collect the facts for ``workflow`` under ``placements``.
+
+        ``literals`` gives, per task, the large literal arguments (storage key, size) that a
+        worker fetches once; ``task_nbytes``/``code_nbytes`` are encoded sizes (default:
+        estimates) used to decide whether a delegated subDAG travels inline.
+        """
+        place = placements if callable(placements) else placements.__getitem__
+        lits = literals or {}
+        tasks: dict[str, TaskInfo] = {}
+        worker_tasks: dict[str, list[str]] = {}
+        for tid in workflow.topological_order:
+            try:
+                p = place(tid)
+            except KeyError:
+                raise KeyError(f"no placement for task {tid!r}") from None
+            down = workflow.downstream(tid)
+            tasks[tid] = TaskInfo(tid, workflow.node(tid).func.name, workflow.upstream(tid), down,
+                                  p, lits.get(tid, ()), not down)
+            if p.worker is not None:
+                worker_tasks.setdefault(p.worker, []).append(tid)
+        delayed: dict[str, str] = {}
+        for tid, info in tasks.items():
+            if info.placement.worker is None and info.placement.has(Opt.DELAYED_IO):
+                for d in info.downstream:
+                    dinfo = tasks[d]
+                    if len(dinfo.upstream) > 1 and dinfo.placement.worker is None:
+                        if d in delayed:
+                            raise ValueError(
+                                f"task {d!r}: two delayed-I/O upstream tasks ({delayed[d]!r} and "
+                                f"{tid!r}); at most one upstream of a fan-in may delay its I/O")
+                        delayed[d] = tid
+        return cls(MappingProxyType(tasks), tuple(workflow.topological_order),
+                   MappingProxyType({w: tuple(ts) for w, ts in worker_tasks.items()}),
+                   options or WorkerOptions(), dict(task_nbytes or {}), dict(code_nbytes or {}),
+                   MappingProxyType(delayed))
+
+    def entry(self, worker: str) -> str:
+        """The first task of planned worker ``worker``."""
+        return self.worker_tasks[worker][0]
+
+    def is_entry(self, task_id: str) -> bool:
+        """Whether the task's readiness starts a worker (flexible tasks, fixed entries)."""
+        w = self.tasks[task_id].placement.worker
+        return w is None or self.worker_tasks[w][0] == task_id
+
+    def subdag_nbytes(self, root: str) -> int:
+        """Encoded size of the subDAG below ``root`` (capped just above the inline threshold).
+
+        Counting stops once the inline threshold is passed: only the comparison matters.
+        """
+        cached = self._subdag_cache.get(root)
+        if cached is not None:
+            return cached
+        cap = self.options.inline_dag_bytes
+        total = 0
+        functions: set[str] = set()
+        seen = {root}
+        stack = [root]
+        while stack and total <= cap:
+            t = stack.pop()
+            info = self.tasks[t]
+            total += self.task_nbytes.get(t, DEFAULT_TASK_NBYTES)
+            if info.function not in functions:
+                functions.add(info.function)
+                total += self.code_nbytes.get(info.function, DEFAULT_CODE_NBYTES)
+            for d in info.downstream:
+                if d not in seen:
+                    seen.add(d)
+                    stack.append(d)
+        self._subdag_cache[root] = total
+        return total

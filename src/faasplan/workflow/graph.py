@@ -1,0 +1,244 @@
+"""The immutable :class:`Workflow`: a DAG of task nodes with ids."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from functools import cached_property
+from types import MappingProxyType
+
+import networkx as nx
+
+from faasplan.workflow.errors import WorkflowError
+from faasplan.workflow.requirements import detect_requirements, merge_requirements
+from faasplan.workflow.task import TaskNode
+
+
+class Workflow:
+    """A DAG of tasks built from its sink node(s); immutable once built.
+
+    Parameters
+    ----------
+    sinks : TaskNode or sequence of TaskNode
+        The final task(s). Every node reachable through arguments belongs to the workflow.
+    name : str, optional
+        A label for reports (default: the first sink's function name).
+    requirements : iterable of str
+        PEP 508 requirements, merged with third-party imports detected in the modules of
+        the task functions. Workers check them at start and fail fast.
+
+    Task ids are the ``task_id`` given when calling a task, else ``<function>-<n>``,
+    numbered per function in a deterministic order, so the same code builds the same ids.
+
+    >>> from faasplan import task, Workflow
+    >>> @task
+    ... def inc(x):
+    ...     return x + 1
+    >>> wf = Workflow(inc(inc(1)))
+    >>> len(wf), wf.topological_order
+    (2, ('inc-0', 'inc-1'))
+    """
+
+    def __init__(self, sinks: TaskNode | Sequence[TaskNode], name: str | None = None,
+                 requirements: Iterable[str] = (), *, detect: bool = True) -> None:
+        sink_list = [sinks] if isinstance(sinks, TaskNode) else list(sinks)
+        if not sink_list:
+            raise WorkflowError("a workflow needs at least one task; pass its sink node(s)")
+        for s in sink_list:
+            if not isinstance(s, TaskNode):
+                raise WorkflowError(f"Workflow() takes task nodes, got {type(s).__name__}: {s!r}")
+        order = _postorder(sink_list)
+        ids = _assign_ids(order)
+        self._init(order, ids, external=frozenset(),
+                   name=name or sink_list[0].func.name.rsplit(".", 1)[-1])
+        detected = detect_requirements({n.func.fn for n in order}) if detect else set()
+        self.requirements: tuple[str, ...] = merge_requirements(requirements, detected)
+
+    def _init(self, order: list[TaskNode], ids: dict[int, str], external: frozenset[str],
+              name: str) -> None:
+        self.name = name
+        self._order = tuple(ids[id(n)] for n in order)
+        self._nodes: Mapping[str, TaskNode] = MappingProxyType(
+            {ids[id(n)]: n for n in order})
+        self._ids = ids
+        self.external_inputs = external
+        up: dict[str, tuple[str, ...]] = {}
+        down: dict[str, list[str]] = {tid: [] for tid in self._order}
+        g: nx.DiGraph = nx.DiGraph()
+        g.add_nodes_from(self._order)
+        for tid in self._order:
+            parents = tuple(ids[id(u)] for u in self._nodes[tid].upstream)
+            up[tid] = parents
+            for p in parents:
+                if p in down:
+                    down[p].append(tid)
+                    g.add_edge(p, tid)
+        if not nx.is_directed_acyclic_graph(g):
+            cycle = nx.find_cycle(g)
+            raise WorkflowError(f"workflow has a cycle through tasks {[e[0] for e in cycle]}")
+        self._up = MappingProxyType(up)
+        self._down = MappingProxyType({k: tuple(v) for k, v in down.items()})
+        self.graph: nx.DiGraph = nx.freeze(g)
+
+    # -- basic access -------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._order)
+
+    def __contains__(self, task_id: object) -> bool:
+        return task_id in self._nodes
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.name!r}, tasks={len(self)}, edges={self.graph.number_of_edges()})"
+
+    @property
+    def tasks(self) -> Mapping[str, TaskNode]:
+        """Read-only mapping task id -> node, in topological order."""
+        return self._nodes
+
+    def node(self, task_id: str) -> TaskNode:
+        """The node of ``task_id``; ``KeyError`` naming the id if unknown."""
+        try:
+            return self._nodes[task_id]
+        except KeyError:
+            raise KeyError(f"unknown task id {task_id!r} in workflow {self.name!r}") from None
+
+    def id_of(self, node: TaskNode) -> str:
+        """The id this workflow gave ``node``."""
+        return self._ids[id(node)]
+
+    def upstream(self, task_id: str) -> tuple[str, ...]:
+        """Ids of the task's inputs, in argument order (may include external inputs)."""
+        return self._up[task_id]
+
+    def downstream(self, task_id: str) -> tuple[str, ...]:
+        """Ids of the tasks that take this task's output."""
+        return self._down[task_id]
+
+    @property
+    def topological_order(self) -> tuple[str, ...]:
+        """Task ids, each after all its upstream tasks (deterministic)."""
+        return self._order
+
+    @cached_property
+    def roots(self) -> tuple[str, ...]:
+        """Tasks with no upstream task inside this workflow."""
+        return tuple(t for t in self._order if not any(p in self._nodes for p in self._up[t]))
+
+    @cached_property
+    def sinks(self) -> tuple[str, ...]:
+        """Tasks with no downstream task."""
+        return tuple(t for t in self._order if not self._down[t])
+
+    @cached_property
+    def structure_hash(self) -> str:
+        """A hash of the DAG's shape and function names, blind to ids and argument values.
+
+        Each task hashes its function name with its inputs' hashes in argument order;
+        the workflow hashes the sorted task hashes.
+        """
+        node_hash: dict[str, str] = {}
+        for tid in self._order:
+            h = hashlib.sha256(self._nodes[tid].func.name.encode())
+            for p in self._up[tid]:
+                h.update(b"|" + node_hash.get(p, "ext").encode())
+            node_hash[tid] = h.hexdigest()
+        total = hashlib.sha256("\n".join(sorted(node_hash.values())).encode())
+        return total.hexdigest()[:16]
+
+    # -- derived workflows --------------------------------------------------------------
+    def subdag(self, root_id: str) -> Workflow:
+        """The workflow made of ``root_id`` and all its descendants.
+
+        Inputs of those tasks produced outside it are listed in ``external_inputs``.
+        """
+        self.node(root_id)
+        keep = nx.descendants(self.graph, root_id) | {root_id}
+        order = [self._nodes[t] for t in self._order if t in keep]
+        external = frozenset(p for t in keep for p in self._up[t] if p not in keep)
+        sub = object.__new__(Workflow)
+        sub._init(order, self._ids, external, name=f"{self.name}/{root_id}")
+        sub.requirements = self.requirements
+        return sub
+
+    def critical_path(self, weight: Callable[[str], float] | Mapping[str, float] | None = None
+                      ) -> tuple[float, list[str]]:
+        """Longest path by task weight: ``(length, task ids from root to sink)``.
+
+        ``weight`` maps a task id to its cost (default: the task's profile ``exec_ms``,
+        else 1).
+        """
+        w: Callable[[str], float]
+        if weight is None:
+            w = self._profile_weight
+        elif isinstance(weight, Mapping):
+            w = weight.__getitem__
+        else:
+            w = weight
+        best: dict[str, float] = {}
+        prev: dict[str, str | None] = {}
+        for t in self._order:
+            parents = [p for p in self._up[t] if p in best]
+            p_best = max(parents, key=best.__getitem__, default=None)
+            best[t] = w(t) + (best[p_best] if p_best is not None else 0.0)
+            prev[t] = p_best
+        end = max(self._order, key=best.__getitem__)
+        path: list[str] = []
+        cur: str | None = end
+        while cur is not None:
+            path.append(cur)
+            cur = prev[cur]
+        return best[end], path[::-1]
+
+    def _profile_weight(self, task_id: str) -> float:
+        prof = self._nodes[task_id].profile
+        return prof.exec_ms if prof is not None else 1.0
+
+
+def _postorder(sinks: list[TaskNode]) -> list[TaskNode]:
+    """Nodes reachable from ``sinks``, each after its upstream nodes (iterative DFS)."""
+    seen: set[int] = set()
+    out: list[TaskNode] = []
+    for sink in sinks:
+        if id(sink) in seen:
+            continue
+        stack: list[tuple[TaskNode, Iterator[TaskNode]]] = [(sink, iter(sink.upstream))]
+        seen.add(id(sink))
+        while stack:
+            node, it = stack[-1]
+            child = next(it, None)
+            if child is None:
+                stack.pop()
+                out.append(node)
+            elif id(child) not in seen:
+                seen.add(id(child))
+                stack.append((child, iter(child.upstream)))
+    return out
+
+
+def _assign_ids(order: list[TaskNode]) -> dict[int, str]:
+    ids: dict[int, str] = {}
+    given: dict[str, TaskNode] = {}
+    for n in order:
+        if n.task_id is not None:
+            if n.task_id in given:
+                raise WorkflowError(
+                    f"duplicate task id {n.task_id!r} ({given[n.task_id].func.name} and "
+                    f"{n.func.name}); give each task a unique task_id")
+            given[n.task_id] = n
+    counters: dict[str, int] = {}
+    for n in order:
+        if n.task_id is not None:
+            ids[id(n)] = n.task_id
+            continue
+        short = n.func.name.rsplit(".", 1)[-1].replace("<", "").replace(">", "")
+        while True:
+            k = counters.get(short, 0)
+            counters[short] = k + 1
+            candidate = f"{short}-{k}"
+            if candidate not in given:
+                break
+        ids[id(n)] = candidate
+    return ids
