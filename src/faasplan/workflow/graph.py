@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from types import MappingProxyType
@@ -11,7 +12,7 @@ import networkx as nx
 
 from faasplan.workflow.errors import WorkflowError
 from faasplan.workflow.requirements import detect_requirements, merge_requirements
-from faasplan.workflow.task import TaskNode
+from faasplan.workflow.task import TaskFunction, TaskNode
 
 
 class Workflow:
@@ -41,7 +42,7 @@ class Workflow:
 
     def __init__(self, sinks: TaskNode | Sequence[TaskNode], name: str | None = None,
                  requirements: Iterable[str] = (), *, detect: bool = True) -> None:
-        sink_list = [sinks] if isinstance(sinks, TaskNode) else list(sinks)
+        sink_list = _sink_list(sinks)
         if not sink_list:
             raise WorkflowError("a workflow needs at least one task; pass its sink node(s)")
         for s in sink_list:
@@ -106,8 +107,11 @@ class Workflow:
             raise KeyError(f"unknown task id {task_id!r} in workflow {self.name!r}") from None
 
     def id_of(self, node: TaskNode) -> str:
-        """The id this workflow gave ``node``."""
-        return self._ids[id(node)]
+        """The id this workflow gave ``node``; ``KeyError`` if ``node`` is not one of its tasks."""
+        try:
+            return self._ids[id(node)]
+        except KeyError:
+            raise KeyError(f"{node!r} is not a task of workflow {self.name!r}") from None
 
     def upstream(self, task_id: str) -> tuple[str, ...]:
         """Ids of the task's inputs, in argument order (may include external inputs)."""
@@ -136,17 +140,37 @@ class Workflow:
     def structure_hash(self) -> str:
         """A hash of the DAG's shape and function names, blind to ids and argument values.
 
-        Each task hashes its function name with its inputs' hashes in argument order;
-        the workflow hashes the sorted task hashes.
+        Tasks are numbered by a depth-first walk from the sinks through their inputs in
+        argument order, and the hash covers each task's function name with the numbers of
+        its inputs (external inputs of a subDAG count as nameless tasks). Sinks are walked in
+        the order of a hash of their ancestry, so the order in which sinks were given
+        matters only between sinks with identical ancestry. Unlike a hash of per-task
+        ancestries alone, this tells apart workflows that differ only in which tasks share
+        an input.
         """
-        node_hash: dict[str, str] = {}
+        ancestry: dict[str, str] = {}
         for tid in self._order:
-            h = hashlib.sha256(self._nodes[tid].func.name.encode())
-            for p in self._up[tid]:
-                h.update(b"|" + node_hash.get(p, "ext").encode())
-            node_hash[tid] = h.hexdigest()
-        total = hashlib.sha256("\n".join(sorted(node_hash.values())).encode())
-        return total.hexdigest()[:16]
+            ancestry[tid] = _digest([self._nodes[tid].func.name,
+                                     *(ancestry.get(p, "") for p in self._up[tid])])
+        sinks = sorted(self.sinks, key=ancestry.__getitem__)
+        number: dict[str, int] = {}
+        rows: list[tuple[str | None, list[int]]] = []
+        for sink in sinks:
+            stack: list[tuple[str, Iterator[str]]] = [(sink, iter(self._up[sink]))]
+            entered = {sink}
+            while stack:
+                tid, inputs = stack[-1]
+                parent = next(inputs, None)
+                if parent is None:
+                    stack.pop()
+                    number[tid] = len(rows)
+                    node = self._nodes.get(tid)
+                    rows.append((node.func.name if node is not None else None,
+                                 [number[p] for p in self._up.get(tid, ())]))
+                elif parent not in number and parent not in entered:
+                    entered.add(parent)
+                    stack.append((parent, iter(self._up.get(parent, ()))))
+        return _digest(rows)[:16]
 
     # -- derived workflows --------------------------------------------------------------
     def subdag(self, root_id: str) -> Workflow:
@@ -195,6 +219,25 @@ class Workflow:
     def _profile_weight(self, task_id: str) -> float:
         prof = self._nodes[task_id].profile
         return prof.exec_ms if prof is not None else 1.0
+
+
+def _sink_list(sinks: TaskNode | Sequence[TaskNode]) -> list[TaskNode]:
+    if isinstance(sinks, TaskNode):
+        return [sinks]
+    if isinstance(sinks, TaskFunction):
+        raise WorkflowError(f"Workflow() takes task nodes, got the task function {sinks!r}; "
+                            "call it to make a node")
+    try:
+        if isinstance(sinks, str | bytes):
+            raise TypeError
+        return list(sinks)
+    except TypeError:
+        raise WorkflowError(f"Workflow() takes a task node or a sequence of them, got "
+                            f"{type(sinks).__name__}: {sinks!r}") from None
+
+
+def _digest(value: object) -> str:
+    return hashlib.sha256(json.dumps(value, separators=(",", ":")).encode()).hexdigest()
 
 
 def _postorder(sinks: list[TaskNode]) -> list[TaskNode]:

@@ -16,6 +16,7 @@ known.
 from __future__ import annotations
 
 import math
+import numbers
 from dataclasses import dataclass
 from typing import Literal
 
@@ -40,12 +41,15 @@ class IOHint:
     def __post_init__(self) -> None:
         if self.kind not in ("linear", "power", "constant"):
             raise ValueError(f"unknown io hint kind {self.kind!r}; use linear, power or constant")
-        for name in ("exponent", "coefficient", "nbytes"):
+        for name in ("ratio", "exponent", "coefficient", "nbytes"):
             value = getattr(self, name)
+            if value is None and name == "ratio":
+                continue
+            # bool is a Real too, but io.linear(True) is a slip, not a ratio.
+            if not isinstance(value, numbers.Real) or isinstance(value, bool):
+                raise TypeError(f"io hint {name} must be a number, got {value!r}")
             if not math.isfinite(value) or value < 0:
                 raise ValueError(f"io hint {name} must be a finite number >= 0, got {value!r}")
-        if self.ratio is not None and (not math.isfinite(self.ratio) or self.ratio < 0):
-            raise ValueError(f"io hint ratio must be a finite number >= 0, got {self.ratio!r}")
 
     def output_bytes(self, input_bytes: float) -> float:
         """Output size this hint predicts for ``input_bytes`` of input."""

@@ -55,19 +55,33 @@ def detect_requirements(functions: Iterable[Callable[..., Any]]) -> set[str]:
 def merge_requirements(declared: Iterable[str], detected: Iterable[str]) -> tuple[str, ...]:
     """Declared requirements plus detected names not already declared, sorted.
 
-    Raises ``ValueError`` naming a declared requirement that is not PEP 508.
+    Several declared requirements on one distribution (``numpy>=1.26``, ``numpy<3``) are
+    all kept: each must hold. Raises ``TypeError`` if ``declared`` is a single string and
+    ``ValueError`` naming a declared requirement that is not PEP 508.
     """
-    merged: dict[str, str] = {}
+    if isinstance(declared, str):
+        raise TypeError(f"requirements must be a list of strings, e.g. [{declared!r}], "
+                        f"not the string {declared!r}")
+    merged: dict[str, None] = {}
+    names: set[str] = set()
     for spec in declared:
-        try:
-            req = Requirement(spec)
-        except InvalidRequirement as exc:
-            raise ValueError(f"invalid requirement {spec!r}: {exc}; use PEP 508, e.g. 'numpy>=2'"
-                             ) from None
-        merged[_canon(req.name)] = str(req)
+        req = _parse_requirement(spec)
+        names.add(_canon(req.name))
+        merged[str(req)] = None
     for name in detected:
-        merged.setdefault(_canon(name), name)
-    return tuple(sorted(merged.values(), key=str.lower))
+        if _canon(name) not in names:
+            names.add(_canon(name))
+            merged[name] = None
+    return tuple(sorted(merged, key=str.lower))
+
+
+def _parse_requirement(spec: str) -> Requirement:
+    """``spec`` as a PEP 508 requirement; ``ValueError`` naming it if it is not one."""
+    try:
+        return Requirement(spec)
+    except InvalidRequirement as exc:
+        raise ValueError(f"invalid requirement {spec!r}: {exc}; use PEP 508, e.g. 'numpy>=2'"
+                         ) from None
 
 
 def _canon(name: str) -> str:
@@ -75,10 +89,16 @@ def _canon(name: str) -> str:
 
 
 def missing_requirements(requirements: Iterable[str]) -> list[str]:
-    """The requirements not satisfied by the installed distributions (for fail-fast checks)."""
+    """The requirements not satisfied by the installed distributions (for fail-fast checks).
+
+    A requirement whose environment marker does not apply here (``pywin32;
+    sys_platform == "win32"`` on Linux) is not needed, so never missing.
+    """
     missing = []
     for spec in requirements:
-        req = Requirement(spec)
+        req = _parse_requirement(spec)
+        if req.marker is not None and not req.marker.evaluate():
+            continue
         try:
             version = importlib.metadata.version(req.name)
         except importlib.metadata.PackageNotFoundError:

@@ -54,11 +54,17 @@ class TaskFunction:
     """
 
     def __init__(self, fn: Callable[..., Any], io: IOHint | None = None, name: str = "") -> None:
+        # First, so that attributes copied from ``fn.__dict__`` cannot overwrite ours.
+        functools.update_wrapper(self, fn)
         self.fn = fn
         self.io = io
         self.name = name or qualified_name(fn)
         self.signature = inspect.signature(fn)
-        functools.update_wrapper(self, fn)
+        reserved = _RESERVED_PARAMETERS & self.signature.parameters.keys()
+        if reserved:
+            raise TypeError(
+                f"task {self.name}{self.signature}: parameter name(s) {sorted(reserved)} are "
+                f"reserved by task calls (task_id=..., profile=...); rename them")
 
     def __repr__(self) -> str:
         return f"TaskFunction({self.name})"
@@ -66,6 +72,11 @@ class TaskFunction:
     def __call__(self, *args: Any, task_id: str | None = None,
                  profile: TaskProfile | None = None, **kwargs: Any) -> TaskNode:
         """Bind arguments and return the node; ``task_id`` names it (default: generated)."""
+        if task_id is not None and (not isinstance(task_id, str) or not task_id):
+            raise TypeError(f"task {self.name}: task_id must be a non-empty string, "
+                            f"got {task_id!r}")
+        if profile is not None and not isinstance(profile, TaskProfile):
+            raise TypeError(f"task {self.name}: profile must be a TaskProfile, got {profile!r}")
         try:
             bound = self.signature.bind(*args, **kwargs)
         except TypeError as exc:
@@ -78,6 +89,10 @@ class TaskFunction:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, TaskFunction) and other.name == self.name and other.fn is self.fn
+
+
+# Keyword arguments of a task call that configure the node instead of reaching the function.
+_RESERVED_PARAMETERS = frozenset({"task_id", "profile"})
 
 
 def qualified_name(fn: Callable[..., Any]) -> str:
@@ -144,6 +159,9 @@ def task(fn: Callable[..., Any] | None = None, /, *, io: IOHint | None = None,
     def wrap(f: Callable[..., Any]) -> TaskFunction:
         if not callable(f):
             raise TypeError(f"@task decorates a function, got {f!r}")
+        if isinstance(f, TaskFunction):
+            # Running it would return a node instead of a result.
+            raise TypeError(f"{f!r} is already a task; apply @task once")
         return TaskFunction(f, io=io, name=name or "")
 
     return wrap(fn) if fn is not None else wrap

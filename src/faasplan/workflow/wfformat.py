@@ -169,9 +169,17 @@ class _Reader:
         return value
 
     def items(self, value: Any, task: str | None, field: str) -> list[Any]:
+        if value is None:
+            self.fail("missing; expected a JSON list", task, field)
         if not isinstance(value, list):
             self.fail(f"expected a JSON list, got {type(value).__name__}", task, field)
         return value
+
+    def tasks(self, container: Mapping[str, Any], field: str) -> list[Any]:
+        tasks = self.items(container.get("tasks"), None, field)
+        if not tasks:
+            self.fail("the trace has no tasks", field=field)
+        return tasks
 
     def text(self, record: Mapping[str, Any], key: str, task: str | None, where: str) -> str:
         if key not in record:
@@ -277,10 +285,14 @@ def _read_v15(r: _Reader, workflow: dict[str, Any]
             runtimes[tid] = r.seconds(e, tid)
 
     raw: list[_RawTask] = []
-    for i, t in enumerate(r.items(spec.get("tasks"), None, "specification.tasks")):
+    seen: set[str] = set()
+    for i, t in enumerate(r.tasks(spec, "specification.tasks")):
         t = r.obj(t, f"specification.tasks[{i}]", field="specification.tasks")
         tid = r.text(t, "id", None, f"specification.tasks[{i}]")
         name = r.text(t, "name", tid, f"specification.tasks[{i}]")
+        if tid in seen:
+            r.fail("task id used twice; task ids must be unique", tid, "id")
+        seen.add(tid)
         if tid not in runtimes:
             r.fail("no execution record with runtimeInSeconds for this task; add one to "
                    "workflow.execution.tasks", tid, "runtimeInSeconds")
@@ -289,13 +301,13 @@ def _read_v15(r: _Reader, workflow: dict[str, Any]
             unknown = [f for f in files if f not in sizes]
             if unknown:
                 r.fail(f"file {unknown[0]!r} is not listed in specification.files", tid, key)
-        raw.append(_RawTask(tid, name, _category(name, t.get("category")), runtimes.pop(tid),
+        raw.append(_RawTask(tid, name, _category(name, t.get("category")), runtimes[tid],
                             r.names(t, "parents", tid), r.names(t, "children", tid),
                             reads, writes))
-    if runtimes:
-        stray = next(iter(runtimes))
+    stray = [tid for tid in runtimes if tid not in seen]
+    if stray:
         r.fail("execution record for a task missing from specification.tasks",
-               stray, "execution.tasks")
+               stray[0], "execution.tasks")
     return raw, sizes
 
 
@@ -305,7 +317,7 @@ def _read_v14(r: _Reader, workflow: dict[str, Any]
     raw: list[_RawTask] = []
     written: dict[str, int] = {}
     read: dict[str, int] = {}
-    for i, t in enumerate(r.items(workflow.get("tasks"), None, "workflow.tasks")):
+    for i, t in enumerate(r.tasks(workflow, "workflow.tasks")):
         t = r.obj(t, f"workflow.tasks[{i}]", field="workflow.tasks")
         tid = r.text(t, "id", None, f"workflow.tasks[{i}]")
         name = r.text(t, "name", tid, f"workflow.tasks[{i}]")
@@ -338,8 +350,6 @@ def _read_v14(r: _Reader, workflow: dict[str, Any]
 
 def _resolve(r: _Reader, raw: list[_RawTask], sizes: Mapping[str, int], name: str) -> _Trace:
     """Resolve references, order the tasks and attach the bytes of files and edges."""
-    if not raw:
-        r.fail("the trace has no tasks", field="tasks")
     by_id: dict[str, _RawTask] = {}
     for t in raw:
         if t.task_id in by_id:

@@ -1,0 +1,446 @@
+"""Workflows and sub-workflows as bytes: what an invocation carries and storage keeps.
+
+A blob holds the DAG: the workflow name, requirements and external inputs, a table with
+each task function's code pickled once, and per task its id, function index, arguments
+(upstream nodes replaced by their ids) and profile. Literal arguments whose pickle is
+larger than a threshold travel apart, as content-addressed payloads, so a small blob can
+ride inside an invocation while a worker fetches each large literal once.
+
+Blobs carry code and are unpickled: decode only blobs your own deployment wrote. The
+checksum in the header catches truncation and corruption, not malice.
+
+>>> from faasplan import task, Workflow
+>>> @task
+... def inc(x):
+...     return x + 1
+>>> wf = Workflow(inc(inc(1)))
+>>> back = decode(encode(wf).blob)
+>>> back.topological_order == wf.topological_order
+True
+"""
+
+from __future__ import annotations
+
+import hashlib
+import pickle
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, NoReturn
+
+import cloudpickle
+
+from faasplan.workflow.errors import WorkflowError
+from faasplan.workflow.graph import Workflow
+from faasplan.workflow.io import IOHint
+from faasplan.workflow.nested import iter_leaves, map_leaves
+from faasplan.workflow.task import SizedBlob, TaskFunction, TaskNode
+
+DEFAULT_LITERAL_THRESHOLD = 65536
+"""Literals whose pickle is larger than this many bytes move out of the blob."""
+
+_MAGIC = b"FPWF"
+_VERSION = 1
+_DIGEST_SIZE = 8
+_HEADER_SIZE = len(_MAGIC) + 1 + _DIGEST_SIZE
+_RECORD_KEYS = frozenset({"name", "requirements", "external", "functions", "tasks"})
+_EXTERNAL_FUNCTION_NAME = "faasplan.external"
+
+
+# -- markers ------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class LiteralRef:
+    """A literal argument kept outside the blob: payload ``id``, ``nbytes`` long.
+
+    Decoding without payloads leaves these in the task arguments; the runtime fetches
+    each id once per worker and loads it with :func:`load_literal`.
+    """
+
+    id: str
+    nbytes: int
+
+
+class ExternalRef(TaskNode):
+    """Stand-in for an upstream task outside a decoded sub-workflow.
+
+    It is a task node without arguments, so the decoded sub-workflow lists it among a
+    task's upstream ids exactly as the original did; the runtime replaces it by the
+    output it fetches for ``task_id``. Its function cannot run.
+    """
+
+    __slots__ = ()
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(TaskFunction(_computed_elsewhere, name=_EXTERNAL_FUNCTION_NAME),
+                         (), {}, task_id)
+
+    def __repr__(self) -> str:
+        return f"ExternalRef({self.task_id!r})"
+
+
+def _computed_elsewhere(*args: Any, **kwargs: Any) -> NoReturn:
+    raise RuntimeError("an ExternalRef's task runs outside this sub-workflow; "
+                       "fetch its output by task id instead of calling it")
+
+
+class _Ref:
+    """An upstream task inside a blob: only its id travels."""
+
+    __slots__ = ("task_id",)
+
+    def __init__(self, task_id: str) -> None:
+        self.task_id = task_id
+
+    def __reduce__(self) -> tuple[type[_Ref], tuple[str]]:
+        return (_Ref, (self.task_id,))
+
+
+class _LeafMeta(type):
+    def __instancecheck__(cls, value: Any) -> bool:
+        # Mirrors the containers map_leaves/iter_leaves descend into.
+        return not isinstance(value, list | tuple | dict)
+
+
+class _Leaf(metaclass=_LeafMeta):
+    """Matches, for map_leaves/iter_leaves, every value they do not descend into."""
+
+
+class MissingPayloadError(WorkflowError):
+    """A blob references a literal payload that was not supplied to :func:`decode`."""
+
+    def __init__(self, literal: LiteralRef, task_id: str) -> None:
+        self.literal = literal
+        self.task_id = task_id
+        super().__init__(
+            f"literal {literal.id!r} ({literal.nbytes} bytes) used by task {task_id!r} is "
+            "missing from the payloads given to decode(); pass the EncodedWorkflow's "
+            "payloads, or payloads=None to keep LiteralRef markers and fetch them later")
+
+
+# -- encoding -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EncodedWorkflow:
+    """A workflow as bytes: the DAG ``blob`` and the large literals moved out of it.
+
+    ``payloads`` maps a content-addressed literal id (``lit-<sha256 prefix>``) to the
+    literal's pickle; identical literals share one entry.
+    """
+
+    blob: bytes
+    payloads: dict[str, bytes]
+
+    @property
+    def nbytes(self) -> int:
+        """Size of the blob: what travels in an invocation."""
+        return len(self.blob)
+
+    @property
+    def payload_bytes(self) -> int:
+        """Total size of the payloads."""
+        return sum(len(p) for p in self.payloads.values())
+
+
+class _LiteralStore:
+    """Decides which literals are large, pickling each distinct object at most once."""
+
+    def __init__(self, threshold: int) -> None:
+        if threshold < 0:
+            raise ValueError(f"literal_threshold must be >= 0 bytes, got {threshold}")
+        self.threshold = threshold
+        self.payloads: dict[str, bytes] = {}
+        self._seen: dict[int, LiteralRef | None] = {}
+
+    def ref_of(self, value: Any) -> LiteralRef | None:
+        """The marker standing for ``value`` if it is a large literal, else ``None``."""
+        if isinstance(value, TaskNode):
+            return None
+        if isinstance(value, LiteralRef):
+            return value
+        if isinstance(value, SizedBlob):
+            # Stands for an input file: its declared size counts, not its tiny pickle.
+            digest = hashlib.sha256(f"{value.name}\0{value.nbytes}".encode()).hexdigest()
+            return LiteralRef(f"lit-{digest[:16]}", value.nbytes)
+        if id(value) not in self._seen:
+            self._seen[id(value)] = self._measure(value)
+        return self._seen[id(value)]
+
+    def _measure(self, value: Any) -> LiteralRef | None:
+        if _surely_small(value, self.threshold):
+            return None
+        try:
+            data = cloudpickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception as exc:
+            raise WorkflowError(f"cannot pickle argument of type {type(value).__name__}: "
+                                f"{exc}; task arguments must be picklable") from exc
+        if len(data) <= self.threshold:
+            return None
+        ref = LiteralRef(f"lit-{hashlib.sha256(data).hexdigest()[:16]}", len(data))
+        self.payloads[ref.id] = data
+        return ref
+
+    def replace(self, value: Any) -> Any:
+        """``value`` as it goes into a blob: a large plain literal becomes its marker."""
+        if isinstance(value, SizedBlob):
+            return value
+        ref = self.ref_of(value)
+        return value if ref is None else ref
+
+
+def _surely_small(value: Any, threshold: int) -> bool:
+    # Skipping the pickle for scalars keeps encoding of 10k-task traces quick.
+    if value is None or isinstance(value, bool | float | complex):
+        return True
+    if isinstance(value, int):
+        return value.bit_length() // 8 + 16 <= threshold
+    if isinstance(value, str | bytes):
+        return 4 * len(value) + 16 <= threshold
+    return False
+
+
+class _FunctionTable:
+    """Task functions by content: code pickled once per distinct (name, code, io hint)."""
+
+    def __init__(self) -> None:
+        self.entries: list[tuple[str, bytes, IOHint | None]] = []
+        self._code: dict[int, bytes] = {}
+        self._index: dict[tuple[str, bytes, IOHint | None], int] = {}
+
+    def add(self, func: TaskFunction, task_id: str) -> int:
+        """Index of ``func`` in the table."""
+        code = self._code.get(id(func.fn))
+        if code is None:
+            code = self._code[id(func.fn)] = _pickle_code(func, task_id)
+        # Two closures may share a qualified name but not code: keep both.
+        key = (func.name, code, func.io)
+        if key not in self._index:
+            self._index[key] = len(self.entries)
+            self.entries.append(key)
+        return self._index[key]
+
+
+def _pickle_code(func: TaskFunction, task_id: str) -> bytes:
+    try:
+        return cloudpickle.dumps(func.fn, protocol=pickle.HIGHEST_PROTOCOL)
+    except Exception as exc:
+        raise WorkflowError(f"task {task_id!r}: cannot pickle the code of {func.name}: "
+                            f"{exc}") from exc
+
+
+def encode(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD,
+           dedupe_code: bool = True) -> EncodedWorkflow:
+    """Encode a workflow (or sub-workflow) into a blob plus large-literal payloads.
+
+    Parameters
+    ----------
+    wf : Workflow
+        The workflow; for a sub-workflow, its ``external_inputs`` are recorded and the
+        arguments coming from them travel as ids.
+    literal_threshold : int
+        A non-node argument leaf (anything that is not a list, tuple or dict) whose pickle
+        is larger than this moves to ``payloads``. :class:`SizedBlob` leaves stay inline.
+    dedupe_code : bool
+        Store each function's code once (default). ``False`` pickles it into every task,
+        as earlier systems did; only useful to measure the difference.
+
+    Returns
+    -------
+    EncodedWorkflow
+    """
+    literals = _LiteralStore(literal_threshold)
+    functions = _FunctionTable()
+    tasks = []
+    for tid in wf.topological_order:
+        node = wf.tasks[tid]
+        index = functions.add(node.func, tid)
+        # A fresh pickle per task: one shared bytes object would be memoized by pickle.
+        code = None if dedupe_code else _pickle_code(node.func, tid)
+        try:
+            args, kwargs = _encode_arguments(node, wf, literals)
+        except WorkflowError as exc:
+            raise WorkflowError(f"task {tid!r}: {exc}") from exc
+        tasks.append((tid, index, code, args, kwargs, node.profile))
+    record = {
+        "name": wf.name,
+        "requirements": tuple(wf.requirements),
+        "external": tuple(sorted(wf.external_inputs)),
+        "functions": [(name, code if dedupe_code else None, hint)
+                      for name, code, hint in functions.entries],
+        "tasks": tasks,
+    }
+    body = cloudpickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    header = _MAGIC + bytes([_VERSION]) + _digest(body)
+    return EncodedWorkflow(header + body, literals.payloads)
+
+
+def _encode_arguments(node: TaskNode, wf: Workflow, literals: _LiteralStore) -> Any:
+    def convert(leaf: Any) -> Any:
+        if isinstance(leaf, TaskNode):
+            return _Ref(wf.id_of(leaf))
+        return literals.replace(leaf)
+
+    return map_leaves((node.args, node.kwargs), convert, _Leaf)
+
+
+def encoded_size(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD,
+                 dedupe_code: bool = True) -> int:
+    """Size in bytes of the blob :func:`encode` makes for ``wf`` (payloads excluded)."""
+    return encode(wf, literal_threshold=literal_threshold, dedupe_code=dedupe_code).nbytes
+
+
+def literal_refs(wf: Workflow, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD
+                 ) -> dict[str, tuple[LiteralRef, ...]]:
+    """Per task id (every task), the large literals it needs, in argument order.
+
+    Ids and sizes match the payloads :func:`encode` produces with the same threshold;
+    :class:`SizedBlob` leaves always count, with their declared ``nbytes``, since they
+    stand for input files. A worker fetches each id once.
+    """
+    literals = _LiteralStore(literal_threshold)
+    out: dict[str, tuple[LiteralRef, ...]] = {}
+    for tid in wf.topological_order:
+        node = wf.tasks[tid]
+        refs: dict[str, LiteralRef] = {}
+        for leaf in iter_leaves((node.args, node.kwargs), _Leaf):
+            ref = literals.ref_of(leaf)
+            if ref is not None:
+                refs.setdefault(ref.id, ref)
+        out[tid] = tuple(refs.values())
+    return out
+
+
+# -- decoding -----------------------------------------------------------------------------
+def decode(blob: bytes, payloads: Mapping[str, bytes] | None = None) -> Workflow:
+    """Rebuild the workflow :func:`encode` wrote into ``blob``.
+
+    Ids, topological order, structure hash, requirements and external inputs are those
+    of the encoded workflow; arguments from external inputs are :class:`ExternalRef`
+    nodes.
+
+    Parameters
+    ----------
+    blob : bytes
+        ``EncodedWorkflow.blob``.
+    payloads : mapping of str to bytes, optional
+        The large literals by id. ``None`` leaves :class:`LiteralRef` markers in the
+        arguments, for a worker to fetch lazily.
+
+    Raises
+    ------
+    WorkflowError
+        (a ``ValueError``) if the blob is not a workflow blob, is corrupt, or its code
+        cannot be loaded here; :class:`MissingPayloadError` if ``payloads`` lacks a
+        literal a task uses.
+    """
+    record = _read_record(blob)
+    name, requirements, external = record["name"], record["requirements"], record["external"]
+    functions: dict[int, TaskFunction] = {}
+    loaded: dict[str, Any] = {}
+    nodes: dict[str, TaskNode] = {}
+    refs = {e: ExternalRef(e) for e in external}
+    for entry in record["tasks"]:
+        try:
+            tid, index, code, args, kwargs, profile = entry
+        except (TypeError, ValueError):
+            _malformed(f"a task entry is {type(entry).__name__} {entry!r:.80}")
+        if index not in functions:
+            functions[index] = _load_function(record["functions"], index, code, tid)
+
+        def resolve(marker: _Ref | LiteralRef, tid: str = tid) -> Any:
+            if isinstance(marker, LiteralRef):
+                return marker if payloads is None else _payload(marker, payloads, loaded, tid)
+            found = nodes.get(marker.task_id) or refs.get(marker.task_id)
+            if found is None:
+                _malformed(f"task {tid!r} uses unknown upstream task {marker.task_id!r}")
+            return found
+
+        args, kwargs = map_leaves((args, kwargs), resolve, (_Ref, LiteralRef))
+        nodes[tid] = TaskNode(functions[index], args, kwargs, tid, profile)
+    ids = {id(n): tid for tid, n in (*nodes.items(), *refs.items())}
+    return _rebuild(list(nodes.values()), ids, frozenset(external), name, tuple(requirements))
+
+
+def _read_record(blob: bytes) -> dict[str, Any]:
+    if not isinstance(blob, bytes | bytearray | memoryview):
+        raise WorkflowError(f"decode() takes the blob bytes, got {type(blob).__name__}")
+    blob = bytes(blob)
+    if len(blob) < _HEADER_SIZE or not blob.startswith(_MAGIC):
+        raise WorkflowError(f"not a faasplan workflow blob ({len(blob)} bytes, starts with "
+                            f"{blob[:8]!r}); expected the bytes of EncodedWorkflow.blob")
+    if blob[len(_MAGIC)] != _VERSION:
+        raise WorkflowError(f"workflow blob has format version {blob[len(_MAGIC)]}, this "
+                            f"faasplan reads version {_VERSION}; encode it again")
+    body = blob[_HEADER_SIZE:]
+    if _digest(body) != blob[len(_MAGIC) + 1:_HEADER_SIZE]:
+        raise WorkflowError(f"workflow blob is corrupt or truncated ({len(blob)} bytes): "
+                            "its checksum does not match; fetch or encode it again")
+    try:
+        record = pickle.loads(body)
+    except Exception as exc:
+        _malformed(f"cannot unpickle it ({type(exc).__name__}: {exc})")
+    if not isinstance(record, dict) or set(record) != _RECORD_KEYS:
+        _malformed(f"unexpected content {type(record).__name__}")
+    return record
+
+
+def _load_function(table: list[tuple[str, bytes | None, IOHint | None]], index: int,
+                   task_code: bytes | None, tid: str) -> TaskFunction:
+    try:
+        name, code, hint = table[index]
+    except (TypeError, ValueError, IndexError):
+        _malformed(f"task {tid!r} uses function #{index!r}, not in the function table")
+    code = code if code is not None else task_code
+    if code is None:
+        _malformed(f"no code stored for function {name!r} of task {tid!r}")
+    try:
+        fn = pickle.loads(code)
+    except Exception as exc:
+        raise WorkflowError(
+            f"cannot load the code of {name!r} (task {tid!r}): {type(exc).__name__}: {exc}; "
+            "the module defining it must be importable where the workflow is decoded"
+        ) from exc
+    return TaskFunction(fn, hint, name)
+
+
+def _payload(ref: LiteralRef, payloads: Mapping[str, bytes], loaded: dict[str, Any],
+             tid: str) -> Any:
+    # Identical literals decode to one shared object, as they were one payload.
+    if ref.id not in loaded:
+        if ref.id not in payloads:
+            raise MissingPayloadError(ref, tid)
+        loaded[ref.id] = load_literal(ref, payloads[ref.id])
+    return loaded[ref.id]
+
+
+def load_literal(ref: LiteralRef, data: bytes) -> Any:
+    """The value of a large literal from its payload bytes, checked against ``ref``.
+
+    Raises ``WorkflowError`` naming the literal if the bytes have the wrong size or
+    content hash (wrong key or corrupt storage) or cannot be unpickled.
+    """
+    if len(data) != ref.nbytes or hashlib.sha256(data).hexdigest()[:16] != ref.id[4:]:
+        raise WorkflowError(f"payload for literal {ref.id!r} does not match it ({len(data)} "
+                            f"bytes, expected {ref.nbytes}, or wrong content hash); the "
+                            "storage returned the wrong or corrupt bytes")
+    try:
+        return pickle.loads(data)
+    except Exception as exc:
+        raise WorkflowError(f"cannot unpickle literal {ref.id!r}: "
+                            f"{type(exc).__name__}: {exc}") from exc
+
+
+def _rebuild(order: list[TaskNode], ids: dict[int, str], external: frozenset[str],
+             name: str, requirements: tuple[str, ...]) -> Workflow:
+    # Workflow() renumbers nodes from its sinks, re-detects requirements and has no
+    # notion of external inputs; build it as Workflow.subdag does, from explicit ids.
+    wf = object.__new__(Workflow)
+    wf._init(order, ids, external, name=name)
+    wf.requirements = requirements
+    return wf
+
+
+def _digest(body: bytes) -> bytes:
+    return hashlib.blake2b(body, digest_size=_DIGEST_SIZE).digest()
+
+
+def _malformed(detail: str) -> NoReturn:
+    raise WorkflowError(f"malformed workflow blob: {detail}; it was not written by this "
+                        "faasplan version's encode()")

@@ -1,0 +1,293 @@
+"""The worker logic, driven by the in-memory interpreter: exact effect sequences."""
+
+from __future__ import annotations
+
+import ast
+import pathlib
+
+import pytest
+
+import faasplan
+from faasplan.worker import (
+    Execute,
+    Fetch,
+    Invocation,
+    Invoke,
+    Join,
+    Notify,
+    Opt,
+    Parallel,
+    Payload,
+    Placement,
+    RunSpec,
+    Spawn,
+    Store,
+    Track,
+    WaitFor,
+    WorkerOptions,
+    execute_branch,
+    initial_invocations,
+)
+from faasplan.worker.inmemory import run_in_memory
+
+
+@faasplan.task
+def src() -> int:
+    return 1
+
+
+@faasplan.task
+def f(*xs: int) -> int:
+    return sum(xs)
+
+
+def size_of(nbytes: dict[str, int] | None = None, default: int = 10):
+    table = nbytes or {}
+    return lambda e: Payload(table.get(e.task, default))
+
+
+def flex(memory: int = 1024, *opts: Opt):
+    return lambda t: Placement(None, memory, frozenset(opts))
+
+
+def names(log):
+    """Compact form of a log: (worker, effect kind, main argument)."""
+    out = []
+    for w, e in log:
+        if isinstance(e, Execute | Track):
+            arg = e.task
+        elif isinstance(e, Fetch | Store):
+            arg = e.key
+        elif isinstance(e, Invoke):
+            arg = e.invocation.roots
+        elif isinstance(e, Notify | WaitFor):
+            arg = e.channel
+        elif isinstance(e, Parallel):
+            arg = tuple(names([(w, x)])[0][1:] for x in e.effects)
+        else:
+            arg = None
+        out.append((w, type(e).__name__, arg))
+    return out
+
+
+def per_worker(log):
+    """The exact effect sequence of each worker: {worker: [(kind, arg), ...]}."""
+    out: dict[int, list] = {}
+    for w, kind, arg in names(log):
+        out.setdefault(w, []).append((kind, arg))
+    return out
+
+
+def chain():
+    return faasplan.Workflow(f(f(src())))
+
+
+def fan_out():
+    s = src()
+    return faasplan.Workflow([f(s), f(s), f(s)])
+
+
+def fan_in():
+    return faasplan.Workflow(f(src(), src()))
+
+
+def diamond():
+    s = src()
+    return faasplan.Workflow(f(f(s), f(s)))
+
+
+def test_worker_package_imports_no_io_libraries():
+    root = pathlib.Path(faasplan.__file__).parent / "worker"
+    forbidden = {"simpy", "redis", "asyncio"}
+    for path in root.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            mods = []
+            if isinstance(node, ast.Import):
+                mods = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                mods = [node.module]
+            for m in mods:
+                assert m.split(".")[0] not in forbidden, f"{path.name} imports {m}"
+
+
+def test_chain_on_flexible_worker_runs_on_one_worker_and_uploads_only_the_sink():
+    spec = RunSpec.build(chain(), flex())
+    run = run_in_memory(spec, size_of())
+    assert names(run.log) == [
+        (0, "Execute", "src-0"),
+        (0, "Execute", "f-0"),
+        (0, "Execute", "f-1"),
+        (0, "Store", "out:f-1"),
+        (0, "Notify", "sink:f-1"),
+    ]
+    assert run.workers == 1
+
+
+def test_fan_out_continues_with_one_and_delegates_the_others_with_carried_input():
+    spec = RunSpec.build(fan_out(), flex())
+    run = run_in_memory(spec, size_of())
+    assert per_worker(run.log) == {
+        0: [("Execute", "src-0"), ("Invoke", ("f-1",)), ("Invoke", ("f-2",)),
+            ("Execute", "f-0"), ("Store", "out:f-0"), ("Notify", "sink:f-0")],
+        1: [("Execute", "f-1"), ("Store", "out:f-1"), ("Notify", "sink:f-1")],
+        2: [("Execute", "f-2"), ("Store", "out:f-2"), ("Notify", "sink:f-2")],
+    }
+    invoke = run.log[1][1]
+    assert set(invoke.invocation.carried) == {"out:src-0"}
+
+
+def test_fan_out_uploads_a_large_output_instead_of_carrying_it():
+    spec = RunSpec.build(fan_out(), flex(), WorkerOptions(carry_bytes=100))
+    run = run_in_memory(spec, size_of({"src-0": 1000}))
+    seq = per_worker(run.log)
+    assert seq[0][:4] == [("Execute", "src-0"), ("Store", "out:src-0"),
+                          ("Invoke", ("f-1",)), ("Invoke", ("f-2",))]
+    assert seq[1][:2] == [("Fetch", "out:src-0"), ("Execute", "f-1")]
+    assert run.log[2][1].invocation.carried == {}
+
+
+def test_fan_in_is_run_by_the_last_upstream_to_finish():
+    spec = RunSpec.build(fan_in(), flex())
+    run = run_in_memory(spec, size_of())
+    assert per_worker(run.log) == {
+        0: [("Execute", "src-0"), ("Store", "out:src-0"), ("Track", "f-0")],
+        1: [("Execute", "src-1"), ("Store", "out:src-1"), ("Track", "f-0"),
+            ("Fetch", "out:src-0"), ("Execute", "f-0"), ("Store", "out:f-0"),
+            ("Notify", "sink:f-0")],
+    }
+    assert run.executed.count("f-0") == 1
+
+
+def test_diamond_on_flexible_workers():
+    spec = RunSpec.build(diamond(), flex())
+    run = run_in_memory(spec, size_of())
+    assert per_worker(run.log) == {
+        0: [("Execute", "src-0"), ("Invoke", ("f-1",)), ("Execute", "f-0"),
+            ("Store", "out:f-0"), ("Track", "f-2")],
+        1: [("Execute", "f-1"), ("Store", "out:f-1"), ("Track", "f-2"), ("Fetch", "out:f-0"),
+            ("Execute", "f-2"), ("Store", "out:f-2"), ("Notify", "sink:f-2")],
+    }
+
+
+def test_diamond_on_two_planned_workers_waits_for_the_remote_input():
+    wf = diamond()
+    spec = RunSpec.build(wf, lambda t: Placement("B" if t == "f-1" else "A", 2048))
+    run = run_in_memory(spec, size_of())
+    assert per_worker(run.log) == {
+        0: [("Execute", "src-0"), ("Invoke", ("f-1",)), ("Execute", "f-0"),
+            ("Fetch", "out:f-1"), ("Execute", "f-2"), ("Store", "out:f-2"),
+            ("Notify", "sink:f-2")],
+        1: [("Execute", "f-1"), ("Store", "out:f-1")],
+    }
+    waiting = next(e for _, e in run.log if isinstance(e, Fetch))
+    assert waiting.wait and waiting.task == "f-2"
+    invocation = run.log[1][1].invocation
+    assert (invocation.worker, invocation.memory_mb) == ("B", 2048)
+
+
+def test_track_is_idempotent_for_a_retried_upstream():
+    spec = RunSpec.build(fan_in(), flex())
+    first = Invocation(None, 1024, ("src-0",))
+    gen = execute_branch(spec, first)
+    assert isinstance(next(gen), Execute)
+    assert isinstance(gen.send(Payload(10)), Store)
+    track = gen.send(None)
+    assert track == Track("f-0", "src-0", expected=2)
+    # The in-memory driver counts a repeated upstream once.
+    run = run_in_memory(spec, size_of())
+    assert run.executed == ["src-0", "src-1", "f-0"]
+
+
+def test_async_upload_spawns_the_publication_and_joins_it_at_the_end():
+    spec = RunSpec.build(chain(), flex(1024, Opt.ASYNC_UPLOAD), WorkerOptions(carry_bytes=0))
+    run = run_in_memory(spec, size_of())
+    assert per_worker(run.log) == {0: [
+        ("Execute", "src-0"), ("Spawn", None), ("Execute", "f-0"), ("Spawn", None),
+        ("Execute", "f-1"), ("Spawn", None), ("Join", None),
+        ("Store", "out:f-1"), ("Notify", "sink:f-1")]}
+
+
+def test_cluster_runs_every_ready_dependent_locally():
+    spec = RunSpec.build(fan_out(), flex(1024, Opt.CLUSTER), WorkerOptions(carry_bytes=0))
+    run = run_in_memory(spec, size_of())
+    assert run.workers == 1
+    assert [k for _, k, a in names(run.log) if k == "Store"] == ["Store"] * 3
+    assert ("Store", "out:src-0") not in [(k, a) for _, k, a in names(run.log)]
+
+
+def test_delayed_io_keeps_the_large_output_local_and_runs_the_fan_in():
+    big, small = src(task_id="big"), src(task_id="small")
+    wf = faasplan.Workflow(f(big, small, task_id="join"))
+    spec = RunSpec.build(
+        wf, lambda t: Placement(None, 1024, frozenset({Opt.DELAYED_IO} if t == "big" else ())),
+        WorkerOptions(carry_bytes=0))
+    run = run_in_memory(spec, size_of({"big": 10**9}))
+    log = names(run.log)
+    assert (0, "WaitFor", "ready:join") in log
+    assert ("Store", "out:big") not in [(k, a) for _, k, a in log]
+    assert (1, "Track", "join") in log and (1, "Notify", "ready:join") in log
+    assert run.executed[-1] == "join"
+    assert [w for w, e in run.log if isinstance(e, Execute) and e.task == "join"] == [0]
+
+
+def test_two_delayed_io_upstreams_of_one_fan_in_are_rejected():
+    wf = fan_in()
+    with pytest.raises(ValueError, match="two delayed-I/O upstream tasks"):
+        RunSpec.build(wf, flex(1024, Opt.DELAYED_IO))
+
+
+def test_preload_spawns_fetches_of_remote_inputs_at_worker_start():
+    wf = diamond()
+    place = {"src-0": Placement("A", 1024), "f-0": Placement("A", 1024),
+             "f-1": Placement("B", 1024),
+             "f-2": Placement("A", 1024, frozenset({Opt.PRELOAD}))}
+    spec = RunSpec.build(wf, place)
+    run = run_in_memory(spec, size_of())
+    first = run.log[0][1]
+    assert isinstance(first, Spawn)
+    assert (0, "Fetch", "out:f-1") in names(run.log)
+    assert any(isinstance(e, Join) for _, e in run.log)
+    assert run.executed[-1] == "f-2"
+
+
+def test_stream_marks_store_and_waiting_fetch():
+    wf = diamond()
+    place = {"src-0": Placement("A", 1024), "f-0": Placement("A", 1024),
+             "f-1": Placement("B", 1024, frozenset({Opt.STREAM})), "f-2": Placement("A", 1024)}
+    run = run_in_memory(RunSpec.build(wf, place), size_of())
+    fetch = next(e for _, e in run.log if isinstance(e, Fetch))
+    store = next(e for _, e in run.log if isinstance(e, Store) and e.key == "out:f-1")
+    assert fetch.stream and fetch.wait and store.stream
+
+
+def test_prewarm_invokes_an_empty_worker_for_the_downstream_worker():
+    wf = diamond()
+    place = {"src-0": Placement("A", 1024, frozenset({Opt.PREWARM})),
+             "f-0": Placement("A", 1024), "f-1": Placement("B", 3008),
+             "f-2": Placement("A", 1024)}
+    run = run_in_memory(RunSpec.build(wf, place), size_of())
+    first = run.log[0][1]
+    assert isinstance(first, Invoke) and first.invocation.prewarm
+    assert first.invocation.memory_mb == 3008
+
+
+def test_subdag_by_reference_above_the_inline_threshold():
+    spec = RunSpec.build(fan_out(), flex(), WorkerOptions(inline_dag_bytes=10))
+    run = run_in_memory(spec, size_of(), preload={"dag": Payload(5000)})
+    inv = next(e.invocation for _, e in run.log if isinstance(e, Invoke))
+    assert not inv.inline_dag
+    assert per_worker(run.log)[1][0] == ("Fetch", "dag")
+
+
+def test_initial_invocations_start_each_root_entry_once():
+    wf = fan_in()
+    spec = RunSpec.build(wf, {"src-0": Placement("A", 1024), "src-1": Placement("A", 1024),
+                              "f-0": Placement("A", 1024)})
+    assert [i.roots for i in initial_invocations(spec)] == [("src-0",)]
+    spec2 = RunSpec.build(wf, flex())
+    assert [i.roots for i in initial_invocations(spec2)] == [("src-0",), ("src-1",)]
+
+
+def test_prewarm_invocation_does_nothing():
+    spec = RunSpec.build(chain(), flex())
+    assert list(execute_branch(spec, Invocation(None, 1024, ()))) == []
