@@ -144,6 +144,21 @@ def test_large_literal_moved_out_and_shared() -> None:
     np.testing.assert_array_equal(load_literal(ref, enc.payloads[lit_id]), big)
 
 
+def test_lazily_decoded_workflow_reencodes_without_its_payloads() -> None:
+    # A worker that decoded without payloads can pass a sub-workflow on unchanged.
+    big = np.arange(20_000, dtype=np.float64)
+    wf = Workflow(total([total(big, task_id="inner")], task_id="outer"))
+    enc = encode(wf)
+    lazy = decode(enc.blob)
+    again = encode(lazy.subdag("inner"))
+    assert again.payloads == {}
+    assert literal_refs(lazy.subdag("inner"))["inner"] == tuple(
+        LiteralRef(k, len(v)) for k, v in enc.payloads.items())
+    back = decode(again.blob, enc.payloads)
+    np.testing.assert_array_equal(back.tasks["inner"].args[0], big)
+    assert run(back) == run(wf)
+
+
 def test_threshold_decides_what_moves_out() -> None:
     wf = Workflow(total(np.ones(100)))
     assert encode(wf).payloads == {}

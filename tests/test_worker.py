@@ -291,3 +291,18 @@ def test_initial_invocations_start_each_root_entry_once():
 def test_prewarm_invocation_does_nothing():
     spec = RunSpec.build(chain(), flex())
     assert list(execute_branch(spec, Invocation(None, 1024, ()))) == []
+
+
+def test_delayed_io_owner_first_runs_the_local_work_that_feeds_its_fan_in():
+    # u -> v -> d and u -> d: waiting for d before running v would deadlock.
+    u = src(task_id="u")
+    v = f(u, task_id="v")
+    wf = faasplan.Workflow(f(u, v, task_id="d"))
+    spec = RunSpec.build(
+        wf, lambda t: Placement(None, 1024, frozenset({Opt.DELAYED_IO} if t == "u" else ())))
+    run = run_in_memory(spec, size_of())
+    assert run.executed == ["u", "v", "d"]
+    assert per_worker(run.log)[0] == [
+        ("Execute", "u"), ("Execute", "v"), ("Store", "out:v"), ("Track", "d"),
+        ("Notify", "ready:d"),
+        ("WaitFor", "ready:d"), ("Execute", "d"), ("Store", "out:d"), ("Notify", "sink:d")]

@@ -45,9 +45,16 @@ def test_defaults_build_named_workflows_with_picklable_tasks(name: str) -> None:
     assert wf.name == name
     if name != "wordcount":
         assert "numpy" in wf.requirements
-    for node in wf.tasks.values():
+    roots = set(wf.roots)
+    for tid, node in wf.tasks.items():
         assert isinstance(node.func, TaskFunction)
-        assert cloudpickle.loads(cloudpickle.dumps(node.func.fn)) is node.func.fn
+        # The module attribute is the TaskFunction, so the code travels by value.
+        copy = cloudpickle.loads(cloudpickle.dumps(node.func.fn))
+        assert copy.__qualname__ == node.func.fn.__qualname__
+        if tid in roots:
+            expected = run_local(Workflow(node))
+            got = copy(*node.args, **node.kwargs)
+            np.testing.assert_array_equal(np.asarray(got), np.asarray(expected))
 
 
 @pytest.mark.parametrize("name", sorted(REGISTRY))
@@ -85,7 +92,7 @@ def test_tree_reduction_defaults() -> None:
     assert len(wf) == 127
     assert len(wf.roots) == 64 and len(wf.sinks) == 1
     # A balanced tree over 64 leaves: 6 levels of adds above the leaves.
-    length, path = wf.critical_path(lambda _: 1.0)
+    length, _ = wf.critical_path(lambda _: 1.0)
     assert length == 7
     assert float(run_local(wf).sum()) == sum(range(64 * 1024))
 

@@ -14,14 +14,17 @@ from faasplan.workflow import (
     WorkflowError,
     WorkflowFormatError,
     io,
+    load_wfformat,
     task,
 )
+from faasplan.local import TaskFailedError, payload_nbytes, profile, run_local
 
 __version__ = "0.1.0"
 
 __all__ = [
     "IOHint",
     "SizedBlob",
+    "TaskFailedError",
     "TaskNode",
     "TaskProfile",
     "Workflow",
@@ -29,5 +32,9 @@ __all__ = [
     "WorkflowFormatError",
     "__version__",
     "io",
+    "load_wfformat",
+    "payload_nbytes",
+    "profile",
+    "run_local",
     "task",
 ]

@@ -102,6 +102,8 @@ def _run_planned(spec: RunSpec, local: _Local, tasks: tuple[str, ...]) -> Branch
 def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
     while queue:
         info = spec.tasks[queue.pop(0)]
+        if spec.delayed_owner.get(info.id) is not None:
+            yield WaitFor(ready_channel(info.id))  # the fan-in's other inputs are stored
         out = yield from _run_task(spec, local, info)
         local_deps = _planned_local(spec, info)
         more = yield from _after_task(spec, local, info, out, local_deps)
@@ -169,10 +171,8 @@ def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         continue_here.append(rest.pop(0))
     for d in rest:
         yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
-    for d in delayed:
-        if len(spec.tasks[d].upstream) > 1:
-            yield WaitFor(ready_channel(d))
-        continue_here.append(d)
+    # Delayed fan-ins run last: local work that feeds them must not wait behind them.
+    continue_here.extend(delayed)
     return continue_here
 
 

@@ -6,6 +6,7 @@ from faasplan.workflow.graph import Workflow
 from faasplan.workflow.io import IOHint
 from faasplan.workflow.nested import iter_leaves, map_leaves
 from faasplan.workflow.task import SizedBlob, TaskFunction, TaskNode, TaskProfile, task
+from faasplan.workflow.wfformat import load_wfformat, trace_edge_bytes
 
 __all__ = [
     "IOHint",
@@ -18,6 +19,8 @@ __all__ = [
     "WorkflowFormatError",
     "io",
     "iter_leaves",
+    "load_wfformat",
     "map_leaves",
     "task",
+    "trace_edge_bytes",
 ]

@@ -275,6 +275,9 @@ def _read_v15(r: _Reader, workflow: dict[str, Any]
         sizes[fid] = r.size(f.get("sizeInBytes"), f"file {fid!r}", None, "sizeInBytes")
 
     runtimes: dict[str, float] = {}
+    # Some engines embed input file names in task names (Epigenomics): the executed
+    # program is then the better category, so that functions repeat across tasks.
+    programs: dict[str, str] = {}
     if "execution" in workflow:
         execution = r.obj(workflow["execution"], "'execution'", field="workflow.execution")
         for i, e in enumerate(r.items(execution.get("tasks", []), None, "execution.tasks")):
@@ -283,6 +286,9 @@ def _read_v15(r: _Reader, workflow: dict[str, Any]
             if tid in runtimes:
                 r.fail("task has two execution records", tid, "execution.tasks")
             runtimes[tid] = r.seconds(e, tid)
+            command = e.get("command")
+            if isinstance(command, dict) and isinstance(command.get("program"), str):
+                programs[tid] = command["program"]
 
     raw: list[_RawTask] = []
     seen: set[str] = set()
@@ -301,7 +307,8 @@ def _read_v15(r: _Reader, workflow: dict[str, Any]
             unknown = [f for f in files if f not in sizes]
             if unknown:
                 r.fail(f"file {unknown[0]!r} is not listed in specification.files", tid, key)
-        raw.append(_RawTask(tid, name, _category(name, t.get("category")), runtimes[tid],
+        raw.append(_RawTask(tid, name, _category(name, t.get("category") or programs.get(tid)),
+                            runtimes[tid],
                             r.names(t, "parents", tid), r.names(t, "children", tid),
                             reads, writes))
     stray = [tid for tid in runtimes if tid not in seen]

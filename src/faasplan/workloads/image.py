@@ -11,7 +11,7 @@ from faasplan.workloads._checks import positive_int
 # Output size follows the size parameter, not input bytes: no hint.
 @task
 def generate(seed: int, index: int, size: int) -> np.ndarray:
-    """Image ``index``: ``size`` x ``size`` uniform noise in [0, 1) from generator ``[seed, index]``."""
+    """Image ``index``: ``size`` x ``size`` uniform noise in [0, 1), seeded ``[seed, index]``."""
     return np.random.default_rng([seed, index]).random((size, size))
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections import Counter
 from importlib import resources
@@ -32,7 +33,7 @@ def split_text(text: str, chunks: int) -> list[str]:
             pos += 1
         cuts.append(pos)
     cuts.append(len(text))
-    return [text[lo:hi] for lo, hi in zip(cuts, cuts[1:], strict=False)]
+    return [text[lo:hi] for lo, hi in itertools.pairwise(cuts)]
 
 
 # Vocabulary grows sublinearly with text length (Heaps' law), and so does the Counter's
