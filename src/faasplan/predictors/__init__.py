@@ -1,1 +1,64 @@
-"""faasplan.predictors."""
+"""Predictors: learn execution time, output size, transfer and start-up times from metrics.
+
+>>> from faasplan.predictors import Predictor
+>>> Predictor.empty().startup_ms(1024, "cold")
+250.0
+"""
+
+from faasplan.predictors.accuracy import accuracy_report
+from faasplan.predictors.baseline import BaselinePredictor
+from faasplan.predictors.fitting import fit, fit_frame
+from faasplan.predictors.metrics import (
+    COLUMNS,
+    SCHEMA,
+    MetricsError,
+    MetricsRecord,
+    Transfer,
+    explode_transfers,
+    frame_to_records,
+    load_metrics,
+    records_to_frame,
+    save_metrics,
+    validate_records,
+)
+from faasplan.predictors.models import (
+    DEFAULTS,
+    MIN_SAMPLES,
+    Defaults,
+    ExecModel,
+    OutputModel,
+    Prediction,
+    StartupModel,
+    TransferModel,
+)
+from faasplan.predictors.predictor import Predictor
+from faasplan.predictors.sla import Empirical, parse_sla
+
+__all__ = [
+    "COLUMNS",
+    "DEFAULTS",
+    "MIN_SAMPLES",
+    "SCHEMA",
+    "BaselinePredictor",
+    "Defaults",
+    "Empirical",
+    "ExecModel",
+    "MetricsError",
+    "MetricsRecord",
+    "OutputModel",
+    "Prediction",
+    "Predictor",
+    "StartupModel",
+    "Transfer",
+    "TransferModel",
+    "accuracy_report",
+    "explode_transfers",
+    "fit",
+    "fit_frame",
+    "frame_to_records",
+    "load_metrics",
+    "parse_sla",
+    "records_to_frame",
+    "save_metrics",
+    "validate_records",
+]

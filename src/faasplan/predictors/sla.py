@@ -43,7 +43,7 @@ def parse_sla(sla: str) -> float | None:
     raise ValueError(f"unknown sla {sla!r}; use {SLA_FORMS}")
 
 
-@dataclass(frozen=True, slots=True, eq=False)
+@dataclass(frozen=True, slots=True, eq=False, repr=False)
 class Empirical:
     """A sorted sample with its mean; ``at(sla)`` reads the mean or a quantile.
 
@@ -71,6 +71,9 @@ class Empirical:
     def constant(cls, value: float = 1.0) -> Empirical:
         """A distribution with all its mass at ``value`` (every SLA reads ``value``)."""
         return cls.of([value])
+
+    def __repr__(self) -> str:
+        return f"Empirical(n={len(self.values)}, mean={self.mean:.6g}, p90={self.at('p90'):.6g})"
 
     def __len__(self) -> int:
         return len(self.values)

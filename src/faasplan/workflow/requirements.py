@@ -80,8 +80,10 @@ def _parse_requirement(spec: str) -> Requirement:
     try:
         return Requirement(spec)
     except InvalidRequirement as exc:
-        raise ValueError(f"invalid requirement {spec!r}: {exc}; use PEP 508, e.g. 'numpy>=2'"
-                         ) from None
+        # packaging's message ends with a multi-line caret drawing; its first line says it.
+        detail = str(exc).splitlines()[0]
+        raise ValueError(f"invalid requirement {spec!r}: {detail}; use PEP 508, "
+                         f"e.g. 'numpy>=2'") from None
 
 
 def _canon(name: str) -> str:

@@ -1,0 +1,173 @@
+"""Load a scenario file or a CLI target into a validated :class:`Scenario`."""
+
+from __future__ import annotations
+
+import importlib
+import os
+import tomllib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from faasplan.scenarios.schema import Scenario, WorkflowSection
+from faasplan.workflow import Workflow, WorkflowError
+
+
+class ScenarioError(ValueError):
+    """Bad input: the message names the file, the key path and how to fix it."""
+
+    def __init__(self, source: str, key: str, message: str, hint: str = "") -> None:
+        self.source, self.key = source, key
+        text = f"{source}: {key}: {message}" if key else f"{source}: {message}"
+        super().__init__(f"{text}\n  hint: {hint}" if hint else text)
+
+
+@dataclass(frozen=True)
+class LoadedScenario:
+    """A validated scenario and the directory its relative paths are resolved against."""
+
+    scenario: Scenario
+    source: str
+    base_dir: Path
+
+    def path(self, value: str) -> Path:
+        """``value`` resolved against the scenario file's directory."""
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
+
+
+def load_scenario(path: str | os.PathLike[str]) -> LoadedScenario:
+    """Read and validate a TOML scenario file.
+
+    Raises :class:`ScenarioError` naming the file and key path of the first problems.
+    """
+    p = Path(path)
+    if not p.is_file():
+        raise ScenarioError(str(p), "", "file not found",
+                            "check the path; scenarios live in the scenarios/ folder")
+    try:
+        data = tomllib.loads(p.read_text())
+    except tomllib.TOMLDecodeError as exc:
+        raise ScenarioError(str(p), "", f"not valid TOML: {exc}") from None
+    return LoadedScenario(validate_scenario(data, str(p)), str(p), p.resolve().parent)
+
+
+def validate_scenario(data: dict[str, Any], source: str) -> Scenario:
+    """Validate a scenario mapping; errors name ``source`` and the key path."""
+    try:
+        scenario = Scenario.model_validate(data)
+    except ValidationError as exc:
+        raise _scenario_error(exc, source) from None
+    _check_planners(scenario, source)
+    return scenario
+
+
+def _scenario_error(exc: ValidationError, source: str) -> ScenarioError:
+    lines = []
+    for err in exc.errors()[:5]:
+        key = ".".join(str(x) for x in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (remove it or check its spelling)"
+        lines.append(f"{key}: {msg}")
+    first_key = ".".join(str(x) for x in exc.errors()[0]["loc"])
+    return ScenarioError(source, first_key, "; ".join(lines[:1]) if len(lines) == 1 else
+                         "\n  " + "\n  ".join(lines),
+                         "see the scenario format in the README or scenarios/quickstart.toml")
+
+
+def _check_planners(scenario: Scenario, source: str) -> None:
+    from faasplan.planners import PLANNERS
+
+    for i, name in enumerate(scenario.planning.planners or ()):
+        if name not in PLANNERS:
+            raise ScenarioError(source, f"planning.planners[{i}]", f"unknown planner {name!r}",
+                                f"choose from {', '.join(PLANNERS)}")
+    for name in scenario.planning.options:
+        if name not in PLANNERS:
+            raise ScenarioError(source, f"planning.options.{name}", f"unknown planner {name!r}",
+                                f"choose from {', '.join(PLANNERS)}")
+
+
+def load_target(target: str) -> LoadedScenario:
+    """A CLI target: a scenario ``.toml``, a WfFormat ``.json`` file, or ``module:function``.
+
+    Non-scenario targets get a scenario with every other setting at its default.
+    """
+    if target.endswith(".toml"):
+        return load_scenario(target)
+    if target.endswith(".json"):
+        p = Path(target)
+        if not p.is_file():
+            raise ScenarioError(target, "", "file not found", "give a WfFormat JSON trace path")
+        section = {"wfformat": str(p.resolve())}
+        name = p.stem
+    elif ":" in target:
+        section = {"target": target}
+        name = target.rsplit(":", 1)[-1]
+    else:
+        raise ScenarioError(target, "", "unrecognised target",
+                            "give a scenario .toml, a WfFormat .json, or module:function "
+                            "(e.g. faasplan.workloads:tree_reduction)")
+    data = {"scenario": {"name": name}, "workflow": section}
+    return LoadedScenario(validate_scenario(data, target), target, Path.cwd())
+
+
+def build_workflow(loaded: LoadedScenario) -> Workflow:
+    """The workflow a scenario describes."""
+    section: WorkflowSection = loaded.scenario.workflow
+    src = loaded.source
+    if section.wfformat:
+        from faasplan.workflow import load_wfformat
+
+        path = loaded.path(section.wfformat)
+        if not path.is_file():
+            raise ScenarioError(src, "workflow.wfformat", f"file not found: {path}",
+                                "paths are relative to the scenario file")
+        try:
+            return load_wfformat(path)
+        except WorkflowError as exc:
+            raise ScenarioError(src, "workflow.wfformat", str(exc)) from None
+    if section.workload:
+        from faasplan.workloads import REGISTRY
+
+        if section.workload not in REGISTRY:
+            raise ScenarioError(src, "workflow.workload", f"unknown workload {section.workload!r}",
+                                f"choose from {', '.join(REGISTRY)}")
+        fn: Callable[..., Any] = REGISTRY[section.workload]
+        key = "workflow.workload"
+    else:
+        assert section.target is not None
+        fn = resolve_callable(section.target, src)
+        key = "workflow.target"
+    try:
+        wf = fn(**section.params)
+    except (TypeError, ValueError) as exc:
+        raise ScenarioError(src, "workflow.params", str(exc),
+                            f"check the parameters accepted by {key}") from None
+    if not isinstance(wf, Workflow):
+        raise ScenarioError(src, key, f"returned {type(wf).__name__}, not a faasplan.Workflow")
+    return wf
+
+
+def resolve_callable(target: str, source: str = "<target>") -> Callable[..., Any]:
+    """Import ``module:function``; errors say what could not be found."""
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ScenarioError(source, "workflow.target", f"{target!r} is not module:function")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ScenarioError(source, "workflow.target", f"cannot import {module_name!r}: {exc}",
+                            "is the module on PYTHONPATH?") from None
+    obj: Any = module
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ScenarioError(source, "workflow.target", f"{module_name!r} has no {attr!r}")
+        obj = getattr(obj, part)
+    if not callable(obj):
+        raise ScenarioError(source, "workflow.target", f"{target!r} is not callable")
+    return obj  # type: ignore[no-any-return]

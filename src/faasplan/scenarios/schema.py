@@ -1,0 +1,112 @@
+"""The scenario file schema (TOML), validated strictly: unknown keys are errors.
+
+A scenario says which workflow to plan, on which platform, with which metrics history,
+which planners to compare at which SLA, how many Monte-Carlo replicates, and where to
+write results::
+
+    [scenario]
+    name = "quickstart"
+    seed = 0
+    replicates = 20
+
+    [workflow]
+    workload = "tree_reduction"      # or wfformat = "trace.json", or target = "pkg.mod:fn"
+    params = { leaves = 32 }
+
+    [platform]                       # overrides of faasplan.Platform() defaults
+    cold_start_ms = 250.0
+
+    [history]
+    training_runs = 6                # simulated from the ground truth with noise
+    noise = 0.1                      # or: metrics = "runs.parquet"
+
+    [planning]
+    planners = ["wukong", "uniform-opt", "sim-guided"]
+    sla = "p95"
+    [planning.options.sim-guided]
+    time_budget_s = 1.0
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+SLA_PATTERN = re.compile(r"^(average|p\d{1,2}(\.\d+)?)$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ScenarioMeta(_Strict):
+    """``[scenario]``: name, seed, Monte-Carlo replicates, output directory."""
+
+    name: str = "scenario"
+    seed: int = 0
+    replicates: int = Field(default=20, ge=1, le=100_000)
+    output_dir: str | None = None
+
+
+class WorkflowSection(_Strict):
+    """``[workflow]``: exactly one of ``workload``, ``wfformat`` or ``target``."""
+
+    workload: str | None = None
+    wfformat: str | None = None
+    target: str | None = None
+    params: dict[str, Any] = Field(default_factory=dict)
+    profile: bool = True
+    profile_repeat: int = Field(default=1, ge=1, le=50)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> WorkflowSection:
+        given = [k for k in ("workload", "wfformat", "target") if getattr(self, k)]
+        if len(given) != 1:
+            raise ValueError("give exactly one of workload, wfformat or target "
+                             f"(got {given or 'none'})")
+        if self.params and self.wfformat:
+            raise ValueError("params apply to workload/target, not to a wfformat file")
+        return self
+
+
+class HistorySection(_Strict):
+    """``[history]``: metrics to fit predictors on — a file, or simulated training runs."""
+
+    metrics: str | None = None
+    training_runs: int = Field(default=6, ge=0, le=1000)
+    noise: float = Field(default=0.1, ge=0.0, le=2.0)
+    memory_sizes: list[int] | None = None
+
+    @field_validator("memory_sizes")
+    @classmethod
+    def _positive(cls, v: list[int] | None) -> list[int] | None:
+        if v is not None and (not v or any(m <= 0 for m in v)):
+            raise ValueError("memory_sizes must be a non-empty list of positive MB values")
+        return v
+
+
+class PlanningSection(_Strict):
+    """``[planning]``: planners to compare, SLA, per-planner options."""
+
+    planners: list[str] | None = None
+    sla: str = "p95"
+    options: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    @field_validator("sla")
+    @classmethod
+    def _sla(cls, v: str) -> str:
+        if not SLA_PATTERN.match(v):
+            raise ValueError(f"sla {v!r} is not 'average' or a percentile like 'p95'")
+        return v
+
+
+class Scenario(_Strict):
+    """A whole scenario file."""
+
+    scenario: ScenarioMeta = Field(default_factory=ScenarioMeta)
+    workflow: WorkflowSection
+    platform: dict[str, Any] = Field(default_factory=dict)
+    history: HistorySection = Field(default_factory=HistorySection)
+    planning: PlanningSection = Field(default_factory=PlanningSection)
