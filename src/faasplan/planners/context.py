@@ -31,7 +31,7 @@ class PredictorLike(Protocol):
 class PlatformLike(Protocol):
     """The part of :class:`faasplan.Platform` planners use."""
 
-    memory_sizes: tuple[int, ...]
+    memory_sizes_mb: tuple[int, ...]
     default_memory_mb: int
 
 
@@ -67,7 +67,7 @@ class PlanningContext:
     @cached_property
     def memory_sizes(self) -> tuple[int, ...]:
         """The platform's memory sizes, ascending."""
-        return tuple(sorted(self.platform.memory_sizes))
+        return tuple(sorted(self.platform.memory_sizes_mb))
 
     @cached_property
     def estimates(self) -> Estimates:

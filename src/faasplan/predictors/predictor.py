@@ -54,20 +54,22 @@ class Predictor:
         self._default_exec = ExecModel.from_defaults(defaults)
         self._default_output = OutputModel.from_defaults(defaults)
         self._min_samples = min_samples
-        self._hints = MappingProxyType(dict(hints or {}))
-        self._exec = MappingProxyType(dict(exec_models or {}))
+        # Plain dicts, never handed out: the predictor stays immutable and picklable
+        # (planners ship it to worker processes).
+        self._hints = dict(hints or {})
+        self._exec = dict(exec_models or {})
         outputs = {f: OutputModel.from_hint(h) for f, h in self._hints.items()}
         outputs.update(output_models or {})
-        self._output = MappingProxyType(outputs)
+        self._output = outputs
         transfers = {d: TransferModel.from_defaults(defaults) for d in ("download", "upload")}
         transfers.update(transfer_models or {})
-        self._transfer = MappingProxyType(transfers)
+        self._transfer = transfers
         startups: dict[str, StartupModel] = {
             "cold": StartupModel.from_defaults("cold", defaults),
             "warm": StartupModel.from_defaults("warm", defaults),
         }
         startups.update(startup_models or {})
-        self._startup = MappingProxyType(startups)
+        self._startup = startups
 
     @classmethod
     def empty(cls, hints: Mapping[str, IOHint] | None = None, *,
@@ -89,8 +91,8 @@ class Predictor:
 
     @property
     def hints(self) -> Mapping[str, IOHint]:
-        """The io hints given at fit time, by function."""
-        return self._hints
+        """The io hints given at fit time, by function (read-only view)."""
+        return MappingProxyType(self._hints)
 
     @property
     def functions(self) -> tuple[str, ...]:

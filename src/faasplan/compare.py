@@ -1,0 +1,177 @@
+"""Compare planners on a scenario: plan with each, score each plan by Monte-Carlo simulation.
+
+Plans are made with predictors (fitted on a metrics history) at the scenario's SLA and then
+scored against the *ground truth*: replicates of the simulation with the workflow's real
+behaviour and seeded noise. The result holds one row per run and a summary per planner.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from faasplan.api import fit_history, has_history, make_evaluator, training_history
+from faasplan.planners import Plan, planner_names, run_planner
+from faasplan.predictors import Predictor, load_metrics
+from faasplan.scenarios import LoadedScenario, ScenarioError, build_workflow
+from faasplan.simulator import GroundTruth, Platform, Trace, simulate_many
+from faasplan.workflow import Workflow
+
+Progress = Callable[[str, int, int], None]
+"""``progress(stage, done, total)``: called as planners and replicates complete."""
+
+
+@dataclass(frozen=True)
+class Setup:
+    """Everything a comparison needs, built once from a scenario."""
+
+    name: str
+    workflow: Workflow
+    platform: Platform
+    truth: GroundTruth
+    predictor: Predictor
+    planners: tuple[str, ...]
+    sla: str
+    replicates: int
+    seed: int
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
+    history_records: int = 0
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Outcome of :func:`compare`: per-run rows, per-planner summary, plans, sample traces."""
+
+    setup: Setup
+    runs: pd.DataFrame
+    summary: pd.DataFrame
+    plans: dict[str, Plan]
+    traces: dict[str, Trace]
+
+    def to_records(self) -> list[dict[str, Any]]:
+        """The summary as JSON-ready dicts, one per planner."""
+        return [{k: _plain(v) for k, v in row.items()} for row in
+                self.summary.to_dict(orient="records")]
+
+
+def build_platform(loaded: LoadedScenario) -> Platform:
+    """``Platform()`` with the scenario's ``[platform]`` overrides (``file`` loads a TOML)."""
+    overrides = dict(loaded.scenario.platform)
+    base = Platform()
+    if "file" in overrides:
+        path = loaded.path(str(overrides.pop("file")))
+        try:
+            base = Platform.from_toml(path)
+        except (OSError, ValueError) as exc:
+            raise ScenarioError(loaded.source, "platform.file", str(exc)) from None
+    try:
+        return base.replace(**overrides)
+    except (TypeError, ValueError) as exc:
+        bad = next((k for k in overrides if k in str(exc)), "")
+        raise ScenarioError(loaded.source, f"platform.{bad}" if bad else "platform", str(exc),
+                            "see faasplan.Platform for the parameters and their units") from None
+
+
+def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
+            replicates: int | None = None, seed: int | None = None, sla: str | None = None,
+            history: str | None = None) -> Setup:
+    """Build the workflow, platform, ground truth and predictors a scenario describes.
+
+    Keyword arguments override the scenario's settings (CLI flags).
+    """
+    sc = loaded.scenario
+    wf = build_workflow(loaded)
+    platform = build_platform(loaded)
+    profiles = None
+    if sc.workflow.profile and not sc.workflow.wfformat:
+        from faasplan.local import profile
+
+        profiles = profile(wf, repeat=sc.workflow.profile_repeat)
+    truth = GroundTruth(wf, platform, profiles=profiles, noise=sc.history.noise)
+    run_seed = sc.scenario.seed if seed is None else seed
+    metrics_path = history or sc.history.metrics
+    if metrics_path:
+        path = loaded.path(metrics_path) if history is None else metrics_path
+        records = load_metrics(path)
+        predictor = fit_history(wf, records) if len(records) else Predictor.empty()
+        n_records = len(records)
+    else:
+        sizes = tuple(sc.history.memory_sizes) if sc.history.memory_sizes else None
+        recs = training_history(wf, platform, truth, sc.history.training_runs,
+                                memory_sizes=sizes, seed=run_seed)
+        predictor, n_records = fit_history(wf, recs), len(recs)
+    names = tuple(planners or sc.planning.planners or planner_names())
+    for i, name in enumerate(names):
+        if name not in planner_names():
+            raise ScenarioError(loaded.source, f"planning.planners[{i}]",
+                                f"unknown planner {name!r}",
+                                f"choose from {', '.join(planner_names())}")
+    reps = sc.scenario.replicates if replicates is None else replicates
+    if reps < 1:
+        raise ScenarioError(loaded.source, "scenario.replicates", f"must be >= 1, got {reps}")
+    return Setup(sc.scenario.name, wf, platform, truth, predictor, names,
+                 sla or sc.planning.sla, reps, run_seed, dict(sc.planning.options), n_records)
+
+
+def plan_with(setup: Setup, planner: str, **extra: Any) -> Plan:
+    """Plan the setup's workflow with ``planner`` and the setup's predictors."""
+    evaluate = make_evaluator(setup.workflow, setup.predictor, setup.platform, setup.sla,
+                              setup.seed)
+    options = {**setup.options.get(planner, {}), **extra}
+    return run_planner(planner, setup.workflow, setup.predictor, setup.platform, sla=setup.sla,
+                       seed=setup.seed, evaluate=evaluate,
+                       history=has_history(setup.predictor), **options)
+
+
+def compare(setup: Setup, progress: Progress | None = None) -> Comparison:
+    """Plan with every planner of ``setup`` and score each plan on the ground truth."""
+    rows: list[dict[str, Any]] = []
+    summary: list[dict[str, Any]] = []
+    plans: dict[str, Plan] = {}
+    traces: dict[str, Trace] = {}
+    total = len(setup.planners)
+    for i, name in enumerate(setup.planners):
+        started = time.perf_counter()
+        plan = plan_with(setup, name)
+        planning_ms = (time.perf_counter() - started) * 1000.0
+        runs = simulate_many(setup.workflow, plan, setup.platform, seed=setup.seed,
+                             replicates=setup.replicates, behaviour=setup.truth)
+        plans[name], traces[name] = plan, runs[0]
+        for r, trace in enumerate(runs):
+            rows.append({"planner": name, "replicate": r, "makespan_ms": trace.makespan_ms,
+                         "cost_usd": trace.cost_usd, "cold_starts": trace.cold_starts,
+                         "storage_bytes": trace.storage_bytes})
+        summary.append(_summarise(name, runs, plan, planning_ms))
+        if progress is not None:
+            progress("planners", i + 1, total)
+    return Comparison(setup, pd.DataFrame(rows), pd.DataFrame(summary), plans, traces)
+
+
+def _summarise(name: str, runs: list[Trace], plan: Plan, planning_ms: float) -> dict[str, Any]:
+    makespans = np.array([t.makespan_ms for t in runs])
+    return {
+        "planner": name,
+        "makespan_p50_ms": float(np.percentile(makespans, 50)),
+        "makespan_p95_ms": float(np.percentile(makespans, 95)),
+        "makespan_p99_ms": float(np.percentile(makespans, 99)),
+        "makespan_mean_ms": float(makespans.mean()),
+        "predicted_makespan_ms": plan.predicted_makespan_ms,
+        "cost_usd": float(np.mean([t.cost_usd for t in runs])),
+        "cold_starts": float(np.mean([t.cold_starts for t in runs])),
+        "storage_bytes": float(np.mean([t.storage_bytes for t in runs])),
+        "workers": int(len(runs[0].workers)),
+        "planning_ms": planning_ms,
+        "replicates": len(runs),
+        "notes": "; ".join(plan.notes),
+    }
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
