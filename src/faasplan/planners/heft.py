@@ -26,10 +26,34 @@ from __future__ import annotations
 import heapq
 import time
 from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
 
 from faasplan.planners.context import PlanningContext
 from faasplan.planners.plan import Plan
 from faasplan.worker import Placement
+
+
+@runtime_checkable
+class CostPlatform(Protocol):
+    """What HEFT reads from the platform besides memory sizes (:class:`faasplan.Platform`)."""
+
+    storage_latency_ms: float
+
+    def worker_bandwidth_mb_s(self, memory_mb: float) -> float: ...
+
+    def invocation_ms(self, nbytes: int) -> float: ...
+
+    def cold_start_median_ms(self, memory_mb: float) -> float: ...
+
+
+def _cost_platform(ctx: PlanningContext) -> CostPlatform:
+    platform = ctx.platform
+    if not isinstance(platform, CostPlatform):
+        raise TypeError(f"heft needs a platform with storage_latency_ms, "
+                        f"worker_bandwidth_mb_s(), invocation_ms() and cold_start_median_ms() "
+                        f"(a faasplan.Platform); got {type(platform).__name__}")
+    return platform
+
 
 MAX_STALE_PEEKS = 16
 """Sibling workers a task inspects in one parent's queue before giving up on that parent."""
@@ -93,7 +117,7 @@ def upward_ranks(ctx: PlanningContext, memory_mb: int) -> dict[str, float]:
 
 def _edge_costs(ctx: PlanningContext, memory_mb: int) -> dict[str, float]:
     """Per producer: upload + download time of its predicted output between two workers."""
-    platform = ctx.platform
+    platform = _cost_platform(ctx)
     bytes_per_ms = platform.worker_bandwidth_mb_s(memory_mb) * 1e3
     latency = platform.storage_latency_ms
     out = ctx.estimates.output_bytes
@@ -111,7 +135,8 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None) -> Plan:
     memory = memory_mb or ctx.platform.default_memory_mb
     rank = upward_ranks(ctx, memory)
     comm = _edge_costs(ctx, memory)
-    start_new = ctx.platform.invocation_ms(0) + ctx.platform.cold_start_median_ms(memory)
+    platform = _cost_platform(ctx)
+    start_new = platform.invocation_ms(0) + platform.cold_start_median_ms(memory)
     index = {t: i for i, t in enumerate(wf.topological_order)}
     waiting = {t: len(wf.upstream(t)) for t in wf.topological_order}
     ready = [(-rank[t], index[t], t) for t in wf.roots]

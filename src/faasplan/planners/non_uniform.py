@@ -46,15 +46,17 @@ def default_budget_s(n_tasks: int) -> float:
 def critical_tasks(workflow: Workflow, trace: Any) -> list[str]:
     """Tasks on the critical path of a (predicted) trace, from a root to the last task.
 
-    Walks back from the task that ends last; at each step the predecessor that ended
-    last among the task's upstream tasks and the task run just before it on the same
-    worker is the one that held it up.
+    Walks back from the task that ends last; at each step, among the task's upstream
+    tasks (by when their output became available) and the task run just before it on
+    the same worker (by when that worker was done with it), the latest is the one that
+    held it up.
     """
     df = trace.tasks
     tasks = [str(t) for t in df["task"]]
     end = dict(zip(tasks, (float(x) for x in df["end_ms"]), strict=True))
     if not end:
         return []
+    ready = dict(zip(tasks, (float(x) for x in df["completion_ms"]), strict=True))
     before: dict[str, str] = {}
     ordered = df.sort_values(["worker", "start_ms"], kind="stable")
     last: dict[Any, str] = {}
@@ -67,13 +69,14 @@ def critical_tasks(workflow: Workflow, trace: Any) -> list[str]:
     path = [cur]
     seen = {cur}
     while True:
-        preds = [u for u in workflow.upstream(cur) if u in end and u not in seen]
+        held: dict[str, float] = {u: ready[u] for u in workflow.upstream(cur)
+                                  if u in ready and u not in seen}
         prev = before.get(cur)
         if prev is not None and prev not in seen:
-            preds.append(prev)
-        if not preds:
+            held[prev] = max(held.get(prev, 0.0), end[prev])
+        if not held:
             break
-        cur = max(preds, key=end.__getitem__)
+        cur = max(held, key=held.__getitem__)
         seen.add(cur)
         path.append(cur)
     return path[::-1]
@@ -96,7 +99,7 @@ class _Search:
     exhausted: bool = field(default=False)
 
     def can_evaluate(self) -> bool:
-        mean = self.spent_s / self.evaluations if self.evaluations else 0.0
+        mean = self.spent_s / (self.evaluations + 1)
         elapsed = time.perf_counter() - self.started
         ok = self.evaluations < self.max_evaluations and elapsed + mean <= self.budget_s
         self.exhausted = self.exhausted or not ok
@@ -127,9 +130,11 @@ def downgrade(ctx: PlanningContext, worker_of: Mapping[str, str], build: Build, 
     sizes = ctx.memory_sizes
     workers = list(dict.fromkeys(worker_of[t] for t in ctx.workflow.topological_order))
     memory_of = dict.fromkeys(workers, sizes[-1])
+    t0 = time.perf_counter()
     trace = ctx.simulate(build(memory_of))
+    # The first simulation seeds the running mean that decides whether another fits.
     search = _Search(ctx, build, started, budget_s, max_evaluations, memory_of, trace,
-                     float(trace.makespan_ms))
+                     float(trace.makespan_ms), spent_s=time.perf_counter() - t0)
     stuck: set[str] = set()
     while True:
         on_path = {worker_of[t] for t in critical_tasks(ctx.workflow, search.trace)}
@@ -165,6 +170,16 @@ def _plan(ctx: PlanningContext, name: str, *, optimized: bool, time_budget_s: fl
           max_evaluations: int) -> Plan:
     started = time.perf_counter()
     wf = ctx.workflow
+    budget = default_budget_s(len(wf)) if time_budget_s is None else time_budget_s
+    # The uniform counterpart (default memory, same optimizations) is simulated first:
+    # it is the fallback that guarantees the result is never predicted slower.
+    default = ctx.platform.default_memory_mb
+    base_workers = assign_workers(ctx, default)
+    base_memory = dict.fromkeys(base_workers.values(), default)
+    base = (optimize_preload_prewarm(ctx, base_workers, base_memory) if optimized
+            else {t: Placement(w, default) for t, w in base_workers.items()})
+    base_trace = ctx.simulate(base)
+
     best = ctx.memory_sizes[-1]
     worker_of = assign_workers(ctx, best)
 
@@ -173,7 +188,6 @@ def _plan(ctx: PlanningContext, name: str, *, optimized: bool, time_budget_s: fl
             return optimize_preload_prewarm(ctx, worker_of, memory_of)
         return {t: Placement(w, memory_of[w]) for t, w in worker_of.items()}
 
-    budget = default_budget_s(len(wf)) if time_budget_s is None else time_budget_s
     memory_of, trace, runs, exhausted = downgrade(
         ctx, worker_of, build, started=started, budget_s=budget,
         max_evaluations=max_evaluations)
@@ -183,14 +197,6 @@ def _plan(ctx: PlanningContext, name: str, *, optimized: bool, time_budget_s: fl
     if exhausted:
         notes.append("search stopped by its time or simulation budget")
     placements = build(memory_of)
-
-    # The uniform counterpart (default memory, same optimizations) is a fallback candidate.
-    default = ctx.platform.default_memory_mb
-    base_workers = assign_workers(ctx, default)
-    base_memory = dict.fromkeys(base_workers.values(), default)
-    base = (optimize_preload_prewarm(ctx, base_workers, base_memory) if optimized
-            else {t: Placement(w, default) for t, w in base_workers.items()})
-    base_trace = ctx.simulate(base)
     if float(base_trace.makespan_ms) < float(trace.makespan_ms):
         notes.append(f"the uniform plan at {default} MB was predicted faster "
                      f"({float(base_trace.makespan_ms):.1f} ms < "

@@ -249,29 +249,44 @@ def validate_records(df: pd.DataFrame, *, allowed_memory: Collection[int] | None
             f"unknown {unknown}; expected exactly {list(COLUMNS)}"
         )
     bad: dict[int, tuple[str, str]] = {}
-    rules: list[tuple[str, Callable[[object], str | None]]] = [
-        *((name, _text_problem) for name in TEXT_FIELDS),
-        ("memory_mb", partial(_memory_problem, allowed=allowed_memory)),
-        *((name, _size_problem) for name in SIZE_FIELDS),
-        *((name, _time_problem) for name in TIME_FIELDS),
+    # (field, rule, integral, positive): the last two let NumPy screen clean values out.
+    rules: list[tuple[str, Callable[[object], str | None], bool, bool]] = [
+        ("memory_mb", partial(_memory_problem, allowed=allowed_memory), True, True),
+        *((name, _size_problem, True, False) for name in SIZE_FIELDS),
+        *((name, _time_problem, False, False) for name in TIME_FIELDS),
     ]
-    for name, rule in rules:
-        column = df[name]
-        # A size outside allowed_memory looks numerically clean, so screening cannot help.
-        screen = not (name == "memory_mb" and allowed_memory is not None)
-        mask = _rule_mask(column, rule, screen=screen)
-        for hit in np.flatnonzero(mask).tolist():
-            bad.setdefault(hit, (name, str(rule(column.iloc[hit]))))
+    for name in TEXT_FIELDS:
+        for row, value in enumerate(df[name].tolist()):
+            if not (value.__class__ is str and value):
+                bad.setdefault(row, (name, str(_text_problem(value))))
+    for name, rule, integral, positive in rules:
+        values = df[name].tolist()
+        # A size outside allowed_memory looks numerically clean: check every value then.
+        everything = name == "memory_mb" and allowed_memory is not None
+        rows = range(len(values)) if everything else _suspects(values, integral, positive)
+        for row in rows:
+            problem = rule(values[row])
+            if problem is not None:
+                bad.setdefault(int(row), (name, problem))
     states, startup_ms = df["startup"].tolist(), df["startup_ms"].tolist()
     for row, (state, ms) in enumerate(zip(states, startup_ms, strict=True)):
         problem = _startup_problem(state, ms)
         if problem is not None:
             bad.setdefault(row, ("startup", problem))
     for name in TRANSFER_FIELDS:
-        for row, value in enumerate(df[name].tolist()):
-            found = _transfers_problem(value)
-            if found is not None:
-                bad.setdefault(row, (f"{name}{found[0]}", found[1]))
+        flat = _flatten(df[name].tolist())
+        for row, (where, problem) in flat.problems.items():
+            bad.setdefault(row, (f"{name}{where}", problem))
+        for key, values, rule, integral in (("nbytes", flat.nbytes, _size_problem, True),
+                                            ("ms", flat.ms, _time_problem, False)):
+            for i in _suspects(values, integral, False).tolist():
+                problem = rule(values[i])
+                if problem is not None:
+                    bad.setdefault(flat.rows[i], (f"{name}[{flat.index[i]}].{key}", problem))
+        for i, streamed in enumerate(flat.streamed):
+            if streamed.__class__ is not bool and not isinstance(streamed, np.bool_):
+                bad.setdefault(flat.rows[i], (f"{name}[{flat.index[i]}].streamed",
+                                              f"must be a bool, got {streamed!r}"))
     if bad:
         first = min(bad)
         field, problem = bad[first]
@@ -282,68 +297,103 @@ def validate_records(df: pd.DataFrame, *, allowed_memory: Collection[int] | None
         )
 
 
-def _rule_mask(column: pd.Series, rule: Callable[[object], str | None], *,
-               screen: bool = True) -> np.ndarray:
-    """Rows of ``column`` that break ``rule``.
-
-    A numeric column is screened with NumPy and the rule only re-checks the suspects
-    (NaN, infinite, negative, zero or fractional values); other columns are checked value
-    by value.
-    """
-    values = column.tolist()
-    if screen and column.dtype.kind in "iuf":
-        arr = column.to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            suspects = np.flatnonzero(~np.isfinite(arr) | (arr <= 0) | (arr != np.floor(arr)))
-    else:
-        suspects = np.arange(len(values))
-    mask = np.zeros(len(values), dtype=bool)
-    for row in suspects:
-        mask[row] = rule(values[row]) is not None
-    return mask
+def _suspects(values: list[Any], integral: bool, positive: bool) -> np.ndarray:
+    """Positions that may break a numeric rule: NaN, infinite, negative, zero (when
+    ``positive``), fractional (when ``integral``) or not a plain int/float at all."""
+    if not set(map(type, values)) <= {int, float}:
+        return np.arange(len(values))
+    arr = np.asarray(values, dtype=float)
+    with np.errstate(invalid="ignore"):
+        flagged = ~np.isfinite(arr) | (arr < 0)
+        if positive:
+            flagged |= arr == 0
+        if integral:
+            flagged |= arr != np.floor(arr)
+    return np.flatnonzero(flagged)
 
 
-def _transfers_problem(value: object) -> tuple[str, str] | None:
-    if isinstance(value, np.ndarray):
-        value = value.tolist()
-    if not isinstance(value, list | tuple):
-        return "", f"must be a list of transfers, got {value!r}"
-    for k, item in enumerate(value):
-        if isinstance(item, Transfer):
+@dataclass(slots=True)
+class _FlatTransfers:
+    """All transfers of one column, flattened, with the row and list position of each."""
+
+    rows: list[int]
+    index: list[int]
+    nbytes: list[Any]
+    ms: list[Any]
+    streamed: list[Any]
+    problems: dict[int, tuple[str, str]]
+
+
+def _flatten(lists: list[Any]) -> _FlatTransfers:
+    fast = _flatten_dicts(lists)
+    return fast if fast is not None else _flatten_checked(lists)
+
+
+def _flatten_dicts(lists: list[Any]) -> _FlatTransfers | None:
+    """The common case in bulk: lists of complete dicts (None if anything else shows up)."""
+    if not all(value.__class__ is list for value in lists):
+        return None
+    items = [item for value in lists for item in value]
+    if not all(item.__class__ is dict and len(item) == 3 for item in items):
+        return None
+    try:
+        nbytes = [item["nbytes"] for item in items]
+        ms = [item["ms"] for item in items]
+        streamed = [item["streamed"] for item in items]
+    except KeyError:
+        return None
+    rows = [row for row, value in enumerate(lists) for _ in value]
+    index = [k for value in lists for k in range(len(value))]
+    return _FlatTransfers(rows, index, nbytes, ms, streamed, {})
+
+
+def _flatten_checked(lists: list[Any]) -> _FlatTransfers:
+    flat = _FlatTransfers([], [], [], [], [], {})
+    for row, value in enumerate(lists):
+        if isinstance(value, np.ndarray):
+            value = value.tolist()
+        if not isinstance(value, list | tuple):
+            flat.problems.setdefault(row, ("", f"must be a list of transfers, got {value!r}"))
             continue
-        if not isinstance(item, Mapping) or "nbytes" not in item or "ms" not in item:
-            return f"[{k}]", f"must be a dict with 'nbytes' and 'ms', got {item!r}"
-        for key, rule in (("nbytes", _size_problem), ("ms", _time_problem)):
-            problem = rule(item[key])
-            if problem is not None:
-                return f"[{k}].{key}", problem
-        if not isinstance(item.get("streamed", False), bool | np.bool_):
-            return f"[{k}].streamed", f"must be a bool, got {item['streamed']!r}"
-    return None
+        for k, item in enumerate(value):
+            # Exact-class checks first: the Mapping ABC check is slow on large frames.
+            if item.__class__ is dict and "nbytes" in item and "ms" in item:
+                nbytes, ms, streamed = item["nbytes"], item["ms"], item.get("streamed", False)
+            elif isinstance(item, Transfer):
+                nbytes, ms, streamed = item.nbytes, item.ms, item.streamed
+            elif isinstance(item, Mapping) and "nbytes" in item and "ms" in item:
+                nbytes, ms, streamed = item["nbytes"], item["ms"], item.get("streamed", False)
+            else:
+                flat.problems.setdefault(row, (
+                    f"[{k}]", f"must be a dict with 'nbytes' and 'ms', got {item!r}"))
+                continue
+            flat.rows.append(row)
+            flat.index.append(k)
+            flat.nbytes.append(nbytes)
+            flat.ms.append(ms)
+            flat.streamed.append(streamed)
+    return flat
 
 
 def explode_transfers(df: pd.DataFrame) -> pd.DataFrame:
     """One row per transfer: ``row, run_id, task, function, memory_mb, direction, nbytes, ms,
     streamed`` (``row`` is the record's position in ``df``)."""
-    data: dict[str, list[Any]] = {k: [] for k in (
-        "row", "run_id", "task", "function", "memory_mb", "direction", "nbytes", "ms",
-        "streamed")}
-    meta = zip(df["run_id"].tolist(), df["task"].tolist(), df["function"].tolist(),
-               df["memory_mb"].tolist(), strict=True)
-    for row, ((run, task, function, memory), downs, ups) in enumerate(
-        zip(meta, df["downloads"].tolist(), df["uploads"].tolist(), strict=True)
-    ):
-        for direction, transfers in (("download", downs), ("upload", ups)):
-            for item in transfers:
-                t = _as_transfer(item)
-                for key, value in (("row", row), ("run_id", run), ("task", task),
-                                   ("function", function), ("memory_mb", int(memory)),
-                                   ("direction", direction), ("nbytes", t.nbytes),
-                                   ("ms", t.ms), ("streamed", t.streamed)):
-                    data[key].append(value)
-    frame = pd.DataFrame(data)
-    return frame.astype({"row": "int64", "memory_mb": "int64", "nbytes": "int64",
-                         "ms": "float64", "streamed": "bool"})
+    parts = []
+    for name, direction in (("downloads", "download"), ("uploads", "upload")):
+        flat = _flatten(df[name].tolist())
+        rows = np.asarray(flat.rows, dtype=np.int64)
+        parts.append(pd.DataFrame({
+            "row": rows,
+            **{key: df[key].to_numpy()[rows] for key in ("run_id", "task", "function")},
+            "memory_mb": df["memory_mb"].to_numpy(dtype=np.int64)[rows],
+            "direction": direction,
+            "nbytes": np.asarray(flat.nbytes, dtype=np.int64),
+            "ms": np.asarray(flat.ms, dtype=float),
+            "streamed": np.asarray(flat.streamed, dtype=bool),
+        }))
+    frame = pd.concat(parts, ignore_index=True)
+    # Record order, downloads before uploads, as a reader of the records would list them.
+    return frame.sort_values("row", kind="stable").reset_index(drop=True)
 
 
 # -- Parquet --------------------------------------------------------------------------------

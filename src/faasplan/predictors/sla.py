@@ -19,6 +19,8 @@ import math
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+import numpy as np
+
 STANDARD_SLAS: tuple[str, ...] = ("average", "p50", "p90", "p95", "p99")
 SLA_FORMS = "'average', or 'pNN' with 0 < NN < 100 (e.g. 'p50', 'p90', 'p95', 'p99', 'p99.9')"
 
@@ -58,9 +60,10 @@ class Empirical:
     @classmethod
     def of(cls, values: Iterable[float]) -> Empirical:
         """The empirical distribution of ``values`` (at least one finite value)."""
-        ordered = tuple(sorted(float(v) for v in values))
-        if not ordered or not all(math.isfinite(v) for v in ordered):
-            raise ValueError(f"an empirical distribution needs finite values, got {ordered!r}")
+        array = np.sort(np.fromiter(values, dtype=float))
+        if not len(array) or not np.isfinite(array).all():
+            raise ValueError(f"an empirical distribution needs finite values, got {array!r}")
+        ordered = tuple(array.tolist())
         mean = math.fsum(ordered) / len(ordered)
         table = {"average": mean}
         for sla in STANDARD_SLAS[1:]:

@@ -5,11 +5,17 @@ Every transfer goes through the storage server's link and through one endpoint's
 equally; the server's capacity is then shared max-min fairly: transfers capped lower by
 their endpoint keep their cap, the others split what is left equally.
 
-Transfers whose per-transfer cap is the same form a *class*; all transfers of a class
-progress at one rate, so a class keeps a running count of bytes served per transfer
-(``served``) and a heap of the values at which its transfers finish. A change (a start
-or an end) costs O(classes + log transfers) instead of touching every transfer. There are
-few classes in practice: one per (endpoint capacity, concurrent transfers of it).
+Bookkeeping is in "bytes served per transfer" (virtual time) so that a change costs
+O(classes + log transfers), not O(transfers):
+
+* endpoints whose transfers have the same per-transfer cap (capacity / active transfers)
+  form a *class*; every transfer of a class moves at the class's rate, and the class
+  counts ``served``, the bytes each of its transfers has moved while in it;
+* an endpoint keeps its transfers in a heap keyed by the endpoint-local byte count at
+  which each finishes, and an ``offset`` converting its class's count to its own;
+* the class keeps a heap of its endpoints keyed by their next finish.
+
+There are few classes in practice: one per (endpoint capacity, active transfers).
 """
 
 from __future__ import annotations
@@ -23,32 +29,29 @@ import simpy
 
 Done = Callable[[], None]
 
-# A transfer is complete when it lacks less than this many ms at its rate (float dust).
+# A transfer is complete when it lacks less than this many ms (relative to the clock).
 _TIME_TOLERANCE = 1e-9
 
 
 class Endpoint:
     """One side of transfers (a worker's network interface): ``capacity`` bytes per ms."""
 
-    __slots__ = ("capacity", "flows")
+    __slots__ = ("capacity", "cls", "flows", "offset", "version")
 
     def __init__(self, capacity: float) -> None:
         if not capacity > 0:
             raise ValueError(f"endpoint capacity must be > 0 bytes/ms, got {capacity!r}")
         self.capacity = capacity
-        self.flows: list[_Flow] = []
-
-
-class _Flow:
-    __slots__ = ("cls", "done", "endpoint", "finish", "nbytes", "on_done")
-
-    def __init__(self, nbytes: float, endpoint: Endpoint, on_done: Done) -> None:
-        self.nbytes = nbytes
-        self.endpoint = endpoint
-        self.on_done = on_done
+        # (bytes served to this endpoint's transfers when it finishes, seq, on_done)
+        self.flows: list[tuple[float, int, Done]] = []
         self.cls: _Class | None = None
-        self.finish = 0.0
-        self.done = False
+        self.offset = 0.0  # endpoint-local served = class served + offset
+        self.version = 0
+
+    @property
+    def active(self) -> int:
+        """Transfers under way through this endpoint."""
+        return len(self.flows)
 
 
 class _Class:
@@ -58,8 +61,8 @@ class _Class:
         self.cap = cap
         self.served = 0.0
         self.rate = 0.0
-        self.count = 0
-        self.heap: list[tuple[float, int, _Flow]] = []
+        self.count = 0  # transfers in the class
+        self.heap: list[tuple[float, int, int, Endpoint]] = []
 
 
 class FairShareNetwork:
@@ -90,10 +93,11 @@ class FairShareNetwork:
             on_done()
             return
         self._advance()
-        flow = _Flow(float(nbytes), endpoint, on_done)
-        endpoint.flows.append(flow)
+        local = self._local_served(endpoint)
+        self._seq += 1
+        heapq.heappush(endpoint.flows, (local + nbytes, self._seq, on_done))
         self.active += 1
-        self._rebase(endpoint)
+        self._regroup(endpoint, local, len(endpoint.flows) - 1)
         self._schedule()
 
     # -- internals ------------------------------------------------------------------------
@@ -106,34 +110,34 @@ class FairShareNetwork:
                     c.served += c.rate * dt
         self._last = now
 
-    def _class(self, cap: float) -> _Class:
-        c = self._classes.get(cap)
-        if c is None:
-            c = self._classes[cap] = _Class(cap)
-        return c
+    @staticmethod
+    def _local_served(endpoint: Endpoint) -> float:
+        c = endpoint.cls
+        return endpoint.offset if c is None else c.served + endpoint.offset
 
-    def _rebase(self, endpoint: Endpoint) -> None:
-        """Move the endpoint's transfers into the class of its new per-transfer cap."""
-        flows = endpoint.flows
-        if not flows:
+    def _regroup(self, endpoint: Endpoint, local: float, before: int) -> None:
+        """Put ``endpoint`` (which had ``before`` transfers) in the class of its new cap."""
+        old = endpoint.cls
+        if old is not None:
+            old.count -= before
+            if old.count == 0:
+                del self._classes[old.cap]
+        endpoint.version += 1
+        n = len(endpoint.flows)
+        if n == 0:
+            endpoint.cls = None
+            endpoint.offset = local
             return
-        new = self._class(endpoint.capacity / len(flows))
-        for f in flows:
-            old = f.cls
-            if old is new:
-                continue
-            if old is None:
-                remaining = f.nbytes
-            else:
-                remaining = f.finish - old.served
-                old.count -= 1
-                if old.count == 0:
-                    del self._classes[old.cap]
-            f.cls = new
-            f.finish = new.served + remaining
-            new.count += 1
-            self._seq += 1
-            heapq.heappush(new.heap, (f.finish, self._seq, f))
+        cap = endpoint.capacity / n
+        new = self._classes.get(cap)
+        if new is None:
+            new = self._classes[cap] = _Class(cap)
+        new.count += n
+        endpoint.cls = new
+        endpoint.offset = local - new.served
+        self._seq += 1
+        heapq.heappush(new.heap, (endpoint.flows[0][0] - endpoint.offset, self._seq,
+                                  endpoint.version, endpoint))
 
     def _rates(self) -> None:
         """Max-min fair rates: low caps are met first, the rest split the remainder."""
@@ -159,7 +163,7 @@ class FairShareNetwork:
             top = _top(c)
             if top is None:
                 continue
-            d = 0.0 if c.rate == math.inf else max(top.finish - c.served, 0.0) / c.rate
+            d = 0.0 if c.rate == math.inf else max(top - c.served, 0.0) / c.rate
             delay = min(delay, d)
         ev = self.env.timeout(delay)
         ev.callbacks.append(self._wake)
@@ -170,39 +174,33 @@ class FairShareNetwork:
             return  # superseded by a later start or end
         self._advance()
         tol = _TIME_TOLERANCE * max(1.0, self.env.now)
-        finished: list[_Flow] = []
+        done: list[Done] = []
         for c in list(self._classes.values()):
+            slack = math.inf if c.rate == math.inf else tol * c.rate
             while True:
                 top = _top(c)
-                if top is None or (c.rate != math.inf and top.finish - c.served > tol * c.rate):
+                if top is None or top - c.served > slack:
                     break
-                heapq.heappop(c.heap)
-                finished.append(top)
-        touched: dict[int, Endpoint] = {}
-        for f in finished:
-            f.done = True
-            c = f.cls
-            assert c is not None
-            c.count -= 1
-            if c.count == 0:
-                self._classes.pop(c.cap, None)
-            f.endpoint.flows.remove(f)
-            touched[id(f.endpoint)] = f.endpoint
-            self.active -= 1
-        for ep in touched.values():
-            self._rebase(ep)
+                endpoint = heapq.heappop(c.heap)[3]
+                local = c.served + endpoint.offset
+                before = len(endpoint.flows)
+                flows = endpoint.flows
+                while flows and flows[0][0] - local <= slack:
+                    done.append(heapq.heappop(flows)[2])
+                self.active -= before - len(flows)
+                self._regroup(endpoint, local, before)
         self._schedule()
-        for f in finished:
-            f.on_done()
+        for on_done in done:
+            on_done()
 
 
-def _top(c: _Class) -> _Flow | None:
-    """The class's next transfer to finish, dropping heap entries of moved transfers."""
+def _top(c: _Class) -> float | None:
+    """The class's next finish (in its served count), dropping stale endpoint entries."""
     heap = c.heap
     while heap:
-        finish, _, f = heap[0]
-        if f.done or f.cls is not c or f.finish != finish:
+        key, _, version, endpoint = heap[0]
+        if endpoint.version != version:
             heapq.heappop(heap)
             continue
-        return f
+        return key
     return None

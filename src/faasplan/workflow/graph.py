@@ -144,9 +144,8 @@ class Workflow:
         argument order, and the hash covers each task's function name with the numbers of
         its inputs (external inputs of a subDAG count as nameless tasks). Sinks are walked in
         the order of a hash of their ancestry, so the order in which sinks were given
-        matters only between sinks with identical ancestry. Unlike a hash of per-task
-        ancestries alone, this tells apart workflows that differ only in which tasks share
-        an input.
+        matters only between sinks with identical ancestry. Workflows whose tasks all have
+        the same ancestries but share inputs differently get different hashes.
         """
         ancestry: dict[str, str] = {}
         for tid in self._order:

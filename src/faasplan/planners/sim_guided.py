@@ -1,0 +1,366 @@
+"""Sim-guided planner: local search over plans, scored by simulating each candidate.
+
+The search starts from the best of the other planners' plans (``wukong``, ``wukong-opt``,
+``uniform-opt``, ``heft``, ``non-uniform-opt``, run with the same context) and then tries
+one move at a time, keeping a candidate when its predicted makespan at the SLA is lower
+(or equal and cheaper). Moves focus on the critical path of the current predicted trace:
+
+* **memory** — raise a critical worker's memory one size, or lower an off-path one;
+* **merge** — put a critical task (or its whole worker) on the worker of the upstream task
+  that held it up, so its input needs no transfer;
+* **split** — give a critical task a worker of its own, or make it flexible;
+* **toggle** — switch one optimization on or off for a critical task (stream, async
+  upload, pre-load, pre-warm, and for flexible tasks clustering and delayed I/O);
+* **sweep** — switch one optimization on or off for the whole critical path, or move all
+  off-path workers one memory size down.
+
+Every candidate must pass :meth:`Plan.validate`; invalid ones are skipped unsimulated.
+With ``cost_budget_usd`` a plan over budget only wins over another over-budget plan (by
+being cheaper). The search is anytime: it stops at ``time_budget_s`` or after
+``max_evaluations`` simulations, with the best plan found. Move choices come from
+``numpy.random.default_rng(ctx.seed)``; the result is reproducible whenever the
+simulation cap, not the clock, ends the search.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from faasplan.planners.context import PlanningContext
+from faasplan.planners.heft import plan_heft
+from faasplan.planners.non_uniform import critical_tasks, plan_non_uniform_opt
+from faasplan.planners.plan import Plan, PlanError
+from faasplan.planners.uniform import plan_uniform_opt
+from faasplan.planners.wukong import plan_wukong, plan_wukong_opt
+from faasplan.worker import Opt, Placement
+
+DEFAULT_TIME_BUDGET_S = 2.0
+DEFAULT_MAX_EVALUATIONS = 400
+MAX_FUTILE_MOVES = 200
+"""Consecutive moves yielding nothing new and valid after which the search gives up."""
+
+START_SHARE = 0.3
+"""Share of the time and simulation budgets the non-uniform starting plan may use."""
+
+Placements = dict[str, Placement]
+Move = Callable[["_State", np.random.Generator], Placements | None]
+
+PLANNED_OPTS = (Opt.STREAM, Opt.ASYNC_UPLOAD, Opt.PRELOAD, Opt.PREWARM)
+FLEXIBLE_OPTS = (Opt.STREAM, Opt.ASYNC_UPLOAD, Opt.CLUSTER, Opt.DELAYED_IO)
+FLEXIBLE_ONLY = frozenset({Opt.CLUSTER, Opt.DELAYED_IO})
+
+
+def pareto_front(points: Iterable[tuple[float, float]]) -> list[tuple[float, float]]:
+    """The non-dominated ``(cost_usd, makespan_ms)`` points, cheapest first.
+
+    A point is dominated when another is no costlier and no slower, and better in one.
+
+    >>> pareto_front([(1.0, 10.0), (2.0, 5.0), (2.0, 6.0), (3.0, 5.0), (0.5, 20.0)])
+    [(0.5, 20.0), (1.0, 10.0), (2.0, 5.0)]
+    """
+    front: list[tuple[float, float]] = []
+    for cost, ms in sorted(set(points)):
+        if not front or ms < front[-1][1]:
+            front.append((cost, ms))
+    return front
+
+
+@dataclass
+class _State:
+    """The current plan with what moves need to know about it."""
+
+    ctx: PlanningContext
+    placements: Placements
+    trace: Any
+    critical: list[str] = field(default_factory=list)
+    workers: dict[str, list[str]] = field(default_factory=dict)
+    next_id: int = 0
+
+    def __post_init__(self) -> None:
+        self.refresh(self.placements, self.trace)
+
+    def refresh(self, placements: Placements, trace: Any) -> None:
+        self.placements, self.trace = placements, trace
+        self.critical = critical_tasks(self.ctx.workflow, trace)
+        self.workers = {}
+        for tid in self.ctx.workflow.topological_order:
+            w = placements[tid].worker
+            if w is not None:
+                self.workers.setdefault(w, []).append(tid)
+
+    def unit(self, tid: str) -> list[str]:
+        """Tasks sharing ``tid``'s memory size: its planned worker, or itself if flexible."""
+        w = self.placements[tid].worker
+        return [tid] if w is None else self.workers[w]
+
+    def new_worker(self) -> str:
+        while f"s{self.next_id}" in self.workers:
+            self.next_id += 1
+        self.next_id += 1
+        return f"s{self.next_id - 1}"
+
+
+def _objective(trace: Any, cost_budget: float | None) -> tuple[int, float, float]:
+    ms, cost = float(trace.makespan_ms), float(trace.cost_usd)
+    if cost_budget is not None and cost > cost_budget:
+        return (1, cost, ms)
+    return (0, ms, cost)
+
+
+def _better(a: tuple[int, float, float], b: tuple[int, float, float]) -> bool:
+    """Whether objective ``a`` beats ``b`` (relative ties on the first value go to cost)."""
+    if a[0] != b[0]:
+        return a[0] < b[0]
+    if a[1] < b[1] * (1.0 - 1e-9):
+        return True
+    return abs(a[1] - b[1]) <= 1e-9 * max(abs(b[1]), 1.0) and a[2] < b[2] * (1.0 - 1e-9)
+
+
+# -- moves -----------------------------------------------------------------------------
+def _with_memory(state: _State, tasks: Sequence[str], memory: int) -> Placements:
+    out = dict(state.placements)
+    for t in tasks:
+        p = out[t]
+        out[t] = Placement(p.worker, memory, p.optimizations)
+    return out
+
+
+def _step(sizes: tuple[int, ...], memory: int, up: bool) -> int | None:
+    i = sizes.index(memory) if memory in sizes else 0
+    j = i + 1 if up else i - 1
+    return sizes[j] if 0 <= j < len(sizes) else None
+
+
+def _move_memory(state: _State, rng: np.random.Generator) -> Placements | None:
+    sizes = state.ctx.memory_sizes
+    if rng.random() < 0.5:
+        tid = state.critical[int(rng.integers(len(state.critical)))]
+        up = True
+    else:
+        order = state.ctx.workflow.topological_order
+        tid = order[int(rng.integers(len(order)))]
+        up = tid in state.critical
+    memory = _step(sizes, state.placements[tid].memory_mb, up)
+    return None if memory is None else _with_memory(state, state.unit(tid), memory)
+
+
+def _holder(state: _State, tid: str) -> str | None:
+    """The upstream task that ended last before ``tid`` (the one holding it up)."""
+    ups = state.ctx.workflow.upstream(tid)
+    if not ups:
+        return None
+    idx = state.critical.index(tid) if tid in state.critical else -1
+    if idx > 0 and state.critical[idx - 1] in ups:
+        return state.critical[idx - 1]
+    return ups[0]
+
+
+def _move_merge(state: _State, rng: np.random.Generator) -> Placements | None:
+    tid = state.critical[int(rng.integers(len(state.critical)))]
+    parent = _holder(state, tid)
+    if parent is None:
+        return None
+    pp, tp = state.placements[parent], state.placements[tid]
+    out = dict(state.placements)
+    target = pp.worker
+    if target is None:
+        # A flexible parent: the two become one planned worker, entered at the parent.
+        target = state.new_worker()
+        out[parent] = Placement(target, pp.memory_mb, pp.optimizations - FLEXIBLE_ONLY)
+    elif target == tp.worker:
+        return None
+    moving = [tid] if tp.worker is None or rng.random() < 0.5 else state.workers[tp.worker]
+    for t in moving:
+        p = out[t]
+        out[t] = Placement(target, pp.memory_mb, p.optimizations - FLEXIBLE_ONLY)
+    return out
+
+
+def _move_split(state: _State, rng: np.random.Generator) -> Placements | None:
+    tid = state.critical[int(rng.integers(len(state.critical)))]
+    p = state.placements[tid]
+    out = dict(state.placements)
+    if p.worker is None:
+        if not state.ctx.workflow.upstream(tid):
+            return None
+        out[tid] = Placement(state.new_worker(), p.memory_mb, p.optimizations - FLEXIBLE_ONLY)
+    elif len(state.workers[p.worker]) == 1:
+        return None
+    elif rng.random() < 0.5:
+        out[tid] = Placement(state.new_worker(), p.memory_mb, p.optimizations)
+    else:
+        out[tid] = Placement(None, p.memory_mb, p.optimizations - {Opt.PRELOAD, Opt.PREWARM})
+    return out
+
+
+def _toggle(p: Placement, opt: Opt) -> Placement:
+    return Placement(p.worker, p.memory_mb, p.optimizations ^ {opt})
+
+
+def _move_toggle(state: _State, rng: np.random.Generator) -> Placements | None:
+    tid = state.critical[int(rng.integers(len(state.critical)))]
+    p = state.placements[tid]
+    choices = PLANNED_OPTS if p.worker is not None else FLEXIBLE_OPTS
+    out = dict(state.placements)
+    out[tid] = _toggle(p, choices[int(rng.integers(len(choices)))])
+    return out
+
+
+def _move_sweep(state: _State, rng: np.random.Generator) -> Placements | None:
+    out = dict(state.placements)
+    if rng.random() < 0.3:
+        on_path = set(state.critical)
+        flexible = [[t] for t in state.ctx.workflow.topological_order
+                    if out[t].worker is None]
+        changed = False
+        for unit in [*state.workers.values(), *flexible]:
+            memory = _step(state.ctx.memory_sizes, out[unit[0]].memory_mb, up=False)
+            if memory is None or any(t in on_path for t in unit):
+                continue
+            changed = True
+            for t in unit:
+                out[t] = Placement(out[t].worker, memory, out[t].optimizations)
+        return out if changed else None
+    opt = PLANNED_OPTS[int(rng.integers(len(PLANNED_OPTS)))]
+    switch_on = rng.random() < 0.7
+    for t in state.critical:
+        p = out[t]
+        if opt in (Opt.PRELOAD, Opt.PREWARM) and p.worker is None:
+            continue
+        if p.has(opt) != switch_on:
+            out[t] = _toggle(p, opt)
+    return out
+
+
+MOVES: tuple[tuple[Move, float], ...] = (
+    (_move_memory, 0.25), (_move_merge, 0.2), (_move_split, 0.1), (_move_toggle, 0.25),
+    (_move_sweep, 0.2))
+
+
+# -- the search ------------------------------------------------------------------------
+def _key(placements: Mapping[str, Placement]) -> int:
+    return hash(frozenset(placements.items()))
+
+
+START_PLANNERS: tuple[tuple[str, Callable[..., Plan]], ...] = (
+    ("wukong", plan_wukong), ("wukong-opt", plan_wukong_opt), ("uniform-opt", plan_uniform_opt),
+    ("heft", plan_heft), ("non-uniform-opt", plan_non_uniform_opt))
+
+
+def _starts(ctx: PlanningContext, started: float, budget_s: float, max_evaluations: int,
+            notes: list[str]) -> list[tuple[str, Plan]]:
+    """Plans of the starting planners; later ones are skipped once the clock runs out.
+
+    A starting plan whose simulation fails (e.g. a plan that deadlocks) is left out with
+    a note, like an invalid candidate of the search.
+    """
+    plans: list[tuple[str, Plan]] = []
+    for name, fn in START_PLANNERS:
+        elapsed = time.perf_counter() - started
+        per_plan = elapsed / max(len(plans), 1)
+        if plans and elapsed + per_plan > budget_s:
+            notes.append(f"starting plan {name} skipped: time budget spent")
+            continue
+        options: dict[str, Any] = {}
+        if name == "non-uniform-opt":
+            options = {"time_budget_s": START_SHARE * budget_s,
+                       "max_evaluations": max(2, int(START_SHARE * max_evaluations))}
+        try:
+            plans.append((name, fn(ctx, **options)))
+        except RuntimeError as exc:
+            notes.append(f"starting plan {name} left out: its simulation failed "
+                         f"({type(exc).__name__}: {str(exc)[:120]})")
+    return plans
+
+
+def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
+                    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+                    cost_budget_usd: float | None = None, pareto: bool = False) -> Plan:
+    """Local search from the best of the other planners, scored by simulation.
+
+    Parameters
+    ----------
+    ctx : PlanningContext
+        Workflow, predictions, platform and simulator.
+    time_budget_s : float
+        Wall-clock budget of the whole call, starting plans included.
+    max_evaluations : int
+        Cap on simulations of the whole call, starting plans included.
+    cost_budget_usd : float, optional
+        Predicted cost a plan may not exceed (when no plan meets it, the cheapest wins).
+    pareto : bool
+        Add the cost/makespan Pareto front of every simulated candidate to the notes
+        (see :func:`pareto_front`).
+    """
+    if time_budget_s <= 0 or max_evaluations < 1:
+        raise ValueError(f"sim-guided: time_budget_s must be > 0 and max_evaluations >= 1, "
+                         f"got {time_budget_s!r} and {max_evaluations!r}")
+    if cost_budget_usd is not None and not cost_budget_usd > 0:
+        raise ValueError(f"sim-guided: cost_budget_usd must be > 0, got {cost_budget_usd!r}")
+    started = time.perf_counter()
+    evals_at_start = ctx.evaluations
+    wf = ctx.workflow
+    points: list[tuple[float, float]] = []
+    seen: set[int] = set()
+    notes: list[str] = []
+    best_name, best_plan = "", None
+    for name, plan in _starts(ctx, started, time_budget_s, max_evaluations, notes):
+        trace = plan.predicted
+        points.append((float(trace.cost_usd), float(trace.makespan_ms)))
+        seen.add(_key(plan.placements))
+        if best_plan is None or _better(_objective(trace, cost_budget_usd),
+                                        _objective(best_plan.predicted, cost_budget_usd)):
+            best_name, best_plan = name, plan
+    if best_plan is None:
+        raise RuntimeError(f"sim-guided: no starting plan could be simulated: {notes}")
+    state = _State(ctx, dict(best_plan.placements), best_plan.predicted)
+    score = _objective(state.trace, cost_budget_usd)
+    rng = np.random.default_rng(ctx.seed)
+    weights = np.array([w for _, w in MOVES])
+    weights /= weights.sum()
+    accepted = futile = invalid = failed = 0
+    while (ctx.evaluations - evals_at_start < max_evaluations
+           and time.perf_counter() - started < time_budget_s and futile < MAX_FUTILE_MOVES):
+        if not state.critical:
+            break
+        move = MOVES[int(rng.choice(len(MOVES), p=weights))][0]
+        candidate = move(state, rng)
+        if candidate is None or _key(candidate) in seen:
+            futile += 1
+            continue
+        seen.add(_key(candidate))
+        try:
+            Plan("sim-guided", candidate).validate(wf)
+        except PlanError:
+            invalid += 1
+            futile += 1
+            continue
+        futile = 0
+        try:
+            trace = ctx.simulate(candidate)
+        except RuntimeError:
+            failed += 1  # e.g. the candidate deadlocks: as invalid as a rule breach
+            continue
+        points.append((float(trace.cost_usd), float(trace.makespan_ms)))
+        cand_score = _objective(trace, cost_budget_usd)
+        if _better(cand_score, score):
+            state.refresh(candidate, trace)
+            score = cand_score
+            accepted += 1
+    searched = ctx.evaluations - evals_at_start
+    notes.insert(0, f"started from {best_name}; {accepted} improving moves in {searched} "
+                    f"simulations ({invalid} invalid candidates skipped, {failed} failed "
+                    "in simulation)")
+    if cost_budget_usd is not None and score[0] == 1:
+        notes.append(f"no plan found within the cost budget of {cost_budget_usd:.6g} USD; "
+                     "the cheapest is returned")
+    if pareto:
+        front = ", ".join(f"({c:.6g}, {m:.1f})" for c, m in pareto_front(points))
+        notes.append(f"pareto front (cost_usd, makespan_ms): [{front}]")
+    return ctx.finish("sim-guided", state.placements, started, notes=tuple(notes),
+                      predicted=state.trace)

@@ -1,0 +1,116 @@
+"""Exceptions of the Redis runtime; each names the run, task or key at fault and the fix."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class RunError(RuntimeError):
+    """A run on Redis failed. ``run_id`` names the run (``None`` before it had one)."""
+
+    def __init__(self, message: str, *, run_id: str | None = None) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id}: {message}" if run_id else message)
+
+
+class RemoteTaskError(RunError):
+    """A task raised inside a worker; the worker's traceback is in ``remote_traceback``."""
+
+    def __init__(self, task_id: str, function: str, exc_type: str, message: str,
+                 remote_traceback: str, *, run_id: str | None = None) -> None:
+        self.task_id = task_id
+        self.function = function
+        self.exc_type = exc_type
+        self.remote_message = message
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            f"task {task_id!r} ({function}) raised {exc_type}: {message}\n"
+            f"--- traceback in the worker ---\n{remote_traceback.rstrip()}", run_id=run_id)
+
+
+class PayloadAuthError(RunError):
+    """A payload failed HMAC authentication (tampered, truncated, or signed with another key).
+
+    It is rejected before it is unpickled, so nothing in it ran.
+    """
+
+    def __init__(self, context: str, detail: str = "", *, run_id: str | None = None) -> None:
+        self.context = context
+        why = f" ({detail})" if detail else ""
+        super().__init__(
+            f"payload {context!r} failed authentication{why}: it was modified in storage or "
+            "signed with a different key; check that client and workers share the same "
+            "FAASPLAN_HMAC_KEY and that nothing else writes under this run's keys",
+            run_id=run_id)
+
+
+class WorkerLostError(RunError):
+    """A worker died (its lease expired) more often than ``max_retries`` allows."""
+
+    def __init__(self, invocation: str, attempts: int, unfinished: Iterable[str], *,
+                 run_id: str | None = None) -> None:
+        self.invocation = invocation
+        self.attempts = attempts
+        self.unfinished = tuple(sorted(unfinished))
+        super().__init__(
+            f"the worker running invocation {invocation!r} stopped heartbeating "
+            f"{attempts} time(s) (killed or out of memory); giving up after "
+            f"{attempts - 1} retr{'y' if attempts == 2 else 'ies'} (raise max_retries to "
+            f"retry more). Unfinished tasks: {_listing(self.unfinished)}", run_id=run_id)
+
+
+class RunTimeoutError(RunError, TimeoutError):
+    """The run did not finish within ``timeout_s``."""
+
+    def __init__(self, timeout_s: float, unfinished: Iterable[str], *,
+                 run_id: str | None = None) -> None:
+        self.timeout_s = timeout_s
+        self.unfinished = tuple(sorted(unfinished))
+        super().__init__(
+            f"not finished after {timeout_s:g} s (raise timeout_s, or check that workers "
+            f"serve this run's queues). Unfinished tasks: {_listing(self.unfinished)}",
+            run_id=run_id)
+
+
+class MissingRequirementsError(RunError):
+    """A worker lacks distributions the workflow requires; it refused to run."""
+
+    def __init__(self, worker: str, missing: Iterable[str], *, run_id: str | None = None
+                 ) -> None:
+        self.worker = worker
+        self.missing = tuple(missing)
+        super().__init__(
+            f"worker {worker} lacks the workflow's requirements {list(self.missing)}; "
+            f"install them where the workers run (pip install {' '.join(map(repr, self.missing))})",
+            run_id=run_id)
+
+
+class RunStateLostError(RunError):
+    """Redis no longer holds the run's state (restarted without persistence, or flushed)."""
+
+
+class WorkerFailedError(RunError):
+    """A worker hit an error outside task code (storage, decoding); its traceback is attached."""
+
+    def __init__(self, invocation: str, exc_type: str, message: str, remote_traceback: str, *,
+                 run_id: str | None = None) -> None:
+        self.invocation = invocation
+        self.remote_traceback = remote_traceback
+        super().__init__(
+            f"worker running invocation {invocation!r} failed with {exc_type}: {message}\n"
+            f"--- traceback in the worker ---\n{remote_traceback.rstrip()}", run_id=run_id)
+
+
+class RedisServerNotFoundError(RuntimeError):
+    """No ``redis`` was given and no ``redis-server`` executable is installed."""
+
+
+class InsecureRedisError(ValueError):
+    """A Redis URL points to a non-loopback host without a password."""
+
+
+def _listing(items: tuple[str, ...], limit: int = 20) -> str:
+    if not items:
+        return "none"
+    shown = ", ".join(items[:limit])
+    return shown + (f" ... ({len(items)} in total)" if len(items) > limit else "")

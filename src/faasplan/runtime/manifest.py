@@ -1,0 +1,190 @@
+"""What the client stores once per run for its workers, and the invocation queue entries.
+
+The *manifest* is the run's :class:`~faasplan.worker.RunSpec` (DAG shape, placements,
+thresholds) plus run settings; it holds no code and no arguments, so it stays small.
+A worker fetches it once per run and keeps it while warm. Code and arguments travel in
+the DAG blob (:mod:`faasplan.workflow.codec`): inline in an invocation below the
+inline threshold, else fetched from storage.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from types import MappingProxyType
+from typing import Any
+
+import cloudpickle
+
+from faasplan.runtime.security import Signer
+from faasplan.worker import Invocation, Placement, RunSpec, TaskInfo, WorkerOptions
+from faasplan.workflow import Workflow
+from faasplan.workflow.codec import EncodedWorkflow, encode, literal_refs
+
+DEFAULT_MEMORY_MB = 1024
+
+
+@dataclass(frozen=True)
+class RunManifest:
+    """Read-only facts every worker of one run needs (picklable form of a RunSpec)."""
+
+    run_id: str
+    workflow_name: str
+    workflow_hash: str
+    planner: str
+    requirements: tuple[str, ...]
+    sinks: tuple[str, ...]
+    tasks: Mapping[str, TaskInfo]
+    order: tuple[str, ...]
+    worker_tasks: Mapping[str, tuple[str, ...]]
+    options: WorkerOptions
+    task_nbytes: Mapping[str, int]
+    code_nbytes: Mapping[str, int]
+    delayed_owner: Mapping[str, str]
+    literal_sizes: Mapping[str, int]
+    lease_ms: int
+    stream_chunk_bytes: int
+
+    def to_spec(self) -> RunSpec:
+        """The RunSpec the worker logic runs on."""
+        return RunSpec(MappingProxyType(dict(self.tasks)), self.order,
+                       MappingProxyType(dict(self.worker_tasks)), self.options,
+                       dict(self.task_nbytes), dict(self.code_nbytes),
+                       MappingProxyType(dict(self.delayed_owner)))
+
+
+@dataclass(frozen=True)
+class PreparedRun:
+    """A workflow made ready to run: its spec, its encoding and the manifest."""
+
+    workflow: Workflow
+    spec: RunSpec
+    encoded: EncodedWorkflow
+    manifest: RunManifest
+
+
+def resolve_placements(wf: Workflow, plan: Any) -> dict[str, Placement]:
+    """Placements from ``plan``: ``None`` (all flexible, 1024 MB), a mapping, or ``.placements``.
+
+    Raises ``KeyError`` naming a task without a placement, ``ValueError`` naming ids that
+    are not tasks of the workflow, ``TypeError`` for a value that is not a Placement.
+    """
+    if plan is None:
+        return {tid: Placement(None, DEFAULT_MEMORY_MB) for tid in wf.topological_order}
+    mapping = plan if isinstance(plan, Mapping) else getattr(plan, "placements", None)
+    if not isinstance(mapping, Mapping):
+        raise TypeError(f"plan must be None, a mapping task id -> Placement or an object with "
+                        f".placements, got {type(plan).__name__}")
+    unknown = sorted(set(mapping) - set(wf.topological_order))
+    if unknown:
+        raise ValueError(f"plan places {unknown[:5]} which are not tasks of workflow "
+                         f"{wf.name!r}; was it made for another workflow?")
+    missing = [t for t in wf.topological_order if t not in mapping]
+    if missing:
+        raise KeyError(f"plan has no placement for task {missing[0]!r} of workflow "
+                       f"{wf.name!r} ({len(missing)} task(s) unplaced)")
+    for tid, p in mapping.items():
+        if not isinstance(p, Placement):
+            raise TypeError(f"plan: placement of task {tid!r} is {type(p).__name__}, "
+                            "expected faasplan.worker.Placement")
+    return dict(mapping)
+
+
+def planner_name(plan: Any) -> str:
+    """How metrics name the planner of ``plan``."""
+    if plan is None:
+        return "flexible"
+    for attr in ("planner", "name"):
+        value = getattr(plan, attr, None)
+        if isinstance(value, str) and value:
+            return value
+    return "manual"
+
+
+def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: str,
+                planner: str, options: WorkerOptions, lease_ms: int,
+                stream_chunk_bytes: int) -> PreparedRun:
+    """Encode ``wf`` and build the spec and manifest of one run."""
+    encoded = encode(wf)
+    literals = {tid: tuple((ref.id, ref.nbytes) for ref in refs if ref.id in encoded.payloads)
+                for tid, refs in literal_refs(wf).items()}
+    code = _code_sizes(wf)
+    per_task = max(0, encoded.nbytes - sum(code.values())) // max(1, len(wf))
+    spec = RunSpec.build(wf, placements, options,
+                         literals={t: v for t, v in literals.items() if v},
+                         task_nbytes=dict.fromkeys(wf.topological_order, per_task),
+                         code_nbytes=code)
+    manifest = RunManifest(
+        run_id=run_id, workflow_name=wf.name, workflow_hash=wf.structure_hash,
+        planner=planner, requirements=tuple(wf.requirements), sinks=tuple(wf.sinks),
+        tasks=dict(spec.tasks), order=spec.order, worker_tasks=dict(spec.worker_tasks),
+        options=spec.options, task_nbytes=dict(spec.task_nbytes),
+        code_nbytes=dict(spec.code_nbytes), delayed_owner=dict(spec.delayed_owner),
+        literal_sizes={ref_id: size for refs in literals.values() for ref_id, size in refs},
+        lease_ms=lease_ms, stream_chunk_bytes=stream_chunk_bytes)
+    return PreparedRun(wf, spec, encoded, manifest)
+
+
+def _code_sizes(wf: Workflow) -> dict[str, int]:
+    sizes: dict[str, int] = {}
+    for node in wf.tasks.values():
+        if node.func.name not in sizes:
+            try:
+                sizes[node.func.name] = len(cloudpickle.dumps(node.func.fn, protocol=5))
+            except Exception:
+                sizes[node.func.name] = 0  # encode() already reported unpicklable code
+    return sizes
+
+
+# -- invocation queue entries ---------------------------------------------------------------
+@dataclass(frozen=True)
+class QueuedInvocation:
+    """One queue entry: the invocation, its id, and the inline DAG blob when it has one.
+
+    ``inv_id`` is the same for every push of the same logical invocation (retries and
+    duplicates), so a worker claims it at most once at a time.
+    """
+
+    run_id: str
+    inv_id: str
+    invocation: Invocation
+    blob: bytes | None
+    enqueued_at: float
+
+
+def invocation_id(invocation: Invocation, nonce: str = "") -> str:
+    """Deterministic id of an invocation (``w:<worker>`` or ``t:<roots>``); pre-warms are unique."""
+    if invocation.prewarm:
+        return f"warm:{invocation.memory_mb}:{nonce}"
+    if invocation.worker is not None:
+        return f"w:{invocation.worker}"
+    return "t:" + ",".join(invocation.roots)
+
+
+def seal_invocation(signer: Signer, queued: QueuedInvocation) -> bytes:
+    """The queue entry: run id in clear (to report a forgery), then the sealed invocation."""
+    context = f"{queued.run_id}/inv"
+    return queued.run_id.encode() + b"\n" + signer.dumps(context, queued)
+
+
+def entry_run_id(entry: bytes) -> str:
+    """The run id of a queue entry, unauthenticated (only used to report a bad entry)."""
+    head, _, _ = bytes(entry[:256]).partition(b"\n")
+    return head.decode("utf-8", "replace")
+
+
+def open_invocation(signer: Signer, entry: bytes) -> QueuedInvocation:
+    """Verify and decode a queue entry; :class:`PayloadAuthError` if it was tampered with."""
+    run_id = entry_run_id(entry)
+    body = memoryview(entry)[len(run_id.encode()) + 1:]
+    queued = pickle.loads(signer.open(f"{run_id}/inv", body))
+    if not isinstance(queued, QueuedInvocation) or queued.run_id != run_id:
+        raise TypeError(f"queue entry of run {run_id!r} does not hold a QueuedInvocation")
+    return queued
+
+
+def now_ms() -> float:
+    """Wall-clock milliseconds (comparable between processes on one host)."""
+    return time.time() * 1000.0

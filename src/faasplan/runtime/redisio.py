@@ -1,0 +1,85 @@
+"""Redis connections with reconnect backoff, and the atomic scripts of the runtime."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis.asyncio as aioredis
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from faasplan.runtime.security import check_redis_url
+
+CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
+                                                   ConnectionError, OSError)
+"""Errors meaning "Redis is unreachable right now" (retried with backoff)."""
+
+# Blocking commands in this package never block longer than this; the socket timeout
+# must exceed it so a healthy blocking read is not mistaken for a dead server.
+MAX_BLOCK_S = 1.0
+_SOCKET_TIMEOUT_S = 15.0
+
+
+def connect(url: str, *, retries: int = 10) -> aioredis.Redis:
+    """An asyncio Redis client for ``url`` that retries lost connections with backoff.
+
+    About six seconds of backoff in total (20 ms doubling, capped at 1 s) cover a server
+    restart; longer outages surface as ``redis.exceptions.ConnectionError``.
+    """
+    check_redis_url(url)
+    return aioredis.Redis.from_url(
+        url, decode_responses=False, socket_timeout=_SOCKET_TIMEOUT_S,
+        socket_connect_timeout=5.0,
+        retry=Retry(ExponentialBackoff(cap=1.0, base=0.02), retries),
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        health_check_interval=30)
+
+
+# Records that ``upstream`` of a fan-in is done. Returns 1 exactly once per fan-in: to the
+# invocation whose new member completed the set; a retry of that same invocation (same
+# id) gets 1 again, so a worker killed between Track and Invoke loses nothing, while a
+# retried upstream never counts twice.
+TRACK = """
+local added = redis.call('SADD', KEYS[1], ARGV[1])
+if redis.call('SCARD', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
+if added == 1 then
+  redis.call('HSET', KEYS[2], ARGV[4], ARGV[3])
+  return 1
+end
+if redis.call('HGET', KEYS[2], ARGV[4]) == ARGV[3] then return 1 end
+return 0
+"""
+
+# Claims an invocation for one attempt. 0: already done, failed, or running with a live
+# lease (a duplicate entry); otherwise the attempt number.
+CLAIM = """
+local st = redis.call('HGET', KEYS[1], ARGV[1])
+if st == 'done' or st == 'failed' then return 0 end
+if st == 'run' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], 'run')
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+return redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+"""
+
+# Puts an invocation whose worker died back on its queue, once: only while it is still
+# marked running and its lease is gone.
+REQUEUE = """
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'run' then return 0 end
+if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+local item = redis.call('HGET', KEYS[3], ARGV[1])
+if not item then return -1 end
+redis.call('HSET', KEYS[1], ARGV[1], 'queued')
+redis.call('RPUSH', ARGV[2], item)
+return 1
+"""
+
+
+class Scripts:
+    """The Lua scripts registered on one client (EVALSHA, reloaded after a restart)."""
+
+    def __init__(self, client: aioredis.Redis) -> None:
+        self.track: Any = client.register_script(TRACK)
+        self.claim: Any = client.register_script(CLAIM)
+        self.requeue: Any = client.register_script(REQUEUE)

@@ -1,0 +1,426 @@
+"""The SimPy driver: every worker runs the real :func:`~faasplan.worker.execute_branch`.
+
+Each invocation is one SimPy process that sends the worker logic the results of its
+effect requests; each request becomes SimPy events timed by the models (storage,
+network, FaaS platform, task behaviour). Nothing here decides anything about the plan:
+that is the worker logic's job, so the simulator follows exactly what a real run does.
+
+The client stores the large literals (and the DAG, if some invocation may carry it by
+reference) at time 0, then sends the initial invocations concurrently. The run ends when
+nothing is left to happen; the makespan is when the last sink's completion notification
+reached the store (which is when the client, subscribed to it, learns of it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Generator, Iterable
+from typing import Any
+
+import numpy as np
+import simpy
+from simpy.events import Event
+
+from faasplan.simulator.behaviour import TaskBehaviour
+from faasplan.simulator.errors import SimulationError, SimulationStuckError
+from faasplan.simulator.faas import FaaSModel
+from faasplan.simulator.network import Endpoint, FairShareNetwork
+from faasplan.simulator.platform import Platform
+from faasplan.simulator.storage import Storage, TransferRecord
+from faasplan.worker import (
+    DAG_KEY,
+    Execute,
+    Fetch,
+    Invocation,
+    Invoke,
+    Join,
+    Notify,
+    Parallel,
+    Payload,
+    RunSpec,
+    Sleep,
+    Spawn,
+    Store,
+    Track,
+    WaitFor,
+    execute_branch,
+    initial_invocations,
+    sink_channel,
+)
+from faasplan.worker.spec import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES
+
+_MB_S = 1000.0  # 1 MB/s (10**6 bytes per s) in bytes per ms
+
+
+class WorkerRun:
+    """One invocation: its worker label, sandbox and timeline (ms from the run's start)."""
+
+    __slots__ = ("boot_ms", "container", "end_ms", "endpoint", "fresh", "invocation",
+                 "invoked_ms", "label", "memory_mb", "queued_ms", "start_ms", "startup_ms",
+                 "state", "tasks")
+
+    def __init__(self, label: str, invocation: Invocation, invoked_ms: float,
+                 endpoint: Endpoint) -> None:
+        self.label = label
+        self.invocation = invocation
+        self.memory_mb = invocation.memory_mb
+        self.invoked_ms = invoked_ms
+        self.endpoint = endpoint
+        self.boot_ms = self.start_ms = self.end_ms = float("nan")
+        self.queued_ms = 0.0
+        self.startup_ms = 0.0
+        self.state = "none"
+        self.container = -1
+        self.tasks = 0
+        self.fresh = True  # no task executed yet: the next one carries the startup
+
+
+class TaskRun:
+    """One task execution: where, when, how much (ms from the run's start)."""
+
+    __slots__ = ("end_ms", "exec_end_ms", "exec_start_ms", "input_bytes", "output_bytes",
+                 "start_ms", "startup_ms", "startup_state", "task", "worker")
+
+    def __init__(self, task: str, worker: WorkerRun, start_ms: float, exec_start_ms: float,
+                 exec_ms: float, input_bytes: int, output_bytes: int) -> None:
+        self.task = task
+        self.worker = worker
+        self.start_ms = start_ms
+        self.exec_start_ms = exec_start_ms
+        self.exec_end_ms = exec_start_ms + exec_ms
+        self.end_ms = self.exec_end_ms
+        self.input_bytes = input_bytes
+        self.output_bytes = output_bytes
+        self.startup_state = "none"
+        self.startup_ms = 0.0
+
+
+class _Proc:
+    """A branch being driven: its worker and which task its effects are working for.
+
+    ``task``/``pre_start``: the task whose inputs it is gathering and since when.
+    ``post``: after executing a task, the effects that follow (upload, tracking,
+    delegation) extend that task's ``end_ms``.
+    """
+
+    __slots__ = ("post", "pre_start", "task", "worker")
+
+    def __init__(self, worker: WorkerRun, task: str | None = None,
+                 post: TaskRun | None = None) -> None:
+        self.worker = worker
+        self.task = task
+        self.post = post
+        self.pre_start = 0.0
+
+
+class _Now:
+    """An effect's result available at once (no SimPy event needed)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: Any) -> None:
+        self.value = value
+
+
+_NONE = _Now(None)
+Outcome = Event | _Now
+
+
+class RunResult:
+    """Raw records of one simulated run, turned into a :class:`~faasplan.simulator.Trace`."""
+
+    def __init__(self, spec: RunSpec, makespan_ms: float, tasks: dict[str, TaskRun],
+                 workers: list[WorkerRun], downloads: dict[str, list[tuple[str, TransferRecord]]],
+                 uploads: dict[str, list[TransferRecord]], stored_at: dict[str, float],
+                 storage_bytes: int, client_bytes: int, cold_starts: int, faas: FaaSModel
+                 ) -> None:
+        self.spec = spec
+        self.makespan_ms = makespan_ms
+        self.tasks = tasks
+        self.workers = workers
+        self.downloads = downloads
+        self.uploads = uploads
+        self.stored_at = stored_at
+        self.storage_bytes = storage_bytes
+        self.client_bytes = client_bytes
+        self.cold_starts = cold_starts
+        self.faas = faas
+
+
+class Simulation:
+    """One simulated run of ``spec``; call :meth:`run` once.
+
+    Parameters
+    ----------
+    spec : RunSpec
+        The workflow's shape and placements, shared by all workers.
+    env : simpy.Environment
+        The clock (ms).
+    storage : Storage
+        Key-value store model (with its network).
+    faas : FaaSModel
+        Invocation, start and billing model.
+    behaviour : TaskBehaviour
+        Execution times and output sizes.
+    rng : numpy.random.Generator
+        The run's only source of randomness (shared with the models built for it).
+    platform : Platform
+        Worker and client bandwidths, invocation call time.
+    """
+
+    def __init__(self, spec: RunSpec, env: simpy.Environment, storage: Storage,
+                 faas: FaaSModel, behaviour: TaskBehaviour, rng: np.random.Generator,
+                 platform: Platform) -> None:
+        self.spec = spec
+        self.env = env
+        self.storage = storage
+        self.faas = faas
+        self.behaviour = behaviour
+        self.rng = rng
+        self.platform = platform
+        self.tasks: dict[str, TaskRun] = {}
+        self.workers: list[WorkerRun] = []
+        self.downloads: dict[str, list[tuple[str, TransferRecord]]] = {}
+        self.uploads: dict[str, list[TransferRecord]] = {}
+        self.storage_bytes = 0
+        self.client_bytes = 0
+        self._bandwidth: dict[int, float] = {}
+        self._handlers: dict[type, Callable[[Any, _Proc], Outcome]] = {
+            Fetch: self._fetch, Store: self._store, Track: self._track,
+            Notify: self._notify, WaitFor: self._wait_for, Invoke: self._invoke,
+            Execute: self._execute, Spawn: self._spawn, Join: self._join,
+            Parallel: self._parallel, Sleep: self._sleep,
+        }
+
+    @classmethod
+    def create(cls, spec: RunSpec, platform: Platform, behaviour: TaskBehaviour,
+               rng: np.random.Generator) -> Simulation:
+        """Wire the default models for ``platform`` around a fresh environment."""
+        env = simpy.Environment()
+        network = FairShareNetwork(env, platform.storage_bandwidth_mb_s * _MB_S)
+        storage = Storage(env, network, platform.storage_latency_ms)
+        faas = FaaSModel(env, platform, rng)
+        return cls(spec, env, storage, faas, behaviour, rng, platform)
+
+    # -- the run --------------------------------------------------------------------------
+    def run(self) -> RunResult:
+        """Simulate to the end; raise :class:`SimulationStuckError` if tasks never ran."""
+        self.env.process(self._client())
+        self.env.run()
+        self._check_finished()
+        sinks = [sink_channel(t) for t in self.spec.order if self.spec.tasks[t].is_sink]
+        makespan = max((self.storage.notified[c] for c in sinks), default=0.0)
+        return RunResult(self.spec, makespan, self.tasks, self.workers, self.downloads,
+                         self.uploads, self.storage.stored_at, self.storage_bytes,
+                         self.client_bytes, self.faas.cold_starts, self.faas)
+
+    def _client(self) -> Generator[Event, Any, None]:
+        endpoint = Endpoint(self.platform.client_bandwidth_mb_s * _MB_S)
+        uploads = []
+        for key, nbytes in self._client_payloads():
+            self.client_bytes += nbytes
+            uploads.append(self.storage.store(key, Payload(nbytes), endpoint,
+                                              TransferRecord(self.env.now)))
+        for ev in uploads:
+            yield ev
+        for inv in initial_invocations(self.spec):
+            self._launch(inv)
+
+    def _client_payloads(self) -> Iterable[tuple[str, int]]:
+        """Large literals (each once) and the DAG when it is too large to travel inline."""
+        seen: dict[str, int] = {}
+        for tid in self.spec.order:
+            for key, nbytes in self.spec.tasks[tid].literals:
+                seen.setdefault(key, nbytes)
+        dag = dag_nbytes(self.spec)
+        if dag > self.spec.options.inline_dag_bytes:
+            seen[DAG_KEY] = dag
+        return seen.items()
+
+    def _check_finished(self) -> None:
+        missing = tuple(t for t in self.spec.order if t not in self.tasks)
+        if not missing:
+            return
+        blocked = self.storage.blocked()
+        shown = ", ".join(missing[:20]) + (" ..." if len(missing) > 20 else "")
+        raise SimulationStuckError(
+            f"the simulated run stopped with {len(missing)} of {len(self.spec.order)} tasks "
+            f"never executed: {shown}. Workers were still waiting for keys "
+            f"{blocked['keys'][:10]} and channels {blocked['channels'][:10]}; the plan "
+            f"deadlocks (e.g. a delayed-I/O task whose fan-in needs work queued behind it)",
+            missing)
+
+    # -- workers --------------------------------------------------------------------------
+    def _launch(self, inv: Invocation) -> None:
+        n = len(self.workers)
+        if inv.prewarm:
+            label = f"prewarm-{n}"
+        elif inv.worker is None:
+            label = f"flex-{n}"
+        else:
+            label = inv.worker
+        bw = self._bandwidth.get(inv.memory_mb)
+        if bw is None:
+            bw = self._bandwidth[inv.memory_mb] = \
+                self.platform.worker_bandwidth_mb_s(inv.memory_mb) * _MB_S
+        w = WorkerRun(label, inv, self.env.now, Endpoint(bw))
+        self.workers.append(w)
+        self.env.process(self._worker(w))
+
+    def _worker(self, w: WorkerRun) -> Generator[Any, Any, None]:
+        env = self.env
+        yield env.timeout(self.faas.invocation_ms(w.invocation))
+        arrived = env.now
+        slot = self.faas.admit()
+        if slot is not None:
+            yield slot
+        w.queued_ms = env.now - arrived
+        w.boot_ms = env.now
+        sandbox = self.faas.start(w.memory_mb)
+        w.container, w.state, w.startup_ms = sandbox.container, sandbox.state, sandbox.startup_ms
+        if sandbox.startup_ms > 0:
+            yield env.timeout(sandbox.startup_ms)
+        w.start_ms = env.now
+        yield from self._drive(execute_branch(self.spec, w.invocation), _Proc(w))
+        w.end_ms = env.now
+        self.faas.release(sandbox)
+
+    def _drive(self, branch: Generator[Any, Any, Any], proc: _Proc
+               ) -> Generator[Event, Any, Any]:
+        """Feed ``branch`` the results of its effects until it returns."""
+        handlers = self._handlers
+        env = self.env
+        send = branch.send
+        value: Any = None
+        while True:
+            try:
+                effect = send(value)
+            except StopIteration as stop:
+                return stop.value
+            try:
+                handler = handlers[type(effect)]
+            except KeyError:
+                raise SimulationError(f"worker {proc.worker.label!r} yielded {effect!r}, "
+                                      f"which is not an effect the simulator knows") from None
+            outcome = handler(effect, proc)
+            if outcome.__class__ is _Now:
+                value = outcome.value  # type: ignore[union-attr]
+            else:
+                value = yield outcome  # type: ignore[misc]
+            if proc.post is not None:
+                proc.post.end_ms = env.now
+
+    # -- effects --------------------------------------------------------------------------
+    def _switch(self, proc: _Proc, task: str) -> None:
+        if proc.task != task:
+            proc.task = task
+            proc.pre_start = self.env.now
+            proc.post = None
+
+    def _fetch(self, eff: Fetch, proc: _Proc) -> Outcome:
+        record = TransferRecord(self.env.now)
+        tid = eff.task
+        if tid is not None:
+            self._switch(proc, tid)
+            self.downloads.setdefault(tid, []).append((eff.key, record))
+        return self.storage.fetch(eff.key, proc.worker.endpoint, record, wait=eff.wait,
+                                  stream=eff.stream, task=tid)
+
+    def _store(self, eff: Store, proc: _Proc) -> Outcome:
+        record = TransferRecord(self.env.now)
+        if eff.task is not None:
+            self.uploads.setdefault(eff.task, []).append(record)
+        self.storage_bytes += eff.payload.nbytes
+        return self.storage.store(eff.key, eff.payload, proc.worker.endpoint, record,
+                                  stream=eff.stream)
+
+    def _track(self, eff: Track, proc: _Proc) -> Outcome:
+        return self.storage.track(eff.task, eff.upstream, eff.expected)
+
+    def _notify(self, eff: Notify, proc: _Proc) -> Outcome:
+        return self.storage.notify(eff.channel)
+
+    def _wait_for(self, eff: WaitFor, proc: _Proc) -> Outcome:
+        ev = self.storage.wait_for(eff.channel)
+        return _NONE if ev is None else ev
+
+    def _invoke(self, eff: Invoke, proc: _Proc) -> Outcome:
+        self._launch(eff.invocation)
+        call = self.platform.invoke_call_ms
+        return self.env.timeout(call) if call > 0 else _NONE
+
+    def _execute(self, eff: Execute, proc: _Proc) -> Outcome:
+        tid = eff.task
+        if tid in self.tasks:
+            raise SimulationError(f"task {tid!r} executed twice (by {self.tasks[tid].worker.label!r}"
+                                  f" and {proc.worker.label!r})")
+        self._switch(proc, tid)
+        w = proc.worker
+        input_bytes = 0
+        for p in eff.inputs.values():
+            input_bytes += p.nbytes
+        ms = self.behaviour.exec_ms(tid, w.memory_mb, input_bytes, self.rng)
+        out = self.behaviour.output_bytes(tid, input_bytes, self.rng)
+        if not ms >= 0:
+            raise SimulationError(f"behaviour gave task {tid!r} an execution time of {ms!r} ms")
+        now = self.env.now
+        rec = TaskRun(tid, w, proc.pre_start, now, ms, input_bytes, out)
+        if w.fresh:
+            w.fresh = False
+            rec.startup_state, rec.startup_ms = w.state, w.startup_ms
+        w.tasks += 1
+        self.tasks[tid] = rec
+        proc.post = rec
+        return self.env.timeout(ms, Payload(out))
+
+    def _spawn(self, eff: Spawn, proc: _Proc) -> Outcome:
+        child = _Proc(proc.worker, proc.task, proc.post)
+        return _Now(self.env.process(self._drive(eff.branch, child)))
+
+    def _join(self, eff: Join, proc: _Proc) -> Outcome:
+        return self._gather(list(eff.handles))
+
+    def _parallel(self, eff: Parallel, proc: _Proc) -> Outcome:
+        handlers = self._handlers
+        return self._gather([handlers[type(e)](e, proc) for e in eff.effects])
+
+    def _sleep(self, eff: Sleep, proc: _Proc) -> Outcome:
+        return self.env.timeout(eff.ms)
+
+    def _gather(self, items: list[Any]) -> Outcome:
+        """One outcome for several: their values in order, once all are available."""
+        pending = [it for it in items if it.__class__ is not _Now and not _done(it)]
+        if not pending:
+            return _Now([_value(it) for it in items])
+        out = Event(self.env)
+        left = len(pending)
+
+        def one(_: Event) -> None:
+            nonlocal left
+            left -= 1
+            if left == 0:
+                out.succeed([_value(it) for it in items])
+
+        for ev in pending:
+            ev.callbacks.append(one)
+        return out
+
+
+def _done(ev: Event) -> bool:
+    return ev.callbacks is None  # processed by the environment
+
+
+def _value(item: Any) -> Any:
+    return item.value
+
+
+def dag_nbytes(spec: RunSpec) -> int:
+    """Estimated encoded size of the whole DAG (the blob stored under ``DAG_KEY``)."""
+    total = 0
+    functions: set[str] = set()
+    for tid in spec.order:
+        total += spec.task_nbytes.get(tid, DEFAULT_TASK_NBYTES)
+        fn = spec.tasks[tid].function
+        if fn not in functions:
+            functions.add(fn)
+            total += spec.code_nbytes.get(fn, DEFAULT_CODE_NBYTES)
+    return total
