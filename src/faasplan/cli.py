@@ -178,7 +178,10 @@ def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> No
         table.add_column(c, justify="left" if c == "planner" else "right")
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
-    Console().print(table)
+    console = Console()
+    if not console.is_terminal:
+        console = Console(width=160)  # piped output: do not squeeze columns
+    console.print(table)
 
 
 def _fmt(v: Any) -> str:

@@ -190,6 +190,11 @@ def records_to_frame(records: Iterable[MetricsRecord]) -> pd.DataFrame:
             value = getattr(rec, name)
             data[name].append(_transfer_dicts(value) if name in TRANSFER_FIELDS else value)
     frame = pd.DataFrame(data, columns=list(COLUMNS))
+    # Explicit dtypes so that an empty frame has the same schema as a full one.
+    for name in (*TEXT_FIELDS, "startup"):
+        frame[name] = frame[name].astype("str")
+    for name in TRANSFER_FIELDS:
+        frame[name] = frame[name].astype(object)
     for name in ("memory_mb", *SIZE_FIELDS):
         frame[name] = frame[name].astype("int64")
     for name in TIME_FIELDS:
@@ -469,7 +474,7 @@ def load_metrics(path: str | os.PathLike[str]) -> pd.DataFrame:
     scalars = [name for name in COLUMNS if name not in TRANSFER_FIELDS]
     df = table.select(scalars).to_pandas()
     for name in TRANSFER_FIELDS:
-        df[name] = table.column(name).to_pylist()
+        df[name] = pd.Series(table.column(name).to_pylist(), index=df.index, dtype=object)
     df = df[list(COLUMNS)]
     validate_records(df)
     return df

@@ -36,9 +36,11 @@ def new_axes(ax: Axes | None, size: tuple[float, float] = (8.0, 4.5)) -> tuple[F
     """``ax`` with its figure, or a fresh figure of ``size`` inches with one axes."""
     if ax is not None:
         fig = ax.get_figure()
-        if not isinstance(fig, Figure):
+        # Axes of a subfigure: return the top-level figure, the one that can be saved.
+        root = getattr(fig, "figure", None) if not isinstance(fig, Figure) else fig
+        if not isinstance(root, Figure):
             raise ValueError("ax must belong to a matplotlib Figure")
-        return fig, ax
+        return root, ax
     fig = Figure(figsize=size, layout="constrained")
     return fig, fig.add_subplot()
 

@@ -83,3 +83,16 @@ class Scripts:
         self.track: Any = client.register_script(TRACK)
         self.claim: Any = client.register_script(CLAIM)
         self.requeue: Any = client.register_script(REQUEUE)
+
+
+async def get_bytes(client: aioredis.Redis, key: str) -> bytes | None:
+    """GET as bytes (the clients here never decode responses)."""
+    value: Any = await client.get(key)
+    return value if value is None else bytes(value)
+
+
+async def xread_entries(client: aioredis.Redis, key: str, last: bytes | str, block_ms: int
+                        ) -> list[tuple[bytes, dict[bytes, bytes]]]:
+    """Entries of stream ``key`` after id ``last``, blocking up to ``block_ms``."""
+    resp: Any = await client.xread({key: last}, count=64, block=block_ms)
+    return [entry for _name, entries in (resp or []) for entry in entries]

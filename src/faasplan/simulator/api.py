@@ -11,6 +11,7 @@ import numpy as np
 from faasplan.simulator.behaviour import GroundTruth, TaskBehaviour
 from faasplan.simulator.driver import Simulation
 from faasplan.simulator.platform import Platform
+from faasplan.simulator.subdag import prefill_subdag_cache
 from faasplan.simulator.trace import Trace, build_trace
 from faasplan.worker import Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
@@ -65,8 +66,10 @@ class Simulator:
 
     def spec(self, plan: PlanLike = None) -> RunSpec:
         """The :class:`RunSpec` of ``plan`` (see :func:`simulate` for what a plan may be)."""
-        return RunSpec.build(self.workflow, _placements(plan, self.platform), self.options,
+        spec = RunSpec.build(self.workflow, _placements(plan, self.platform), self.options,
                              literals=self.literals)
+        prefill_subdag_cache(spec)
+        return spec
 
     def run(self, plan: PlanLike = None, seed: int = 0, replicates: int = 1) -> Trace:
         """Trace of replicate 0, with the makespans of all ``replicates``."""

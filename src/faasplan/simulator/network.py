@@ -27,7 +27,7 @@ from typing import Any
 
 import simpy
 
-Done = Callable[[], None]
+Done = Callable[[Any], None]
 
 # A transfer is complete when it lacks less than this many ms (relative to the clock).
 _TIME_TOLERANCE = 1e-9
@@ -42,8 +42,8 @@ class Endpoint:
         if not capacity > 0:
             raise ValueError(f"endpoint capacity must be > 0 bytes/ms, got {capacity!r}")
         self.capacity = capacity
-        # (bytes served to this endpoint's transfers when it finishes, seq, on_done)
-        self.flows: list[tuple[float, int, Done]] = []
+        # (bytes served to this endpoint's transfers when it finishes, seq, on_done, arg)
+        self.flows: list[tuple[float, int, Done, Any]] = []
         self.cls: _Class | None = None
         self.offset = 0.0  # endpoint-local served = class served + offset
         self.version = 0
@@ -86,16 +86,18 @@ class FairShareNetwork:
         self._last = 0.0
         self._seq = 0
         self._wake_event: Any = None
+        self._wake_at = math.inf
 
-    def transfer(self, nbytes: float, endpoint: Endpoint, on_done: Done) -> None:
-        """Start moving ``nbytes`` through ``endpoint``; call ``on_done()`` when complete."""
+    def transfer(self, nbytes: float, endpoint: Endpoint, on_done: Done, arg: Any = None
+                 ) -> None:
+        """Start moving ``nbytes`` through ``endpoint``; call ``on_done(arg)`` when complete."""
         if nbytes <= 0:
-            on_done()
+            on_done(arg)
             return
         self._advance()
         local = self._local_served(endpoint)
         self._seq += 1
-        heapq.heappush(endpoint.flows, (local + nbytes, self._seq, on_done))
+        heapq.heappush(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
         self.active += 1
         self._regroup(endpoint, local, len(endpoint.flows) - 1)
         self._schedule()
@@ -143,7 +145,8 @@ class FairShareNetwork:
         """Max-min fair rates: low caps are met first, the rest split the remainder."""
         left = self.capacity
         n = self.active
-        for cap in sorted(self._classes):
+        classes = self._classes
+        for cap in (sorted(classes) if len(classes) > 1 else classes):
             c = self._classes[cap]
             fair = left / n
             if cap <= fair:
@@ -154,8 +157,9 @@ class FairShareNetwork:
                 c.rate = fair
 
     def _schedule(self) -> None:
-        self._wake_event = None
         if not self.active:
+            self._wake_event = None
+            self._wake_at = math.inf
             return
         self._rates()
         delay = math.inf
@@ -165,16 +169,21 @@ class FairShareNetwork:
                 continue
             d = 0.0 if c.rate == math.inf else max(top - c.served, 0.0) / c.rate
             delay = min(delay, d)
+        when = self.env.now + delay
+        if when == self._wake_at:
+            return  # the pending wake-up is still right
         ev = self.env.timeout(delay)
         ev.callbacks.append(self._wake)
         self._wake_event = ev
+        self._wake_at = when
 
     def _wake(self, event: Any) -> None:
         if event is not self._wake_event:
             return  # superseded by a later start or end
         self._advance()
+        self._wake_at = math.inf
         tol = _TIME_TOLERANCE * max(1.0, self.env.now)
-        done: list[Done] = []
+        done: list[tuple[Done, Any]] = []
         for c in list(self._classes.values()):
             slack = math.inf if c.rate == math.inf else tol * c.rate
             while True:
@@ -186,12 +195,13 @@ class FairShareNetwork:
                 before = len(endpoint.flows)
                 flows = endpoint.flows
                 while flows and flows[0][0] - local <= slack:
-                    done.append(heapq.heappop(flows)[2])
+                    item = heapq.heappop(flows)
+                    done.append((item[2], item[3]))
                 self.active -= before - len(flows)
                 self._regroup(endpoint, local, before)
         self._schedule()
-        for on_done in done:
-            on_done()
+        for on_done, arg in done:
+            on_done(arg)
 
 
 def _top(c: _Class) -> float | None:

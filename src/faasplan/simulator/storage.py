@@ -1,22 +1,24 @@
 """The key-value store (Redis) as the simulator sees it: keys, sets, channels, timing.
 
-Every operation costs one round trip (``latency_ms``); uploads and downloads also move
-their bytes through a :class:`~faasplan.simulator.network.FairShareNetwork`, so concurrent
-transfers share the server's bandwidth and each endpoint's bandwidth.
+Every operation costs one round trip (``latency_ms``). Uploads and downloads also move
+their bytes through a :class:`~faasplan.simulator.network.FairShareNetwork`, so
+concurrent transfers share the server's bandwidth and each endpoint's bandwidth; the
+bytes flow as soon as the operation is issued and the round trip is paid at the end
+(request and acknowledgement folded together). A stored key is visible to others once
+its bytes are in; its writer hears back one round trip later.
 
 Streaming: while a streamed upload is under way, a reader that asks for the key with
-``stream=True`` follows the writer and finishes one round trip after the upload ends. The
-follower's copy is not charged to the shared bandwidth (it reads chunks the server is
-relaying anyway); a reader arriving after the upload ended does a normal download.
+``stream=True`` follows the writer and finishes one round trip after the upload's bytes
+are in. The follower's copy is not charged to the shared bandwidth (it reads chunks the
+server relays anyway); a reader arriving after the upload ended does a normal download.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from typing import Any
 
 import simpy
-from simpy.events import Event
+from simpy.events import NORMAL, Event
 
 from faasplan.simulator.errors import SimulationError
 from faasplan.simulator.network import Endpoint, FairShareNetwork
@@ -24,9 +26,13 @@ from faasplan.worker import Payload
 
 
 class TransferRecord:
-    """Timing of one upload or download: requested, data available, finished (ms)."""
+    """One upload or download: requested, data available, finished (ms), bytes, streamed.
 
-    __slots__ = ("end", "issued", "nbytes", "ready", "streamed")
+    While the transfer is under way it also holds the event to fire and the payload.
+    """
+
+    __slots__ = ("end", "event", "issued", "key", "nbytes", "payload", "ready", "stream",
+                 "streamed")
 
     def __init__(self, issued: float) -> None:
         self.issued = issued
@@ -34,24 +40,15 @@ class TransferRecord:
         self.end = issued
         self.nbytes = 0
         self.streamed = False
+        self.stream = False
+        self.key = ""
+        self.event: Event | None = None
+        self.payload: Payload | None = None
 
     @property
     def ms(self) -> float:
         """Transfer time, not counting the wait for the key to exist."""
         return self.end - self.ready
-
-
-@dataclass
-class _Waiter:
-    endpoint: Endpoint
-    stream: bool
-    event: Event
-    record: TransferRecord
-
-
-@dataclass
-class _Stream:
-    followers: list[tuple[Event, TransferRecord]] = field(default_factory=list)
 
 
 class Storage:
@@ -78,8 +75,8 @@ class Storage:
         self.stored_at: dict[str, float] = {}
         self.sets: dict[str, set[str]] = {}
         self.notified: dict[str, float] = {}
-        self._waiting: dict[str, list[_Waiter]] = {}
-        self._streams: dict[str, _Stream] = {}
+        self._waiting: dict[str, list[tuple[Endpoint, TransferRecord]]] = {}
+        self._streams: dict[str, list[TransferRecord]] = {}
         self._listeners: dict[str, list[Event]] = {}
 
     # -- data -----------------------------------------------------------------------------
@@ -90,14 +87,16 @@ class Storage:
         ``wait``: block until the key is stored (or, with ``stream``, until a streamed
         upload of it starts). Without ``wait`` a missing key is an error.
         """
-        event = Event(self.env)
+        event = record.event = Event(self.env)
+        record.key = key
         payload = self.data.get(key)
         if payload is not None:
-            self._download(payload, endpoint, event, record)
+            self._download(payload, endpoint, record)
         elif stream and key in self._streams:
-            self._follow(self._streams[key], event, record)
+            self._follow(key, record)
         elif wait:
-            self._waiting.setdefault(key, []).append(_Waiter(endpoint, stream, event, record))
+            record.stream = stream
+            self._waiting.setdefault(key, []).append((endpoint, record))
         else:
             raise SimulationError(
                 f"fetch of {key!r} for task {task!r} at t={self.env.now:.3f} ms, but the key "
@@ -107,65 +106,67 @@ class Storage:
 
     def store(self, key: str, payload: Payload, endpoint: Endpoint, record: TransferRecord,
               *, stream: bool = False) -> Event:
-        """Upload ``payload`` under ``key`` -> event (value ``None``) when it is stored."""
-        event = Event(self.env)
+        """Upload ``payload`` under ``key`` -> event (value ``None``) when acknowledged."""
+        event = record.event = Event(self.env)
+        record.key = key
+        record.payload = payload
         record.nbytes = payload.nbytes
-
-        def begin() -> None:
-            record.ready = self.env.now
-            if stream:
-                self._start_stream(key)
-            self.network.transfer(payload.nbytes, endpoint, lambda: self._stored(
-                key, payload, event, record))
-
-        self._after_round_trip(begin)
+        if stream:
+            self._start_stream(key)
+        self.network.transfer(payload.nbytes, endpoint, self._stored, record)
         return event
 
-    def _download(self, payload: Payload, endpoint: Endpoint, event: Event,
-                  record: TransferRecord) -> None:
+    def _download(self, payload: Payload, endpoint: Endpoint, record: TransferRecord) -> None:
         record.ready = self.env.now
         record.nbytes = payload.nbytes
+        record.payload = payload
+        self.network.transfer(payload.nbytes, endpoint, self._downloaded, record)
 
-        def done() -> None:
-            record.end = self.env.now
-            event.succeed(payload)
+    def _downloaded(self, record: TransferRecord) -> None:
+        self._answer(record, record.payload)
 
-        self._after_round_trip(lambda: self.network.transfer(payload.nbytes, endpoint, done))
+    def _answer(self, record: TransferRecord, value: Any) -> None:
+        """Fire the record's event one round trip from now (like a Timeout, value set)."""
+        event = record.event
+        assert event is not None
+        record.end = self.env.now + self.latency_ms
+        event._ok = True
+        event._value = value
+        self.env.schedule(event, NORMAL, self.latency_ms)
 
     def _start_stream(self, key: str) -> None:
-        s = self._streams[key] = _Stream()
+        self._streams[key] = []
         waiters = self._waiting.get(key)
         if not waiters:
             return
         keep = []
-        for w in waiters:
-            if w.stream:
-                self._follow(s, w.event, w.record)
+        for endpoint, rec in waiters:
+            if rec.stream:
+                self._follow(key, rec)
             else:
-                keep.append(w)
+                keep.append((endpoint, rec))
         if keep:
             self._waiting[key] = keep
         else:
             del self._waiting[key]
 
-    def _follow(self, s: _Stream, event: Event, record: TransferRecord) -> None:
+    def _follow(self, key: str, record: TransferRecord) -> None:
         record.ready = self.env.now
         record.streamed = True
-        s.followers.append((event, record))
+        self._streams[key].append(record)
 
-    def _stored(self, key: str, payload: Payload, event: Event, record: TransferRecord) -> None:
-        now = self.env.now
-        record.end = now
+    def _stored(self, record: TransferRecord) -> None:
+        key = record.key
+        payload = record.payload
+        assert payload is not None
         self.data[key] = payload
-        self.stored_at[key] = now
-        event.succeed(None)
-        s = self._streams.pop(key, None)
-        if s is not None:
-            for ev, rec in s.followers:
-                rec.nbytes = payload.nbytes
-                self._after_round_trip(_finisher(self.env, ev, rec, payload))
-        for w in self._waiting.pop(key, ()):
-            self._download(payload, w.endpoint, w.event, w.record)
+        self.stored_at[key] = self.env.now
+        self._answer(record, None)
+        for rec in self._streams.pop(key, ()):
+            rec.nbytes = payload.nbytes
+            self._answer(rec, payload)
+        for endpoint, rec in self._waiting.pop(key, ()):
+            self._download(payload, endpoint, rec)
 
     # -- sets and channels ------------------------------------------------------------------
     def track(self, task: str, upstream: str, expected: int) -> Event:
@@ -174,29 +175,30 @@ class Storage:
         Applied atomically when issued (operations reach the server in issue order); the
         answer arrives one round trip later.
         """
-        members = self.sets.setdefault(task, set())
+        members = self.sets.get(task)
+        if members is None:
+            members = self.sets[task] = set()
         before = len(members)
         members.add(upstream)
         ready = len(members) == expected and len(members) != before
         return self.env.timeout(self.latency_ms, ready)
 
     def notify(self, channel: str) -> Event:
-        """Signal ``channel``; listeners wake when the signal reaches the server."""
-        event = Event(self.env)
-
-        def arrive() -> None:
-            self.notified.setdefault(channel, self.env.now)
-            for ev in self._listeners.pop(channel, ()):
-                ev.succeed(None)
-            event.succeed(None)
-
-        self._after_round_trip(arrive)
-        return event
+        """Signal ``channel``; it counts as notified, and listeners wake, a round trip later."""
+        lat = self.latency_ms
+        self.notified.setdefault(channel, self.env.now + lat)
+        for ev in self._listeners.pop(channel, ()):
+            ev._ok = True
+            ev._value = None
+            self.env.schedule(ev, NORMAL, lat)
+        return self.env.timeout(lat)
 
     def wait_for(self, channel: str) -> Event | None:
         """Event fired when ``channel`` is notified, or ``None`` if it already was."""
-        if channel in self.notified:
-            return None
+        at = self.notified.get(channel)
+        now = self.env.now
+        if at is not None:
+            return None if at <= now else self.env.timeout(at - now)
         event = Event(self.env)
         self._listeners.setdefault(channel, []).append(event)
         return event
@@ -204,19 +206,3 @@ class Storage:
     def blocked(self) -> dict[str, list[str]]:
         """What is still waited for: keys never stored and channels never notified."""
         return {"keys": sorted(self._waiting), "channels": sorted(self._listeners)}
-
-    def _after_round_trip(self, action: Callable[[], None]) -> None:
-        if self.latency_ms <= 0:
-            action()
-            return
-        timeout = self.env.timeout(self.latency_ms)
-        timeout.callbacks.append(lambda _: action())
-
-
-def _finisher(env: simpy.Environment, event: Event, record: TransferRecord, payload: Payload
-              ) -> Callable[[], None]:
-    def finish() -> None:
-        record.end = env.now
-        event.succeed(payload)
-    return finish
-
