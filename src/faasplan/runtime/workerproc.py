@@ -121,14 +121,14 @@ class WorkerProcess:
         reference = dispatched_at if dispatched_at is not None else queued.enqueued_at
         begin = now_ms()
         startup = ("cold" if cold else "warm", max(0.0, begin - min(reference, received)))
-        await self._run(run, queued, attempt, startup, begin)
+        await self._run(run, queued, attempt, startup, begin, received)
 
     async def _run(self, run: RunState, queued: QueuedInvocation, attempt: int,
-                   startup: tuple[str, float], begin: float) -> None:
+                   startup: tuple[str, float], begin: float, received: float) -> None:
         outbox = Outbox(self.client, run.keys.events, self.signer,
                         event_context(run.manifest.run_id))
         inv = queued.invocation
-        label = inv.worker if inv.worker is not None else f"~{inv.roots[0]}"
+        label = inv.worker if inv.worker is not None else f"flex-{inv.roots[0]}"
         heartbeat = asyncio.create_task(self._heartbeat(run.keys, queued.inv_id,
                                                         run.manifest.lease_ms))
         driver: Driver | None = None
@@ -161,7 +161,12 @@ class WorkerProcess:
             heartbeat.cancel()
         try:
             if driver is not None:
-                outbox.put(("rows", driver.rows()))
+                rows = driver.rows()
+                outbox.put(("rows", rows, {
+                    "worker": label, "memory_mb": inv.memory_mb, "pid": os.getpid(),
+                    "enqueued": queued.enqueued_at, "received": received, "begin": begin,
+                    "end": now_ms(), "startup_state": startup[0], "startup_ms": startup[1],
+                    "tasks": len(rows), "attempt": attempt}))
             outbox.put(("inv", queued.inv_id, status))
             await outbox.close()
             async with self.client.pipeline(transaction=True) as pipe:

@@ -207,8 +207,16 @@ class Simulation:
         self.env.process(self._client())
         self.env.run()
         self._check_finished()
-        sinks = [sink_channel(t) for t in self.spec.order if self.spec.tasks[t].is_sink]
-        makespan = max((self.storage.notified[c] for c in sinks), default=0.0)
+        notified = self.storage.notified
+        makespan = 0.0
+        for tid in self.spec.order:
+            if self.spec.tasks[tid].is_sink:
+                at = notified.get(sink_channel(tid))
+                if at is None:
+                    raise SimulationStuckError(
+                        f"sink task {tid!r} ran but never announced its output; the worker "
+                        f"logic ended without notifying {sink_channel(tid)!r}", (tid,))
+                makespan = max(makespan, at)
         return RunResult(self.spec, makespan, self.tasks, self.workers, self.downloads,
                          self.uploads, self.storage.stored_at, self.storage_bytes,
                          self.client_bytes, self.faas.cold_starts, self.faas)
