@@ -171,7 +171,8 @@ def test_sweep_locally_over_a_grid(capsys, tmp_path):
 
 def test_sweep_on_a_dask_cluster_gives_the_same_rows(capsys, tmp_path):
     distributed = pytest.importorskip("distributed")
-    scenario = write(tmp_path, "[workflow]\nworkload = 'tree_reduction'\n"
+    # No in-process profiling: measured times would differ between processes.
+    scenario = write(tmp_path, "[workflow]\nworkload = 'tree_reduction'\nprofile = false\n"
                                "params = { leaves = 8 }\n[planning]\nplanners = ['uniform']\n"
                                "[history]\ntraining_runs = 2\n")
     local = run_json(capsys, "sweep", str(scenario), "--grid", "workflow.params.leaves=4,8",
@@ -181,6 +182,9 @@ def test_sweep_on_a_dask_cluster_gives_the_same_rows(capsys, tmp_path):
         remote = run_json(capsys, "sweep", str(scenario), "--grid",
                           "workflow.params.leaves=4,8", "--replicates", "2", "--dask",
                           cluster.scheduler_address)
+    for rows in (local, remote):
+        for row in rows:
+            row.pop("planning_ms")
     assert remote == local
 
 
@@ -190,3 +194,32 @@ def test_bad_grid_exits_2(capsys, tmp_path):
     assert "KEY.PATH=V1,V2" in capsys.readouterr().err
     assert main(["sweep", str(scenario), "--grid", "workflow.bogus=1,2"]) == 2
     assert "workflow.bogus" in capsys.readouterr().err
+
+
+def test_compare_history_replans_every_workflow_type_of_a_metrics_store(capsys, tmp_path):
+    metrics = tmp_path / "m.parquet"
+    for target in ("faasplan.workloads:tree_reduction", str(TRACES / "blast_43t.json")):
+        assert main(["simulate", target, "--replicates", "4", "--metrics-out",
+                     str(metrics)]) == 0
+    capsys.readouterr()
+    rows = run_json(capsys, "compare", "--history", str(metrics), "--planners",
+                    "wukong,uniform", "--replicates", "3")
+    assert {(r["workflow"], r["planner"]) for r in rows} == {
+        ("tree_reduction", "wukong"), ("tree_reduction", "uniform"),
+        ("blast", "wukong"), ("blast", "uniform")}
+    tree = [r for r in rows if r["workflow"] == "tree_reduction"]
+    assert all(r["records"] == 4 * 127 for r in tree)
+
+
+def test_compare_history_without_catalog_says_how_to_fix(capsys, tmp_path):
+    from faasplan.predictors import save_metrics
+
+    src = tmp_path / "a.parquet"
+    assert main(["simulate", "faasplan.workloads:wordcount", "--metrics-out", str(src)]) == 0
+    bare = tmp_path / "bare.parquet"
+    from faasplan.predictors import load_metrics
+
+    save_metrics(load_metrics(src), bare)
+    capsys.readouterr()
+    assert main(["compare", "--history", str(bare)]) == 2
+    assert "faasplan compare TARGET --history" in capsys.readouterr().err

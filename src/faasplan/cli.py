@@ -204,6 +204,7 @@ def _setup(args: argparse.Namespace, **overrides: Any) -> Any:
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate the target under one planner's plan on the ground truth."""
     from faasplan.compare import plan_with
+    from faasplan.history import remember_workflow
     from faasplan.predictors import save_metrics
     from faasplan.simulator import simulate_many
 
@@ -218,6 +219,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
                    for r in t.metrics(run_id=f"{setup.name}-{args.planner}-{i}",
                                       planner=args.planner)]
         save_metrics(records, args.metrics_out)
+        remember_workflow(args.metrics_out, setup.workflow)
     if args.gantt:
         runs[0].gantt().savefig(args.gantt, dpi=110)
     makespans = [t.makespan_ms for t in runs]
@@ -312,14 +314,50 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def _compare_history(args: argparse.Namespace, planners: list[str] | None) -> int:
+    """Compare planners for every workflow type of a metrics store."""
+    from faasplan.api import fit_history
+    from faasplan.compare import Setup, compare
+    from faasplan.history import HistoryBehaviour, recall_workflows
+    from faasplan.planners import planner_names
     from faasplan.predictors import load_metrics
+    from faasplan.simulator import Platform
 
     df = load_metrics(args.history)
-    hashes = sorted(df["workflow_hash"].unique())
-    raise BadInput(
-        f"{args.history}: holds {len(hashes)} workflow type(s) ({', '.join(hashes[:5])}); "
-        "metrics do not contain the workflow's code, so give the TARGET that built them: "
-        f"faasplan compare TARGET --history {args.history}")
+    known = recall_workflows(args.history)
+    hashes = list(dict.fromkeys(df["workflow_hash"]))
+    unknown = [h for h in hashes if h not in known]
+    if not known:
+        raise BadInput(f"{args.history}: no workflow catalog beside it ({args.history}.workflows/"
+                       "); metrics written by 'faasplan simulate/run --metrics-out' have one. "
+                       f"Otherwise give the TARGET: faasplan compare TARGET --history "
+                       f"{args.history}")
+    rows: list[dict[str, Any]] = []
+    for h in hashes:
+        if h not in known:
+            continue
+        wf = known[h]
+        sub = df[df["workflow_hash"] == h]
+        predictor = fit_history(wf, list(_records(sub)))
+        setup = Setup(f"{wf.name} ({h})", wf, Platform(), HistoryBehaviour(wf, predictor),
+                      predictor, tuple(planners or planner_names()), args.sla or "p95",
+                      args.replicates or 20, args.seed or 0, {}, len(sub))
+        for row in compare(setup).to_records():
+            rows.append({"workflow": wf.name, "workflow_hash": h, "records": len(sub), **row})
+    if args.json:
+        _print_json(rows)
+    else:
+        _table(rows, ["workflow", "records", *SUMMARY_COLUMNS],
+               f"{args.history}: {len(known)} workflow type(s)")
+        if unknown:
+            _console().print(f"skipped {len(unknown)} workflow type(s) with no stored "
+                             f"definition: {', '.join(unknown[:5])}")
+    return EXIT_OK
+
+
+def _records(df: Any) -> Any:
+    from faasplan.predictors import frame_to_records
+
+    return frame_to_records(df)
 
 
 def cmd_fit(args: argparse.Namespace) -> int:
@@ -360,7 +398,10 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.metrics_out:
         from faasplan.predictors import save_metrics
 
+        from faasplan.history import remember_workflow
+
         save_metrics(result.metrics(), args.metrics_out)
+        remember_workflow(args.metrics_out, setup.workflow)
     if args.gantt:
         from faasplan.report import plot_gantt
 

@@ -11,8 +11,8 @@ one move at a time, keeping a candidate when its predicted makespan at the SLA i
 * **split** — give a critical task a worker of its own, or make it flexible;
 * **toggle** — switch one optimization on or off for a critical task (stream, async
   upload, pre-load, pre-warm, and for flexible tasks clustering and delayed I/O);
-* **sweep** — switch one optimization on or off for the whole critical path, or move all
-  off-path workers one memory size down.
+* **sweep** — switch one optimization on or off along the whole critical path or for every
+  task, or move every off-path worker one memory size down (every critical one up).
 
 Every candidate must pass :meth:`Plan.validate`; invalid ones are skipped unsimulated.
 With ``cost_budget_usd`` a plan over budget only wins over another over-budget plan (by
@@ -51,7 +51,7 @@ Placements = dict[str, Placement]
 Move = Callable[["_State", np.random.Generator], Placements | None]
 
 PLANNED_OPTS = (Opt.STREAM, Opt.ASYNC_UPLOAD, Opt.PRELOAD, Opt.PREWARM)
-FLEXIBLE_OPTS = (Opt.STREAM, Opt.ASYNC_UPLOAD, Opt.CLUSTER, Opt.DELAYED_IO)
+FLEXIBLE_OPTS = (Opt.STREAM, Opt.ASYNC_UPLOAD, Opt.PREWARM, Opt.CLUSTER, Opt.DELAYED_IO)
 FLEXIBLE_ONLY = frozenset({Opt.CLUSTER, Opt.DELAYED_IO})
 
 
@@ -194,7 +194,7 @@ def _move_split(state: _State, rng: np.random.Generator) -> Placements | None:
     elif rng.random() < 0.5:
         out[tid] = Placement(state.new_worker(), p.memory_mb, p.optimizations)
     else:
-        out[tid] = Placement(None, p.memory_mb, p.optimizations - {Opt.PRELOAD, Opt.PREWARM})
+        out[tid] = Placement(None, p.memory_mb, p.optimizations - {Opt.PRELOAD})
     return out
 
 
@@ -213,14 +213,17 @@ def _move_toggle(state: _State, rng: np.random.Generator) -> Placements | None:
 
 def _move_sweep(state: _State, rng: np.random.Generator) -> Placements | None:
     out = dict(state.placements)
-    if rng.random() < 0.3:
-        on_path = set(state.critical)
+    on_path = set(state.critical)
+    roll = rng.random()
+    if roll < 0.5:
+        # Every memory unit off the path one size down, or every unit on it one size up.
+        up = roll < 0.25
         flexible = [[t] for t in state.ctx.workflow.topological_order
                     if out[t].worker is None]
         changed = False
         for unit in [*state.workers.values(), *flexible]:
-            memory = _step(state.ctx.memory_sizes, out[unit[0]].memory_mb, up=False)
-            if memory is None or any(t in on_path for t in unit):
+            memory = _step(state.ctx.memory_sizes, out[unit[0]].memory_mb, up=up)
+            if memory is None or any(t in on_path for t in unit) != up:
                 continue
             changed = True
             for t in unit:
@@ -228,9 +231,10 @@ def _move_sweep(state: _State, rng: np.random.Generator) -> Placements | None:
         return out if changed else None
     opt = PLANNED_OPTS[int(rng.integers(len(PLANNED_OPTS)))]
     switch_on = rng.random() < 0.7
-    for t in state.critical:
+    tasks = state.critical if rng.random() < 0.6 else state.ctx.workflow.topological_order
+    for t in tasks:
         p = out[t]
-        if opt in (Opt.PRELOAD, Opt.PREWARM) and p.worker is None:
+        if opt is Opt.PRELOAD and p.worker is None:
             continue
         if p.has(opt) != switch_on:
             out[t] = _toggle(p, opt)

@@ -16,6 +16,7 @@ at its default (capped below the fastest observation).
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 import os
 from collections.abc import Collection, Mapping, Sequence
 
@@ -53,6 +54,8 @@ _AIC_MARGIN = 4.0
 _SPREAD = 1e-9
 # Transfer sizes must span at least a factor 2 before latency and bandwidth are separated.
 _SIZE_SPREAD = math.log(2.0)
+# Largest size exponent believed (execution time, output size); beyond it the fit is noise.
+_SIZE_EXPONENT_MAX = 3.0
 _EXPONENT_BOUND = 10.0
 
 Records = pd.DataFrame | str | os.PathLike[str] | Sequence[MetricsRecord]
@@ -198,13 +201,18 @@ def fit_exec(input_bytes: np.ndarray, memory_mb: np.ndarray, exec_ms: np.ndarray
     lx = np.log(np.maximum(input_bytes, 1.0))
     lm = np.log(memory_mb / REFERENCE_MEMORY_MB)
     ly = np.log(np.maximum(exec_ms, MIN_MS))
-    fit_size, fit_mem = _varies(lx), _varies(lm)
+    # Sizes spanning less than a factor of two cannot tell an exponent from noise.
+    fit_size, fit_mem = _varies(lx, _SIZE_SPREAD), _varies(lm)
     columns = [np.ones(n)] + ([lx] if fit_size else []) + ([-lm] if fit_mem else [])
     fixed_c = defaults.exec_memory_exponent
     coef = _lstsq(columns, ly if fit_mem else ly + fixed_c * lm)
     la = float(coef[0])
     b = float(coef[1]) if fit_size else 0.0
     c = float(coef[-1]) if fit_mem else fixed_c
+    if not 0.0 <= b <= _SIZE_EXPONENT_MAX:
+        # An implausible slope (noise on a narrow range): clamp it, refit the scale.
+        b = min(max(b, 0.0), _SIZE_EXPONENT_MAX)
+        la = float(np.mean(ly - b * lx + c * lm))
     resid = ly - (la + b * lx - c * lm)
     k = len(columns)
     best = ExecModel(math.exp(la), b, c, 0.0, _residuals(resid, k), n, "fitted",
@@ -216,7 +224,7 @@ def fit_exec(input_bytes: np.ndarray, memory_mb: np.ndarray, exec_ms: np.ndarray
             if _aic(resid2, k + 1) + _AIC_MARGIN < _aic(resid, k):
                 best = ExecModel(math.exp(la2), b2, c2, math.exp(ld),
                                  _residuals(resid2, k + 1), n, "fitted", fit_size, fit_mem)
-    return best
+    return replace(best, max_input_bytes=float(np.max(input_bytes)))
 
 
 def _fit_exec_with_constant(lx: np.ndarray, lm: np.ndarray, ly: np.ndarray,
@@ -282,17 +290,21 @@ def fit_output(input_bytes: np.ndarray, output_bytes: np.ndarray, hint: IOHint |
         return None
     lx, ly = np.log(input_bytes[usable]), np.log(y[usable])
     if hint is None:
-        if not _varies(lx):
+        if not _varies(lx, _SIZE_SPREAD):
             median = float(np.median(y[usable]))
             return OutputModel("constant", median, 0.0, _residuals(ly - math.log(median), 1),
                                n, "fitted")
         la, e = _lstsq([np.ones(n), lx], ly)
+        if not 0.0 <= e <= _SIZE_EXPONENT_MAX:
+            e = min(max(float(e), 0.0), _SIZE_EXPONENT_MAX)
+            la = float(np.mean(ly - e * lx))
         return OutputModel("power", math.exp(la), float(e),
-                           _residuals(ly - la - e * lx, 2), n, "fitted")
+                           _residuals(ly - la - e * lx, 2), n, "fitted",
+                           max_input_bytes=float(np.max(input_bytes)))
     e = 1.0 if hint.kind == "linear" else hint.exponent
     la = float(np.mean(ly - e * lx))
     return OutputModel(hint.kind, math.exp(la), e, _residuals(ly - la - e * lx, 1), n,
-                       "fitted")
+                       "fitted", max_input_bytes=float(np.max(input_bytes)))
 
 
 # -- transfers ----------------------------------------------------------------------------

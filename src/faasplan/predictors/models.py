@@ -116,6 +116,7 @@ class ExecModel:
     source: Source = "default"
     size_exponent_fitted: bool = False
     memory_exponent_fitted: bool = False
+    max_input_bytes: float = math.inf
 
     @classmethod
     def from_defaults(cls, defaults: Defaults = DEFAULTS) -> ExecModel:
@@ -127,7 +128,8 @@ class ExecModel:
     def point_ms(self, input_bytes: float, memory_mb: float) -> float:
         """The fitted curve itself, without residual scaling."""
         x = input_bytes if input_bytes > 1.0 else 1.0
-        return self.constant_ms + self.coefficient * x ** self.size_exponent * (
+        return self.constant_ms + self.coefficient * _grow(x, self.size_exponent,
+                                                           self.max_input_bytes) * (
             memory_mb / REFERENCE_MEMORY_MB) ** -self.memory_exponent
 
     def predict(self, input_bytes: float, memory_mb: float, sla: str = "average") -> float:
@@ -149,6 +151,7 @@ class OutputModel:
     residuals: Empirical = _UNIT
     samples: int = 0
     source: Source = "default"
+    max_input_bytes: float = math.inf
 
     @classmethod
     def from_defaults(cls, defaults: Defaults = DEFAULTS) -> OutputModel:
@@ -168,7 +171,7 @@ class OutputModel:
     def point_bytes(self, input_bytes: float) -> float:
         """The fitted curve itself, without residual scaling."""
         # 0.0 ** 0.0 is 1.0, so a constant model ignores a zero input as it should.
-        return self.coefficient * float(input_bytes) ** self.exponent
+        return self.coefficient * _grow(float(input_bytes), self.exponent, self.max_input_bytes)
 
     def predict(self, input_bytes: float, sla: str = "average") -> float:
         """Output size in bytes at the SLA level."""
@@ -271,3 +274,14 @@ class StartupModel:
         v_high = max(self.anchors[high].at(sla), MIN_MS)
         t = math.log(memory_mb / low) / math.log(high / low)
         return v_low * (v_high / v_low) ** t
+
+
+def _grow(x: float, exponent: float, x_max: float) -> float:
+    """``x ** exponent``, but no faster than linear beyond the largest input seen.
+
+    A super-linear exponent fitted on a range of inputs must not be extrapolated far
+    beyond it: chained through a DAG (outputs feeding inputs) it would explode.
+    """
+    if x <= x_max or exponent <= 1.0:
+        return float(x ** exponent)
+    return float(x_max ** exponent * (x / x_max))

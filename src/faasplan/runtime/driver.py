@@ -356,14 +356,15 @@ class Driver:
         if f.key == DAG_KEY:
             return await self._fetch_dag(main)
         rec = self._record(f.task, main)
-        t0 = time.perf_counter()
         streamed = False
         raw: bytes | None
+        # A download's time starts when the data is there, not while waiting for it.
         if f.stream:
-            raw, streamed = await self._read_streamed(f.key, main)
+            raw, ready, streamed = await self._read_streamed(f.key, main)
         elif f.wait:
-            raw = await self._wait_key(f.key, main)
+            raw, ready = await self._wait_key(f.key, main)
         else:
+            ready = time.perf_counter()
             raw = await get_bytes(self.client, self.keys.data(f.key))
         if raw is None:
             await self.run.check_alive()
@@ -371,7 +372,7 @@ class Driver:
                 f"key {f.key!r} needed by task {f.task!r} is missing from Redis although "
                 "its producer stored it (evicted by maxmemory, or Redis restarted)",
                 run_id=self.run.manifest.run_id)
-        ms = (time.perf_counter() - t0) * 1000.0
+        ms = (time.perf_counter() - ready) * 1000.0
         payload = self._decode_value(f.key, raw)
         transfer = (len(raw), ms, streamed)
         if rec is not None:
@@ -400,21 +401,31 @@ class Driver:
         value = pickle.loads(body)
         return Payload(value_nbytes(value, len(body)), value)
 
-    async def _wait_key(self, key: str, main: bool) -> bytes:
+    async def _wait_key(self, key: str, main: bool) -> tuple[bytes | None, float]:
+        """The stored value, and when the GET that found it was issued."""
         dkey = self.keys.data(key)
+        issued = time.perf_counter()
         raw = await get_bytes(self.client, dkey)
         if raw is not None:
-            return raw
-        async with self._blocked(main):
-            result: bytes = await self.run.waiters.wait(self.keys.pubsub(key),
-                                                        lambda: get_bytes(self.client, dkey))
-            return result
+            return raw, issued
 
-    async def _read_streamed(self, key: str, main: bool) -> tuple[bytes, bool]:
+        async def check() -> bytes | None:
+            nonlocal issued
+            issued = time.perf_counter()
+            return await get_bytes(self.client, dkey)
+
+        async with self._blocked(main):
+            result: bytes = await self.run.waiters.wait(self.keys.pubsub(key), check)
+        return result, issued
+
+    async def _read_streamed(self, key: str, main: bool) -> tuple[bytes | None, float, bool]:
+        """The value (read chunk by chunk while the producer uploads), when it began to
+        arrive, and whether it was streamed."""
         dkey, skey = self.keys.data(key), self.keys.stream(key)
+        issued = time.perf_counter()
         raw = await get_bytes(self.client, dkey)
         if raw is not None:
-            return raw, False
+            return raw, issued, False
         chunks: list[bytes] = []
         attempt: bytes | None = None
         last: bytes | str = "0-0"
@@ -422,9 +433,10 @@ class Driver:
             while True:
                 entries = await xread_entries(self.client, skey, last, int(POLL_S * 1000))
                 if not entries:
+                    issued = time.perf_counter()
                     raw = await get_bytes(self.client, dkey)
                     if raw is not None:
-                        return raw, False
+                        return raw, issued, False
                     await self.run.check_alive()
                     continue
                 for entry_id, fields in entries:
@@ -432,12 +444,12 @@ class Driver:
                     tag = fields[b"a"]
                     if b"end" in fields:
                         if tag == attempt and len(chunks) == int(fields[b"end"]):
-                            return b"".join(chunks), True
+                            return b"".join(chunks), issued, True
                         continue
                     seq = int(fields[b"i"])
                     if seq == 0:
                         # A retried producer streams again from the start.
-                        chunks, attempt = [], tag
+                        chunks, attempt, issued = [], tag, time.perf_counter()
                     if tag == attempt and seq == len(chunks):
                         chunks.append(fields[b"d"])
 
@@ -583,6 +595,20 @@ async def enqueue(client: aioredis.Redis, keys: RunKeys, pool: str, queued: Queu
             pipe.hset(keys.inv_items, queued.inv_id, entry)
             pipe.hset(keys.inv_queue, queued.inv_id, queue)
         pipe.rpush(queue, entry)
+        await pipe.execute()
+
+
+async def enqueue_many(client: aioredis.Redis, keys: RunKeys, pool: str,
+                       batch: list[tuple[QueuedInvocation, bytes]]) -> None:
+    """:func:`enqueue` for many invocations in one round trip (registration before push)."""
+    async with client.pipeline(transaction=False) as pipe:
+        for queued, entry in batch:
+            queue = pool_queue(pool, queued.invocation.memory_mb)
+            if not queued.invocation.prewarm:
+                pipe.hsetnx(keys.inv_state, queued.inv_id, b"queued")
+                pipe.hset(keys.inv_items, queued.inv_id, entry)
+                pipe.hset(keys.inv_queue, queued.inv_id, queue)
+            pipe.rpush(queue, entry)
         await pipe.execute()
 
 

@@ -13,7 +13,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from faasplan.runtime.security import check_redis_url
 
 CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTimeoutError,
-                                                   ConnectionError, OSError)
+                                                   ConnectionError)
 """Errors meaning "Redis is unreachable right now" (retried with backoff)."""
 
 # Blocking commands in this package never block longer than this; the socket timeout

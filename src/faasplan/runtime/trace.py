@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from faasplan.simulator import TASK_COLUMNS, WORKER_COLUMNS, Platform, Trace
+from faasplan.simulator.storage import TransferRecord
 from faasplan.worker import RunSpec
 
 
@@ -85,4 +86,17 @@ def build_real_trace(spec: RunSpec, rows: Mapping[str, Mapping[str, Any]],
                  cost_usd=float(workers["cost_usd"].sum()), cold_starts=cold,
                  storage_bytes=int(tasks["upload_bytes"].sum()), invocations=len(workers),
                  client_bytes=client_bytes, workflow_hash=workflow_hash,
-                 workflow_name=workflow_name, seed=seed, transfers=transfers)
+                 workflow_name=workflow_name, seed=seed,
+                 transfer_records={t: (_records(d), _records(u))
+                                   for t, (d, u) in transfers.items()})
+
+
+def _records(transfers: Iterable[tuple[int, float, bool]]) -> list[TransferRecord]:
+    # The simulator's record of a transfer, timed from 0: only duration, size and
+    # streaming are measured here.
+    out = []
+    for nbytes, ms, streamed in transfers:
+        rec = TransferRecord(0.0)
+        rec.end, rec.nbytes, rec.streamed = ms, nbytes, streamed
+        out.append(rec)
+    return out

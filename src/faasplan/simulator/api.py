@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from faasplan.simulator.behaviour import GroundTruth, TaskBehaviour
-from faasplan.simulator.driver import Simulation
+from faasplan.simulator.driver import Simulation, gc_paused
 from faasplan.simulator.platform import Platform
 from faasplan.simulator.subdag import prefill_subdag_cache
 from faasplan.simulator.trace import Trace, build_trace
@@ -85,10 +85,11 @@ class Simulator:
         results = [Simulation.create(spec, self.platform, self.behaviour, rng).run()
                    for rng in rngs]
         makespans = tuple(r.makespan_ms for r in results)
-        return [build_trace(r, workflow_hash=self.workflow.structure_hash,
-                            workflow_name=self.workflow.name, seed=int(seed),
-                            replicate_makespans_ms=makespans)
-                for r in results[:full]]
+        with gc_paused():
+            return [build_trace(r, workflow_hash=self.workflow.structure_hash,
+                                workflow_name=self.workflow.name, seed=int(seed),
+                                replicate_makespans_ms=makespans)
+                    for r in results[:full]]
 
 
 def simulate(workflow: Workflow, plan: PlanLike = None, platform: Platform | None = None,

@@ -20,9 +20,9 @@ There are few classes in practice: one per (endpoint capacity, active transfers)
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable
+from heapq import heappop, heappush
 from typing import Any
 
 import simpy
@@ -31,6 +31,7 @@ Done = Callable[[Any], None]
 
 # A transfer is complete when it lacks less than this many ms (relative to the clock).
 _TIME_TOLERANCE = 1e-9
+INF = math.inf
 
 
 class Endpoint:
@@ -86,7 +87,7 @@ class FairShareNetwork:
         self._last = 0.0
         self._seq = 0
         self._wake_event: Any = None
-        self._wake_at = math.inf
+        self._wake_at = INF
 
     def transfer(self, nbytes: float, endpoint: Endpoint, on_done: Done, arg: Any = None
                  ) -> None:
@@ -94,85 +95,84 @@ class FairShareNetwork:
         if nbytes <= 0:
             on_done(arg)
             return
-        self._advance()
-        local = self._local_served(endpoint)
+        self._advance(self.env.now)
+        c = endpoint.cls
+        local = endpoint.offset if c is None else c.served + endpoint.offset
         self._seq += 1
-        heapq.heappush(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
+        heappush(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
         self.active += 1
         self._regroup(endpoint, local, len(endpoint.flows) - 1)
         self._schedule()
 
     # -- internals ------------------------------------------------------------------------
-    def _advance(self) -> None:
-        now = self.env.now
+    def _advance(self, now: float) -> None:
         dt = now - self._last
         if dt > 0:
             for c in self._classes.values():
-                if c.rate != math.inf:
+                if c.rate != INF:
                     c.served += c.rate * dt
-        self._last = now
-
-    @staticmethod
-    def _local_served(endpoint: Endpoint) -> float:
-        c = endpoint.cls
-        return endpoint.offset if c is None else c.served + endpoint.offset
+            self._last = now
 
     def _regroup(self, endpoint: Endpoint, local: float, before: int) -> None:
         """Put ``endpoint`` (which had ``before`` transfers) in the class of its new cap."""
+        classes = self._classes
         old = endpoint.cls
         if old is not None:
             old.count -= before
             if old.count == 0:
-                del self._classes[old.cap]
+                del classes[old.cap]
         endpoint.version += 1
-        n = len(endpoint.flows)
+        flows = endpoint.flows
+        n = len(flows)
         if n == 0:
             endpoint.cls = None
             endpoint.offset = local
             return
         cap = endpoint.capacity / n
-        new = self._classes.get(cap)
+        new = classes.get(cap)
         if new is None:
-            new = self._classes[cap] = _Class(cap)
+            new = classes[cap] = _Class(cap)
         new.count += n
         endpoint.cls = new
-        endpoint.offset = local - new.served
+        endpoint.offset = offset = local - new.served
         self._seq += 1
-        heapq.heappush(new.heap, (endpoint.flows[0][0] - endpoint.offset, self._seq,
-                                  endpoint.version, endpoint))
+        heappush(new.heap, (flows[0][0] - offset, self._seq, endpoint.version, endpoint))
 
-    def _rates(self) -> None:
-        """Max-min fair rates: low caps are met first, the rest split the remainder."""
+    def _schedule(self) -> None:
+        """Set max-min fair rates, then wake up when the next transfer finishes.
+
+        Rates: transfers with low caps get them first, the rest split what is left.
+        """
+        if not self.active:
+            self._wake_event = None
+            self._wake_at = INF
+            return
+        classes = self._classes
         left = self.capacity
         n = self.active
-        classes = self._classes
+        delay = INF
         for cap in (sorted(classes) if len(classes) > 1 else classes):
-            c = self._classes[cap]
+            c = classes[cap]
             fair = left / n
             if cap <= fair:
-                c.rate = cap
+                rate = c.rate = cap
                 left -= cap * c.count
                 n -= c.count
             else:
-                c.rate = fair
-
-    def _schedule(self) -> None:
-        if not self.active:
-            self._wake_event = None
-            self._wake_at = math.inf
-            return
-        self._rates()
-        delay = math.inf
-        for c in self._classes.values():
-            top = _top(c)
-            if top is None:
-                continue
-            d = 0.0 if c.rate == math.inf else max(top - c.served, 0.0) / c.rate
-            delay = min(delay, d)
-        when = self.env.now + delay
+                rate = c.rate = fair
+            heap = c.heap
+            while heap and heap[0][3].version != heap[0][2]:
+                heappop(heap)  # entries of endpoints that moved since
+            if heap:
+                d = 0.0 if rate == INF else (heap[0][0] - c.served) / rate
+                if d < delay:
+                    delay = d
+        delay = max(delay, 0.0)
+        env = self.env
+        when = env.now + delay
         if when == self._wake_at:
             return  # the pending wake-up is still right
-        ev = self.env.timeout(delay)
+        ev = env.timeout(delay)
         ev.callbacks.append(self._wake)
         self._wake_event = ev
         self._wake_at = when
@@ -180,37 +180,30 @@ class FairShareNetwork:
     def _wake(self, event: Any) -> None:
         if event is not self._wake_event:
             return  # superseded by a later start or end
-        self._advance()
-        self._wake_at = math.inf
-        tol = _TIME_TOLERANCE * max(1.0, self.env.now)
+        now = self.env.now
+        self._advance(now)
+        self._wake_at = INF
+        tol = _TIME_TOLERANCE * max(1.0, now)
         done: list[tuple[Done, Any]] = []
         for c in list(self._classes.values()):
-            slack = math.inf if c.rate == math.inf else tol * c.rate
-            while True:
-                top = _top(c)
-                if top is None or top - c.served > slack:
+            slack = INF if c.rate == INF else tol * c.rate
+            heap = c.heap
+            while heap:
+                key, _, version, endpoint = heap[0]
+                if endpoint.version != version:
+                    heappop(heap)
+                    continue
+                if key - c.served > slack:
                     break
-                endpoint = heapq.heappop(c.heap)[3]
+                heappop(heap)
                 local = c.served + endpoint.offset
-                before = len(endpoint.flows)
                 flows = endpoint.flows
+                before = len(flows)
                 while flows and flows[0][0] - local <= slack:
-                    item = heapq.heappop(flows)
+                    item = heappop(flows)
                     done.append((item[2], item[3]))
                 self.active -= before - len(flows)
                 self._regroup(endpoint, local, before)
         self._schedule()
         for on_done, arg in done:
             on_done(arg)
-
-
-def _top(c: _Class) -> float | None:
-    """The class's next finish (in its served count), dropping stale endpoint entries."""
-    heap = c.heap
-    while heap:
-        key, _, version, endpoint = heap[0]
-        if endpoint.version != version:
-            heapq.heappop(heap)
-            continue
-        return key
-    return None

@@ -25,6 +25,7 @@ is throughput in 10**6 bytes per second, ``_ms``/``_s`` are times.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import os
 import tomllib
@@ -272,7 +273,7 @@ def _memory_sizes(value: Any) -> tuple[int, ...]:
                          f"got {value!r}")
     for m in value:
         _check_int("memory_sizes_mb", m, positive=True)
-    if any(b <= a for a, b in zip(value, value[1:], strict=False)):
+    if any(b <= a for a, b in itertools.pairwise(value)):
         raise ValueError(f"Platform.memory_sizes_mb must be strictly increasing, got {value!r}")
     return tuple(value)
 

@@ -28,11 +28,13 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from faasplan.simulator.storage import TransferRecord
 from faasplan.worker import output_key
 
 if TYPE_CHECKING:
@@ -80,8 +82,19 @@ class Trace:
     workflow_name: str = ""
     seed: int = 0
     replicate_makespans_ms: tuple[float, ...] = ()
-    transfers: Mapping[str, tuple[tuple[TransferTuple, ...], tuple[TransferTuple, ...]]] = \
+    transfer_records: Mapping[str, tuple[list[TransferRecord], list[TransferRecord]]] = \
         field(default_factory=dict, repr=False)
+
+    @cached_property
+    def transfers(self) -> dict[str, tuple[tuple[TransferTuple, ...], tuple[TransferTuple, ...]]]:
+        """Per task, its downloads and uploads as ``(nbytes, ms, streamed)``.
+
+        A download's time excludes waiting for its key to be stored; an upload's
+        includes its round trip.
+        """
+        return {tid: (tuple((r.nbytes, r.end - r.ready, r.streamed) for r in downs),
+                      tuple((r.nbytes, r.end - r.issued, r.streamed) for r in ups))
+                for tid, (downs, ups) in self.transfer_records.items()}
 
     def __repr__(self) -> str:
         return (f"Trace({self.workflow_name!r}, makespan_ms={self.makespan_ms:.1f}, "
@@ -161,7 +174,7 @@ class Trace:
         ax.legend(handles=[Patch(color=c, label=lbl) for c, lbl in (
             ("#bbbbbb", "start-up"), ("#9ecae1", "inputs"), ("#3182bd", "execution"),
             ("#fdae6b", "upload / delegation"))], loc="lower right", fontsize="small")
-        return fig  # type: ignore[return-value]
+        return fig
 
 
 def build_trace(result: RunResult, *, workflow_hash: str = "", workflow_name: str = "",
@@ -169,53 +182,82 @@ def build_trace(result: RunResult, *, workflow_hash: str = "", workflow_name: st
     """Turn the raw records of one run into a :class:`Trace` (DataFrames built once)."""
     spec = result.spec
     stored_at = result.stored_at
-    cols: dict[str, list[Any]] = {c: [] for c in TASK_COLUMNS}
-    transfers: dict[str, tuple[tuple[TransferTuple, ...], tuple[TransferTuple, ...]]] = {}
-    for tid in spec.order:
-        rec = result.tasks[tid]
-        info = spec.tasks[tid]
-        downs = result.downloads.get(tid, [])
+    runs = [result.tasks[t] for t in spec.order]
+    infos = [spec.tasks[t] for t in spec.order]
+    no_transfers: list[tuple[str, TransferRecord]] = []
+    derived: list[tuple[float, ...]] = []
+    records: dict[str, tuple[list[TransferRecord], list[TransferRecord]]] = {}
+    for rec, info in zip(runs, infos, strict=True):
+        tid = info.id
+        downs = result.downloads.get(tid, no_transfers)
         ups = result.uploads.get(tid, [])
-        fetched = {key for key, _ in downs}
+        fetched = {key for key, _ in downs} if downs else ()
         earliest = 0.0
         for up in info.upstream:
             key = output_key(up)
-            if key in fetched:
-                avail = stored_at.get(key, math.nan)
-            else:
-                avail = result.tasks[up].exec_end_ms
-            earliest = max(earliest, avail)
+            avail = stored_at.get(key, math.nan) if key in fetched else \
+                result.tasks[up].exec_end_ms
+            if avail > earliest:
+                earliest = avail
         for key, _ in info.literals:
             earliest = max(earliest, stored_at.get(key, 0.0))
-        okey = output_key(tid)
-        completion = stored_at[okey] if ups and okey in stored_at else rec.exec_end_ms
+        down_bytes = down_ms = up_bytes = up_ms = 0.0
+        for _, r in downs:
+            down_bytes += r.nbytes
+            down_ms += r.end - r.ready
+        for r in ups:
+            up_bytes += r.nbytes
+            up_ms += r.end - r.issued
+        completion = stored_at.get(output_key(tid), rec.exec_end_ms) if ups else rec.exec_end_ms
         ready = max(rec.start_ms, earliest)
-        row = (tid, info.function, rec.worker.label, rec.worker.memory_mb, rec.start_ms,
-               rec.exec_start_ms, rec.exec_end_ms, max(rec.end_ms, rec.exec_end_ms),
-               rec.input_bytes, rec.output_bytes, sum(r.nbytes for _, r in downs),
-               sum(r.nbytes for r in ups), rec.startup_state, rec.startup_ms,
-               max(0.0, rec.exec_start_ms - ready), rec.exec_end_ms - rec.exec_start_ms,
-               sum(r.end - r.issued for r in ups), sum(r.ms for _, r in downs), earliest,
-               completion)
-        for c, v in zip(TASK_COLUMNS, row, strict=True):
-            cols[c].append(v)
-        transfers[tid] = (tuple((r.nbytes, r.ms, r.streamed) for _, r in downs),
-                          tuple((r.nbytes, r.end - r.issued, r.streamed) for r in ups))
-    tasks = pd.DataFrame(cols, columns=list(TASK_COLUMNS))
+        derived.append((down_bytes, up_bytes, max(0.0, rec.exec_start_ms - ready), up_ms,
+                        down_ms, earliest, completion))
+        records[tid] = ([r for _, r in downs], ups)
+    down_bytes_c, up_bytes_c, download_c, upload_c, total_down_c, earliest_c, completion_c = \
+        zip(*derived, strict=True) if derived else ((),) * 7
+    tasks = pd.DataFrame({
+        "task": list(spec.order),
+        "function": [i.function for i in infos],
+        "worker": [r.worker.label for r in runs],
+        "memory_mb": [r.worker.memory_mb for r in runs],
+        "start_ms": [r.start_ms for r in runs],
+        "exec_start_ms": [r.exec_start_ms for r in runs],
+        "exec_end_ms": [r.exec_end_ms for r in runs],
+        "end_ms": [max(r.end_ms, r.exec_end_ms) for r in runs],
+        "input_bytes": [r.input_bytes for r in runs],
+        "output_bytes": [r.output_bytes for r in runs],
+        "download_bytes": np.asarray(down_bytes_c, dtype=np.int64),
+        "upload_bytes": np.asarray(up_bytes_c, dtype=np.int64),
+        "startup_state": [r.startup_state for r in runs],
+        "startup_ms": [r.startup_ms for r in runs],
+        "download_ms": np.asarray(download_c, dtype=float),
+        "exec_ms": [r.exec_end_ms - r.exec_start_ms for r in runs],
+        "upload_ms": np.asarray(upload_c, dtype=float),
+        "total_download_ms": np.asarray(total_down_c, dtype=float),
+        "earliest_start_ms": np.asarray(earliest_c, dtype=float),
+        "completion_ms": np.asarray(completion_c, dtype=float),
+    }, columns=list(TASK_COLUMNS))
 
     faas = result.faas
-    wcols: dict[str, list[Any]] = {c: [] for c in WORKER_COLUMNS}
-    for w in result.workers:
-        cost = faas.cost_usd(w.memory_mb, w.end_ms - w.boot_ms) if w.end_ms == w.end_ms else 0.0
-        row_w = (w.label, w.memory_mb, w.invoked_ms, w.start_ms, w.end_ms, w.state,
-                 w.startup_ms, w.queued_ms, w.container, w.tasks, w.invocation.prewarm, cost)
-        for c, v in zip(WORKER_COLUMNS, row_w, strict=True):
-            wcols[c].append(v)
-    workers = pd.DataFrame(wcols, columns=list(WORKER_COLUMNS))
+    ws = result.workers
+    workers = pd.DataFrame({
+        "worker": [w.label for w in ws],
+        "memory_mb": [w.memory_mb for w in ws],
+        "invoked_ms": [w.invoked_ms for w in ws],
+        "start_ms": [w.start_ms for w in ws],
+        "end_ms": [w.end_ms for w in ws],
+        "startup_state": [w.state for w in ws],
+        "startup_ms": [w.startup_ms for w in ws],
+        "queued_ms": [w.queued_ms for w in ws],
+        "container": [w.container for w in ws],
+        "tasks": [w.tasks for w in ws],
+        "prewarm": [w.invocation.prewarm for w in ws],
+        "cost_usd": [faas.cost_usd(w.memory_mb, w.end_ms - w.boot_ms) for w in ws],
+    }, columns=list(WORKER_COLUMNS))
     return Trace(
         makespan_ms=result.makespan_ms, tasks=tasks, workers=workers,
         cost_usd=float(workers["cost_usd"].sum()), cold_starts=result.cold_starts,
-        storage_bytes=result.storage_bytes, invocations=len(result.workers),
+        storage_bytes=result.storage_bytes, invocations=len(ws),
         client_bytes=result.client_bytes, workflow_hash=workflow_hash,
         workflow_name=workflow_name, seed=seed, replicate_makespans_ms=replicate_makespans_ms,
-        transfers=transfers)
+        transfer_records=records)

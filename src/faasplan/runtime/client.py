@@ -1,0 +1,480 @@
+"""The client: run a workflow under a plan on Redis and wait for its result.
+
+:func:`run` stores the run's manifest, DAG blob and large literals once, pushes the
+initial invocations, then waits on the run's event list while a supervisor watches the
+invocations' leases. It never waits forever: a task error, a lost worker beyond
+``max_retries``, a tampered payload, missing requirements, lost Redis state and the
+overall ``timeout_s`` all end the run with an exception naming the task(s) concerned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import secrets
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Literal
+
+import numpy as np
+import redis.asyncio as aioredis
+
+from faasplan.runtime.driver import enqueue_many, inline_blob
+from faasplan.runtime.embedded import EmbeddedRedis
+from faasplan.runtime.errors import (
+    MissingRequirementsError,
+    PayloadAuthError,
+    RemoteTaskError,
+    RunError,
+    RunStateLostError,
+    RunTimeoutError,
+    WorkerFailedError,
+    WorkerLostError,
+)
+from faasplan.runtime.faas import LocalFaaS
+from faasplan.runtime.keys import RunKeys
+from faasplan.runtime.manifest import (
+    PreparedRun,
+    QueuedInvocation,
+    invocation_id,
+    now_ms,
+    planner_name,
+    prepare_run,
+    resolve_placements,
+    seal_invocation,
+)
+from faasplan.runtime.redisio import CONNECTION_ERRORS, Scripts, connect, get_bytes
+from faasplan.runtime.security import Signer, check_redis_url, new_key, parse_key, redact
+from faasplan.runtime.workerproc import event_context
+from faasplan.worker import DAG_KEY, WorkerOptions, initial_invocations, output_key
+from faasplan.workflow import Workflow
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from faasplan.predictors.metrics import MetricsRecord
+    from faasplan.simulator import Trace
+
+
+@dataclass(frozen=True)
+class Progress:
+    """Passed to the ``progress`` callback each time a task finishes executing."""
+
+    done: int
+    total: int
+    per_worker: Mapping[str, int]
+    task: str
+    worker: str
+
+
+@dataclass(frozen=True)
+class RuntimeConfig:
+    """Knobs of the runtime (defaults suit a laptop).
+
+    ``lease_ms``: a worker silent this long is taken for dead (it heartbeats every third).
+    ``stream_chunk_bytes``: chunk size of streamed outputs. ``poll_s``: supervisor period.
+    ``drain_s``: after the sinks are done, how long to wait for the other invocations to
+    report (trace rows). ``max_running``/``max_processes``/``keep_alive_s`` configure the
+    private :class:`~faasplan.runtime.LocalFaaS` started when no invoker is given.
+    """
+
+    lease_ms: int = 3000
+    stream_chunk_bytes: int = 256 * 1024
+    poll_s: float = 0.1
+    drain_s: float = 5.0
+    max_running: int | None = None
+    max_processes: int = 64
+    keep_alive_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.lease_ms < 100 or self.stream_chunk_bytes < 1 or self.poll_s <= 0:
+            raise ValueError(f"RuntimeConfig: lease_ms >= 100, stream_chunk_bytes >= 1 and "
+                             f"poll_s > 0 required, got {self}")
+
+
+@dataclass(frozen=True)
+class RunResult:
+    """Outcome of :func:`run`.
+
+    ``result`` is the sink's value (a list in ``workflow.sinks`` order for several sinks);
+    ``trace`` has the simulator's columns, measured; ``retries`` counts invocations put
+    back after a worker died; ``redis_net_bytes`` is the server's network traffic during
+    the run (exact on a private server, an upper bound on a shared one).
+    """
+
+    result: Any
+    run_id: str
+    trace: Trace
+    planner: str
+    retries: int = 0
+    redis_net_bytes: int = 0
+    per_worker: Mapping[str, int] = field(default_factory=dict)
+
+    @property
+    def makespan_ms(self) -> float:
+        """From the first invocation pushed to the last sink's output stored."""
+        return self.trace.makespan_ms
+
+    def records(self) -> list[MetricsRecord]:
+        """One metrics record per executed task (real exec, transfer and start-up times)."""
+        return self.trace.metrics(self.run_id, self.planner)
+
+    def metrics(self) -> pd.DataFrame:
+        """:meth:`records` as a metrics DataFrame (see :mod:`faasplan.predictors.metrics`)."""
+        from faasplan.predictors.metrics import records_to_frame
+
+        return records_to_frame(self.records())
+
+
+Invoker = LocalFaaS | Literal["external"] | None
+
+
+def run(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
+        hmac_key: bytes | str | None = None, timeout_s: float = 600.0, max_retries: int = 1,
+        keep_data: bool = False, progress: Callable[[Progress], None] | None = None,
+        seed: int = 0, options: WorkerOptions | None = None, invoker: Invoker = None,
+        config: RuntimeConfig | None = None, run_id: str | None = None) -> RunResult:
+    """Execute ``workflow`` under ``plan`` on Redis with FaaS-style worker processes.
+
+    Parameters
+    ----------
+    workflow : Workflow
+        What to run.
+    plan : None, mapping task id -> Placement, or object with ``.placements``
+        ``None`` runs every task on flexible 1024 MB workers.
+    redis : str, optional
+        Redis URL. ``None`` starts a private ``redis-server`` on a free loopback port
+        (random password, temporary directory) for this run only. A non-loopback URL
+        needs a password.
+    hmac_key : bytes or hex str, optional
+        Key authenticating every payload; workers started elsewhere need the same key
+        (``FAASPLAN_HMAC_KEY``). ``None``: a fresh key, so only this run's own worker
+        processes can serve it.
+    timeout_s : float
+        The run fails with :class:`RunTimeoutError` (listing unfinished tasks) after this.
+    max_retries : int
+        How often an invocation whose worker died is retried before
+        :class:`WorkerLostError`.
+    keep_data : bool
+        Keep the run's keys in Redis (outputs, DAG, events) instead of deleting them.
+    progress : callable, optional
+        Called with a :class:`Progress` after each task, in the calling thread.
+    seed : int
+        Seeds the jitter of the client's reconnect backoff; recorded in the trace.
+    options : WorkerOptions, optional
+        Inline-DAG and carry thresholds (default: ``plan.options`` if it has one).
+    invoker : LocalFaaS, "external" or None
+        ``None`` starts a private :class:`LocalFaaS` for the run; a running ``LocalFaaS``
+        (same key) is shared between runs, keeping its processes warm; ``"external"``
+        relies on workers started with ``faasplan worker``.
+    config : RuntimeConfig, optional
+        Lease, streaming and emulator settings.
+    run_id : str, optional
+        Names the run's keys (default: a fresh unique id).
+
+    Returns
+    -------
+    RunResult
+
+    Raises
+    ------
+    RemoteTaskError, WorkerLostError, PayloadAuthError, MissingRequirementsError,
+    RunStateLostError, WorkerFailedError, RunTimeoutError
+        All subclasses of :class:`RunError`.
+    """
+    coro = run_async(workflow, plan, redis, hmac_key=hmac_key, timeout_s=timeout_s,
+                     max_retries=max_retries, keep_data=keep_data, progress=progress,
+                     seed=seed, options=options, invoker=invoker, config=config, run_id=run_id)
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    # Called from a running event loop (a notebook): run on a thread with its own loop.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasplan-run") as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
+                    hmac_key: bytes | str | None = None, timeout_s: float = 600.0,
+                    max_retries: int = 1, keep_data: bool = False,
+                    progress: Callable[[Progress], None] | None = None, seed: int = 0,
+                    options: WorkerOptions | None = None, invoker: Invoker = None,
+                    config: RuntimeConfig | None = None, run_id: str | None = None
+                    ) -> RunResult:
+    """:func:`run` as a coroutine."""
+    if not isinstance(workflow, Workflow):
+        raise TypeError(f"run() takes a Workflow, got {type(workflow).__name__}")
+    if not timeout_s > 0:
+        raise ValueError(f"timeout_s must be > 0, got {timeout_s!r}")
+    if isinstance(max_retries, bool) or not isinstance(max_retries, int) or max_retries < 0:
+        raise ValueError(f"max_retries must be an integer >= 0, got {max_retries!r}")
+    if invoker is not None and invoker != "external" and not isinstance(invoker, LocalFaaS):
+        raise TypeError(f"invoker must be None, 'external' or a LocalFaaS, got {invoker!r}")
+    cfg = config or RuntimeConfig()
+    opts = options or getattr(plan, "options", None)
+    if opts is not None and not isinstance(opts, WorkerOptions):
+        raise TypeError(f"options must be a WorkerOptions, got {type(opts).__name__}")
+    placements = resolve_placements(workflow, plan)
+    key = parse_key(hmac_key) if hmac_key is not None else new_key()
+    signer = Signer(key)
+    if isinstance(invoker, LocalFaaS) and invoker.pool != signer.pool:
+        raise ValueError("the LocalFaaS given as invoker was started with another HMAC key; "
+                         "pass the same hmac_key to run()")
+    rid = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
+    prepared = prepare_run(workflow, placements, run_id=rid, planner=planner_name(plan),
+                           options=opts or WorkerOptions(), lease_ms=cfg.lease_ms,
+                           stream_chunk_bytes=cfg.stream_chunk_bytes)
+    async with contextlib.AsyncExitStack() as stack:
+        if redis is None:
+            server = await asyncio.to_thread(EmbeddedRedis().start)
+            stack.callback(server.stop)
+            url = server.url
+        else:
+            check_redis_url(redis)
+            url = redis
+        faas: LocalFaaS | None = invoker if isinstance(invoker, LocalFaaS) else None
+        if invoker is None:
+            faas = LocalFaaS(url, key, max_running=cfg.max_running,
+                             max_processes=cfg.max_processes, keep_alive_s=cfg.keep_alive_s)
+            await asyncio.to_thread(faas.start)
+            stack.push_async_callback(asyncio.to_thread, faas.close)
+        client = connect(url)
+        stack.push_async_callback(client.aclose)
+        session = _Session(client, url, signer, prepared, faas, cfg, timeout_s=timeout_s,
+                           max_retries=max_retries, keep_data=keep_data, progress=progress,
+                           seed=seed, private_pool=hmac_key is None)
+        return await session.execute()
+    raise AssertionError("unreachable")  # pragma: no cover  (the with block returns)
+
+
+class _Session:
+    """One run seen from the client."""
+
+    def __init__(self, client: aioredis.Redis, url: str, signer: Signer, prepared: PreparedRun,
+                 faas: LocalFaaS | None, cfg: RuntimeConfig, *, timeout_s: float,
+                 max_retries: int, keep_data: bool,
+                 progress: Callable[[Progress], None] | None, seed: int,
+                 private_pool: bool) -> None:
+        self.client = client
+        self.url = url
+        self.signer = signer
+        self.prepared = prepared
+        self.manifest = prepared.manifest
+        self.run_id = prepared.manifest.run_id
+        self.keys = RunKeys(self.run_id)
+        self.scripts = Scripts(client)
+        self.faas = faas
+        self.cfg = cfg
+        self.timeout_s = timeout_s
+        self.max_retries = max_retries
+        self.keep_data = keep_data
+        self.progress = progress
+        self.seed = seed
+        self.private_pool = private_pool
+        self.rng = np.random.default_rng(seed)
+        self.done: dict[str, str] = {}
+        self.per_worker: dict[str, int] = {}
+        self.rows: dict[str, dict[str, Any]] = {}
+        self.invocations: dict[str, dict[str, Any]] = {}
+        self.sinks_left = set(self.manifest.sinks)
+        self.retries = 0
+        self.client_bytes = 0
+        self.t0 = 0.0
+
+    async def execute(self) -> RunResult:
+        failed = True
+        try:
+            net_before = await self._net_bytes()
+            await self._store_run()
+            if self.faas is not None:
+                self.faas.serve({p.placement.memory_mb for p in self.manifest.tasks.values()})
+            self.t0 = now_ms()
+            await self._start()
+            await self._wait()
+            result = await self._results()
+            net = await self._net_bytes() - net_before
+            failed = False
+        except CONNECTION_ERRORS as exc:
+            raise RunError(f"lost the connection to Redis at {redact(self.url)}: {exc}",
+                           run_id=self.run_id) from exc
+        finally:
+            with contextlib.suppress(*CONNECTION_ERRORS):
+                await self._cleanup(failed)
+        from faasplan.runtime.trace import build_real_trace
+
+        trace = build_real_trace(
+            self.prepared.spec, self.rows, self.invocations.values(), self.t0,
+            workflow_hash=self.manifest.workflow_hash, workflow_name=self.manifest.workflow_name,
+            seed=self.seed, client_bytes=self.client_bytes)
+        return RunResult(result, self.run_id, trace, self.manifest.planner, self.retries,
+                         net, dict(self.per_worker))
+
+    # -- setting up ----------------------------------------------------------------------
+    async def _store_run(self) -> None:
+        k, s = self.keys, self.signer
+        items = {k.manifest: s.dumps(f"{self.run_id}/manifest", self.manifest),
+                 k.data(DAG_KEY): s.seal(k.context(DAG_KEY), self.prepared.encoded.blob)}
+        for lit_id, data in self.prepared.encoded.payloads.items():
+            items[k.data(lit_id)] = s.seal(k.context(lit_id), data)
+        self.client_bytes += sum(len(v) for v in items.values())
+        await self.client.mset(items)
+
+    async def _start(self) -> None:
+        spec, wf = self.prepared.spec, self.prepared.workflow
+        batch = []
+        for inv in initial_invocations(spec):
+            blob = inline_blob([wf], spec, inv) if inv.inline_dag else None
+            queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, now_ms())
+            entry = seal_invocation(self.signer, queued)
+            self.client_bytes += len(entry)
+            batch.append((queued, entry))
+        await enqueue_many(self.client, self.keys, self.signer.pool, batch)
+
+    # -- waiting -------------------------------------------------------------------------
+    async def _wait(self) -> None:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.timeout_s
+        next_tick = 0.0
+        drain_until: float | None = None
+        backoff = 0.05
+        while True:
+            now = loop.time()
+            if now > deadline:
+                raise RunTimeoutError(self.timeout_s, self._unfinished(), run_id=self.run_id)
+            try:
+                for raw in await self._pop_events(min(self.cfg.poll_s, deadline - now)):
+                    self._handle(self.signer.loads(event_context(self.run_id), raw))
+                if drain_until is None and not self.sinks_left:
+                    drain_until, next_tick = now + self.cfg.drain_s, 0.0
+                if now >= next_tick:
+                    next_tick = now + self.cfg.poll_s
+                    all_done = await self._supervise()
+                    if drain_until is not None and (all_done or now > drain_until):
+                        return
+                backoff = 0.05
+            except CONNECTION_ERRORS:
+                # Beyond the client's own retries: keep trying until the deadline; once
+                # back, the supervisor tells a restarted (empty) server from a hiccup.
+                await asyncio.sleep(backoff * (1.0 + self.rng.random()))
+                backoff = min(2.0, backoff * 2)
+
+    async def _pop_events(self, timeout: float) -> list[bytes]:
+        first: Any = await self.client.blpop([self.keys.events], timeout=max(0.01, timeout))
+        if first is None:
+            return []
+        rest: Any = await self.client.lpop(self.keys.events, 1000)
+        return [bytes(first[1]), *(bytes(r) for r in rest or ())]
+
+    def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "done":
+            _, task, worker = event
+            if task not in self.done:
+                self.done[task] = worker
+                self.per_worker[worker] = self.per_worker.get(worker, 0) + 1
+                if self.progress is not None:
+                    self.progress(Progress(len(self.done), len(self.manifest.order),
+                                           dict(self.per_worker), task, worker))
+        elif kind == "sink":
+            self.sinks_left.discard(event[1])
+        elif kind == "rows":
+            _, rows, inv = event
+            for row in rows:
+                self.rows.setdefault(row["task"], row)
+            self.invocations[f"{inv['worker']}#{inv['attempt']}#{inv['begin']}"] = inv
+        elif kind == "fail":
+            raise self._failure(event[1], event[2])
+
+    def _failure(self, kind: str, info: dict[str, Any]) -> RunError:
+        rid = self.run_id
+        if kind == "task":
+            return RemoteTaskError(info["task"], info["function"], info["exc_type"],
+                                   info["message"], info["traceback"], run_id=rid)
+        if kind == "auth":
+            return PayloadAuthError(info["context"], "rejected by a worker", run_id=rid)
+        if kind == "requirements":
+            return MissingRequirementsError(info["worker"], info["missing"], run_id=rid)
+        if kind == "lost":
+            return RunStateLostError(info["message"], run_id=rid)
+        return WorkerFailedError(info.get("invocation", "?"), info.get("exc_type", "?"),
+                                 info.get("message", ""), info.get("traceback", ""), run_id=rid)
+
+    async def _supervise(self) -> bool:
+        """Check the run's state is still there, retry invocations of dead workers.
+
+        Returns whether every invocation has finished.
+        """
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.exists(self.keys.manifest)
+            pipe.hgetall(self.keys.inv_state)
+            present, states = await pipe.execute()
+        if not present:
+            raise RunStateLostError(
+                f"Redis at {redact(self.url)} no longer holds this run's state (the server "
+                "was restarted without persistence, or flushed); run the workflow again. "
+                f"Unfinished tasks: {sorted(self._unfinished())[:20]}", run_id=self.run_id)
+        running = [inv for inv, st in states.items() if st == b"run"]
+        if running:
+            async with self.client.pipeline(transaction=False) as pipe:
+                for inv in running:
+                    pipe.exists(self.keys.lease(inv.decode()))
+                alive = await pipe.execute()
+            for inv, ok in zip(running, alive, strict=True):
+                if not ok:
+                    await self._retry(inv.decode())
+        return bool(states) and all(st == b"done" for st in states.values())
+
+    async def _retry(self, inv: str) -> None:
+        attempts = int(await self.client.hget(self.keys.inv_attempts, inv) or 0)
+        if attempts > self.max_retries:
+            raise WorkerLostError(inv, attempts, self._unfinished(), run_id=self.run_id)
+        queue: Any = await self.client.hget(self.keys.inv_queue, inv)
+        pushed = await self.scripts.requeue(
+            keys=[self.keys.inv_state, self.keys.lease(inv), self.keys.inv_items],
+            args=[inv, queue])
+        if pushed == 1:
+            self.retries += 1
+
+    def _unfinished(self) -> list[str]:
+        return [t for t in self.manifest.order if t not in self.done]
+
+    # -- finishing -----------------------------------------------------------------------
+    async def _results(self) -> Any:
+        values = []
+        for sink in self.manifest.sinks:
+            key = output_key(sink)
+            raw = await get_bytes(self.client, self.keys.data(key))
+            if raw is None:
+                raise RunStateLostError(f"the output of sink {sink!r} is missing from Redis",
+                                        run_id=self.run_id)
+            values.append(self.signer.loads(self.keys.context(key), raw))
+        return values[0] if len(values) == 1 else values
+
+    async def _net_bytes(self) -> int:
+        info: Any = await self.client.info("stats")
+        return int(info.get("total_net_input_bytes", 0)) + \
+            int(info.get("total_net_output_bytes", 0))
+
+    async def _cleanup(self, failed: bool) -> None:
+        if self.keep_data:
+            if failed:
+                await self.client.set(self.keys.abort, b"1")
+            return
+        # Deleting the manifest also tells every worker still waiting to stop.
+        await self.client.set(self.keys.abort, b"1")
+        await _unlink_matching(self.client, self.keys.prefix + "*")
+        if self.private_pool:
+            await _unlink_matching(self.client, f"fp:pool:{self.signer.pool}:*")
+
+
+async def _unlink_matching(client: aioredis.Redis, pattern: str) -> None:
+    batch: list[Any] = []
+    async for key in client.scan_iter(match=pattern, count=1000):
+        batch.append(key)
+        if len(batch) >= 1000:
+            await client.unlink(*batch)
+            batch = []
+    if batch:
+        await client.unlink(*batch)

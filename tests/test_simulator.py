@@ -1,0 +1,556 @@
+"""The SimPy driver and its models: exact timings on tiny DAGs, one per optimization."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from pathlib import Path
+
+import matplotlib
+import numpy as np
+import pandas as pd
+import pytest
+import simpy
+
+from faasplan import TaskProfile, Workflow, io, task
+from faasplan.simulator import (
+    DEFAULT_EXEC_MS,
+    DEFAULT_EXEC_MS_PER_MIB,
+    DEFAULT_OUTPUT_BYTES,
+    Endpoint,
+    FaaSModel,
+    FairShareNetwork,
+    GroundTruth,
+    Platform,
+    PredictedBehaviour,
+    SimulationStuckError,
+    TaskBehaviour,
+    Trace,
+    simulate,
+    simulate_many,
+)
+from faasplan.simulator.subdag import subdag_sizes
+from faasplan.worker import Invocation, Opt, Payload, Placement, RunSpec, WorkerOptions
+from faasplan.workflow.wfformat import load_wfformat
+
+matplotlib.use("Agg")
+
+TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+MB = 1_000_000
+MEM = 1769  # the reference memory: profiles apply unscaled
+
+# Zero latencies, fixed 100 ms cold starts, 100 MB/s workers, unlimited storage: a 10 MB
+# transfer takes exactly 100 ms.
+SIMPLE = Platform(
+    storage_latency_ms=0.0, invocation_base_ms=0.0, invocation_ms_per_kib=0.0,
+    invoke_call_ms=0.0, cold_start_ms=100.0, cold_start_memory_exponent=0.0,
+    cold_start_sigma=0.0, warm_start_ms=5.0, storage_bandwidth_mb_s=math.inf,
+    worker_bandwidth_mb_s_at_1024=100.0, worker_bandwidth_exponent=0.0,
+    worker_bandwidth_cap_mb_s=100.0, client_bandwidth_mb_s=math.inf)
+
+
+@task
+def step(*inputs: object) -> int:
+    return 0
+
+
+def node(tid: str, *ups: object, ms: float = 100.0, out: int = 0) -> object:
+    return step(*ups, task_id=tid, profile=TaskProfile(ms, out))
+
+
+def run(wf: Workflow, plan: object = None, platform: Platform = SIMPLE, **kw: object) -> Trace:
+    return simulate(wf, plan, platform=platform,
+                    behaviour=GroundTruth(wf, platform, noise=0.0), **kw)  # type: ignore[arg-type]
+
+
+def flex(*opts: Opt) -> Placement:
+    return Placement(None, MEM, frozenset(opts))
+
+
+def on(worker: str, *opts: Opt) -> Placement:
+    return Placement(worker, MEM, frozenset(opts))
+
+
+def row(trace: Trace, tid: str) -> pd.Series:
+    return trace.tasks.set_index("task").loc[tid]
+
+
+# -- Platform -------------------------------------------------------------------------------
+def test_platform_rules() -> None:
+    p = Platform()
+    assert p.vcpu(1769) == pytest.approx(1.0)
+    assert p.vcpu(100) == p.min_vcpu
+    assert p.vcpu(10**6) == p.max_vcpu
+    assert p.exec_factor(1769) == pytest.approx(1.0)
+    assert p.exec_factor(1769 / 2) == pytest.approx(2.0 ** p.cpu_exponent)
+    assert p.exec_factor(2 * 1769) == pytest.approx(2.0 ** -p.multicore_exponent)
+    assert p.worker_bandwidth_mb_s(1024) == pytest.approx(p.worker_bandwidth_mb_s_at_1024)
+    assert p.worker_bandwidth_mb_s(10**6) == p.worker_bandwidth_cap_mb_s
+    assert p.invocation_ms(2048) == pytest.approx(p.invocation_base_ms
+                                                  + 2 * p.invocation_ms_per_kib)
+    assert p.cost_usd(2048, 1000.4) == pytest.approx(2 * 1.001 * p.price_per_gb_s
+                                                     + p.price_per_request)
+
+
+@pytest.mark.parametrize(("field", "value", "message"), [
+    ("storage_latency_ms", -1, "storage_latency_ms must be >= 0"),
+    ("storage_bandwidth_mb_s", 0, "storage_bandwidth_mb_s must be > 0"),
+    ("cold_start_ms", math.nan, "cold_start_ms must be a finite"),
+    ("warm_start_ms", math.inf, "warm_start_ms must be a finite"),
+    ("concurrency_limit", 0, "concurrency_limit must be > 0"),
+    ("memory_sizes_mb", (1024, 512), "strictly increasing"),
+    ("memory_sizes_mb", (), "non-empty"),
+])
+def test_platform_rejects_bad_values(field: str, value: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        Platform(**{field: value})
+
+
+def test_platform_rejects_wrong_types() -> None:
+    with pytest.raises(TypeError, match="concurrency_limit must be an integer"):
+        Platform(concurrency_limit=2.5)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="keep_alive_s must be a number"):
+        Platform(keep_alive_s="10")  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match=r"min_vcpu .* must be <= max_vcpu"):
+        Platform(min_vcpu=4.0, max_vcpu=2.0)
+
+
+def test_platform_replace_validates_keys_and_values() -> None:
+    p = Platform().replace(storage_latency_ms=0, keep_alive_s=math.inf)
+    assert p.storage_latency_ms == 0.0 and p.keep_alive_s == math.inf
+    with pytest.raises(ValueError, match=r"unknown platform field\(s\) \['latency'\]; "
+                                         r"valid fields are memory_sizes_mb, .*storage_latency_ms"):
+        Platform().replace(latency=1)
+    with pytest.raises(ValueError, match="warm_start_ms must be >= 0"):
+        Platform().replace(warm_start_ms=-3)
+
+
+def test_platform_toml_round_trip(tmp_path: Path) -> None:
+    p = Platform(memory_sizes_mb=(128, 4096), storage_bandwidth_mb_s=math.inf,
+                 concurrency_limit=7, cold_start_sigma=0.0)
+    path = tmp_path / "platform.toml"
+    p.to_toml(path)
+    assert Platform.from_toml(path) == p
+    assert Platform.from_dict(p.to_dict()) == p
+
+
+def test_platform_from_file_names_unknown_key_and_file(tmp_path: Path) -> None:
+    path = tmp_path / "lambda.toml"
+    path.write_text("storage_latency_ms = 2.0\ncold_start = 300\n")
+    with pytest.raises(ValueError, match=r"lambda\.toml: unknown platform field\(s\) "
+                                         r"\['cold_start'\]"):
+        Platform.from_toml(path)
+    path.write_text("storage_latency_ms = -2.0\n")
+    with pytest.raises(ValueError, match=r"lambda\.toml: Platform\.storage_latency_ms"):
+        Platform.from_toml(path)
+    path.write_text("storage_latency_ms = \n")
+    with pytest.raises(ValueError, match=r"lambda\.toml: invalid TOML"):
+        Platform.from_toml(path)
+    with pytest.raises(FileNotFoundError, match="platform file not found"):
+        Platform.from_toml(tmp_path / "missing.toml")
+
+
+# -- network ----------------------------------------------------------------------------
+def _finish_times(capacity: float, transfers: list[tuple[float, float, Endpoint]]
+                  ) -> list[float]:
+    """Start each (start ms, bytes, endpoint) transfer; return when each one ends."""
+    env = simpy.Environment()
+    net = FairShareNetwork(env, capacity)
+    ends = [math.nan] * len(transfers)
+
+    def starter(i: int, start: float, nbytes: float, ep: Endpoint):  # type: ignore[no-untyped-def]
+        yield env.timeout(start)
+        net.transfer(nbytes, ep, lambda _: ends.__setitem__(i, env.now))
+
+    for i, (start, nbytes, ep) in enumerate(transfers):
+        env.process(starter(i, start, nbytes, ep))
+    env.run()
+    return ends
+
+
+def test_network_one_transfer_is_limited_by_the_slower_link() -> None:
+    assert _finish_times(10.0, [(0, 100, Endpoint(100.0))]) == [pytest.approx(10.0)]
+    assert _finish_times(100.0, [(0, 100, Endpoint(10.0))]) == [pytest.approx(10.0)]
+
+
+def test_network_server_bandwidth_is_shared() -> None:
+    ends = _finish_times(10.0, [(0, 100, Endpoint(100.0)), (0, 100, Endpoint(100.0))])
+    assert ends == [pytest.approx(20.0), pytest.approx(20.0)]
+    # The second starts halfway: 50 bytes alone, then both at 5/ms.
+    ends = _finish_times(10.0, [(0, 100, Endpoint(100.0)), (5, 100, Endpoint(100.0))])
+    assert ends == [pytest.approx(15.0), pytest.approx(20.0)]
+
+
+def test_network_is_max_min_fair() -> None:
+    # A slow endpoint keeps its 2/ms; the two fast ones split the remaining 8/ms.
+    slow, fast1, fast2 = Endpoint(2.0), Endpoint(100.0), Endpoint(100.0)
+    ends = _finish_times(10.0, [(0, 20, slow), (0, 40, fast1), (0, 40, fast2)])
+    assert ends == [pytest.approx(10.0), pytest.approx(10.0), pytest.approx(10.0)]
+
+
+def test_network_endpoint_shares_its_own_link() -> None:
+    ep = Endpoint(10.0)
+    ends = _finish_times(math.inf, [(0, 100, ep), (0, 50, ep)])
+    # Both at 5/ms until the short one ends at 10 ms; the long one alone after that.
+    assert ends == [pytest.approx(15.0), pytest.approx(10.0)]
+
+
+def test_network_zero_bytes_finish_at_once() -> None:
+    assert _finish_times(1.0, [(3, 0, Endpoint(1.0))]) == [3.0]
+
+
+# -- FaaS model -------------------------------------------------------------------------
+def test_faas_warm_pool_keep_alive_and_queue() -> None:
+    env = simpy.Environment()
+    faas = FaaSModel(env, SIMPLE.replace(keep_alive_s=1.0, concurrency_limit=1),
+                     np.random.default_rng(0))
+    assert faas.admit() is None
+    first = faas.start(MEM)
+    assert (first.state, first.startup_ms) == ("cold", 100.0)
+    waiting = faas.admit()
+    assert waiting is not None and not waiting.triggered
+    faas.release(first)
+    assert waiting.triggered  # the slot went to the queued invocation
+    second = faas.start(MEM)
+    assert (second.state, second.container, second.startup_ms) == ("warm", 0, 5.0)
+    assert faas.start(2 * MEM).state == "cold"  # pools are per memory size
+    faas.release(second)
+    env.run(until=1001.0)
+    assert faas.start(MEM).state == "cold"  # idle longer than the keep-alive
+
+
+def test_invocation_delay_grows_with_payload() -> None:
+    p = Platform(invocation_base_ms=10.0, invocation_ms_per_kib=1.0)
+    faas = FaaSModel(simpy.Environment(), p, np.random.default_rng(0))
+    small = Invocation(None, MEM, ("t",))
+    big = Invocation(None, MEM, ("t",), carried={"out:u": Payload(10 * 1024)})
+    assert faas.invocation_ms(small) == pytest.approx(10.0 + 256 / 1024)
+    assert faas.invocation_ms(big) - faas.invocation_ms(small) == pytest.approx(10.0)
+
+
+# -- behaviours -------------------------------------------------------------------------
+@task(io=io.linear(0.5))
+def halve(x: object) -> object:
+    return x
+
+
+@task
+def plain(x: object) -> object:
+    return x
+
+
+def test_ground_truth_profile_hint_and_defaults() -> None:
+    wf = Workflow([node("p", ms=200.0, out=123), halve(1, task_id="h"), plain(1, task_id="d")])
+    gt = GroundTruth(wf, Platform(), noise=0.0)
+    rng = np.random.default_rng(0)
+    assert isinstance(gt, TaskBehaviour)
+    assert gt.exec_ms("p", MEM, 0, rng) == pytest.approx(200.0)
+    assert gt.exec_ms("p", MEM // 2, 0, rng) == pytest.approx(200.0 * Platform().exec_factor(
+        MEM // 2))
+    assert gt.output_bytes("p", 10, rng) == 123
+    assert gt.output_bytes("h", 1000, rng) == 500
+    assert gt.output_bytes("d", 1000, rng) == DEFAULT_OUTPUT_BYTES
+    assert gt.exec_ms("d", MEM, 2 * 1024 * 1024, rng) == pytest.approx(
+        DEFAULT_EXEC_MS + 2 * DEFAULT_EXEC_MS_PER_MIB)
+    override = GroundTruth(wf, Platform(), {"d": TaskProfile(7.0, 8)}, noise=0.0)
+    assert (override.exec_ms("d", MEM, 0, rng), override.output_bytes("d", 0, rng)) == (7.0, 8)
+    with pytest.raises(KeyError, match="GroundTruth knows no task 'nope'"):
+        gt.exec_ms("nope", MEM, 0, rng)
+    with pytest.raises(KeyError, match=r"profiles for tasks not in workflow .*\['zz'\]"):
+        GroundTruth(wf, Platform(), {"zz": TaskProfile(1.0, 1)})
+    with pytest.raises(ValueError, match="noise must be a finite number >= 0"):
+        GroundTruth(wf, Platform(), noise=-0.1)
+
+
+def test_ground_truth_noise_is_lognormal_around_the_profile() -> None:
+    wf = Workflow(node("p", ms=100.0))
+    gt = GroundTruth(wf, Platform(), noise=0.2)
+    rng = np.random.default_rng(1)
+    draws = np.array([gt.exec_ms("p", MEM, 0, rng) for _ in range(4000)])
+    assert np.median(draws) == pytest.approx(100.0, rel=0.03)
+    assert np.std(np.log(draws)) == pytest.approx(0.2, rel=0.05)
+
+
+def test_predicted_behaviour_follows_the_predictor() -> None:
+    from faasplan.predictors import Predictor
+
+    wf = Workflow(halve(node("a", out=4000), task_id="h"))
+    predictor = Predictor.empty()
+    trace = simulate(wf, platform=SIMPLE, behaviour=PredictedBehaviour(wf, predictor, "p90"))
+    h = row(trace, "h")
+    assert h["exec_ms"] == pytest.approx(predictor.execution_ms(
+        halve.name, int(h["input_bytes"]), MEM, "p90"))
+    assert h["output_bytes"] == round(predictor.output_bytes(
+        halve.name, int(h["input_bytes"]), "p90", hint=halve.io))
+
+
+# -- exact timings ----------------------------------------------------------------------
+def test_chain_on_one_flexible_worker() -> None:
+    wf = Workflow(node("b", node("a", ms=100.0, out=50 * MB), ms=30.0, out=10 * MB))
+    trace = run(wf)
+    # cold 100, a 100, b 30 (a's output stays local), sink upload 10 MB = 100
+    assert trace.makespan_ms == pytest.approx(330.0)
+    assert trace.invocations == 1 and trace.cold_starts == 1
+    assert trace.storage_bytes == 10 * MB
+    a, b = row(trace, "a"), row(trace, "b")
+    assert (a["startup_state"], a["startup_ms"], b["startup_state"]) == ("cold", 100.0, "none")
+    assert (a["upload_bytes"], b["download_bytes"]) == (0, 0)
+    assert (b["exec_start_ms"], b["completion_ms"], b["upload_ms"]) == pytest.approx(
+        (200.0, 330.0, 100.0))
+
+
+def test_async_upload_shortens_a_chain() -> None:
+    a = node("a", out=10 * MB)
+    wf = Workflow([node("b", a, ms=500.0), node("c", a)])
+    plan = {"a": on("w1"), "b": on("w1"), "c": on("w2")}
+    base = run(wf, plan)
+    # w1: a 100-200, upload 200-300, b 300-800; w2 starts at 300: cold, fetch, c -> 600
+    assert base.makespan_ms == pytest.approx(800.0)
+    plan["a"] = on("w1", Opt.ASYNC_UPLOAD)
+    fast = run(wf, plan)
+    # b runs 200-700 while a's output uploads; c's path is unchanged
+    assert fast.makespan_ms == pytest.approx(700.0)
+    assert row(fast, "c")["completion_ms"] == pytest.approx(600.0)
+    assert row(fast, "a")["end_ms"] == pytest.approx(300.0)
+
+
+def test_streaming_overlaps_upload_and_download() -> None:
+    # x comes first in topological order, so it is w2's entry and starts it at once
+    wf = Workflow([node("x", ms=10.0), node("b", node("a", out=10 * MB))])
+    plan = {"a": on("w1"), "x": on("w2"), "b": on("w2")}
+    base = run(wf, plan)
+    # a's upload ends at 300; w2 (idle since 110) downloads 300-400, b runs 400-500
+    assert base.makespan_ms == pytest.approx(500.0)
+    plan["a"] = on("w1", Opt.STREAM)
+    streamed = run(wf, plan)
+    # w2 reads while a uploads (200-300): b runs 300-400
+    assert streamed.makespan_ms == pytest.approx(400.0)
+    b = row(streamed, "b")
+    assert (b["exec_start_ms"], b["total_download_ms"]) == pytest.approx((300.0, 100.0))
+    assert streamed.transfers["b"][0] == ((10 * MB, 100.0, True),)
+
+
+def test_preload_hides_a_download() -> None:
+    wf = Workflow([node("x", ms=300.0), node("b", node("a", out=10 * MB))])
+    plan = {"a": on("w1"), "x": on("w2"), "b": on("w2")}
+    base = run(wf, plan)
+    # w2 runs x 100-400, then fetches a's output 400-500, b 500-600
+    assert base.makespan_ms == pytest.approx(600.0)
+    assert row(base, "b")["download_ms"] == pytest.approx(100.0)
+    plan["b"] = on("w2", Opt.PRELOAD)
+    pre = run(wf, plan)
+    # the fetch runs 300-400 in the background while x executes
+    assert pre.makespan_ms == pytest.approx(500.0)
+    b = row(pre, "b")
+    assert (b["download_ms"], b["total_download_ms"], b["download_bytes"]) == pytest.approx(
+        (0.0, 100.0, 10 * MB))
+
+
+def test_prewarm_turns_a_cold_start_warm() -> None:
+    a = node("a", ms=150.0)
+    wf = Workflow([node("b", a), node("y", a, ms=10.0)])
+    plan = {"a": on("w1"), "b": on("w2"), "y": on("w1")}  # y keeps w1's sandbox busy
+    base = run(wf, plan)
+    # w2 is invoked at 250 (a's empty output travels in the invocation): cold until 350
+    assert base.makespan_ms == pytest.approx(450.0)
+    assert row(base, "b")["startup_state"] == "cold"
+    plan = {**plan, "a": on("w1", Opt.PREWARM)}
+    warm = run(wf, plan)
+    # an empty invocation at 100 starts a sandbox that idles from 200; w2 takes it warm
+    assert warm.makespan_ms == pytest.approx(250.0 + 5.0 + 100.0)
+    b = row(warm, "b")
+    assert (b["startup_state"], b["startup_ms"]) == ("warm", 5.0)
+    assert warm.workers["prewarm"].sum() == 1 and warm.invocations == 3
+
+
+def test_cluster_avoids_uploads() -> None:
+    a = node("a", out=10 * MB)
+    wf = Workflow([node("b", a), node("c", a)])
+    base = run(wf)
+    # a's worker continues with b and delegates c, so a's output must be uploaded
+    assert row(base, "a")["upload_bytes"] == 10 * MB
+    assert base.makespan_ms == pytest.approx(600.0)  # c: invoked 300, cold, fetch, exec
+    clustered = run(wf, {"a": flex(Opt.CLUSTER), "b": flex(), "c": flex()})
+    assert clustered.storage_bytes == 0 and clustered.invocations == 1
+    assert clustered.makespan_ms == pytest.approx(400.0)  # a, b, c back to back
+
+
+def test_delayed_io_avoids_the_large_upload() -> None:
+    wf = Workflow(node("d", node("a", out=10 * MB), node("b", ms=50.0, out=1 * MB)))
+    base = run(wf)
+    # a: 100-200, upload 200-300, tracks last and runs d: fetch b 300-310, exec -> 410
+    assert base.storage_bytes == 11 * MB
+    assert base.makespan_ms == pytest.approx(410.0)
+    delayed = run(wf, {"a": flex(Opt.DELAYED_IO), "b": flex(), "d": flex()})
+    # a keeps its output; b's tracking (at 160) releases d on a's worker at 200
+    assert delayed.storage_bytes == 1 * MB
+    assert row(delayed, "a")["upload_bytes"] == 0
+    assert delayed.makespan_ms == pytest.approx(310.0)
+    assert row(delayed, "d")["worker"] == row(delayed, "a")["worker"]
+
+
+def test_concurrent_fetches_share_storage_bandwidth() -> None:
+    platform = SIMPLE.replace(storage_bandwidth_mb_s=100.0, worker_bandwidth_mb_s_at_1024=1000.0,
+                              worker_bandwidth_cap_mb_s=1000.0)
+    one = Workflow(node("a"))
+    two = Workflow([node("a"), node("b")])
+    lit = {"a": (("lit-a", 10 * MB),), "b": (("lit-b", 10 * MB),)}
+    alone = run(one, platform=platform, literals={"a": lit["a"]})
+    both = run(two, platform=platform, literals=lit)
+    assert row(alone, "a")["total_download_ms"] == pytest.approx(100.0)
+    assert row(both, "a")["total_download_ms"] == pytest.approx(200.0)
+    assert row(both, "b")["total_download_ms"] == pytest.approx(200.0)
+    # the client's two uploads shared the storage too: invocations left at 200 ms
+    assert both.workers["invoked_ms"].tolist() == pytest.approx([200.0, 200.0])
+    assert both.client_bytes == 20 * MB
+
+
+def test_latency_and_invocation_costs_add_up() -> None:
+    platform = SIMPLE.replace(storage_latency_ms=2.0, invocation_base_ms=10.0,
+                              invoke_call_ms=3.0)
+    a = node("a")
+    wf = Workflow([node("b", a), node("c", a)])
+    trace = run(wf, platform=platform)
+    # worker 0: invoked after 10, cold 100, a 110-210; tracking nothing (small output),
+    # delegates c (3 ms call), continues b 213-313, sink upload 0 B + round trip -> 315,
+    # notify round trip -> 317
+    assert row(trace, "b")["exec_start_ms"] == pytest.approx(213.0)
+    c = row(trace, "c")  # invoked at 210, arrives at 220 (+ payload time 0), cold -> 320
+    assert c["exec_start_ms"] == pytest.approx(320.0)
+    assert trace.makespan_ms == pytest.approx(420.0 + 2.0 + 2.0)
+
+
+def test_dag_by_reference_is_stored_and_fetched() -> None:
+    a = node("a")
+    wf = Workflow([node("b", a), node("c", a)])
+    inline = run(wf)
+    by_ref = run(wf, options=WorkerOptions(inline_dag_bytes=0))
+    assert inline.client_bytes == 0
+    assert by_ref.client_bytes > 0  # the DAG blob
+    assert by_ref.makespan_ms > inline.makespan_ms
+
+
+def test_concurrency_limit_queues_invocations() -> None:
+    wf = Workflow([node("a"), node("b")])
+    trace = run(wf, platform=SIMPLE.replace(concurrency_limit=1))
+    w = trace.workers.sort_values("start_ms")
+    assert w["queued_ms"].tolist() == pytest.approx([0.0, 200.0])  # cold 100 + exec 100
+    assert w["startup_state"].tolist() == ["cold", "warm"]  # the freed sandbox is reused
+    assert trace.makespan_ms == pytest.approx(200.0 + 5.0 + 100.0)
+
+
+def test_cost_bills_each_sandbox() -> None:
+    wf = Workflow([node("a"), node("b", ms=300.0)])
+    platform = SIMPLE.replace(price_per_gb_s=1.0, price_per_request=0.5)
+    trace = run(wf, platform=platform)
+    gib = MEM / 1024.0
+    expected = gib * (0.2 + 0.4) + 2 * 0.5  # start-up billed too: 100+100 and 100+300 ms
+    assert trace.cost_usd == pytest.approx(expected)
+    assert trace.workers["cost_usd"].sum() == pytest.approx(expected)
+
+
+# -- stuck runs, plans, determinism ------------------------------------------------------
+def test_stuck_run_names_the_unfinished_tasks() -> None:
+    r = node("r")
+    wf = Workflow(node("d", node("a", r), node("x", r)))
+    # r's worker queues a then x; a's delayed fan-in d goes before x and waits for it
+    plan = {"r": flex(Opt.CLUSTER), "a": flex(Opt.DELAYED_IO), "x": flex(), "d": flex()}
+    with pytest.raises(SimulationStuckError, match=r"2 of 4 tasks never executed: x, d\. .*"
+                                                   r"channels \['ready:d'\]") as err:
+        run(wf, plan)
+    assert err.value.unfinished == ("x", "d")
+
+
+def test_plan_forms() -> None:
+    wf = Workflow(node("b", node("a")))
+    placements = {"a": on("w"), "b": on("w")}
+
+    @dataclasses.dataclass
+    class HasPlacements:
+        placements: dict[str, Placement]
+
+    by_map = run(wf, placements)
+    by_obj = run(wf, HasPlacements(placements))
+    pd.testing.assert_frame_equal(by_map.tasks, by_obj.tasks)
+    assert set(by_map.tasks["worker"]) == {"w"}
+    assert set(run(wf).tasks["worker"]) == {"flex-0"}
+    assert run(wf).tasks["memory_mb"].tolist() == [SIMPLE.default_memory_mb] * 2
+    with pytest.raises(KeyError, match="no placement for task 'b'"):
+        run(wf, {"a": on("w")})
+    with pytest.raises(TypeError, match="plan must be None, a mapping"):
+        run(wf, 42)
+    with pytest.raises(TypeError, match="placement of task 'a' must be a Placement"):
+        run(wf, {"a": "w", "b": on("w")})
+
+
+def test_memory_scales_execution() -> None:
+    wf = Workflow(node("a", ms=100.0))
+    half = run(wf, {"a": Placement(None, MEM // 2)})
+    assert row(half, "a")["exec_ms"] == pytest.approx(100.0 * SIMPLE.exec_factor(MEM // 2))
+    assert row(half, "a")["memory_mb"] == MEM // 2
+
+
+def test_same_seed_same_trace_and_replicates() -> None:
+    wf = load_wfformat(TRACES / "montage_58t.json")
+    first = simulate(wf, seed=7, replicates=3)
+    again = simulate(wf, seed=7)
+    pd.testing.assert_frame_equal(first.tasks, again.tasks)
+    pd.testing.assert_frame_equal(first.workers, again.workers)
+    assert len(first.replicate_makespans_ms) == 3
+    assert first.replicate_makespans_ms[0] == first.makespan_ms == again.makespan_ms
+    assert len(set(first.replicate_makespans_ms)) == 3  # noise differs between replicates
+    assert simulate(wf, seed=8).makespan_ms != first.makespan_ms
+    many = simulate_many(wf, seed=7, replicates=3)
+    assert [t.makespan_ms for t in many] == list(first.replicate_makespans_ms)
+    summary = first.summary()
+    assert summary["replicates"] == 3 and summary["makespan_p50_ms"] == pytest.approx(
+        float(np.median(first.replicate_makespans_ms)))
+    with pytest.raises(ValueError, match="replicates must be an integer >= 1"):
+        simulate(wf, replicates=0)
+    with pytest.raises(ValueError, match="seed must be an integer >= 0"):
+        simulate(wf, seed=-1)
+
+
+# -- outputs ----------------------------------------------------------------------------
+def test_trace_metrics_gantt_and_summary() -> None:
+    from faasplan.predictors.metrics import records_to_frame
+
+    wf = load_wfformat(TRACES / "epigenomics_41t.json")
+    trace = simulate(wf, seed=3)
+    records = trace.metrics(run_id="r1", planner="wukong")
+    assert len(records) == len(wf)
+    assert {r.run_id for r in records} == {"r1"} and records[0].workflow_hash == wf.structure_hash
+    by_task = {r.task: r for r in records}
+    tasks = trace.tasks.set_index("task")
+    for tid, r in by_task.items():
+        assert sum(t.nbytes for t in r.downloads) == tasks.loc[tid, "download_bytes"]
+        assert r.startup == tasks.loc[tid, "startup_state"]
+    assert sum(r.startup == "cold" for r in records) <= trace.cold_starts
+    assert len(records_to_frame(records)) == len(wf)
+    fig = trace.gantt()
+    assert len(fig.axes[0].get_yticks()) == len(trace.workers)
+    summary = trace.summary()
+    assert summary["tasks"] == len(wf) and summary["makespan_ms"] == trace.makespan_ms
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in TRACES.glob("*.json")))
+def test_shared_traces_simulate(name: str) -> None:
+    wf = load_wfformat(TRACES / name)
+    trace = simulate(wf, seed=0, behaviour=GroundTruth(wf, Platform(), noise=0.0))
+    assert sorted(trace.tasks["task"]) == sorted(wf)
+    critical, _ = wf.critical_path()
+    assert trace.makespan_ms >= critical
+    assert (trace.tasks["exec_start_ms"] >= trace.tasks["earliest_start_ms"] - 1e-6).all()
+
+
+def test_subdag_sizes_match_the_worker_walk() -> None:
+    wf = load_wfformat(TRACES / "epigenomics_41t.json")
+    for threshold in (0, 2000, 6000, 10**6):
+        spec = RunSpec.build(wf, lambda _t: flex(), WorkerOptions(inline_dag_bytes=threshold),
+                             task_nbytes={t: 100 + 10 * (i % 3) for i, t in enumerate(wf)})
+        sizes = subdag_sizes(spec)
+        for tid in wf:
+            walk = spec.subdag_nbytes(tid)
+            assert (sizes[tid] <= threshold) == (walk <= threshold)
+            if walk <= threshold:
+                assert sizes[tid] == walk
