@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import pickle
 from pathlib import Path
 
 import matplotlib
@@ -527,6 +528,8 @@ def test_trace_metrics_gantt_and_summary() -> None:
         assert r.startup == tasks.loc[tid, "startup_state"]
     assert sum(r.startup == "cold" for r in records) <= trace.cold_starts
     assert len(records_to_frame(records)) == len(wf)
+    copy = pickle.loads(pickle.dumps(trace))  # traces travel between processes in sweeps
+    assert copy.metrics(run_id="r1", planner="wukong") == records
     fig = trace.gantt()
     assert len(fig.axes[0].get_yticks()) == len(trace.workers)
     summary = trace.summary()

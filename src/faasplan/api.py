@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+import pandas as pd
+
 from faasplan.planners import Plan, run_planner
 from faasplan.planners.context import Evaluate
 from faasplan.predictors import MetricsRecord, Predictor, fit
@@ -98,10 +100,10 @@ def training_history(workflow: Workflow, platform: Platform, truth: TaskBehaviou
     return records
 
 
-def fit_history(workflow: Workflow, records: list[MetricsRecord]) -> Predictor:
+def fit_history(workflow: Workflow, records: list[MetricsRecord] | pd.DataFrame) -> Predictor:
     """Predictors fitted on ``records`` with the workflow's io hints as priors."""
     hints = io_hints(workflow)
-    return fit(records, hints=hints) if records else Predictor.empty(hints)
+    return fit(records, hints=hints) if len(records) else Predictor.empty(hints)
 
 
 def _spread(sizes: tuple[int, ...], k: int) -> tuple[int, ...]:

@@ -53,10 +53,10 @@ def calibrate(metrics: pd.DataFrame, base: Platform | None = None
     cold = starts[starts["startup"] == "cold"]
     warm = starts[starts["startup"] == "warm"]
     if len(cold) >= MIN_STARTS:
-        median, exponent, sigma = _cold_start(cold, platform.cold_start_memory_exponent)
+        median, fitted_exponent, sigma = _cold_start(cold, platform.cold_start_memory_exponent)
         changes.update(cold_start_ms=median, cold_start_sigma=sigma)
-        if exponent is not None:
-            changes["cold_start_memory_exponent"] = exponent
+        if fitted_exponent is not None:
+            changes["cold_start_memory_exponent"] = fitted_exponent
     for name in ("cold_start_ms", "cold_start_memory_exponent", "cold_start_sigma"):
         report[name] = {"value": changes.get(name, getattr(platform, name)),
                         "samples": len(cold), "fitted": name in changes}

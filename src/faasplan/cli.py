@@ -367,7 +367,7 @@ def cmd_fit(args: argparse.Namespace) -> int:
     df = load_metrics(args.metrics)
     predictor = fit(df)
     report = accuracy_report(df)
-    rows = [{k: (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+    rows = [{str(k): (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
             for r in report.to_dict(orient="records")]
     if args.json:
         _print_json({"records": len(df), "models": rows})
@@ -389,16 +389,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     plan.validate(setup.workflow)
     bar, update = _progress(not args.json and sys.stderr.isatty())
     kwargs: dict[str, Any] = {"timeout_s": args.timeout, "keep_data": args.keep_data}
-    if bar is not None:
-        kwargs["progress"] = lambda done, total: update("tasks", done, total)
+    if bar is not None and update is not None:
+        stage = update
+        kwargs["progress"] = lambda done, total: stage("tasks", done, total)
         with bar:
             result = run(setup.workflow, plan, redis=args.redis, **kwargs)
     else:
         result = run(setup.workflow, plan, redis=args.redis, **kwargs)
     if args.metrics_out:
-        from faasplan.predictors import save_metrics
-
         from faasplan.history import remember_workflow
+        from faasplan.predictors import save_metrics
 
         save_metrics(result.metrics(), args.metrics_out)
         remember_workflow(args.metrics_out, setup.workflow)
@@ -457,7 +457,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
         out.mkdir(parents=True, exist_ok=True)
         df.to_csv(out / "sweep.csv", index=False)
         df.to_parquet(out / "sweep.parquet", index=False)
-    records = df.to_dict(orient="records")
+    records = [{str(k): v for k, v in r.items()} for r in df.to_dict(orient="records")]
     if args.json:
         _print_json(records)
     else:

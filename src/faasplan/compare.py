@@ -19,7 +19,7 @@ from faasplan.api import fit_history, has_history, make_evaluator, training_hist
 from faasplan.planners import Plan, planner_names, run_planner
 from faasplan.predictors import Predictor, load_metrics
 from faasplan.scenarios import LoadedScenario, ScenarioError, build_workflow
-from faasplan.simulator import GroundTruth, Platform, Trace, simulate_many
+from faasplan.simulator import GroundTruth, Platform, TaskBehaviour, Trace, simulate_many
 from faasplan.workflow import Workflow
 
 Progress = Callable[[str, int, int], None]
@@ -33,7 +33,7 @@ class Setup:
     name: str
     workflow: Workflow
     platform: Platform
-    truth: GroundTruth
+    truth: TaskBehaviour
     predictor: Predictor
     planners: tuple[str, ...]
     sla: str
@@ -55,7 +55,7 @@ class Comparison:
 
     def to_records(self) -> list[dict[str, Any]]:
         """The summary as JSON-ready dicts, one per planner."""
-        return [{k: _plain(v) for k, v in row.items()} for row in
+        return [{str(k): _plain(v) for k, v in row.items()} for row in
                 self.summary.to_dict(orient="records")]
 
 
@@ -97,9 +97,9 @@ def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
     metrics_path = history or sc.history.metrics
     if metrics_path:
         path = loaded.path(metrics_path) if history is None else metrics_path
-        records = load_metrics(path)
-        predictor = fit_history(wf, records) if len(records) else Predictor.empty()
-        n_records = len(records)
+        frame = load_metrics(path)
+        predictor = fit_history(wf, frame) if len(frame) else Predictor.empty()
+        n_records = len(frame)
     else:
         sizes = tuple(sc.history.memory_sizes) if sc.history.memory_sizes else None
         recs = training_history(wf, platform, truth, sc.history.training_runs,
@@ -164,7 +164,7 @@ def _summarise(name: str, runs: list[Trace], plan: Plan, planning_ms: float) -> 
         "cost_usd": float(np.mean([t.cost_usd for t in runs])),
         "cold_starts": float(np.mean([t.cold_starts for t in runs])),
         "storage_bytes": float(np.mean([t.storage_bytes for t in runs])),
-        "workers": int(len(runs[0].workers)),
+        "workers": len(runs[0].workers),
         "planning_ms": planning_ms,
         "replicates": len(runs),
         "notes": "; ".join(plan.notes),

@@ -105,11 +105,9 @@ def run_sweep(scenario_path: str | os.PathLike[str], grid: Mapping[str, Sequence
     else:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             futs = {pool.submit(run_variant, *a): i for i, a in enumerate(args)}
-            done = 0
             results: dict[int, list[dict[str, Any]]] = {}
-            for fut in as_completed(futs):
+            for done, fut in enumerate(as_completed(futs), start=1):
                 results[futs[fut]] = fut.result()
-                done += 1
                 if progress:
                     progress("variants", done, len(futs))
             for i in range(len(args)):

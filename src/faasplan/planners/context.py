@@ -31,8 +31,11 @@ class PredictorLike(Protocol):
 class PlatformLike(Protocol):
     """The part of :class:`faasplan.Platform` planners use."""
 
-    memory_sizes_mb: tuple[int, ...]
-    default_memory_mb: int
+    @property
+    def memory_sizes_mb(self) -> tuple[int, ...]: ...
+
+    @property
+    def default_memory_mb(self) -> int: ...
 
 
 Evaluate = Callable[[Mapping[str, Placement]], Any]

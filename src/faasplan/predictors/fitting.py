@@ -16,9 +16,9 @@ at its default (capped below the fastest observation).
 from __future__ import annotations
 
 import math
-from dataclasses import replace
 import os
 from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd

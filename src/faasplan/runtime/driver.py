@@ -217,9 +217,11 @@ class TaskRecord:
 class Outbox:
     """Sealed events to the client, pushed in the background in arrival order."""
 
-    def __init__(self, client: aioredis.Redis, key: str, signer: Signer, context: str) -> None:
+    def __init__(self, client: aioredis.Redis, keys: RunKeys, signer: Signer, context: str
+                 ) -> None:
         self._client = client
-        self._key = key
+        self._keys = keys
+        self._push = Scripts(client).push
         self._signer = signer
         self._context = context
         self._items: list[bytes] = []
@@ -234,7 +236,7 @@ class Outbox:
     async def _flush(self) -> None:
         while self._items:
             batch, self._items = self._items, []
-            await self._client.rpush(self._key, *batch)
+            await self._push(keys=[self._keys.events, self._keys.manifest], args=batch)
 
     async def close(self) -> None:
         """Wait until every queued event is pushed."""
@@ -462,10 +464,11 @@ class Driver:
         t0 = time.perf_counter()
         if s.stream:
             await self._stream_out(s.key, sealed)
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.data(s.key), sealed)
-            pipe.publish(self.keys.pubsub(s.key), b"1")
-            await pipe.execute()
+        stored = await self.run.scripts.store(
+            keys=[self.keys.data(s.key), self.keys.manifest, self.keys.abort],
+            args=[sealed, self.keys.pubsub(s.key)])
+        if not stored:
+            raise RunAborted(self.run.manifest.run_id)
         if rec is not None:
             rec.uploads.append((len(sealed), (time.perf_counter() - t0) * 1000.0, s.stream))
             rec.end = now_ms()
@@ -482,10 +485,12 @@ class Driver:
 
     # -- coordination -------------------------------------------------------------------
     async def _track(self, t: Track, main: bool) -> bool:
-        done = await self.run.scripts.track(
-            keys=[self.keys.deps(t.task), self.keys.owners],
-            args=[t.upstream, t.expected, self.inv_id, t.task])
-        return bool(done)
+        done = int(await self.run.scripts.track(
+            keys=[self.keys.deps(t.task), self.keys.owners, self.keys.manifest],
+            args=[t.upstream, t.expected, self.inv_id, t.task]))
+        if done < 0:
+            raise RunAborted(self.run.manifest.run_id)
+        return done == 1
 
     async def _notify(self, n: Notify, main: bool) -> None:
         async with self.client.pipeline(transaction=False) as pipe:

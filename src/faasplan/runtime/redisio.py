@@ -42,6 +42,7 @@ def connect(url: str, *, retries: int = 10) -> aioredis.Redis:
 # id) gets 1 again, so a worker killed between Track and Invoke loses nothing, while a
 # retried upstream never counts twice.
 TRACK = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return -1 end
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 if redis.call('SCARD', KEYS[1]) ~= tonumber(ARGV[2]) then return 0 end
 if added == 1 then
@@ -53,8 +54,10 @@ return 0
 """
 
 # Claims an invocation for one attempt. 0: already done, failed, or running with a live
-# lease (a duplicate entry); otherwise the attempt number.
+# lease (a duplicate entry); -1: the run is over (aborted, cleaned up, or Redis lost it);
+# otherwise the attempt number.
 CLAIM = """
+if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
 local st = redis.call('HGET', KEYS[1], ARGV[1])
 if st == 'done' or st == 'failed' then return 0 end
 if st == 'run' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
@@ -76,6 +79,29 @@ return 1
 """
 
 
+# Writes of a worker go through these guards: once the run is over (its manifest deleted,
+# or its abort flag set) a worker still running stops at its next write instead of
+# leaving keys behind the client's clean-up.
+STORE = """
+if redis.call('EXISTS', KEYS[2]) == 0 or redis.call('EXISTS', KEYS[3]) == 1 then return 0 end
+redis.call('SET', KEYS[1], ARGV[1])
+redis.call('PUBLISH', ARGV[2], '1')
+return 1
+"""
+
+PUSH = """
+if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
+return redis.call('RPUSH', KEYS[1], unpack(ARGV))
+"""
+
+FINISH = """
+if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+
 class Scripts:
     """The Lua scripts registered on one client (EVALSHA, reloaded after a restart)."""
 
@@ -83,6 +109,9 @@ class Scripts:
         self.track: Any = client.register_script(TRACK)
         self.claim: Any = client.register_script(CLAIM)
         self.requeue: Any = client.register_script(REQUEUE)
+        self.store: Any = client.register_script(STORE)
+        self.push: Any = client.register_script(PUSH)
+        self.finish: Any = client.register_script(FINISH)
 
 
 async def get_bytes(client: aioredis.Redis, key: str) -> bytes | None:

@@ -114,8 +114,12 @@ class WorkerProcess:
             return
         lease_ms = run.manifest.lease_ms
         attempt = int(await run.scripts.claim(
-            keys=[run.keys.inv_state, run.keys.lease(queued.inv_id), run.keys.inv_attempts],
+            keys=[run.keys.inv_state, run.keys.lease(queued.inv_id), run.keys.inv_attempts,
+                  run.keys.manifest, run.keys.abort],
             args=[queued.inv_id, self.name, lease_ms]))
+        if attempt < 0:
+            await self._forget(queued.run_id)
+            return  # the run is over
         if not attempt:
             return  # a duplicate of an invocation that is running or finished
         reference = dispatched_at if dispatched_at is not None else queued.enqueued_at
@@ -125,7 +129,7 @@ class WorkerProcess:
 
     async def _run(self, run: RunState, queued: QueuedInvocation, attempt: int,
                    startup: tuple[str, float], begin: float, received: float) -> None:
-        outbox = Outbox(self.client, run.keys.events, self.signer,
+        outbox = Outbox(self.client, run.keys, self.signer,
                         event_context(run.manifest.run_id))
         inv = queued.invocation
         label = inv.worker if inv.worker is not None else f"flex-{inv.roots[0]}"
@@ -139,6 +143,7 @@ class WorkerProcess:
                             outbox=outbox, on_block=self._on_block)
             await driver.run_branch()
         except RunAborted:
+            await self._forget(run.manifest.run_id)
             return
         except TaskFailure as f:
             status = "failed"
@@ -169,10 +174,9 @@ class WorkerProcess:
                     "tasks": len(rows), "attempt": attempt}))
             outbox.put(("inv", queued.inv_id, status))
             await outbox.close()
-            async with self.client.pipeline(transaction=True) as pipe:
-                pipe.hset(run.keys.inv_state, queued.inv_id, status)
-                pipe.delete(run.keys.lease(queued.inv_id))
-                await pipe.execute()
+            await run.scripts.finish(
+                keys=[run.keys.inv_state, run.keys.lease(queued.inv_id), run.keys.manifest],
+                args=[queued.inv_id, status])
         except Exception:
             log.exception("could not report the end of invocation %s of run %s",
                           queued.inv_id, run.manifest.run_id)
@@ -203,8 +207,13 @@ class WorkerProcess:
             await old.close()
         return run
 
+    async def _forget(self, run_id: str) -> None:
+        run = self._runs.pop(run_id, None)
+        if run is not None:
+            await run.close()
+
     async def _report(self, run: RunState, event: tuple[Any, ...]) -> None:
-        outbox = Outbox(self.client, run.keys.events, self.signer,
+        outbox = Outbox(self.client, run.keys, self.signer,
                         event_context(run.manifest.run_id))
         outbox.put(event)
         await outbox.close()
@@ -217,7 +226,7 @@ class WorkerProcess:
             # Only an active run hears of it; never create keys for unknown runs.
             if await self.client.exists(keys.manifest):
                 context = exc.context if isinstance(exc, PayloadAuthError) else f"{run_id}/inv"
-                outbox = Outbox(self.client, keys.events, self.signer, event_context(run_id))
+                outbox = Outbox(self.client, keys, self.signer, event_context(run_id))
                 outbox.put(("fail", "auth", {"context": context, "message": str(exc)}))
                 await outbox.close()
 

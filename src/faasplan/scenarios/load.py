@@ -170,4 +170,4 @@ def resolve_callable(target: str, source: str = "<target>") -> Callable[..., Any
         obj = getattr(obj, part)
     if not callable(obj):
         raise ScenarioError(source, "workflow.target", f"{target!r} is not callable")
-    return obj  # type: ignore[no-any-return]
+    return obj

@@ -130,6 +130,7 @@ class Storage:
         event = record.event
         assert event is not None
         record.end = self.env.now + self.latency_ms
+        record.event = None  # the record outlives the run (traces are pickled)
         event._ok = True
         event._value = value
         self.env.schedule(event, NORMAL, self.latency_ms)

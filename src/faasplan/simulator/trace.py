@@ -147,11 +147,13 @@ class Trace:
 
         Returns the figure (a new one unless ``ax`` is given).
         """
-        import matplotlib.pyplot as plt
+        from matplotlib.figure import Figure
         from matplotlib.patches import Patch
 
         if ax is None:
-            fig, ax = plt.subplots(figsize=(10, max(2.0, 0.3 * len(self.workers) + 1)))
+            # Not through pyplot: figures made in loops are not kept alive by its registry.
+            fig = Figure(figsize=(10, max(2.0, 0.3 * len(self.workers) + 1)))
+            ax = fig.subplots()
         else:
             fig = ax.figure  # type: ignore[assignment]
         workers = self.workers.sort_values(["start_ms", "worker"], kind="stable")
