@@ -206,7 +206,7 @@ def test_compare_history_replans_every_workflow_type_of_a_metrics_store(capsys, 
                     "wukong,uniform", "--replicates", "3")
     assert {(r["workflow"], r["planner"]) for r in rows} == {
         ("tree_reduction", "wukong"), ("tree_reduction", "uniform"),
-        ("blast", "wukong"), ("blast", "uniform")}
+        ("makeflow-blast-small", "wukong"), ("makeflow-blast-small", "uniform")}
     tree = [r for r in rows if r["workflow"] == "tree_reduction"]
     assert all(r["records"] == 4 * 127 for r in tree)
 
