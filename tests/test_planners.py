@@ -321,7 +321,8 @@ def test_sim_guided_improves_on_its_start_in_a_fan_out():
     wf = fan_out(6)
     plan = run("sim-guided", wf, LONG, max_evaluations=80)
     best_start = min(p.predicted_makespan_ms for p in start_plans(context(wf, LONG)).values())
-    assert plan.predicted_makespan_ms <= best_start
+    # More memory speeds up the long tasks (memory exponent 0.5): there is room to improve.
+    assert plan.predicted_makespan_ms < best_start
     assert plan.notes[0].startswith("started from")
 
 
@@ -349,6 +350,13 @@ def test_sim_guided_pareto_front_in_notes():
     assert costs == sorted(costs)
     assert spans == sorted(spans, reverse=True)
     assert len(set(spans)) == len(spans)
+
+
+def test_non_uniform_rejects_bad_budgets():
+    with pytest.raises(ValueError, match="non-uniform-opt: time_budget_s must be > 0"):
+        run("non-uniform-opt", chain(2), time_budget_s=-1.0)
+    with pytest.raises(ValueError, match=r"max_evaluations >= 0, got 60\.0 and -1"):
+        run("non-uniform", chain(2), max_evaluations=-1)
 
 
 def test_sim_guided_rejects_bad_budgets():

@@ -25,12 +25,14 @@ import pytest
 import redis
 
 from faasplan.local import profile, run_local
-from faasplan.predictors.metrics import validate_records
+from faasplan.predictors.metrics import load_metrics, validate_records
 from faasplan.runtime import (
+    EmbeddedRedis,
     InsecureRedisError,
     LocalFaaS,
     MissingRequirementsError,
     PayloadAuthError,
+    RedisServerNotFoundError,
     RemoteTaskError,
     RunStateLostError,
     RuntimeConfig,
@@ -41,7 +43,7 @@ from faasplan.runtime import (
     run,
     worker_main,
 )
-from faasplan.runtime.manifest import QueuedInvocation, seal_invocation
+from faasplan.runtime.manifest import QueuedInvocation, embedded_entry, seal_invocation
 from faasplan.runtime.security import KEY_ENV, check_redis_url
 from faasplan.worker import Invocation, Opt, Payload, Placement, RunSpec, WorkerOptions
 from faasplan.worker.inmemory import DeadlockError, run_in_memory
@@ -252,10 +254,10 @@ def test_streamed_output_is_read_while_written(go: Callable[..., Any]) -> None:
                                                                if d[0] > 3_000_000)
 
 
-def test_progress_and_metrics(go: Callable[..., Any]) -> None:
+def test_progress_and_metrics(go: Callable[..., Any], tmp_path: Path) -> None:
     wf = REGISTRY["wordcount"]()
     seen: list[Any] = []
-    result = go(wf, progress=seen.append)
+    result = go(wf, progress=seen.append, metrics_path=tmp_path / "m.parquet")
     assert [p.done for p in seen] == list(range(1, len(wf) + 1))
     assert sum(seen[-1].per_worker.values()) == len(wf)
     frame = result.metrics()
@@ -263,6 +265,9 @@ def test_progress_and_metrics(go: Callable[..., Any]) -> None:
     firsts = frame[frame["startup"] != "none"]
     assert set(firsts["startup"]) <= {"cold", "warm"} and len(firsts) >= 1
     assert (frame.loc[frame["startup"] == "none", "startup_ms"] == 0).all()
+    saved = load_metrics(tmp_path / "m.parquet")
+    assert sorted(saved["task"]) == sorted(wf.topological_order)
+    assert set(saved["run_id"]) == {result.run_id}
 
 
 def test_keep_data_leaves_outputs(go: Callable[..., Any], redis_server: Any) -> None:
@@ -330,15 +335,16 @@ def test_forged_invocation_is_rejected_not_executed(go: Callable[..., Any], redi
     evil = Workflow(touch(str(marker), task_id="evil"))
     queued = QueuedInvocation(rid, "t:evil", Invocation(None, 1024, ("evil",)),
                               encode(evil).blob, time.time() * 1000)
-    entry = bytearray(seal_invocation(Signer(key), queued))
-    entry[-20] ^= 0x01  # one flipped bit after signing
+    sealed = bytearray(seal_invocation(Signer(key), queued))
+    sealed[-20] ^= 0x01  # one flipped bit after signing
+    entry = embedded_entry(rid, bytes(sealed))
     client = redis_server.client()
 
     def push_when_started() -> None:
         deadline = time.monotonic() + 20
         while not client.exists(f"fp:{rid}:manifest") and time.monotonic() < deadline:
             time.sleep(0.01)
-        client.rpush(pool_queue(faas.pool, 1024), bytes(entry))
+        client.rpush(pool_queue(faas.pool, 1024), entry)
 
     pusher = threading.Thread(target=push_when_started)
     pusher.start()
@@ -431,6 +437,11 @@ def test_standalone_worker_joins_the_pool(redis_server: Any) -> None:
     finally:
         worker.send_signal(signal.SIGTERM)
         assert worker.wait(20) == 0, worker.stderr.read().decode() if worker.stderr else ""
+
+
+def test_missing_redis_server_says_how_to_fix() -> None:
+    with pytest.raises(RedisServerNotFoundError, match=r"apt-get install redis-server.*--redis"):
+        EmbeddedRedis(executable="/nonexistent/redis-server")
 
 
 def test_default_run_starts_its_own_redis_and_workers() -> None:

@@ -285,6 +285,26 @@ def test_predicted_behaviour_follows_the_predictor() -> None:
         halve.name, int(h["input_bytes"]), "p90", hint=halve.io))
 
 
+class MemoryBound:
+    """A behaviour of our own: 1 ms per 10 MB of memory, output = input + 1 byte."""
+
+    def exec_ms(self, task_id: str, memory_mb: int, input_bytes: int,
+                rng: np.random.Generator) -> float:
+        return memory_mb / 10.0
+
+    def output_bytes(self, task_id: str, input_bytes: int, rng: np.random.Generator) -> int:
+        return input_bytes + 1
+
+
+def test_any_task_behaviour_plugs_in() -> None:
+    wf = Workflow(node("c", node("b", node("a"))))
+    trace = simulate(wf, {t: Placement("w", 2000) for t in "abc"}, SIMPLE,
+                     behaviour=MemoryBound())
+    assert trace.tasks["exec_ms"].tolist() == [200.0] * 3
+    assert trace.tasks["output_bytes"].tolist() == [1, 2, 3]
+    assert trace.makespan_ms == pytest.approx(100.0 + 600.0 + 3 / 100_000)
+
+
 # -- exact timings ----------------------------------------------------------------------
 def test_chain_on_one_flexible_worker() -> None:
     wf = Workflow(node("b", node("a", ms=100.0, out=50 * MB), ms=30.0, out=10 * MB))
@@ -530,6 +550,14 @@ def test_trace_metrics_gantt_and_summary() -> None:
     assert len(records_to_frame(records)) == len(wf)
     copy = pickle.loads(pickle.dumps(trace))  # traces travel between processes in sweeps
     assert copy.metrics(run_id="r1", planner="wukong") == records
+    measured = Trace.from_tables(trace.tasks, trace.workers, trace.transfers,
+                                 makespan_ms=1.0, cost_usd=0.0, cold_starts=0,
+                                 storage_bytes=0, invocations=len(trace.workers),
+                                 workflow_hash=wf.structure_hash)
+    assert measured.metrics(run_id="r1", planner="wukong") == records
+    with pytest.raises(ValueError, match=r"tasks table lacks columns \['exec_ms'\]"):
+        Trace.from_tables(trace.tasks.drop(columns="exec_ms"), trace.workers, makespan_ms=1.0,
+                          cost_usd=0.0, cold_starts=0, storage_bytes=0, invocations=0)
     fig = trace.gantt()
     assert len(fig.axes[0].get_yticks()) == len(trace.workers)
     summary = trace.summary()

@@ -168,6 +168,9 @@ def _bisect(search: _Search, group: list[str], sizes: tuple[int, ...], stuck: se
 
 def _plan(ctx: PlanningContext, name: str, *, optimized: bool, time_budget_s: float | None,
           max_evaluations: int) -> Plan:
+    if (time_budget_s is not None and time_budget_s <= 0) or max_evaluations < 0:
+        raise ValueError(f"{name}: time_budget_s must be > 0 and max_evaluations >= 0, got "
+                         f"{time_budget_s!r} and {max_evaluations!r}")
     started = time.perf_counter()
     wf = ctx.workflow
     budget = default_budget_s(len(wf)) if time_budget_s is None else time_budget_s

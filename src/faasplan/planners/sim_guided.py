@@ -1,14 +1,19 @@
 """Sim-guided planner: local search over plans, scored by simulating each candidate.
 
 The search starts from the best of the other planners' plans (``wukong``, ``wukong-opt``,
-``uniform-opt``, ``heft``, ``non-uniform-opt``, run with the same context) and then tries
-one move at a time, keeping a candidate when its predicted makespan at the SLA is lower
-(or equal and cheaper). Moves focus on the critical path of the current predicted trace:
+``uniform``, ``uniform-opt``, ``heft``, ``non-uniform-opt``, run with the same context; the
+plain ``uniform`` plan is there because under a cost budget it may be the only one
+within budget) and then tries one move at a time, keeping a candidate when its predicted
+makespan at the SLA is lower (or equal and cheaper). Moves focus on the critical path of
+the current predicted trace:
 
 * **memory** — raise a critical worker's memory one size, or lower an off-path one;
 * **merge** — put a critical task (or its whole worker) on the worker of the upstream task
   that held it up, so its input needs no transfer;
 * **split** — give a critical task a worker of its own, or make it flexible;
+* **regroup** — spread the dependents of a fan-out on the critical path over half or
+  twice as many workers (fewer workers fetch shared inputs fewer times; more workers
+  run long work in parallel);
 * **toggle** — switch one optimization on or off for a critical task (stream, async
   upload, pre-load, pre-warm, and for flexible tasks clustering and delayed I/O);
 * **sweep** — switch one optimization on or off along the whole critical path or for every
@@ -35,7 +40,7 @@ from faasplan.planners.context import PlanningContext
 from faasplan.planners.heft import plan_heft
 from faasplan.planners.non_uniform import critical_tasks, plan_non_uniform_opt
 from faasplan.planners.plan import Plan, PlanError
-from faasplan.planners.uniform import plan_uniform_opt
+from faasplan.planners.uniform import plan_uniform, plan_uniform_opt
 from faasplan.planners.wukong import plan_wukong, plan_wukong_opt
 from faasplan.worker import Opt, Placement
 
@@ -241,9 +246,75 @@ def _move_sweep(state: _State, rng: np.random.Generator) -> Placements | None:
     return out
 
 
+def _pieces(state: _State, parent: str) -> list[list[str]]:
+    """The dependents of a fan-out, each with what follows it on its worker.
+
+    A piece is a single-input dependent of ``parent`` (not on the parent's worker) plus
+    the tasks of its worker reachable from it; a task reachable from two pieces stays
+    with the first.
+    """
+    wf, place = state.ctx.workflow, state.placements
+    home = place[parent].worker
+    taken: set[str] = set()
+    pieces = []
+    for d in wf.downstream(parent):
+        w = place[d].worker
+        if len(wf.upstream(d)) != 1 or d in taken or (w is not None and w == home):
+            continue
+        piece = [d]
+        taken.add(d)
+        if w is not None:
+            mine = set(state.workers[w])
+            stack = [d]
+            while stack:
+                for c in wf.downstream(stack.pop()):
+                    if c in mine and c not in taken:
+                        taken.add(c)
+                        piece.append(c)
+                        stack.append(c)
+        pieces.append(piece)
+    return pieces
+
+
+def _move_regroup(state: _State, rng: np.random.Generator) -> Placements | None:
+    """Redistribute a critical fan-out's dependents over half or twice as many workers.
+
+    Bins are filled longest piece first into the least loaded worker (LPT), so fewer
+    workers share inputs (a large literal is fetched once per worker) and more workers
+    spread long work.
+    """
+    wf = state.ctx.workflow
+    parents = [u for t in state.critical for u in wf.upstream(t) if len(wf.downstream(u)) > 1]
+    if not parents:
+        return None
+    pieces = _pieces(state, parents[int(rng.integers(len(parents)))])
+    holders = {state.placements[p[0]].worker or p[0] for p in pieces}
+    m = len(holders)
+    k = max(1, m // 2) if rng.random() < 0.5 else min(len(pieces), 2 * m)
+    if len(pieces) < 2 or k == m:
+        return None
+    memory = max(state.placements[p[0]].memory_mb for p in pieces)
+
+    def load(piece: list[str]) -> float:
+        return sum(state.ctx.exec_ms(t, memory) for t in piece)
+
+    bins: list[tuple[float, int, list[str]]] = [(0.0, i, []) for i in range(k)]
+    for piece in sorted(pieces, key=load, reverse=True):
+        total, i, tasks = min(bins)
+        tasks.extend(piece)
+        bins[i] = (total + load(piece), i, tasks)
+    out = dict(state.placements)
+    for _, _, tasks in bins:
+        worker = state.new_worker()
+        for t in tasks:
+            p = out[t]
+            out[t] = Placement(worker, memory, p.optimizations - FLEXIBLE_ONLY)
+    return out
+
+
 MOVES: tuple[tuple[Move, float], ...] = (
-    (_move_memory, 0.25), (_move_merge, 0.2), (_move_split, 0.1), (_move_toggle, 0.25),
-    (_move_sweep, 0.2))
+    (_move_memory, 0.2), (_move_merge, 0.15), (_move_split, 0.1), (_move_toggle, 0.2),
+    (_move_sweep, 0.2), (_move_regroup, 0.15))
 
 
 # -- the search ------------------------------------------------------------------------
@@ -252,8 +323,9 @@ def _key(placements: Mapping[str, Placement]) -> int:
 
 
 START_PLANNERS: tuple[tuple[str, Callable[..., Plan]], ...] = (
-    ("wukong", plan_wukong), ("wukong-opt", plan_wukong_opt), ("uniform-opt", plan_uniform_opt),
-    ("heft", plan_heft), ("non-uniform-opt", plan_non_uniform_opt))
+    ("wukong", plan_wukong), ("wukong-opt", plan_wukong_opt), ("uniform", plan_uniform),
+    ("uniform-opt", plan_uniform_opt), ("heft", plan_heft),
+    ("non-uniform-opt", plan_non_uniform_opt))
 
 
 def _starts(ctx: PlanningContext, started: float, budget_s: float, max_evaluations: int,

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import secrets
 import time
 from collections.abc import Callable, Mapping
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import redis.asyncio as aioredis
 
-from faasplan.runtime.driver import enqueue_many, inline_blob
+from faasplan.runtime.driver import ROW_FIELDS, enqueue_many, inline_blob
 from faasplan.runtime.embedded import EmbeddedRedis
 from faasplan.runtime.errors import (
     MissingRequirementsError,
@@ -42,6 +43,7 @@ from faasplan.runtime.manifest import (
     now_ms,
     planner_name,
     prepare_run,
+    reference_entry,
     resolve_placements,
     seal_invocation,
 )
@@ -135,7 +137,8 @@ def run(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
         hmac_key: bytes | str | None = None, timeout_s: float = 600.0, max_retries: int = 1,
         keep_data: bool = False, progress: Callable[[Progress], None] | None = None,
         seed: int = 0, options: WorkerOptions | None = None, invoker: Invoker = None,
-        config: RuntimeConfig | None = None, run_id: str | None = None) -> RunResult:
+        config: RuntimeConfig | None = None, run_id: str | None = None,
+        metrics_path: str | os.PathLike[str] | None = None) -> RunResult:
     """Execute ``workflow`` under ``plan`` on Redis with FaaS-style worker processes.
 
     Parameters
@@ -173,6 +176,9 @@ def run(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
         Lease, streaming and emulator settings.
     run_id : str, optional
         Names the run's keys (default: a fresh unique id).
+    metrics_path : path, optional
+        Append the run's metrics records to this Parquet file
+        (:func:`faasplan.predictors.metrics.save_metrics`).
 
     Returns
     -------
@@ -186,7 +192,8 @@ def run(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
     """
     coro = run_async(workflow, plan, redis, hmac_key=hmac_key, timeout_s=timeout_s,
                      max_retries=max_retries, keep_data=keep_data, progress=progress,
-                     seed=seed, options=options, invoker=invoker, config=config, run_id=run_id)
+                     seed=seed, options=options, invoker=invoker, config=config, run_id=run_id,
+                     metrics_path=metrics_path)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -201,8 +208,8 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
                     max_retries: int = 1, keep_data: bool = False,
                     progress: Callable[[Progress], None] | None = None, seed: int = 0,
                     options: WorkerOptions | None = None, invoker: Invoker = None,
-                    config: RuntimeConfig | None = None, run_id: str | None = None
-                    ) -> RunResult:
+                    config: RuntimeConfig | None = None, run_id: str | None = None,
+                    metrics_path: str | os.PathLike[str] | None = None) -> RunResult:
     """:func:`run` as a coroutine."""
     if not isinstance(workflow, Workflow):
         raise TypeError(f"run() takes a Workflow, got {type(workflow).__name__}")
@@ -225,7 +232,8 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
     rid = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
     prepared = prepare_run(workflow, placements, run_id=rid, planner=planner_name(plan),
                            options=opts or WorkerOptions(), lease_ms=cfg.lease_ms,
-                           stream_chunk_bytes=cfg.stream_chunk_bytes)
+                           stream_chunk_bytes=cfg.stream_chunk_bytes,
+                           epoch=secrets.token_hex(8))
     async with contextlib.AsyncExitStack() as stack:
         if redis is None:
             server = await asyncio.to_thread(EmbeddedRedis().start)
@@ -245,8 +253,12 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
         session = _Session(client, url, signer, prepared, faas, cfg, timeout_s=timeout_s,
                            max_retries=max_retries, keep_data=keep_data, progress=progress,
                            seed=seed, private_pool=hmac_key is None)
-        return await session.execute()
-    raise AssertionError("unreachable")  # pragma: no cover  (the with block returns)
+        result = await session.execute()
+    if metrics_path is not None:
+        from faasplan.predictors.metrics import save_metrics
+
+        save_metrics(result.records(), metrics_path)
+    return result
 
 
 class _Session:
@@ -278,6 +290,8 @@ class _Session:
         self.per_worker: dict[str, int] = {}
         self.rows: dict[str, dict[str, Any]] = {}
         self.invocations: dict[str, dict[str, Any]] = {}
+        self.running: set[str] = set()
+        self.requeued: set[str] = set()
         self.sinks_left = set(self.manifest.sinks)
         self.retries = 0
         self.client_bytes = 0
@@ -326,7 +340,8 @@ class _Session:
         batch = []
         for inv in initial_invocations(spec):
             blob = inline_blob([wf], spec, inv) if inv.inline_dag else None
-            queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, now_ms())
+            queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, now_ms(),
+                                      self.manifest.epoch)
             entry = seal_invocation(self.signer, queued)
             self.client_bytes += len(entry)
             batch.append((queued, entry))
@@ -377,12 +392,17 @@ class _Session:
                 if self.progress is not None:
                     self.progress(Progress(len(self.done), len(self.manifest.order),
                                            dict(self.per_worker), task, worker))
+        elif kind == "claim":
+            self.running.add(event[1])
+            self.requeued.discard(event[1])
+        elif kind == "inv":
+            self.running.discard(event[1])
         elif kind == "sink":
             self.sinks_left.discard(event[1])
         elif kind == "rows":
             _, rows, inv = event
             for row in rows:
-                self.rows.setdefault(row["task"], row)
+                self.rows.setdefault(row[0], dict(zip(ROW_FIELDS, row, strict=True)))
             self.invocations[f"{inv['worker']}#{inv['attempt']}#{inv['begin']}"] = inv
         elif kind == "fail":
             raise self._failure(event[1], event[2])
@@ -404,38 +424,40 @@ class _Session:
     async def _supervise(self) -> bool:
         """Check the run's state is still there, retry invocations of dead workers.
 
-        Returns whether every invocation has finished.
+        Returns whether no invocation is running or waiting to be retried.
         """
+        running = sorted(self.running)
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.exists(self.keys.manifest)
-            pipe.hgetall(self.keys.inv_state)
-            present, states = await pipe.execute()
+            for inv in running:
+                pipe.exists(self.keys.lease(inv))
+            present, *alive = await pipe.execute()
         if not present:
             raise RunStateLostError(
                 f"Redis at {redact(self.url)} no longer holds this run's state (the server "
                 "was restarted without persistence, or flushed); run the workflow again. "
-                f"Unfinished tasks: {sorted(self._unfinished())[:20]}", run_id=self.run_id)
-        running = [inv for inv, st in states.items() if st == b"run"]
-        if running:
-            async with self.client.pipeline(transaction=False) as pipe:
-                for inv in running:
-                    pipe.exists(self.keys.lease(inv.decode()))
-                alive = await pipe.execute()
-            for inv, ok in zip(running, alive, strict=True):
-                if not ok:
-                    await self._retry(inv.decode())
-        return bool(states) and all(st == b"done" for st in states.values())
+                f"Unfinished tasks: {self._unfinished()[:20]}", run_id=self.run_id)
+        for inv, ok in zip(running, alive, strict=True):
+            if not ok:
+                await self._retry(inv)
+        return not self.running and not self.requeued
 
     async def _retry(self, inv: str) -> None:
-        attempts = int(await self.client.hget(self.keys.inv_attempts, inv) or 0)
-        if attempts > self.max_retries:
-            raise WorkerLostError(inv, attempts, self._unfinished(), run_id=self.run_id)
         queue: Any = await self.client.hget(self.keys.inv_queue, inv)
-        pushed = await self.scripts.requeue(
-            keys=[self.keys.inv_state, self.keys.lease(inv), self.keys.inv_items],
-            args=[inv, queue])
-        if pushed == 1:
+        code, attempts = await self.scripts.requeue(
+            keys=[self.keys.inv_state, self.keys.lease(inv), self.keys.inv_items,
+                  self.keys.inv_attempts],
+            args=[inv, queue or b"", self.max_retries,
+                  reference_entry(self.run_id, self.manifest.epoch, inv)])
+        if code == 2:
+            raise WorkerLostError(inv, int(attempts), self._unfinished(), run_id=self.run_id)
+        if code == 3:
+            raise WorkerFailedError(inv, "KeyError", "its queue entry is missing from Redis",
+                                    "", run_id=self.run_id)
+        if code == 1:
             self.retries += 1
+            self.running.discard(inv)
+            self.requeued.add(inv)
 
     def _unfinished(self) -> list[str]:
         return [t for t in self.manifest.order if t not in self.done]

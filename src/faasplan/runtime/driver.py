@@ -39,8 +39,10 @@ from faasplan.runtime.keys import RunKeys, pool_queue
 from faasplan.runtime.manifest import (
     QueuedInvocation,
     RunManifest,
+    embedded_entry,
     invocation_id,
     now_ms,
+    reference_entry,
     seal_invocation,
 )
 from faasplan.runtime.redisio import Scripts, get_bytes, xread_entries
@@ -67,6 +69,12 @@ from faasplan.worker import (
 )
 from faasplan.workflow import SizedBlob, TaskNode, Workflow, map_leaves
 from faasplan.workflow.codec import ExternalRef, LiteralRef, decode, encode, load_literal
+
+ROW_FIELDS = ("task", "function", "worker", "memory_mb", "start", "exec_start", "exec_end",
+              "end", "input_bytes", "output_bytes", "exec_ms", "downloads", "uploads",
+              "startup", "startup_ms")
+"""What a worker reports per executed task (absolute wall-clock ms; transfers as
+``(nbytes, ms, streamed)``)."""
 
 POLL_S = 0.5
 """How often a blocked wait re-checks its key and whether the run was aborted."""
@@ -289,23 +297,18 @@ class Driver:
             for task in self._spawned:
                 task.cancel()
 
-    def rows(self) -> list[dict[str, Any]]:
-        """Trace rows of the tasks this invocation executed."""
+    def rows(self) -> list[tuple[Any, ...]]:
+        """Trace rows (fields :data:`ROW_FIELDS`) of the tasks this invocation executed."""
         out = []
+        memory = self.queued.invocation.memory_mb
         for rec in self.records.values():
             if not rec.exec_end:
                 continue
-            info = self.run.spec.tasks[rec.task]
-            row = {
-                "task": rec.task, "function": info.function, "worker": self.label,
-                "memory_mb": self.queued.invocation.memory_mb, "start": rec.start or rec.exec_start,
-                "exec_start": rec.exec_start, "exec_end": rec.exec_end,
-                "end": max(rec.end, rec.exec_end), "input_bytes": rec.input_bytes,
-                "output_bytes": rec.output_bytes, "exec_ms": rec.exec_ms,
-                "downloads": list(rec.downloads), "uploads": list(rec.uploads),
-                "startup": rec.startup, "startup_ms": rec.startup_ms,
-            }
-            out.append(row)
+            out.append((rec.task, self.run.spec.tasks[rec.task].function, self.label, memory,
+                        rec.start or rec.exec_start, rec.exec_start, rec.exec_end,
+                        max(rec.end, rec.exec_end), rec.input_bytes, rec.output_bytes,
+                        rec.exec_ms, tuple(rec.downloads), tuple(rec.uploads), rec.startup,
+                        rec.startup_ms))
         return out
 
     # -- stepping ------------------------------------------------------------------------
@@ -517,7 +520,8 @@ class Driver:
         else:
             inv_id = invocation_id(inv)
             blob = self.inline_blob(inv) if inv.inline_dag else None
-        queued = QueuedInvocation(self.run.manifest.run_id, inv_id, inv, blob, now_ms())
+        queued = QueuedInvocation(self.run.manifest.run_id, inv_id, inv, blob, now_ms(),
+                                  self.run.manifest.epoch)
         await enqueue(self.client, self.keys, self.pool, queued,
                       seal_invocation(self.run.signer, queued))
 
@@ -582,7 +586,13 @@ class Driver:
             return list(await asyncio.gather(*handles))
 
     async def _parallel(self, p: Parallel, main: bool) -> list[Any]:
-        return list(await asyncio.gather(*(self._perform(e, main) for e in p.effects)))
+        tasks = [asyncio.ensure_future(self._perform(e, main)) for e in p.effects]
+        try:
+            return list(await asyncio.gather(*tasks))
+        except BaseException:
+            for t in tasks:  # no orphan keeps waiting after one effect failed
+                t.cancel()
+            raise
 
     async def _sleep(self, s: Sleep, main: bool) -> None:
         await asyncio.sleep(s.ms / 1000.0)
@@ -590,30 +600,30 @@ class Driver:
 
 # -- helpers shared with the client -----------------------------------------------------------
 async def enqueue(client: aioredis.Redis, keys: RunKeys, pool: str, queued: QueuedInvocation,
-                  entry: bytes) -> None:
+                  sealed: bytes) -> None:
     """Register (unless a pre-warm) and push one invocation, atomically."""
-    queue = pool_queue(pool, queued.invocation.memory_mb)
-    async with client.pipeline(transaction=True) as pipe:
-        if not queued.invocation.prewarm:
-            # HSETNX: a duplicate push must not reset a running or finished invocation.
-            pipe.hsetnx(keys.inv_state, queued.inv_id, b"queued")
-            pipe.hset(keys.inv_items, queued.inv_id, entry)
-            pipe.hset(keys.inv_queue, queued.inv_id, queue)
-        pipe.rpush(queue, entry)
-        await pipe.execute()
+    await enqueue_many(client, keys, pool, [(queued, sealed)], transaction=True)
 
 
 async def enqueue_many(client: aioredis.Redis, keys: RunKeys, pool: str,
-                       batch: list[tuple[QueuedInvocation, bytes]]) -> None:
-    """:func:`enqueue` for many invocations in one round trip (registration before push)."""
-    async with client.pipeline(transaction=False) as pipe:
-        for queued, entry in batch:
+                       batch: list[tuple[QueuedInvocation, bytes]], *,
+                       transaction: bool = False) -> None:
+    """Register and push invocations in one round trip (registration before the push).
+
+    A registered invocation is stored once, in the run's ``items`` hash; its queue entry
+    is a reference. Pre-warms travel embedded.
+    """
+    async with client.pipeline(transaction=transaction) as pipe:
+        for queued, sealed in batch:
             queue = pool_queue(pool, queued.invocation.memory_mb)
-            if not queued.invocation.prewarm:
-                pipe.hsetnx(keys.inv_state, queued.inv_id, b"queued")
-                pipe.hset(keys.inv_items, queued.inv_id, entry)
-                pipe.hset(keys.inv_queue, queued.inv_id, queue)
-            pipe.rpush(queue, entry)
+            if queued.invocation.prewarm:
+                pipe.rpush(queue, embedded_entry(queued.run_id, sealed))
+                continue
+            # HSETNX: a duplicate push must not reset a running or finished invocation.
+            pipe.hsetnx(keys.inv_state, queued.inv_id, b"queued")
+            pipe.hset(keys.inv_items, queued.inv_id, sealed)
+            pipe.hset(keys.inv_queue, queued.inv_id, queue)
+            pipe.rpush(queue, reference_entry(queued.run_id, queued.epoch, queued.inv_id))
         await pipe.execute()
 
 

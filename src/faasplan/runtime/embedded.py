@@ -1,4 +1,5 @@
-"""A private ``redis-server`` for one process: free loopback port, random password, temp dir."""
+"""A private ``redis-server`` for one process: free loopback port and a Unix socket, random
+password, temporary directory."""
 
 from __future__ import annotations
 
@@ -54,6 +55,17 @@ class EmbeddedRedis:
 
     @property
     def url(self) -> str:
+        """``unix://:PASSWORD@/tmp/.../redis.sock?db=0``: the server's Unix socket.
+
+        Local clients and workers use it: a round trip costs about half of one over TCP
+        loopback. :attr:`tcp_url` reaches the same server over TCP.
+        """
+        if self._proc is None or self._dir is None:
+            raise RuntimeError("EmbeddedRedis is not started; call start() first")
+        return f"unix://:{self.password}@{self._dir / 'redis.sock'}?db=0"
+
+    @property
+    def tcp_url(self) -> str:
         """``redis://:PASSWORD@127.0.0.1:PORT/0``."""
         if self._proc is None:
             raise RuntimeError("EmbeddedRedis is not started; call start() first")
@@ -77,6 +89,7 @@ class EmbeddedRedis:
         conf.write_text("\n".join([
             f"port {self.port}", "bind 127.0.0.1", "protected-mode yes",
             f"requirepass {self.password}", f'dir "{self._dir}"', 'save ""', "appendonly no",
+            f'unixsocket "{self._dir / "redis.sock"}"', "unixsocketperm 700",
             f'logfile "{self._dir / "redis.log"}"', "daemonize no", ""]))
         os.chmod(conf, 0o600)
         self._proc = subprocess.Popen([self.executable, str(conf)], stdin=subprocess.DEVNULL,

@@ -196,7 +196,12 @@ class LocalFaaS:
         sweeper = asyncio.create_task(self._sweep())
         try:
             while not self._closing:
-                await self._dispatch_one()
+                try:
+                    await self._dispatch_one()
+                except Exception:
+                    # One bad entry or a failed spawn must not stop the platform.
+                    log.exception("LocalFaaS: dispatch failed")
+                    await asyncio.sleep(0.1)
         finally:
             sweeper.cancel()
             await self._shutdown()
@@ -243,9 +248,9 @@ class LocalFaaS:
             proc = max(idle, key=lambda p: p.idle_since)  # most recent: the others may expire
         else:
             alive = [p for p in self._procs if p.state != "dead"]
-            if len(alive) >= self.max_processes:
-                victim = min((p for p in alive if p.state == "idle"), key=lambda p: p.idle_since)
-                victim.stop()
+            victims = [p for p in alive if p.state == "idle"]
+            if len(alive) >= self.max_processes and victims:
+                min(victims, key=lambda p: p.idle_since).stop()
             try:
                 proc = await self._spawn(memory)
             except OSError as exc:

@@ -46,6 +46,9 @@ class RunManifest:
     literal_sizes: Mapping[str, int]
     lease_ms: int
     stream_chunk_bytes: int
+    epoch: str = ""
+    """Random per run() call: a warm worker holding a manifest of an earlier run with the
+    same id notices that it is stale."""
 
     def to_spec(self) -> RunSpec:
         """The RunSpec the worker logic runs on."""
@@ -105,7 +108,7 @@ def planner_name(plan: Any) -> str:
 
 def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: str,
                 planner: str, options: WorkerOptions, lease_ms: int,
-                stream_chunk_bytes: int) -> PreparedRun:
+                stream_chunk_bytes: int, epoch: str = "") -> PreparedRun:
     """Encode ``wf`` and build the spec and manifest of one run."""
     encoded = encode(wf)
     literals = {tid: tuple((ref.id, ref.nbytes) for ref in refs if ref.id in encoded.payloads)
@@ -123,7 +126,7 @@ def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: st
         options=spec.options, task_nbytes=dict(spec.task_nbytes),
         code_nbytes=dict(spec.code_nbytes), delayed_owner=dict(spec.delayed_owner),
         literal_sizes={ref_id: size for refs in literals.values() for ref_id, size in refs},
-        lease_ms=lease_ms, stream_chunk_bytes=stream_chunk_bytes)
+        lease_ms=lease_ms, stream_chunk_bytes=stream_chunk_bytes, epoch=epoch)
     return PreparedRun(wf, spec, encoded, manifest)
 
 
@@ -152,6 +155,7 @@ class QueuedInvocation:
     invocation: Invocation
     blob: bytes | None
     enqueued_at: float
+    epoch: str = ""
 
 
 def invocation_id(invocation: Invocation, nonce: str = "") -> str:
@@ -164,25 +168,58 @@ def invocation_id(invocation: Invocation, nonce: str = "") -> str:
 
 
 def seal_invocation(signer: Signer, queued: QueuedInvocation) -> bytes:
-    """The queue entry: run id in clear (to report a forgery), then the sealed invocation."""
-    context = f"{queued.run_id}/inv"
-    return queued.run_id.encode() + b"\n" + signer.dumps(context, queued)
+    """The sealed invocation (what the run's ``items`` hash keeps for its id)."""
+    return signer.dumps(f"{queued.run_id}/inv", queued)
 
 
-def entry_run_id(entry: bytes) -> str:
-    """The run id of a queue entry, unauthenticated (only used to report a bad entry)."""
-    head, _, _ = bytes(entry[:256]).partition(b"\n")
-    return head.decode("utf-8", "replace")
-
-
-def open_invocation(signer: Signer, entry: bytes) -> QueuedInvocation:
-    """Verify and decode a queue entry; :class:`PayloadAuthError` if it was tampered with."""
-    run_id = entry_run_id(entry)
-    body = memoryview(entry)[len(run_id.encode()) + 1:]
-    queued = pickle.loads(signer.open(f"{run_id}/inv", body))
+def open_invocation(signer: Signer, run_id: str, sealed: bytes | memoryview
+                    ) -> QueuedInvocation:
+    """Verify and decode a sealed invocation; :class:`PayloadAuthError` if tampered with."""
+    queued = pickle.loads(signer.open(f"{run_id}/inv", sealed))
     if not isinstance(queued, QueuedInvocation) or queued.run_id != run_id:
-        raise TypeError(f"queue entry of run {run_id!r} does not hold a QueuedInvocation")
+        raise TypeError(f"invocation entry of run {run_id!r} does not hold a QueuedInvocation")
     return queued
+
+
+@dataclass(frozen=True, slots=True)
+class QueueEntry:
+    """A parsed queue entry.
+
+    Registered invocations travel by *reference* (run, epoch, id): the sealed invocation
+    is stored once, in the run's ``items`` hash, and the worker gets it with its claim.
+    Pre-warms are not registered and travel *embedded* (``sealed``). Nothing here is
+    authenticated: a forged reference only names an invocation whose sealed body the
+    worker checks (and compares ids) before using it.
+    """
+
+    run_id: str
+    epoch: str
+    inv_id: str
+    sealed: memoryview | None = None
+
+
+def reference_entry(run_id: str, epoch: str, inv_id: str) -> bytes:
+    """Queue entry naming a registered invocation."""
+    return b"R" + "\n".join((run_id, epoch, inv_id)).encode()
+
+
+def embedded_entry(run_id: str, sealed: bytes) -> bytes:
+    """Queue entry carrying a sealed invocation (pre-warms)."""
+    return b"E" + run_id.encode() + b"\n" + sealed
+
+
+def parse_entry(entry: bytes) -> QueueEntry:
+    """Split a queue entry; ``ValueError`` if it has neither form."""
+    kind, body = entry[:1], memoryview(entry)[1:]
+    if kind == b"R":
+        parts = bytes(body).decode("utf-8", "replace").split("\n")
+        if len(parts) == 3:
+            return QueueEntry(parts[0], parts[1], parts[2])
+    elif kind == b"E":
+        head = bytes(body[:256]).partition(b"\n")[0]
+        run_id = head.decode("utf-8", "replace")
+        return QueueEntry(run_id, "", "", body[len(head) + 1:])
+    raise ValueError(f"malformed queue entry ({len(entry)} bytes, starts with {entry[:12]!r})")
 
 
 def now_ms() -> float:

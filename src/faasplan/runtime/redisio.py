@@ -55,27 +55,35 @@ return 0
 
 # Claims an invocation for one attempt. 0: already done, failed, or running with a live
 # lease (a duplicate entry); -1: the run is over (aborted, cleaned up, or Redis lost it);
-# otherwise the attempt number.
+# otherwise {attempt number, sealed invocation}. The claim event (ARGV[4], sealed by the
+# worker) is pushed in the same step, so the client knows of every running invocation
+# even if its worker dies right after claiming.
 CLAIM = """
-if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('EXISTS', KEYS[5]) == 1 then return -1 end
+if redis.call('EXISTS', KEYS[4]) == 0 or redis.call('EXISTS', KEYS[5]) == 1 then
+  return {-1, false}
+end
 local st = redis.call('HGET', KEYS[1], ARGV[1])
-if st == 'done' or st == 'failed' then return 0 end
-if st == 'run' and redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
+if st == 'done' or st == 'failed' then return {0, false} end
+if st == 'run' and redis.call('EXISTS', KEYS[2]) == 1 then return {0, false} end
 redis.call('HSET', KEYS[1], ARGV[1], 'run')
 redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-return redis.call('HINCRBY', KEYS[3], ARGV[1], 1)
+redis.call('RPUSH', KEYS[6], ARGV[4])
+return {redis.call('HINCRBY', KEYS[3], ARGV[1], 1), redis.call('HGET', KEYS[7], ARGV[1])}
 """
 
-# Puts an invocation whose worker died back on its queue, once: only while it is still
-# marked running and its lease is gone.
+# Puts an invocation whose worker died back on its queue (its reference entry ARGV[4]),
+# once: only while it is still marked running and its lease is gone. Returns
+# {code, attempts}: code 0 nothing to do (it finished meanwhile), 1 requeued, 2 attempts
+# exceed ARGV[3] retries (give up), 3 its stored body is missing.
 REQUEUE = """
-if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'run' then return 0 end
-if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-local item = redis.call('HGET', KEYS[3], ARGV[1])
-if not item then return -1 end
+if redis.call('HGET', KEYS[1], ARGV[1]) ~= 'run' then return {0, 0} end
+if redis.call('EXISTS', KEYS[2]) == 1 then return {0, 0} end
+local attempts = tonumber(redis.call('HGET', KEYS[4], ARGV[1]) or '0')
+if attempts > tonumber(ARGV[3]) then return {2, attempts} end
+if redis.call('HEXISTS', KEYS[3], ARGV[1]) == 0 then return {3, attempts} end
 redis.call('HSET', KEYS[1], ARGV[1], 'queued')
-redis.call('RPUSH', ARGV[2], item)
-return 1
+redis.call('RPUSH', ARGV[2], ARGV[4])
+return {1, attempts}
 """
 
 
@@ -94,8 +102,10 @@ if redis.call('EXISTS', KEYS[2]) == 0 then return 0 end
 return redis.call('RPUSH', KEYS[1], unpack(ARGV))
 """
 
+# Ends an invocation: its last events (ARGV[3:]), its state, its lease, in one step.
 FINISH = """
 if redis.call('EXISTS', KEYS[3]) == 0 then return 0 end
+if #ARGV > 2 then redis.call('RPUSH', KEYS[4], unpack(ARGV, 3)) end
 redis.call('HSET', KEYS[1], ARGV[1], ARGV[2])
 redis.call('DEL', KEYS[2])
 return 1

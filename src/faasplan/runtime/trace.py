@@ -6,13 +6,13 @@ meaning are those of :mod:`faasplan.simulator.trace`, measured instead of modell
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import pandas as pd
 
 from faasplan.simulator import TASK_COLUMNS, WORKER_COLUMNS, Platform, Trace
-from faasplan.simulator.storage import TransferRecord
 from faasplan.worker import RunSpec
 
 
@@ -82,21 +82,23 @@ def build_real_trace(spec: RunSpec, rows: Mapping[str, Mapping[str, Any]],
     workers = pd.DataFrame(wcols, columns=list(WORKER_COLUMNS))
     sinks = [t for t in spec.order if spec.tasks[t].is_sink and t in completion]
     makespan = max((completion[t] for t in sinks), default=0.0)
-    return Trace(makespan_ms=makespan, tasks=tasks, workers=workers,
-                 cost_usd=float(workers["cost_usd"].sum()), cold_starts=cold,
-                 storage_bytes=int(tasks["upload_bytes"].sum()), invocations=len(workers),
-                 client_bytes=client_bytes, workflow_hash=workflow_hash,
-                 workflow_name=workflow_name, seed=seed,
-                 transfer_records={t: (_records(d), _records(u))
-                                   for t, (d, u) in transfers.items()})
+    totals = {"makespan_ms": makespan, "cost_usd": float(workers["cost_usd"].sum()),
+              "cold_starts": cold, "storage_bytes": int(tasks["upload_bytes"].sum()),
+              "invocations": len(workers), "client_bytes": client_bytes,
+              "workflow_hash": workflow_hash, "workflow_name": workflow_name, "seed": seed}
+    return _make_trace(totals, {"tasks": tasks, "workers": workers, "transfers": transfers})
 
 
-def _records(transfers: Iterable[tuple[int, float, bool]]) -> list[TransferRecord]:
-    # The simulator's record of a transfer, timed from 0: only duration, size and
-    # streaming are measured here.
-    out = []
-    for nbytes, ms, streamed in transfers:
-        rec = TransferRecord(0.0)
-        rec.end, rec.nbytes, rec.streamed = ms, nbytes, streamed
-        out.append(rec)
-    return out
+def _make_trace(totals: dict[str, Any], tables: dict[str, Any]) -> Trace:
+    """A Trace holding measured tables.
+
+    The simulator builds its tables lazily from simulation records (cached properties);
+    a measured trace has them already, so they are filled in the way unpickling a trace
+    fills them. Tables that are plain fields are passed to the constructor.
+    """
+    fields = {f.name for f in dataclasses.fields(Trace)}
+    trace = Trace(**{k: v for k, v in (totals | tables).items() if k in fields})
+    for name, value in tables.items():
+        if name not in fields:
+            trace.__dict__[name] = value
+    return trace

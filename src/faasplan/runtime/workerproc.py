@@ -40,10 +40,11 @@ from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
 from faasplan.runtime.keys import RunKeys, pool_queue, queue_memory
 from faasplan.runtime.manifest import (
     QueuedInvocation,
+    QueueEntry,
     RunManifest,
-    entry_run_id,
     now_ms,
     open_invocation,
+    parse_entry,
 )
 from faasplan.runtime.redisio import MAX_BLOCK_S, connect, get_bytes
 from faasplan.runtime.security import KEY_ENV, Signer, key_from_env, parse_key, redact
@@ -86,46 +87,72 @@ class WorkerProcess:
         """
         received = now_ms()
         try:
-            queued = open_invocation(self.signer, entry)
-        except Exception as exc:
-            await self._report_bad_entry(entry, exc)
+            parsed = parse_entry(entry)
+        except ValueError as exc:
+            log.error("dropped a queue entry: %s", exc)
             return
+        queued: QueuedInvocation | None = None
         try:
-            run = await self._run_state(queued.run_id)
+            if parsed.sealed is not None:
+                queued = open_invocation(self.signer, parsed.run_id, parsed.sealed)
+            run = await self._run_state(parsed.run_id,
+                                        queued.epoch if queued is not None else parsed.epoch)
         except Exception as exc:
-            await self._report_bad_entry(entry, exc)
+            await self._report_bad_entry(parsed.run_id, exc)
             return
         if run is None:
             return  # the run finished or was cleaned up; a late duplicate entry
         try:
-            await self._serve(run, queued, cold, dispatched_at, received)
+            await self._serve(run, parsed, queued, cold, dispatched_at, received)
         except Exception:
-            log.exception("invocation %s of run %s failed before it started", queued.inv_id,
-                          queued.run_id)
+            log.exception("invocation %s of run %s failed before it started",
+                          parsed.inv_id or "(embedded)", parsed.run_id)
 
-    async def _serve(self, run: RunState, queued: QueuedInvocation, cold: bool,
-                     dispatched_at: float | None, received: float) -> None:
+    async def _serve(self, run: RunState, parsed: QueueEntry, queued: QueuedInvocation | None,
+                     cold: bool, dispatched_at: float | None, received: float) -> None:
         if run.missing_requirements:
             await self._report(run, ("fail", "requirements",
                                      {"worker": self.name,
                                       "missing": list(run.missing_requirements)}))
             return
-        if queued.invocation.prewarm:
+        if queued is not None and queued.invocation.prewarm:
             return
-        lease_ms = run.manifest.lease_ms
-        attempt = int(await run.scripts.claim(
-            keys=[run.keys.inv_state, run.keys.lease(queued.inv_id), run.keys.inv_attempts,
-                  run.keys.manifest, run.keys.abort],
-            args=[queued.inv_id, self.name, lease_ms]))
+        inv_id = queued.inv_id if queued is not None else parsed.inv_id
+        claimed = self.signer.dumps(event_context(run.manifest.run_id), ("claim", inv_id))
+        attempt, sealed = await run.scripts.claim(
+            keys=[run.keys.inv_state, run.keys.lease(inv_id), run.keys.inv_attempts,
+                  run.keys.manifest, run.keys.abort, run.keys.events, run.keys.inv_items],
+            args=[inv_id, self.name, run.manifest.lease_ms, claimed])
         if attempt < 0:
-            await self._forget(queued.run_id)
+            await self._forget(run.manifest.run_id)
             return  # the run is over
         if not attempt:
             return  # a duplicate of an invocation that is running or finished
+        if queued is None:
+            try:
+                if sealed is None:
+                    raise KeyError(f"invocation {inv_id!r} has no stored body")
+                queued = open_invocation(self.signer, run.manifest.run_id, sealed)
+                if queued.inv_id != inv_id:
+                    raise PayloadAuthError(f"{run.manifest.run_id}/inv",
+                                           f"entry names {inv_id!r}, body is {queued.inv_id!r}")
+            except Exception as exc:
+                await self._end(run, inv_id, "failed", [_bad_entry_event(run.manifest.run_id,
+                                                                         exc)])
+                return
         reference = dispatched_at if dispatched_at is not None else queued.enqueued_at
         begin = now_ms()
         startup = ("cold" if cold else "warm", max(0.0, begin - min(reference, received)))
-        await self._run(run, queued, attempt, startup, begin, received)
+        await self._run(run, queued, int(attempt), startup, begin, received)
+
+    async def _end(self, run: RunState, inv_id: str, status: str,
+                   events: list[tuple[Any, ...]]) -> None:
+        """Push the last events and mark the invocation finished, in one step."""
+        context = event_context(run.manifest.run_id)
+        await run.scripts.finish(
+            keys=[run.keys.inv_state, run.keys.lease(inv_id), run.keys.manifest,
+                  run.keys.events],
+            args=[inv_id, status, *(self.signer.dumps(context, e) for e in events)])
 
     async def _run(self, run: RunState, queued: QueuedInvocation, attempt: int,
                    startup: tuple[str, float], begin: float, received: float) -> None:
@@ -165,18 +192,16 @@ class WorkerProcess:
         finally:
             heartbeat.cancel()
         try:
+            final: list[tuple[Any, ...]] = [("inv", queued.inv_id, status)]
             if driver is not None:
                 rows = driver.rows()
-                outbox.put(("rows", rows, {
+                final.insert(0, ("rows", rows, {
                     "worker": label, "memory_mb": inv.memory_mb, "pid": os.getpid(),
                     "enqueued": queued.enqueued_at, "received": received, "begin": begin,
                     "end": now_ms(), "startup_state": startup[0], "startup_ms": startup[1],
                     "tasks": len(rows), "attempt": attempt}))
-            outbox.put(("inv", queued.inv_id, status))
             await outbox.close()
-            await run.scripts.finish(
-                keys=[run.keys.inv_state, run.keys.lease(queued.inv_id), run.keys.manifest],
-                args=[queued.inv_id, status])
+            await self._end(run, queued.inv_id, status, final)
         except Exception:
             log.exception("could not report the end of invocation %s of run %s",
                           queued.inv_id, run.manifest.run_id)
@@ -188,11 +213,12 @@ class WorkerProcess:
                 # SET, not PEXPIRE: after a Redis restart the lease must come back.
                 await self.client.set(keys.lease(inv_id), self.name, px=lease_ms)
 
-    async def _run_state(self, run_id: str) -> RunState | None:
+    async def _run_state(self, run_id: str, epoch: str) -> RunState | None:
         run = self._runs.get(run_id)
-        if run is not None:
+        if run is not None and run.manifest.epoch == epoch:
             self._runs.move_to_end(run_id)
             return run
+        await self._forget(run_id)  # an earlier run that used the same id
         keys = RunKeys(run_id)
         raw = await get_bytes(self.client, keys.manifest)
         if raw is None:
@@ -200,6 +226,8 @@ class WorkerProcess:
         manifest = self.signer.loads(f"{run_id}/manifest", raw)
         if not isinstance(manifest, RunManifest):
             raise TypeError(f"run {run_id}: manifest holds a {type(manifest).__name__}")
+        if manifest.epoch != epoch:
+            return None  # a late entry of an earlier run with the same id
         run = RunState(self.client, self.signer, manifest, list(_missing(manifest.requirements)))
         self._runs[run_id] = run
         while len(self._runs) > _KEEP_RUNS:
@@ -218,16 +246,14 @@ class WorkerProcess:
         outbox.put(event)
         await outbox.close()
 
-    async def _report_bad_entry(self, entry: bytes, exc: Exception) -> None:
-        run_id = entry_run_id(entry)
+    async def _report_bad_entry(self, run_id: str, exc: Exception) -> None:
         log.error("rejected a queue entry for run %r: %s", run_id, exc)
         keys = RunKeys(run_id)
         with contextlib.suppress(Exception):
             # Only an active run hears of it; never create keys for unknown runs.
             if await self.client.exists(keys.manifest):
-                context = exc.context if isinstance(exc, PayloadAuthError) else f"{run_id}/inv"
                 outbox = Outbox(self.client, keys, self.signer, event_context(run_id))
-                outbox.put(("fail", "auth", {"context": context, "message": str(exc)}))
+                outbox.put(_bad_entry_event(run_id, exc))
                 await outbox.close()
 
     async def close(self) -> None:
@@ -236,6 +262,13 @@ class WorkerProcess:
             await run.close()
         self._runs.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _bad_entry_event(run_id: str, exc: Exception) -> tuple[Any, ...]:
+    if isinstance(exc, PayloadAuthError):
+        return ("fail", "auth", {"context": exc.context, "message": str(exc)})
+    return ("fail", "internal", {"invocation": "(queue entry)", "exc_type": type(exc).__name__,
+                                 "message": str(exc), "traceback": ""})
 
 
 # -- emulated mode: framed pipes --------------------------------------------------------------
@@ -272,8 +305,12 @@ async def _emulated(url: str) -> int:
     if key is None:
         return 2
     client = connect(url)
-    worker = WorkerProcess(client, Signer(key),
-                           on_block=lambda b: write_frame(proto_out, b"B" if b else b"U"))
+
+    def status(blocked: bool) -> None:
+        with contextlib.suppress(OSError):  # the emulator is gone: stdin EOF ends us
+            write_frame(proto_out, b"B" if blocked else b"U")
+
+    worker = WorkerProcess(client, Signer(key), on_block=status)
     write_frame(proto_out, b"R")
     try:
         while (frame := await read_frame(reader)) is not None:

@@ -206,6 +206,8 @@ class Simulation:
     # -- the run --------------------------------------------------------------------------
     def run(self) -> RunResult:
         """Simulate to the end; raise :class:`SimulationStuckError` if tasks never ran."""
+        if not self._handlers:
+            raise RuntimeError("a Simulation runs once; create a new one for another run")
         self.env.process(self._client())
         try:
             with gc_paused():

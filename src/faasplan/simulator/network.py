@@ -170,8 +170,8 @@ class FairShareNetwork:
         delay = max(delay, 0.0)
         env = self.env
         when = env.now + delay
-        if when == self._wake_at:
-            return  # the pending wake-up is still right
+        if when >= self._wake_at:
+            return  # a wake-up is due no later; it reschedules if it comes early
         ev = env.timeout(delay)
         ev.callbacks.append(self._wake)
         self._wake_event = ev

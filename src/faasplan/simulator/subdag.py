@@ -59,9 +59,13 @@ def subdag_sizes(spec: RunSpec) -> dict[str, int]:
     return sizes
 
 
-def prefill_subdag_cache(spec: RunSpec) -> None:
-    """Store :func:`subdag_sizes` in the spec's memo of ``subdag_nbytes`` answers."""
-    spec._subdag_cache.update(subdag_sizes(spec))
+def prefill_subdag_cache(spec: RunSpec, sizes: dict[str, int] | None = None) -> None:
+    """Store ``sizes`` (default: :func:`subdag_sizes`) in the memo of ``spec.subdag_nbytes``.
+
+    Sizes computed for another spec of the same workflow and worker options may be
+    reused: they do not depend on the placements.
+    """
+    spec._subdag_cache.update(subdag_sizes(spec) if sizes is None else sizes)
 
 
 def _tasks_nbytes(bits: int, groups: dict[int, int]) -> int:

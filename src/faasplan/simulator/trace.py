@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from faasplan.simulator.driver import gc_paused
 from faasplan.simulator.storage import TransferRecord
 from faasplan.worker import output_key
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from faasplan.predictors.metrics import MetricsRecord
-    from faasplan.simulator.driver import RunResult
+    from faasplan.simulator.driver import RunResult, WorkerRun
 
 TASK_COLUMNS: tuple[str, ...] = (
     "task", "function", "worker", "memory_mb", "start_ms", "exec_start_ms", "exec_end_ms",
@@ -68,11 +69,12 @@ class Trace:
     request fee. ``storage_bytes`` counts the task outputs workers stored (the client's
     literals and DAG are in ``client_bytes``). ``replicate_makespans_ms`` holds the
     makespan of every Monte-Carlo replicate, this run first.
+
+    The tables are built from the run's records when first read (planners scoring many
+    candidate plans often need only the totals); pickling builds them first.
     """
 
     makespan_ms: float
-    tasks: pd.DataFrame
-    workers: pd.DataFrame
     cost_usd: float
     cold_starts: int
     storage_bytes: int
@@ -82,8 +84,18 @@ class Trace:
     workflow_name: str = ""
     seed: int = 0
     replicate_makespans_ms: tuple[float, ...] = ()
-    transfer_records: Mapping[str, tuple[list[TransferRecord], list[TransferRecord]]] = \
-        field(default_factory=dict, repr=False)
+    records: RunResult | None = field(default=None, repr=False, compare=False)
+
+    @cached_property
+    def tasks(self) -> pd.DataFrame:
+        """One row per task, columns ``TASK_COLUMNS``, in topological order."""
+        with gc_paused():
+            return _task_frame(self._source())
+
+    @cached_property
+    def workers(self) -> pd.DataFrame:
+        """One row per invocation, columns ``WORKER_COLUMNS``, in invocation order."""
+        return _worker_frame(self._source())
 
     @cached_property
     def transfers(self) -> dict[str, tuple[tuple[TransferTuple, ...], tuple[TransferTuple, ...]]]:
@@ -92,9 +104,49 @@ class Trace:
         A download's time excludes waiting for its key to be stored; an upload's
         includes its round trip.
         """
-        return {tid: (tuple((r.nbytes, r.end - r.ready, r.streamed) for r in downs),
-                      tuple((r.nbytes, r.end - r.issued, r.streamed) for r in ups))
-                for tid, (downs, ups) in self.transfer_records.items()}
+        run = self._source()
+        return {tid: (tuple((r.nbytes, r.end - r.ready, r.streamed)
+                            for _, r in run.downloads.get(tid, ())),
+                      tuple((r.nbytes, r.end - r.issued, r.streamed)
+                            for r in run.uploads.get(tid, ())))
+                for tid in run.spec.order}
+
+    @classmethod
+    def from_tables(cls, tasks: pd.DataFrame, workers: pd.DataFrame,
+                    transfers: Mapping[str, tuple[tuple[TransferTuple, ...],
+                                                  tuple[TransferTuple, ...]]] | None = None,
+                    **totals: Any) -> Trace:
+        """A trace of tables measured elsewhere (the runtime), with the same meaning.
+
+        ``totals`` are the other fields (``makespan_ms``, ``cost_usd``, ...).
+
+        Raises
+        ------
+        ValueError
+            A table lacks some of ``TASK_COLUMNS`` / ``WORKER_COLUMNS``.
+        """
+        for name, frame, needed in (("tasks", tasks, TASK_COLUMNS),
+                                    ("workers", workers, WORKER_COLUMNS)):
+            missing = [c for c in needed if c not in frame.columns]
+            if missing:
+                raise ValueError(f"Trace.from_tables: the {name} table lacks columns {missing}")
+        trace = cls(**totals)
+        # Fill the cached tables as unpickling does; there are no records to build them.
+        trace.__dict__.update(tasks=tasks, workers=workers, transfers=dict(transfers or {}))
+        return trace
+
+    def _source(self) -> RunResult:
+        if self.records is None:
+            raise RuntimeError("this trace holds no run records to build its tables from")
+        return self.records
+
+    def __getstate__(self) -> dict[str, Any]:
+        # The run records reference the simulation's environment: ship the tables instead.
+        for name in ("tasks", "workers", "transfers"):
+            getattr(self, name)
+        state = dict(self.__dict__)
+        state["records"] = None
+        return state
 
     def __repr__(self) -> str:
         return (f"Trace({self.workflow_name!r}, makespan_ms={self.makespan_ms:.1f}, "
@@ -181,14 +233,27 @@ class Trace:
 
 def build_trace(result: RunResult, *, workflow_hash: str = "", workflow_name: str = "",
                 seed: int = 0, replicate_makespans_ms: tuple[float, ...] = ()) -> Trace:
-    """Turn the raw records of one run into a :class:`Trace` (DataFrames built once)."""
+    """A :class:`Trace` of one run: totals now, tables when first read."""
+    cost = sum(_worker_cost(result, w) for w in result.workers)
+    return Trace(
+        makespan_ms=result.makespan_ms, cost_usd=cost, cold_starts=result.cold_starts,
+        storage_bytes=result.storage_bytes, invocations=len(result.workers),
+        client_bytes=result.client_bytes, workflow_hash=workflow_hash,
+        workflow_name=workflow_name, seed=seed, replicate_makespans_ms=replicate_makespans_ms,
+        records=result)
+
+
+def _worker_cost(result: RunResult, w: WorkerRun) -> float:
+    return result.faas.cost_usd(w.memory_mb, w.end_ms - w.boot_ms)
+
+
+def _task_frame(result: RunResult) -> pd.DataFrame:
     spec = result.spec
     stored_at = result.stored_at
     runs = [result.tasks[t] for t in spec.order]
     infos = [spec.tasks[t] for t in spec.order]
     no_transfers: list[tuple[str, TransferRecord]] = []
     derived: list[tuple[float, ...]] = []
-    records: dict[str, tuple[list[TransferRecord], list[TransferRecord]]] = {}
     for rec, info in zip(runs, infos, strict=True):
         tid = info.id
         downs = result.downloads.get(tid, no_transfers)
@@ -214,10 +279,10 @@ def build_trace(result: RunResult, *, workflow_hash: str = "", workflow_name: st
         ready = max(rec.start_ms, earliest)
         derived.append((down_bytes, up_bytes, max(0.0, rec.exec_start_ms - ready), up_ms,
                         down_ms, earliest, completion))
-        records[tid] = ([r for _, r in downs], ups)
+    columns = list(zip(*derived, strict=True)) if derived else [()] * 7
     down_bytes_c, up_bytes_c, download_c, upload_c, total_down_c, earliest_c, completion_c = \
-        zip(*derived, strict=True) if derived else ((),) * 7
-    tasks = pd.DataFrame({
+        columns
+    return pd.DataFrame({
         "task": list(spec.order),
         "function": [i.function for i in infos],
         "worker": [r.worker.label for r in runs],
@@ -240,9 +305,10 @@ def build_trace(result: RunResult, *, workflow_hash: str = "", workflow_name: st
         "completion_ms": np.asarray(completion_c, dtype=float),
     }, columns=list(TASK_COLUMNS))
 
-    faas = result.faas
+
+def _worker_frame(result: RunResult) -> pd.DataFrame:
     ws = result.workers
-    workers = pd.DataFrame({
+    return pd.DataFrame({
         "worker": [w.label for w in ws],
         "memory_mb": [w.memory_mb for w in ws],
         "invoked_ms": [w.invoked_ms for w in ws],
@@ -254,12 +320,5 @@ def build_trace(result: RunResult, *, workflow_hash: str = "", workflow_name: st
         "container": [w.container for w in ws],
         "tasks": [w.tasks for w in ws],
         "prewarm": [w.invocation.prewarm for w in ws],
-        "cost_usd": [faas.cost_usd(w.memory_mb, w.end_ms - w.boot_ms) for w in ws],
+        "cost_usd": [_worker_cost(result, w) for w in ws],
     }, columns=list(WORKER_COLUMNS))
-    return Trace(
-        makespan_ms=result.makespan_ms, tasks=tasks, workers=workers,
-        cost_usd=float(workers["cost_usd"].sum()), cold_starts=result.cold_starts,
-        storage_bytes=result.storage_bytes, invocations=len(ws),
-        client_bytes=result.client_bytes, workflow_hash=workflow_hash,
-        workflow_name=workflow_name, seed=seed, replicate_makespans_ms=replicate_makespans_ms,
-        transfer_records=records)
