@@ -306,3 +306,18 @@ def test_delayed_io_owner_first_runs_the_local_work_that_feeds_its_fan_in():
         ("Execute", "u"), ("Execute", "v"), ("Store", "out:v"), ("Track", "d"),
         ("Notify", "ready:d"),
         ("WaitFor", "ready:d"), ("Execute", "d"), ("Store", "out:d"), ("Notify", "sink:d")]
+
+
+def test_clustered_siblings_feeding_a_delayed_fan_in_do_not_deadlock():
+    # x clusters its fan-out a, b; a owns the delayed fan-in d, whose other input is b.
+    # Waiting for d before running b (queued behind it on the same worker) would hang.
+    x = src(task_id="x")
+    a, b = f(x, task_id="a"), f(x, task_id="b")
+    wf = faasplan.Workflow(f(a, b, task_id="d"))
+    opts = {"x": {Opt.CLUSTER}, "a": {Opt.DELAYED_IO}}
+    spec = RunSpec.build(wf, lambda t: Placement(None, 1024, frozenset(opts.get(t, ()))))
+    run = run_in_memory(spec, size_of())
+    assert run.executed == ["x", "a", "b", "d"]
+    assert run.workers == 1
+    kinds = [(k, a) for k, a in per_worker(run.log)[0]]
+    assert kinds.index(("Execute", "b")) < kinds.index(("WaitFor", "ready:d"))

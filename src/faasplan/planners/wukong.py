@@ -26,15 +26,53 @@ def plan_wukong(ctx: PlanningContext, *, memory_mb: int | None = None) -> Plan:
 
 
 def plan_wukong_opt(ctx: PlanningContext, *, memory_mb: int | None = None,
-                    large_output_bytes: float = LARGE_OUTPUT_BYTES) -> Plan:
-    """WUKONG plus clustering and delayed I/O for outputs above ``large_output_bytes``."""
+                    large_output_bytes: float = LARGE_OUTPUT_BYTES,
+                    max_evaluations: int = 8) -> Plan:
+    """WUKONG plus clustering and delayed I/O for outputs above ``large_output_bytes``.
+
+    Clustering runs a whole fan-out on one worker: it saves transfers but serializes the
+    branches. Each candidate optimization is therefore kept only if the simulated plan
+    (predicted models) is not slower with it: all candidates are tried at once, then,
+    if that hurts, one at a time, largest output first, within ``max_evaluations``.
+    """
     started = time.perf_counter()
-    wf, out = ctx.workflow, ctx.estimates.output_bytes
+    wf = ctx.workflow
     memory = memory_mb or ctx.platform.default_memory_mb
-    opts: dict[str, set[Opt]] = {t: set() for t in wf.topological_order}
+    candidates = _wukong_candidates(ctx, large_output_bytes)
+    chosen: dict[str, frozenset[Opt]] = {}
+
+    def placements(extra: dict[str, frozenset[Opt]]) -> dict[str, Placement]:
+        return {t: Placement(None, memory, extra.get(t, frozenset()))
+                for t in wf.topological_order}
+
+    best = ctx.simulate(placements(chosen))
+    notes: tuple[str, ...] = ()
+    if candidates:
+        everything = {t: frozenset(o) for t, o in candidates}
+        trial = ctx.simulate(placements(everything))
+        if trial.makespan_ms <= best.makespan_ms:
+            chosen, best = everything, trial
+        else:
+            for t, opts in candidates[:max(0, max_evaluations - 2)]:
+                attempt = {**chosen, t: frozenset(opts)}
+                trial = ctx.simulate(placements(attempt))
+                if trial.makespan_ms <= best.makespan_ms:
+                    chosen, best = attempt, trial
+        dropped = len(candidates) - len(chosen)
+        if dropped:
+            notes = (f"{dropped} of {len(candidates)} clustering/delayed-I/O candidates "
+                     "left out: the simulated plan was not faster with them",)
+    return ctx.finish("wukong-opt", placements(chosen), started, notes=notes, predicted=best)
+
+
+def _wukong_candidates(ctx: PlanningContext, large_output_bytes: float
+                       ) -> list[tuple[str, set[Opt]]]:
+    """Tasks with a large output and the optimizations WUKONG would give them."""
+    wf, out = ctx.workflow, ctx.estimates.output_bytes
+    opts: dict[str, set[Opt]] = {}
     for t in wf.topological_order:
         if len(wf.downstream(t)) > 1 and out[t] >= large_output_bytes:
-            opts[t].add(Opt.CLUSTER)
+            opts.setdefault(t, set()).add(Opt.CLUSTER)
     owner: dict[str, str] = {}
     # Largest outputs first: each keeps its data if none of its fan-ins has an owner yet.
     for t in sorted(wf.topological_order, key=lambda x: -out[x]):
@@ -44,6 +82,5 @@ def plan_wukong_opt(ctx: PlanningContext, *, memory_mb: int | None = None,
         if fan_ins and not any(d in owner for d in fan_ins):
             for d in fan_ins:
                 owner[d] = t
-            opts[t].add(Opt.DELAYED_IO)
-    placements = {t: Placement(None, memory, frozenset(o)) for t, o in opts.items()}
-    return ctx.finish("wukong-opt", placements, started)
+            opts.setdefault(t, set()).add(Opt.DELAYED_IO)
+    return sorted(opts.items(), key=lambda item: -out[item[0]])

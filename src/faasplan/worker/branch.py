@@ -56,6 +56,7 @@ class _Local:
     cache: dict[str, Payload]
     pending: dict[str, Any] = field(default_factory=dict)
     spawned: list[Any] = field(default_factory=list)
+    delayed: list[str] = field(default_factory=list)
     prewarmed: set[tuple[str | None, int]] = field(default_factory=set)
 
 
@@ -100,9 +101,15 @@ def _run_planned(spec: RunSpec, local: _Local, tasks: tuple[str, ...]) -> Branch
 
 
 def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
-    while queue:
-        info = spec.tasks[queue.pop(0)]
-        if spec.delayed_owner.get(info.id) is not None:
+    # Delayed fan-ins this worker owns wait until all its other work is done, then run in
+    # topological order: their other inputs may come from that work, so waiting earlier
+    # could deadlock.
+    while queue or local.delayed:
+        if queue:
+            info = spec.tasks[queue.pop(0)]
+        else:
+            local.delayed.sort(key=spec.position.__getitem__)
+            info = spec.tasks[local.delayed.pop(0)]
             yield WaitFor(ready_channel(info.id))  # the fan-in's other inputs are stored
         out = yield from _run_task(spec, local, info)
         local_deps = _planned_local(spec, info)
@@ -171,8 +178,7 @@ def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         continue_here.append(rest.pop(0))
     for d in rest:
         yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
-    # Delayed fan-ins run last: local work that feeds them must not wait behind them.
-    continue_here.extend(delayed)
+    local.delayed.extend(delayed)
     return continue_here
 
 

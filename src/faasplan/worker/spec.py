@@ -66,6 +66,7 @@ class RunSpec:
     task_nbytes: Mapping[str, int] = field(default_factory=dict)
     code_nbytes: Mapping[str, int] = field(default_factory=dict)
     delayed_owner: Mapping[str, str] = field(default_factory=dict)
+    position: Mapping[str, int] = field(default_factory=dict)
     _subdag_cache: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -109,7 +110,8 @@ class RunSpec:
         return cls(MappingProxyType(tasks), tuple(workflow.topological_order),
                    MappingProxyType({w: tuple(ts) for w, ts in worker_tasks.items()}),
                    options or WorkerOptions(), dict(task_nbytes or {}), dict(code_nbytes or {}),
-                   MappingProxyType(delayed))
+                   MappingProxyType(delayed),
+                   MappingProxyType({t: i for i, t in enumerate(workflow.topological_order)}))
 
     def entry(self, worker: str) -> str:
         """The first task of planned worker ``worker``."""
