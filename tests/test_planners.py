@@ -173,22 +173,9 @@ def test_every_planner_gives_a_valid_plan_on_random_dags(wf):
         assert plan.notes[0].startswith("no metrics history")
 
 
-# The delayed-I/O fan-in of wukong-opt waits behind clustered work on the same flexible
-# worker in the epigenomics traces; the simulator reports the deadlock instead of a trace.
-WUKONG_OPT_DEADLOCK = pytest.mark.xfail(
-    strict=True, raises=RuntimeError,
-    reason="worker logic: a delayed-I/O fan-in is queued ahead of clustered work it needs")
-
-
-def _known_deadlock(request: pytest.FixtureRequest, planner: str, name: str) -> None:
-    if planner == "wukong-opt" and name.startswith("epigenomics"):
-        request.applymarker(WUKONG_OPT_DEADLOCK)
-
-
 @pytest.mark.parametrize("name", SMALL_TRACES)
 @pytest.mark.parametrize("planner", ALL)
-def test_every_planner_gives_a_valid_plan_on_small_traces(request, planner, name):
-    _known_deadlock(request, planner, name)
+def test_every_planner_gives_a_valid_plan_on_small_traces(planner, name):
     wf = trace(name)
     plan = run(planner, wf)
     plan.validate(wf)
@@ -197,8 +184,7 @@ def test_every_planner_gives_a_valid_plan_on_small_traces(request, planner, name
 
 @pytest.mark.parametrize("name", LARGE_TRACES)
 @pytest.mark.parametrize("planner", ["wukong", "wukong-opt", "uniform", "heft", "non-uniform"])
-def test_fast_planners_give_valid_plans_on_large_traces(request, name, planner):
-    _known_deadlock(request, planner, name)
+def test_fast_planners_give_valid_plans_on_large_traces(name, planner):
     wf = trace(name)
     plan = run(planner, wf, max_evaluations=1) if planner == "non-uniform" else run(planner, wf)
     plan.validate(wf)

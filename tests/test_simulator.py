@@ -24,9 +24,12 @@ from faasplan.simulator import (
     GroundTruth,
     Platform,
     PredictedBehaviour,
+    Simulation,
     SimulationStuckError,
+    Storage,
     TaskBehaviour,
     Trace,
+    TransferRecord,
     simulate,
     simulate_many,
 )
@@ -471,15 +474,43 @@ def test_cost_bills_each_sandbox() -> None:
 
 
 # -- stuck runs, plans, determinism ------------------------------------------------------
+class LosingUploads(Storage):
+    """A store that acknowledges uploads of task outputs but never keeps them."""
+
+    def store(self, key: str, payload: Payload, endpoint: Endpoint, record: TransferRecord,
+              *, stream: bool = False) -> simpy.Event:
+        if key.startswith("out:"):
+            return self.env.timeout(self.latency_ms)
+        return super().store(key, payload, endpoint, record, stream=stream)
+
+
+class LosingTracks(Storage):
+    """A store whose dependency sets never report a fan-in as ready."""
+
+    def track(self, task: str, upstream: str, expected: int) -> simpy.Event:
+        return self.env.timeout(self.latency_ms, False)
+
+
+def _stuck_run(wf: Workflow, plan: dict[str, Placement], store: type[Storage]) -> None:
+    spec = RunSpec.build(wf, plan)
+    env = simpy.Environment()
+    storage = store(env, FairShareNetwork(env, math.inf), 0.0)
+    rng = np.random.default_rng(0)
+    Simulation(spec, env, storage, FaaSModel(env, SIMPLE, rng),
+               GroundTruth(wf, SIMPLE, noise=0.0), rng, SIMPLE).run()
+
+
 def test_stuck_run_names_the_unfinished_tasks() -> None:
-    r = node("r")
-    wf = Workflow(node("d", node("a", r), node("x", r)))
-    # r's worker queues a then x; a's delayed fan-in d goes before x and waits for it
-    plan = {"r": flex(Opt.CLUSTER), "a": flex(Opt.DELAYED_IO), "x": flex(), "d": flex()}
-    with pytest.raises(SimulationStuckError, match=r"2 of 4 tasks never executed: x, d\. .*"
-                                                   r"channels \['ready:d'\]") as err:
-        run(wf, plan)
-    assert err.value.unfinished == ("x", "d")
+    # w2 runs x, then waits for a's output, which is never stored
+    wf = Workflow([node("x"), node("b", node("a", out=10 * MB))])
+    plan = {"a": on("w1"), "x": on("w2"), "b": on("w2")}
+    with pytest.raises(SimulationStuckError, match=r"1 of 3 tasks never executed: b\. .*"
+                                                   r"keys \['out:a'\]") as err:
+        _stuck_run(wf, plan, LosingUploads)
+    assert err.value.unfinished == ("b",)
+    fan_in = Workflow(node("d", node("a"), node("b")))
+    with pytest.raises(SimulationStuckError, match="never executed: d"):
+        _stuck_run(fan_in, {t: flex() for t in "abd"}, LosingTracks)
 
 
 def test_plan_forms() -> None:

@@ -7,13 +7,15 @@ its ``evaluate`` function; :func:`training_history` simulates past runs to fit p
 from __future__ import annotations
 
 from collections.abc import Mapping
+import math
+from statistics import NormalDist
 from typing import Any
 
 import pandas as pd
 
 from faasplan.planners import Plan, run_planner
 from faasplan.planners.context import Evaluate
-from faasplan.predictors import MetricsRecord, Predictor, fit
+from faasplan.predictors import MetricsRecord, Predictor, fit, parse_sla
 from faasplan.simulator import Platform, PredictedBehaviour, TaskBehaviour, simulate
 from faasplan.worker import Placement
 from faasplan.workflow import IOHint, Workflow
@@ -36,13 +38,26 @@ def has_history(predictor: Predictor) -> bool:
 
 def make_evaluator(workflow: Workflow, predictor: Predictor, platform: Platform, sla: str,
                    seed: int = 0) -> Evaluate:
-    """``evaluate(placements) -> Trace``: one simulation with SLA-level predicted models."""
+    """``evaluate(placements) -> Trace``: one simulation with SLA-level predicted models.
+
+    Cold starts are fixed at their SLA level too (no random draw), so that a search never
+    prefers a plan for a lucky draw.
+    """
     behaviour = PredictedBehaviour(workflow, predictor, sla)
+    platform = sla_platform(platform, sla)
 
     def evaluate(placements: Mapping[str, Placement]) -> Any:
         return simulate(workflow, placements, platform, seed=seed, behaviour=behaviour)
 
     return evaluate
+
+
+def sla_platform(platform: Platform, sla: str) -> Platform:
+    """``platform`` with its lognormal cold start replaced by its value at ``sla``."""
+    q = parse_sla(sla)
+    sigma = platform.cold_start_sigma
+    factor = math.exp(sigma * sigma / 2) if q is None else math.exp(sigma * NormalDist().inv_cdf(q))
+    return platform.replace(cold_start_ms=platform.cold_start_ms * factor, cold_start_sigma=0.0)
 
 
 def plan(workflow: Workflow, planner: str = "wukong", predictor: Predictor | None = None,

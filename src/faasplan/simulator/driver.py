@@ -260,8 +260,8 @@ class Simulation:
         raise SimulationStuckError(
             f"the simulated run stopped with {len(missing)} of {len(self.spec.order)} tasks "
             f"never executed: {shown}. Workers were still waiting for keys "
-            f"{blocked['keys'][:10]} and channels {blocked['channels'][:10]}; the plan "
-            f"deadlocks (e.g. a delayed-I/O task whose fan-in needs work queued behind it)",
+            f"{blocked['keys'][:10]} and channels {blocked['channels'][:10]}, which nothing "
+            f"will ever store or notify: the plan deadlocks, or a model never answers",
             missing)
 
     # -- workers --------------------------------------------------------------------------
