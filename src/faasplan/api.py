@@ -6,8 +6,8 @@ its ``evaluate`` function; :func:`training_history` simulates past runs to fit p
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 import math
+from collections.abc import Mapping
 from statistics import NormalDist
 from typing import Any
 
