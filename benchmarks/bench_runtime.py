@@ -19,6 +19,7 @@ Run::
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import time
@@ -170,7 +171,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--part", choices=["overhead", "bytes", "all"], default="all")
     p.add_argument("--leaves", type=int, default=1024)
     p.add_argument("--leaf-size", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--repeats", type=int, default=5)
     args = p.parse_args(argv)
     out: list[str] = []
     if args.part in ("overhead", "all"):
@@ -181,6 +182,9 @@ def main(argv: list[str] | None = None) -> int:
                 *traffic({f"tree_reduction({args.leaves}, 1024)":
                           tree_reduction(leaves=args.leaves, leaf_size=1024),
                           "gemm(256, 64)": gemm(256, 64)}), ""]
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    out.append(f"Machine: {os.cpu_count()} CPUs, load average at the end {load}; "
+               f"Python {sys.version.split()[0]}.")
     print("\n".join(out))
     return 0
 

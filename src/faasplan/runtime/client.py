@@ -41,6 +41,7 @@ from faasplan.runtime.manifest import (
     QueuedInvocation,
     invocation_id,
     now_ms,
+    pack_manifest,
     planner_name,
     prepare_run,
     reference_entry,
@@ -303,8 +304,7 @@ class _Session:
             net_before = await self._net_bytes()
             await self._store_run()
             if self.faas is not None:
-                self.faas.serve({p.placement.memory_mb for p in self.manifest.tasks.values()})
-            self.t0 = now_ms()
+                self.faas.serve({p.placement.memory_mb for p in self.prepared.spec.tasks.values()})
             await self._start()
             await self._wait()
             result = await self._results()
@@ -328,7 +328,7 @@ class _Session:
     # -- setting up ----------------------------------------------------------------------
     async def _store_run(self) -> None:
         k, s = self.keys, self.signer
-        items = {k.manifest: s.dumps(f"{self.run_id}/manifest", self.manifest),
+        items = {k.manifest: pack_manifest(s, self.manifest),
                  k.data(DAG_KEY): s.seal(k.context(DAG_KEY), self.prepared.encoded.blob)}
         for lit_id, data in self.prepared.encoded.payloads.items():
             items[k.data(lit_id)] = s.seal(k.context(lit_id), data)
@@ -337,10 +337,13 @@ class _Session:
 
     async def _start(self) -> None:
         spec, wf = self.prepared.spec, self.prepared.workflow
+        blobs = [(inv, inline_blob([wf], spec, inv) if inv.inline_dag else None)
+                 for inv in initial_invocations(spec)]
+        # The run starts when its first invocations are pushed (encoding them is set-up).
+        self.t0 = now_ms()
         batch = []
-        for inv in initial_invocations(spec):
-            blob = inline_blob([wf], spec, inv) if inv.inline_dag else None
-            queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, now_ms(),
+        for inv, blob in blobs:
+            queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, self.t0,
                                       self.manifest.epoch)
             entry = seal_invocation(self.signer, queued)
             self.client_bytes += len(entry)
@@ -390,7 +393,7 @@ class _Session:
                 self.done[task] = worker
                 self.per_worker[worker] = self.per_worker.get(worker, 0) + 1
                 if self.progress is not None:
-                    self.progress(Progress(len(self.done), len(self.manifest.order),
+                    self.progress(Progress(len(self.done), len(self.prepared.spec.order),
                                            dict(self.per_worker), task, worker))
         elif kind == "claim":
             self.running.add(event[1])
@@ -460,7 +463,7 @@ class _Session:
             self.requeued.add(inv)
 
     def _unfinished(self) -> list[str]:
-        return [t for t in self.manifest.order if t not in self.done]
+        return [t for t in self.prepared.spec.order if t not in self.done]
 
     # -- finishing -----------------------------------------------------------------------
     async def _results(self) -> Any:

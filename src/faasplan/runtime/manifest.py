@@ -9,8 +9,10 @@ inline threshold, else fetched from storage.
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 import time
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -19,7 +21,7 @@ from typing import Any
 import cloudpickle
 
 from faasplan.runtime.security import Signer
-from faasplan.worker import Invocation, Placement, RunSpec, TaskInfo, WorkerOptions
+from faasplan.worker import Invocation, Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
 from faasplan.workflow.codec import EncodedWorkflow, encode, literal_refs
 
@@ -28,7 +30,8 @@ DEFAULT_MEMORY_MB = 1024
 
 @dataclass(frozen=True)
 class RunManifest:
-    """Read-only facts every worker of one run needs (picklable form of a RunSpec)."""
+    """Read-only facts every worker of one run needs: the RunSpec (as plain data) and
+    run settings."""
 
     run_id: str
     workflow_name: str
@@ -36,13 +39,7 @@ class RunManifest:
     planner: str
     requirements: tuple[str, ...]
     sinks: tuple[str, ...]
-    tasks: Mapping[str, TaskInfo]
-    order: tuple[str, ...]
-    worker_tasks: Mapping[str, tuple[str, ...]]
-    options: WorkerOptions
-    task_nbytes: Mapping[str, int]
-    code_nbytes: Mapping[str, int]
-    delayed_owner: Mapping[str, str]
+    spec_fields: Mapping[str, Any]
     literal_sizes: Mapping[str, int]
     lease_ms: int
     stream_chunk_bytes: int
@@ -52,10 +49,15 @@ class RunManifest:
 
     def to_spec(self) -> RunSpec:
         """The RunSpec the worker logic runs on."""
-        return RunSpec(MappingProxyType(dict(self.tasks)), self.order,
-                       MappingProxyType(dict(self.worker_tasks)), self.options,
-                       dict(self.task_nbytes), dict(self.code_nbytes),
-                       MappingProxyType(dict(self.delayed_owner)))
+        fields: dict[str, Any] = {k: MappingProxyType(v) if isinstance(v, dict) else v
+                                  for k, v in self.spec_fields.items()}
+        return RunSpec(**fields)
+
+
+def spec_fields(spec: RunSpec) -> dict[str, Any]:
+    """The public fields of ``spec`` with read-only mappings turned into picklable dicts."""
+    return {f.name: dict(v) if isinstance(v := getattr(spec, f.name), Mapping) else v
+            for f in dataclasses.fields(spec) if not f.name.startswith("_")}
 
 
 @dataclass(frozen=True)
@@ -122,9 +124,7 @@ def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: st
     manifest = RunManifest(
         run_id=run_id, workflow_name=wf.name, workflow_hash=wf.structure_hash,
         planner=planner, requirements=tuple(wf.requirements), sinks=tuple(wf.sinks),
-        tasks=dict(spec.tasks), order=spec.order, worker_tasks=dict(spec.worker_tasks),
-        options=spec.options, task_nbytes=dict(spec.task_nbytes),
-        code_nbytes=dict(spec.code_nbytes), delayed_owner=dict(spec.delayed_owner),
+        spec_fields=spec_fields(spec),
         literal_sizes={ref_id: size for refs in literals.values() for ref_id, size in refs},
         lease_ms=lease_ms, stream_chunk_bytes=stream_chunk_bytes, epoch=epoch)
     return PreparedRun(wf, spec, encoded, manifest)
@@ -139,6 +139,20 @@ def _code_sizes(wf: Workflow) -> dict[str, int]:
             except Exception:
                 sizes[node.func.name] = 0  # encode() already reported unpicklable code
     return sizes
+
+
+def pack_manifest(signer: Signer, manifest: RunManifest) -> bytes:
+    """The sealed, compressed manifest (its per-task records repeat much: ~8x smaller)."""
+    data = zlib.compress(pickle.dumps(manifest, protocol=5), 1)
+    return signer.seal(f"{manifest.run_id}/manifest", data)
+
+
+def unpack_manifest(signer: Signer, run_id: str, sealed: bytes) -> RunManifest:
+    """Verify, decompress and load a manifest written by :func:`pack_manifest`."""
+    manifest = pickle.loads(zlib.decompress(signer.open(f"{run_id}/manifest", sealed)))
+    if not isinstance(manifest, RunManifest) or manifest.run_id != run_id:
+        raise TypeError(f"run {run_id}: its manifest key holds a {type(manifest).__name__}")
+    return manifest
 
 
 # -- invocation queue entries ---------------------------------------------------------------

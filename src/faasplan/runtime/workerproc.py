@@ -41,10 +41,10 @@ from faasplan.runtime.keys import RunKeys, pool_queue, queue_memory
 from faasplan.runtime.manifest import (
     QueuedInvocation,
     QueueEntry,
-    RunManifest,
     now_ms,
     open_invocation,
     parse_entry,
+    unpack_manifest,
 )
 from faasplan.runtime.redisio import MAX_BLOCK_S, connect, get_bytes
 from faasplan.runtime.security import KEY_ENV, Signer, key_from_env, parse_key, redact
@@ -223,9 +223,7 @@ class WorkerProcess:
         raw = await get_bytes(self.client, keys.manifest)
         if raw is None:
             return None
-        manifest = self.signer.loads(f"{run_id}/manifest", raw)
-        if not isinstance(manifest, RunManifest):
-            raise TypeError(f"run {run_id}: manifest holds a {type(manifest).__name__}")
+        manifest = unpack_manifest(self.signer, run_id, raw)
         if manifest.epoch != epoch:
             return None  # a late entry of an earlier run with the same id
         run = RunState(self.client, self.signer, manifest, list(_missing(manifest.requirements)))
