@@ -33,8 +33,8 @@ from faasplan.simulator import (
     simulate,
     simulate_many,
 )
-from faasplan.simulator.subdag import subdag_sizes
 from faasplan.worker import Invocation, Opt, Payload, Placement, RunSpec, WorkerOptions
+from faasplan.worker.subdag import subdag_sizes
 from faasplan.workflow.wfformat import load_wfformat
 
 matplotlib.use("Agg")
@@ -605,14 +605,22 @@ def test_shared_traces_simulate(name: str) -> None:
     assert (trace.tasks["exec_start_ms"] >= trace.tasks["earliest_start_ms"] - 1e-6).all()
 
 
-def test_subdag_sizes_match_the_worker_walk() -> None:
+def test_subdag_sizes_match_an_independent_count() -> None:
+    import networkx as nx
+
+    from faasplan.worker.subdag import DEFAULT_CODE_NBYTES
+
     wf = load_wfformat(TRACES / "epigenomics_41t.json")
+    task_nbytes = {t: 100 + 10 * (i % 3) for i, t in enumerate(wf)}
     for threshold in (0, 2000, 6000, 10**6):
         spec = RunSpec.build(wf, lambda _t: flex(), WorkerOptions(inline_dag_bytes=threshold),
-                             task_nbytes={t: 100 + 10 * (i % 3) for i, t in enumerate(wf)})
-        sizes = subdag_sizes(spec)
+                             task_nbytes=task_nbytes)
+        assert dict(spec.subdag_sizes) == subdag_sizes(spec)
         for tid in wf:
-            walk = spec.subdag_nbytes(tid)
-            assert (sizes[tid] <= threshold) == (walk <= threshold)
-            if walk <= threshold:
-                assert sizes[tid] == walk
+            below = nx.descendants(wf.graph, tid) | {tid}
+            exact = sum(task_nbytes[t] for t in below) + DEFAULT_CODE_NBYTES * len(
+                {wf.node(t).func.name for t in below})
+            size = spec.subdag_nbytes(tid)
+            assert (size <= threshold) == (exact <= threshold)
+            if exact <= threshold:
+                assert size == exact

@@ -7,17 +7,16 @@ The public API in one place:
 * :func:`run_local` / :func:`profile`: run a workflow in this process;
 * :func:`plan`: plan with a registered planner -> :class:`Plan`;
 * :func:`simulate` / :func:`simulate_many` on a :class:`Platform` -> :class:`Trace`;
-* :func:`run`: execute a plan on Redis with FaaS-style workers (loaded on first use).
+* :func:`run`: execute a plan on Redis with FaaS-style workers.
+
+Only the workflow language is imported eagerly: a worker process that imports
+``faasplan`` must start fast, so the simulator, planners, predictors and runtime (and
+pandas/SciPy behind them) load on first use.
 """
 
+from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
-from faasplan import workloads
-from faasplan.api import plan
-from faasplan.local import TaskFailedError, payload_nbytes, profile, run_local
-from faasplan.planners import Plan, PlanError, planner_names
-from faasplan.simulator import Platform, Trace, simulate, simulate_many
-from faasplan.worker import Opt, Placement
 from faasplan.workflow import (
     IOHint,
     SizedBlob,
@@ -32,9 +31,35 @@ from faasplan.workflow import (
 )
 
 if TYPE_CHECKING:
+    from faasplan import workloads
+    from faasplan.api import plan
+    from faasplan.local import TaskFailedError, payload_nbytes, profile, run_local
+    from faasplan.planners import Plan, PlanError, planner_names
     from faasplan.runtime import RunResult, run
+    from faasplan.simulator import Platform, Trace, simulate, simulate_many
+    from faasplan.worker import Opt, Placement
 
 __version__ = "0.1.0"
+
+_LAZY = {
+    "workloads": ("faasplan.workloads", None),
+    "plan": ("faasplan.api", "plan"),
+    "TaskFailedError": ("faasplan.local", "TaskFailedError"),
+    "payload_nbytes": ("faasplan.local", "payload_nbytes"),
+    "profile": ("faasplan.local", "profile"),
+    "run_local": ("faasplan.local", "run_local"),
+    "Plan": ("faasplan.planners", "Plan"),
+    "PlanError": ("faasplan.planners", "PlanError"),
+    "planner_names": ("faasplan.planners", "planner_names"),
+    "RunResult": ("faasplan.runtime", "RunResult"),
+    "run": ("faasplan.runtime", "run"),
+    "Platform": ("faasplan.simulator", "Platform"),
+    "Trace": ("faasplan.simulator", "Trace"),
+    "simulate": ("faasplan.simulator", "simulate"),
+    "simulate_many": ("faasplan.simulator", "simulate_many"),
+    "Opt": ("faasplan.worker", "Opt"),
+    "Placement": ("faasplan.worker", "Placement"),
+}
 
 __all__ = [
     "IOHint",
@@ -69,9 +94,13 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The runtime pulls in redis.asyncio; load it only when a run is asked for.
-    if name in ("run", "RunResult"):
-        from faasplan import runtime
+    try:
+        module_name, attr = _LAZY[name]
+    except KeyError:
+        raise AttributeError(f"module 'faasplan' has no attribute {name!r}") from None
+    module = import_module(module_name)
+    return module if attr is None else getattr(module, attr)
 
-        return getattr(runtime, name)
-    raise AttributeError(f"module 'faasplan' has no attribute {name!r}")
+
+def __dir__() -> list[str]:
+    return __all__

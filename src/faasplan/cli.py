@@ -391,7 +391,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     kwargs: dict[str, Any] = {"timeout_s": args.timeout, "keep_data": args.keep_data}
     if bar is not None and update is not None:
         stage = update
-        kwargs["progress"] = lambda done, total: stage("tasks", done, total)
+        kwargs["progress"] = lambda p: stage("tasks", p.done, p.total)
         with bar:
             result = run(setup.workflow, plan, redis=args.redis, **kwargs)
     else:

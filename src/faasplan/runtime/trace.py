@@ -6,7 +6,6 @@ meaning are those of :mod:`faasplan.simulator.trace`, measured instead of modell
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -86,19 +85,4 @@ def build_real_trace(spec: RunSpec, rows: Mapping[str, Mapping[str, Any]],
               "cold_starts": cold, "storage_bytes": int(tasks["upload_bytes"].sum()),
               "invocations": len(workers), "client_bytes": client_bytes,
               "workflow_hash": workflow_hash, "workflow_name": workflow_name, "seed": seed}
-    return _make_trace(totals, {"tasks": tasks, "workers": workers, "transfers": transfers})
-
-
-def _make_trace(totals: dict[str, Any], tables: dict[str, Any]) -> Trace:
-    """A Trace holding measured tables.
-
-    The simulator builds its tables lazily from simulation records (cached properties);
-    a measured trace has them already, so they are filled in the way unpickling a trace
-    fills them. Tables that are plain fields are passed to the constructor.
-    """
-    fields = {f.name for f in dataclasses.fields(Trace)}
-    trace = Trace(**{k: v for k, v in (totals | tables).items() if k in fields})
-    for name, value in tables.items():
-        if name not in fields:
-            trace.__dict__[name] = value
-    return trace
+    return Trace.from_tables(tasks, workers, transfers, **totals)

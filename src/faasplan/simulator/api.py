@@ -11,7 +11,6 @@ import numpy as np
 from faasplan.simulator.behaviour import GroundTruth, TaskBehaviour
 from faasplan.simulator.driver import Simulation
 from faasplan.simulator.platform import Platform
-from faasplan.simulator.subdag import prefill_subdag_cache, subdag_sizes
 from faasplan.simulator.trace import Trace, build_trace
 from faasplan.worker import Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
@@ -63,16 +62,14 @@ class Simulator:
                 raise KeyError(f"literals given for tasks not in workflow {workflow.name!r}: "
                                f"{unknown[:5]}")
         self.literals = literals
-        self._subdag_sizes: dict[str, int] | None = None
+        self._subdag_sizes: Mapping[str, int] | None = None
 
     def spec(self, plan: PlanLike = None) -> RunSpec:
         """The :class:`RunSpec` of ``plan`` (see :func:`simulate` for what a plan may be)."""
-        spec = RunSpec.build(self.workflow, _placements(plan, self.platform), self.options,
-                             literals=self.literals)
         # SubDAG sizes depend on the DAG and the options, not on the placements.
-        if self._subdag_sizes is None:
-            self._subdag_sizes = subdag_sizes(spec)
-        prefill_subdag_cache(spec, self._subdag_sizes)
+        spec = RunSpec.build(self.workflow, _placements(plan, self.platform), self.options,
+                             literals=self.literals, subdag_sizes=self._subdag_sizes)
+        self._subdag_sizes = spec.subdag_sizes
         return spec
 
     def run(self, plan: PlanLike = None, seed: int = 0, replicates: int = 1) -> Trace:

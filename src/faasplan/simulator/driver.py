@@ -48,7 +48,7 @@ from faasplan.worker import (
     initial_invocations,
     sink_channel,
 )
-from faasplan.worker.spec import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES
+from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES
 
 _MB_S = 1000.0  # 1 MB/s (10**6 bytes per s) in bytes per ms
 

@@ -8,10 +8,11 @@ stays fast in the simulator's inner loop.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from faasplan.worker.placement import Opt, Placement
+from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
 from faasplan.workflow import Workflow
 
 
@@ -45,10 +46,6 @@ class TaskInfo:
     is_sink: bool = False
 
 
-# Size estimates used when no codec measurement is supplied: a task entry and one
-# function's code in an encoded DAG.
-DEFAULT_TASK_NBYTES = 160
-DEFAULT_CODE_NBYTES = 1500
 
 
 @dataclass(frozen=True)
@@ -67,7 +64,7 @@ class RunSpec:
     code_nbytes: Mapping[str, int] = field(default_factory=dict)
     delayed_owner: Mapping[str, str] = field(default_factory=dict)
     position: Mapping[str, int] = field(default_factory=dict)
-    _subdag_cache: dict[str, int] = field(default_factory=dict, repr=False, compare=False)
+    subdag_sizes: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
     def build(cls, workflow: Workflow,
@@ -75,12 +72,15 @@ class RunSpec:
               options: WorkerOptions | None = None, *,
               literals: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
               task_nbytes: Mapping[str, int] | None = None,
-              code_nbytes: Mapping[str, int] | None = None) -> RunSpec:
+              code_nbytes: Mapping[str, int] | None = None,
+              subdag_sizes: Mapping[str, int] | None = None) -> RunSpec:
         """Collect the facts for ``workflow`` under ``placements``.
 
         ``literals`` gives, per task, the large literal arguments (storage key, size) that a
         worker fetches once; ``task_nbytes``/``code_nbytes`` are encoded sizes (default:
         estimates) used to decide whether a delegated subDAG travels inline.
+        ``subdag_sizes`` may pass the sizes of an earlier spec of the same workflow and
+        options (they do not depend on placements).
         """
         place = placements if callable(placements) else placements.__getitem__
         lits = literals or {}
@@ -107,11 +107,13 @@ class RunSpec:
                                 f"task {d!r}: two delayed-I/O upstream tasks ({delayed[d]!r} and "
                                 f"{tid!r}); at most one upstream of a fan-in may delay its I/O")
                         delayed[d] = tid
-        return cls(MappingProxyType(tasks), tuple(workflow.topological_order),
+        spec = cls(MappingProxyType(tasks), tuple(workflow.topological_order),
                    MappingProxyType({w: tuple(ts) for w, ts in worker_tasks.items()}),
                    options or WorkerOptions(), dict(task_nbytes or {}), dict(code_nbytes or {}),
                    MappingProxyType(delayed),
                    MappingProxyType({t: i for i, t in enumerate(workflow.topological_order)}))
+        sizes = subdag_sizes if subdag_sizes is not None else compute_subdag_sizes(spec)
+        return replace(spec, subdag_sizes=MappingProxyType(dict(sizes)))
 
     def entry(self, worker: str) -> str:
         """The first task of planned worker ``worker``."""
@@ -125,26 +127,6 @@ class RunSpec:
     def subdag_nbytes(self, root: str) -> int:
         """Encoded size of the subDAG below ``root`` (capped just above the inline threshold).
 
-        Counting stops once the inline threshold is passed: only the comparison matters.
+        Above the threshold only the comparison matters, so sizes stop counting there.
         """
-        cached = self._subdag_cache.get(root)
-        if cached is not None:
-            return cached
-        cap = self.options.inline_dag_bytes
-        total = 0
-        functions: set[str] = set()
-        seen = {root}
-        stack = [root]
-        while stack and total <= cap:
-            t = stack.pop()
-            info = self.tasks[t]
-            total += self.task_nbytes.get(t, DEFAULT_TASK_NBYTES)
-            if info.function not in functions:
-                functions.add(info.function)
-                total += self.code_nbytes.get(info.function, DEFAULT_CODE_NBYTES)
-            for d in info.downstream:
-                if d not in seen:
-                    seen.add(d)
-                    stack.append(d)
-        self._subdag_cache[root] = total
-        return total
+        return self.subdag_sizes[root]

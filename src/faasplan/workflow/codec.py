@@ -70,8 +70,7 @@ class ExternalRef(TaskNode):
     __slots__ = ()
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(TaskFunction(_computed_elsewhere, name=_EXTERNAL_FUNCTION_NAME),
-                         (), {}, task_id)
+        super().__init__(_EXTERNAL_FUNCTION, (), {}, task_id)
 
     def __repr__(self) -> str:
         return f"ExternalRef({self.task_id!r})"
@@ -80,6 +79,11 @@ class ExternalRef(TaskNode):
 def _computed_elsewhere(*args: Any, **kwargs: Any) -> NoReturn:
     raise RuntimeError("an ExternalRef's task runs outside this sub-workflow; "
                        "fetch its output by task id instead of calling it")
+
+
+# One shared, immutable-in-use function for every external reference (building a
+# TaskFunction inspects a signature, which dominated decoding small sub-workflows).
+_EXTERNAL_FUNCTION = TaskFunction(_computed_elsewhere, name=_EXTERNAL_FUNCTION_NAME)
 
 
 class _Ref:

@@ -1,20 +1,25 @@
-"""Sizes of every task's subDAG at once, to spare the worker logic one walk per delegation.
+"""Sizes of every task's subDAG at once: whether a delegation carries its subDAG inline.
 
-:meth:`RunSpec.subdag_nbytes` walks the descendants of a root (up to the inline
-threshold) each time a new root is delegated: ~400 tasks per call with the default
-threshold, which dominated simulations of 10k-task runs. :func:`subdag_sizes` computes
-the same answers for all tasks in one reverse-topological pass, with descendant sets as
-integer bitsets; :func:`prefill_subdag_cache` hands them to the spec's memo.
+Walking the descendants of each delegated root (up to the inline threshold) dominated
+simulations of 10k-task runs; :func:`subdag_sizes` computes the answers for all tasks in
+one reverse-topological pass, with descendant sets as integer bitsets.
 """
 
 from __future__ import annotations
 
-from faasplan.worker import RunSpec
-from faasplan.worker.spec import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from faasplan.worker.spec import RunSpec
+
+# Size estimates used when no codec measurement is supplied: a task entry and one
+# function's code in an encoded DAG.
+DEFAULT_TASK_NBYTES = 160
+DEFAULT_CODE_NBYTES = 1500
 
 
 def subdag_sizes(spec: RunSpec) -> dict[str, int]:
-    """Per task, what ``spec.subdag_nbytes(task)`` answers.
+    """Per task, the encoded size of its subDAG, capped just above the inline threshold.
 
     The exact encoded size of the task and its descendants when it fits the inline
     threshold, else ``threshold + 1`` (above the threshold only the comparison matters,
@@ -57,15 +62,6 @@ def subdag_sizes(spec: RunSpec) -> dict[str, int]:
         else:
             sizes[tid] = cap + 1
     return sizes
-
-
-def prefill_subdag_cache(spec: RunSpec, sizes: dict[str, int] | None = None) -> None:
-    """Store ``sizes`` (default: :func:`subdag_sizes`) in the memo of ``spec.subdag_nbytes``.
-
-    Sizes computed for another spec of the same workflow and worker options may be
-    reused: they do not depend on the placements.
-    """
-    spec._subdag_cache.update(subdag_sizes(spec) if sizes is None else sizes)
 
 
 def _tasks_nbytes(bits: int, groups: dict[int, int]) -> int:
