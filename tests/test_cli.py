@@ -223,3 +223,22 @@ def test_compare_history_without_catalog_says_how_to_fix(capsys, tmp_path):
     capsys.readouterr()
     assert main(["compare", "--history", str(bare)]) == 2
     assert "faasplan compare TARGET --history" in capsys.readouterr().err
+
+
+def test_run_on_real_redis_writes_gantt_and_metrics_store(capsys, tmp_path):
+    out = tmp_path / "runs"
+    data = run_json(capsys, "run", "faasplan.workloads:tree_reduction", "--planner", "wukong",
+                    "--out", str(out))
+    from faasplan.local import run_local
+    from faasplan.workloads import tree_reduction
+
+    assert data["result"] == run_local(tree_reduction()).tolist()
+    assert data["tasks"] == 127 and data["makespan_ms"] > 0
+    assert Path(data["gantt"]).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert len(pd.read_parquet(out / "metrics.parquet")) == 127
+    data = run_json(capsys, "run", "faasplan.workloads:gemm", "--planner", "non-uniform-opt",
+                    "--out", str(out))
+    assert len(pd.read_parquet(out / "metrics.parquet")) == 127 + 113
+    rows = run_json(capsys, "compare", "--history", str(out / "metrics.parquet"),
+                    "--planners", "wukong", "--replicates", "2")
+    assert {r["workflow"] for r in rows} == {"tree_reduction", "gemm"}

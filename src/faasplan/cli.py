@@ -95,8 +95,13 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--redis", default=None,
                    help="Redis URL (default: a private redis-server started for this run)")
     s.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up")
-    s.add_argument("--metrics-out", default=None, help="write the run's metrics (Parquet)")
-    s.add_argument("--gantt", default=None, help="write a Gantt chart PNG of the run")
+    s.add_argument("--out", default="faasplan-runs",
+                   help="folder for the run's Gantt chart (<out>/<run id>/gantt.png) and the "
+                        "metrics store <out>/metrics.parquet, appended to by every run "
+                        "(default: faasplan-runs)")
+    s.add_argument("--no-files", action="store_true", help="write no Gantt chart or metrics")
+    s.add_argument("--metrics-out", default=None, help="metrics file (overrides --out)")
+    s.add_argument("--gantt", default=None, help="Gantt chart PNG path (overrides --out)")
     s.add_argument("--keep-data", action="store_true", help="keep intermediate data in Redis")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_run)
@@ -396,19 +401,24 @@ def cmd_run(args: argparse.Namespace) -> int:
             result = run(setup.workflow, plan, redis=args.redis, **kwargs)
     else:
         result = run(setup.workflow, plan, redis=args.redis, **kwargs)
-    if args.metrics_out:
+    metrics_path, gantt_path = _run_files(args, result.run_id)
+    if metrics_path is not None:
         from faasplan.history import remember_workflow
         from faasplan.predictors import save_metrics
 
-        save_metrics(result.metrics(), args.metrics_out)
-        remember_workflow(args.metrics_out, setup.workflow)
-    if args.gantt:
+        save_metrics(result.metrics(), metrics_path)
+        remember_workflow(metrics_path, setup.workflow)
+    if gantt_path is not None:
         from faasplan.report import plot_gantt
 
-        plot_gantt(result.trace).savefig(args.gantt, dpi=110)
+        gantt_path.parent.mkdir(parents=True, exist_ok=True)
+        plot_gantt(result.trace, title=f"{setup.workflow.name} under {plan.planner}"
+                   ).savefig(gantt_path, dpi=110)
     out = {"planner": plan.planner, "workflow": setup.workflow.name, "run_id": result.run_id,
            "tasks": len(setup.workflow), "makespan_ms": result.makespan_ms,
            "predicted_makespan_ms": plan.predicted_makespan_ms,
+           "metrics": str(metrics_path) if metrics_path else None,
+           "gantt": str(gantt_path) if gantt_path else None,
            "result": _jsonable(result.result)}
     if args.json:
         _print_json(out)
@@ -416,8 +426,21 @@ def cmd_run(args: argparse.Namespace) -> int:
         _console().print(f"{setup.workflow.name} under {plan.planner}: "
                          f"{out['makespan_ms']:,.1f} ms (predicted "
                          f"{plan.predicted_makespan_ms:,.1f} ms)")
+        for key in ("metrics", "gantt"):
+            if out[key]:
+                _console().print(f"{key}: {out[key]}")
         print(textwrap.shorten(repr(result.result), 400))
     return EXIT_OK
+
+
+def _run_files(args: argparse.Namespace, run_id: str) -> tuple[Path | None, Path | None]:
+    """Where ``faasplan run`` writes its metrics and Gantt chart (None: not written)."""
+    base = None if args.no_files else Path(args.out)
+    metrics = Path(args.metrics_out) if args.metrics_out else (
+        base / "metrics.parquet" if base is not None else None)
+    gantt = Path(args.gantt) if args.gantt else (
+        base / run_id / "gantt.png" if base is not None else None)
+    return metrics, gantt
 
 
 def _jsonable(value: Any) -> Any:
