@@ -1,0 +1,115 @@
+"""The fidelity experiment end to end, tiny: one workload, two planners, real Redis runs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from faasplan.fidelity import (
+    COMPONENTS,
+    Measurements,
+    components,
+    evaluate,
+    measure,
+    measured_metrics,
+)
+from faasplan.simulator import Platform
+from faasplan.workloads import wordcount
+from faasplan.workloads.wordcount import bundled_text
+
+pytestmark = [pytest.mark.redis, pytest.mark.timeout(120)]
+
+PLANNERS = ("wukong", "uniform")
+
+
+@pytest.fixture(scope="module")
+def measured() -> Measurements:
+    wf = wordcount(3, bundled_text() * 10)
+    return measure({"wordcount": wf}, PLANNERS, runs=2, warmup_runs=1, probe_runs=1)
+
+
+@pytest.fixture(scope="module")
+def evaluated(measured: Measurements):
+    return evaluate(measured, training_runs=1, replicates=4)
+
+
+def test_measure_runs_every_cell_the_asked_number_of_times(measured):
+    assert [(c.workload, c.planner) for c in measured.cells] == [
+        ("wordcount", p) for p in PLANNERS]
+    assert all(len(c.runs) == 2 for c in measured.cells)
+    assert len(measured.probes["wordcount"]) == 2  # one per probe memory size
+    wukong = measured.cell("wordcount", "wukong")
+    assert all(p.worker is None for p in wukong.placements.values())
+    assert all(t.makespan_ms > 0 and len(t.tasks) == 4 for t in wukong.runs)
+
+
+def test_every_held_out_run_gets_a_finite_error(evaluated):
+    runs, summary = evaluated.runs, evaluated.summary
+    assert len(runs) == len(PLANNERS)  # 2 runs per cell, 1 for training
+    assert set(runs["run"]) == {1}
+    for column in ["error", "replay_error", *(f"{c}_error" for c in COMPONENTS)]:
+        assert np.isfinite(runs[column].to_numpy(dtype=float)).all(), column
+    assert (runs["sim_ms"] > 0).all()
+    assert np.allclose(runs["error"], runs["sim_ms"] / runs["real_ms"] - 1.0)
+    assert list(summary["planner"]) == list(PLANNERS)
+    assert (summary["sim_p10_ms"] <= summary["sim_ms"]).all()
+    assert (summary["sim_ms"] <= summary["sim_p90_ms"]).all()
+    assert math.isfinite(evaluated.median_abs_error) and math.isfinite(evaluated.noise_floor)
+
+
+def test_calibration_moves_the_platform_toward_what_was_measured(measured, evaluated):
+    training = [c.runs[0] for c in measured.cells]
+    workers = pd.concat([t.workers.assign(run=i) for i, t in enumerate(training)])
+    firsts, delays = [], []
+    for _, run in workers.groupby("run"):
+        run = run.sort_values("start_ms")
+        firsts += run.drop_duplicates("container")["startup_ms"].tolist()
+        first = run.iloc[0]
+        delays.append(first["start_ms"] - first["invoked_ms"] - first["startup_ms"])
+    platform, default = evaluated.platforms["wordcount"], Platform()
+    # The emulator's processes are warm: a sandbox's first start in a run takes ms, not
+    # the default's cold start of hundreds of ms.
+    measured_start = float(np.median(firsts))
+    assert abs(platform.cold_start_ms - measured_start) < \
+        abs(default.cold_start_ms - measured_start)
+    measured_delay = float(np.median(delays))
+    assert abs(platform.invocation_base_ms - measured_delay) < \
+        abs(default.invocation_base_ms - measured_delay)
+    assert platform.client_bandwidth_mb_s == math.inf
+
+
+def test_simulated_components_are_sums_over_the_simulated_tasks(evaluated):
+    trace = evaluated.simulated[("wordcount", "wukong")]
+    parts = components(trace)
+    assert parts["execution"] == pytest.approx(float(trace.tasks["exec_ms"].sum()))
+    assert all(v >= 0 for v in parts.values())
+
+
+def test_measured_metrics_use_the_execution_interval_unless_asked(measured):
+    trace = measured.cells[0].runs[0]
+    spans = trace.tasks.set_index("task")
+    spans = (spans["exec_end_ms"] - spans["exec_start_ms"])
+    interval = measured_metrics([trace], "x").set_index("task")["exec_ms"]
+    function = measured_metrics([trace], "x", exec_time="function").set_index("task")["exec_ms"]
+    assert np.allclose(interval.loc[spans.index], spans.clip(lower=0.0))
+    assert (function <= interval.loc[function.index] + 1e-6).all()
+
+
+def test_saved_measurements_evaluate_the_same(measured, evaluated, tmp_path):
+    path = tmp_path / "m.pkl"
+    measured.save(path)
+    again = evaluate(Measurements.load(path), training_runs=1, replicates=4)
+    pd.testing.assert_frame_equal(again.runs, evaluated.runs)
+
+
+def test_evaluate_needs_a_held_out_run(measured):
+    with pytest.raises(ValueError, match="training_runs must be between 1 and 1"):
+        evaluate(measured, training_runs=2)
+
+
+def test_measure_rejects_no_runs():
+    with pytest.raises(ValueError, match="need runs >= 1"):
+        measure({}, runs=0)
