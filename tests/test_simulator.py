@@ -624,3 +624,29 @@ def test_subdag_sizes_match_an_independent_count() -> None:
             assert (size <= threshold) == (exact <= threshold)
             if exact <= threshold:
                 assert size == exact
+
+
+def test_waiting_for_a_preloaded_input_counts_for_the_task_that_needs_it() -> None:
+    from faasplan import task as make_task
+    from faasplan.simulator import Platform as P
+    from faasplan.worker import Opt as O
+    from faasplan.workflow import TaskProfile as TP
+    from faasplan.workflow import Workflow as W
+
+    @make_task
+    def step(*xs: int) -> int:
+        return 1
+
+    s = step(profile=TP(10.0, 100), task_id="s")
+    a = step(s, profile=TP(10.0, 100), task_id="a")
+    b = step(s, profile=TP(500.0, 100), task_id="b")
+    wf = W(step(a, b, profile=TP(10.0, 100), task_id="d"))
+    place = {"s": Placement("A", 1769), "a": Placement("A", 1769),
+             "b": Placement("B", 1769), "d": Placement("A", 1769, frozenset({O.PRELOAD}))}
+    platform = P(cold_start_sigma=0.0)
+    t = simulate(wf, place, platform, behaviour=GroundTruth(wf, platform, noise=0.0)
+                 ).tasks.set_index("task")
+    # a's output stays on worker A: nothing happens after its execution...
+    assert t.loc["a", "end_ms"] == pytest.approx(t.loc["a", "exec_end_ms"])
+    # ...and the ~500 ms wait for b's output is d's input phase.
+    assert t.loc["d", "exec_start_ms"] - t.loc["d", "start_ms"] > 400

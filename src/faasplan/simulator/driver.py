@@ -355,6 +355,8 @@ class Simulation:
         return self.storage.notify(eff.channel)
 
     def _wait_for(self, eff: WaitFor, proc: _Proc) -> Outcome:
+        if eff.task is not None:
+            self._switch(proc, eff.task)  # waiting belongs to the task's input phase
         ev = self.storage.wait_for(eff.channel)
         return _NONE if ev is None else ev
 
@@ -393,6 +395,8 @@ class Simulation:
         return _Now(self.env.process(self._drive(eff.branch, child)))
 
     def _join(self, eff: Join, proc: _Proc) -> Outcome:
+        if eff.task is not None:
+            self._switch(proc, eff.task)  # pre-loaded inputs: the task's input phase
         return self._gather(list(eff.handles))
 
     def _parallel(self, eff: Parallel, proc: _Proc) -> Outcome:

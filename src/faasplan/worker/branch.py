@@ -110,7 +110,8 @@ def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
         else:
             local.delayed.sort(key=spec.position.__getitem__)
             info = spec.tasks[local.delayed.pop(0)]
-            yield WaitFor(ready_channel(info.id))  # the fan-in's other inputs are stored
+            # The fan-in's other inputs are stored.
+            yield WaitFor(ready_channel(info.id), task=info.id)
         out = yield from _run_task(spec, local, info)
         local_deps = _planned_local(spec, info)
         more = yield from _after_task(spec, local, info, out, local_deps)
@@ -145,7 +146,7 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
         results = yield Parallel(tuple(fetches))
         local.cache.update(zip((f.key for f in fetches), results, strict=True))
     if joins:
-        results = yield Join(tuple(h for _, h in joins))
+        results = yield Join(tuple(h for _, h in joins), task=info.id)
         local.cache.update(zip((k for k, _ in joins), results, strict=True))
     out = yield Execute(info.id, {k: local.cache[k] for k in keys})
     local.cache[output_key(info.id)] = out

@@ -114,9 +114,10 @@ class Notify:
 
 @dataclass(frozen=True, slots=True)
 class WaitFor:
-    """Block until ``channel`` was notified -> None."""
+    """Block until ``channel`` was notified -> None (``task``: the task that waits)."""
 
     channel: str
+    task: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,9 +144,13 @@ class Spawn:
 
 @dataclass(frozen=True, slots=True)
 class Join:
-    """Wait for spawned branches -> list of their return values, in ``handles`` order."""
+    """Wait for spawned branches -> list of their return values, in ``handles`` order.
+
+    ``task``: the task whose inputs the branches fetch (its input phase), if any.
+    """
 
     handles: tuple[Any, ...]
+    task: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
