@@ -321,3 +321,19 @@ def test_clustered_siblings_feeding_a_delayed_fan_in_do_not_deadlock():
     assert run.workers == 1
     kinds = [(k, a) for k, a in per_worker(run.log)[0]]
     assert kinds.index(("Execute", "b")) < kinds.index(("WaitFor", "ready:d"))
+
+
+def test_a_planned_worker_of_fan_out_siblings_fetches_the_whole_dag():
+    # B holds f-1 and f-2, siblings under src-0: neither is below the other, so the subDAG
+    # of B's entry cannot carry both and B is invoked by reference.
+    s = src()
+    wf = faasplan.Workflow([f(s), f(s), f(s)])
+    place = {"src-0": Placement("A", 1024), "f-0": Placement("A", 1024),
+             "f-1": Placement("B", 1024), "f-2": Placement("B", 1024)}
+    spec = RunSpec.build(wf, place)
+    assert spec.self_contained == frozenset({"A"})
+    run = run_in_memory(spec, size_of(), preload={"dag": Payload(5000)})
+    inv = next(e.invocation for _, e in run.log if isinstance(e, Invoke))
+    assert inv.worker == "B" and not inv.inline_dag
+    assert per_worker(run.log)[1][0] == ("Fetch", "dag")
+    assert sorted(run.executed) == ["f-0", "f-1", "f-2", "src-0"]

@@ -557,8 +557,8 @@ class Driver:
     async def _node(self, task: str) -> TaskNode:
         node = self._find(task)
         if node is None:
-            # The invocation's subDAG was made by a worker that did not hold all of it
-            # (a planned worker's tasks outside its entry's descendants): use the stored DAG.
+            # Defensive: the worker logic sends a subDAG inline only when it holds every
+            # task the invoked worker runs (RunSpec.self_contained).
             await self._fetch_dag(main=True)
             node = self._find(task)
         if node is None:

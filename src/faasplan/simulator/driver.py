@@ -247,7 +247,7 @@ class Simulation:
             for key, nbytes in self.spec.tasks[tid].literals:
                 seen.setdefault(key, nbytes)
         dag = dag_nbytes(self.spec)
-        if dag > self.spec.options.inline_dag_bytes:
+        if dag > self.spec.options.inline_dag_bytes or self.spec.dag_by_reference:
             seen[DAG_KEY] = dag
         return seen.items()
 

@@ -273,9 +273,12 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
         if p is not None and p.nbytes <= carry:
             carried[output_key(up)] = p
     size = spec.subdag_nbytes(info.id)
-    return Invocation(info.placement.worker, info.placement.memory_mb, (info.id,),
-                      inline_dag=size <= spec.options.inline_dag_bytes, dag_nbytes=size,
-                      carried=carried)
+    worker = info.placement.worker
+    # A planned worker whose tasks are not all below its entry needs the whole DAG.
+    inline = size <= spec.options.inline_dag_bytes and (
+        worker is None or worker in spec.self_contained)
+    return Invocation(worker, info.placement.memory_mb, (info.id,), inline_dag=inline,
+                      dag_nbytes=size, carried=carried)
 
 
 # -- optimization hooks -----------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any
 
 from faasplan.worker.branch import execute_branch, initial_invocations
 from faasplan.worker.effects import (
+    DAG_KEY,
     Execute,
     Fetch,
     Invoke,
@@ -62,6 +63,8 @@ def run_in_memory(spec: RunSpec, execute: Executor, preload: dict[str, Payload] 
     ``(worker number, effect)`` pairs; worker 0 is the first invocation.
     """
     store: dict[str, Payload] = dict(preload or {})
+    # Like the runtime's client, the DAG is stored before the run (size unknown here).
+    store.setdefault(DAG_KEY, Payload(0))
     tracked: dict[str, set[str]] = {}
     notified: set[str] = set()
     log: list[tuple[int, Any]] = []

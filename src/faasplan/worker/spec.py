@@ -64,6 +64,7 @@ class RunSpec:
     code_nbytes: Mapping[str, int] = field(default_factory=dict)
     delayed_owner: Mapping[str, str] = field(default_factory=dict)
     position: Mapping[str, int] = field(default_factory=dict)
+    self_contained: frozenset[str] = frozenset()
     subdag_sizes: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
 
     @classmethod
@@ -111,9 +112,15 @@ class RunSpec:
                    MappingProxyType({w: tuple(ts) for w, ts in worker_tasks.items()}),
                    options or WorkerOptions(), dict(task_nbytes or {}), dict(code_nbytes or {}),
                    MappingProxyType(delayed),
-                   MappingProxyType({t: i for i, t in enumerate(workflow.topological_order)}))
+                   MappingProxyType({t: i for i, t in enumerate(workflow.topological_order)}),
+                   _self_contained(tasks, worker_tasks))
         sizes = subdag_sizes if subdag_sizes is not None else compute_subdag_sizes(spec)
         return replace(spec, subdag_sizes=MappingProxyType(dict(sizes)))
+
+    @property
+    def dag_by_reference(self) -> bool:
+        """Whether some planned worker must fetch the stored DAG (not self-contained)."""
+        return len(self.self_contained) < len(self.worker_tasks)
 
     def entry(self, worker: str) -> str:
         """The first task of planned worker ``worker``."""
@@ -130,3 +137,21 @@ class RunSpec:
         Above the threshold only the comparison matters, so sizes stop counting there.
         """
         return self.subdag_sizes[root]
+
+
+def _self_contained(tasks: Mapping[str, TaskInfo], worker_tasks: Mapping[str, list[str]]
+                    ) -> frozenset[str]:
+    """Planned workers that can be started with their subDAG inline.
+
+    The client holds the whole DAG, so a worker whose entry is a root can get all its
+    tasks inline. A worker started by another worker gets what that worker holds: the
+    subDAG below its entry, which suffices when each task after the entry has an upstream
+    on the same worker. The others (e.g. a group of fan-out siblings) fetch the stored DAG.
+    """
+    out = set()
+    for w, ts in worker_tasks.items():
+        mine = set(ts)
+        if not tasks[ts[0]].upstream or all(
+                any(u in mine for u in tasks[t].upstream) for t in ts[1:]):
+            out.add(w)
+    return frozenset(out)
