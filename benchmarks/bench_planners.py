@@ -29,20 +29,19 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 import faasplan
 from faasplan.api import fit_history, io_hints, plan, training_history
+from faasplan.data import trace_path  # the real traces shipped with faasplan
 from faasplan.planners import planner_names
 from faasplan.predictors import Predictor
 from faasplan.simulator import GroundTruth, Platform, simulate_many
 from faasplan.workflow import TaskProfile, Workflow, io, task
 from faasplan.workloads import REGISTRY
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 BASELINES = ("wukong", "uniform", "heft")
 TARGET_RATIO = 0.8
 
@@ -105,7 +104,7 @@ def builtin(name: str, **kwargs: Any) -> Callable[[], tuple[Workflow, dict[str, 
 
 def wfcommons(name: str) -> Callable[[], tuple[Workflow, dict[str, TaskProfile]]]:
     def make() -> tuple[Workflow, dict[str, TaskProfile]]:
-        return faasplan.load_wfformat(TRACES / f"{name}.json"), {}
+        return faasplan.load_wfformat(trace_path(name)), {}
     return make
 
 

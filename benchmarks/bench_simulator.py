@@ -22,16 +22,14 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import simpy
 
+from faasplan.data import trace_path  # the real traces shipped with faasplan
 from faasplan.simulator import Simulator
 from faasplan.workflow import TaskFunction, TaskNode, TaskProfile, Workflow
 from faasplan.workflow.wfformat import load_wfformat, synthetic_task
-
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 
 
 def layered_dag(tasks: int, width: int = 100, seed: int = 0) -> Workflow:
@@ -97,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     cases = [("layered 1k", layered_dag(1_000)), ("layered 10k", layered_dag(10_000))]
-    montage = TRACES / "montage_1738t.json"
+    montage = trace_path("montage_1738t")
     if montage.exists():
         cases.append(("montage_1738t", load_wfformat(montage)))
     rates = [simpy_events_per_s() for _ in range(3)]

@@ -9,10 +9,10 @@ import pandas as pd
 import pytest
 
 from faasplan.cli import main
+from faasplan.data import trace_path
 from faasplan.planners import planner_names
 
 ROOT = Path(__file__).resolve().parents[1]
-TRACES = ROOT.parent / "shared" / "traces"
 SCENARIOS = sorted((ROOT / "scenarios").glob("*.toml"))
 FAST = "wukong,uniform-opt,heft"
 
@@ -43,7 +43,7 @@ def test_every_bundled_scenario_compares(capsys, tmp_path):
 
 
 def test_compare_trace_json_has_every_planner_with_the_documented_keys(capsys):
-    rows = run_json(capsys, "compare", str(TRACES / "montage_58t.json"), "--replicates", "3")
+    rows = run_json(capsys, "compare", str(trace_path("montage_58t.json")), "--replicates", "3")
     assert [r["planner"] for r in rows] == list(planner_names())
     keys = {"planner", "makespan_p50_ms", "makespan_p95_ms", "cost_usd", "cold_starts",
             "storage_bytes", "planning_ms"}
@@ -79,7 +79,7 @@ def test_simulate_json_and_metrics_out(capsys, tmp_path):
 
 
 def test_same_seed_same_result_different_seed_differs(capsys):
-    target = str(TRACES / "epigenomics_41t.json")
+    target = str(trace_path("epigenomics_41t.json"))
     a = run_json(capsys, "simulate", target, "--seed", "3", "--replicates", "3")
     b = run_json(capsys, "simulate", target, "--seed", "3", "--replicates", "3")
     c = run_json(capsys, "simulate", target, "--seed", "4", "--replicates", "3")
@@ -198,7 +198,7 @@ def test_bad_grid_exits_2(capsys, tmp_path):
 
 def test_compare_history_replans_every_workflow_type_of_a_metrics_store(capsys, tmp_path):
     metrics = tmp_path / "m.parquet"
-    for target in ("faasplan.workloads:tree_reduction", str(TRACES / "blast_43t.json")):
+    for target in ("faasplan.workloads:tree_reduction", str(trace_path("blast_43t.json"))):
         assert main(["simulate", target, "--replicates", "4", "--metrics-out",
                      str(metrics)]) == 0
     capsys.readouterr()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from faasplan.data import trace_path
 from faasplan.planners import Plan, PlanError, PlanningContext, planner_names, run_planner
 from faasplan.planners.heft import upward_ranks
 from faasplan.planners.non_uniform import critical_tasks
@@ -24,7 +24,6 @@ from faasplan.simulator import Platform, PredictedBehaviour, simulate
 from faasplan.worker import Opt, Placement
 from faasplan.workflow import SizedBlob, Workflow, io, load_wfformat, task
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 SMALL_TRACES = ("blast_43t", "cycles_67t", "epigenomics_41t", "montage-v14_58t", "montage_58t")
 LARGE_TRACES = ("epigenomics_983t", "seismology_1001t", "montage_1738t")
 ALL = planner_names()
@@ -111,7 +110,7 @@ def start_plans(ctx: PlanningContext) -> dict[str, Plan]:
 
 
 def trace(name: str) -> Workflow:
-    return load_wfformat(TRACES / f"{name}.json")
+    return load_wfformat(trace_path(name))
 
 
 @st.composite

@@ -22,6 +22,7 @@ from matplotlib.figure import Figure
 import faasplan
 from faasplan import api
 from faasplan.compare import Comparison, Setup
+from faasplan.data import trace_path
 from faasplan.planners import Plan
 from faasplan.predictors import Predictor
 from faasplan.report import (
@@ -41,7 +42,6 @@ from faasplan.simulator import GroundTruth, Platform, simulate_many
 from faasplan.worker import Placement
 from faasplan.workloads import tree_reduction
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 PLANNERS = ("wukong", "uniform", "non-uniform")
 REPLICATES = 6
@@ -262,7 +262,7 @@ def test_dag_without_predicted_trace_and_with_missing_task(comparison: Compariso
 
 
 def test_dag_of_montage_1738_tasks_is_fast() -> None:
-    wf = faasplan.load_wfformat(TRACES / "montage_1738t.json")
+    wf = faasplan.load_wfformat(trace_path("montage_1738t.json"))
     plan = api.plan(wf, "wukong")
     started = time.perf_counter()
     fig = plot_dag(wf, plan)

@@ -39,7 +39,8 @@ from faasplan.workflow.wfformat import load_wfformat
 
 matplotlib.use("Agg")
 
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
+from faasplan.data import trace_names, trace_path
+
 MB = 1_000_000
 MEM = 1769  # the reference memory: profiles apply unscaled
 
@@ -543,7 +544,7 @@ def test_memory_scales_execution() -> None:
 
 
 def test_same_seed_same_trace_and_replicates() -> None:
-    wf = load_wfformat(TRACES / "montage_58t.json")
+    wf = load_wfformat(trace_path("montage_58t.json"))
     first = simulate(wf, seed=7, replicates=3)
     again = simulate(wf, seed=7)
     pd.testing.assert_frame_equal(first.tasks, again.tasks)
@@ -567,7 +568,7 @@ def test_same_seed_same_trace_and_replicates() -> None:
 def test_trace_metrics_gantt_and_summary() -> None:
     from faasplan.predictors.metrics import records_to_frame
 
-    wf = load_wfformat(TRACES / "epigenomics_41t.json")
+    wf = load_wfformat(trace_path("epigenomics_41t.json"))
     trace = simulate(wf, seed=3)
     records = trace.metrics(run_id="r1", planner="wukong")
     assert len(records) == len(wf)
@@ -595,9 +596,9 @@ def test_trace_metrics_gantt_and_summary() -> None:
     assert summary["tasks"] == len(wf) and summary["makespan_ms"] == trace.makespan_ms
 
 
-@pytest.mark.parametrize("name", sorted(p.name for p in TRACES.glob("*.json")))
+@pytest.mark.parametrize("name", trace_names())
 def test_shared_traces_simulate(name: str) -> None:
-    wf = load_wfformat(TRACES / name)
+    wf = load_wfformat(trace_path(name))
     trace = simulate(wf, seed=0, behaviour=GroundTruth(wf, Platform(), noise=0.0))
     assert sorted(trace.tasks["task"]) == sorted(wf)
     critical, _ = wf.critical_path()
@@ -610,7 +611,7 @@ def test_subdag_sizes_match_an_independent_count() -> None:
 
     from faasplan.worker.subdag import DEFAULT_CODE_NBYTES
 
-    wf = load_wfformat(TRACES / "epigenomics_41t.json")
+    wf = load_wfformat(trace_path("epigenomics_41t.json"))
     task_nbytes = {t: 100 + 10 * (i % 3) for i, t in enumerate(wf)}
     for threshold in (0, 2000, 6000, 10**6):
         spec = RunSpec.build(wf, lambda _t: flex(), WorkerOptions(inline_dag_bytes=threshold),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import gzip
 import json
 import random
 import re
@@ -15,10 +16,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from faasplan.data import trace_path
 from faasplan.workflow import SizedBlob, WorkflowFormatError
 from faasplan.workflow.wfformat import load_wfformat, synthetic_task, trace_edge_bytes
-
-TRACES = Path(__file__).resolve().parents[1].parent / "shared" / "traces"
 
 # Tasks, edges and sum of runtimes (s, rounded to 0.1) as published in the traces' README.
 PUBLISHED = {
@@ -33,8 +33,15 @@ PUBLISHED = {
 }
 
 
+def read_trace_text(name: str) -> str:
+    """The JSON text of a shipped trace (the large ones are stored gzip-compressed)."""
+    path = trace_path(name)
+    data = path.read_bytes()
+    return (gzip.decompress(data) if path.suffix == ".gz" else data).decode("utf-8")
+
+
 def read(name: str) -> dict[str, Any]:
-    return json.loads((TRACES / name).read_text())
+    return json.loads(read_trace_text(name))
 
 
 def write(tmp_path: Path, doc: Any, name: str = "trace.json") -> Path:
@@ -71,7 +78,7 @@ def v14_task(doc: dict[str, Any], task_id: str) -> dict[str, Any]:
 def test_every_shared_trace_loads_with_its_tasks_edges_and_runtimes(name: str) -> None:
     doc = read(name)
     n_tasks, n_edges, runtime_s = PUBLISHED[name]
-    wf = load_wfformat(TRACES / name)
+    wf = load_wfformat(trace_path(name))
     expected_edges = edges_in(doc)
 
     assert len(wf) == n_tasks
@@ -80,13 +87,13 @@ def test_every_shared_trace_loads_with_its_tasks_edges_and_runtimes(name: str) -
     assert wf.name == doc["name"]
     total_ms = sum(node.profile.exec_ms for node in wf.tasks.values() if node.profile)
     assert total_ms / 1000 == pytest.approx(runtime_s, abs=0.05)
-    assert set(trace_edge_bytes(TRACES / name)) == expected_edges
+    assert set(trace_edge_bytes(trace_path(name))) == expected_edges
 
 
 def test_structure_hash_is_stable_and_blind_to_task_order_in_the_file(
         tmp_path: Path) -> None:
-    first = load_wfformat(TRACES / "montage_58t.json")
-    again = load_wfformat(str(TRACES / "montage_58t.json"))
+    first = load_wfformat(trace_path("montage_58t.json"))
+    again = load_wfformat(str(trace_path("montage_58t.json")))
     assert first.structure_hash == again.structure_hash
 
     doc = read("montage_58t.json")
@@ -96,41 +103,41 @@ def test_structure_hash_is_stable_and_blind_to_task_order_in_the_file(
     assert shuffled.structure_hash == first.structure_hash
     assert shuffled.topological_order == first.topological_order
 
-    other = load_wfformat(TRACES / "montage_1738t.json")
+    other = load_wfformat(trace_path("montage_1738t.json"))
     assert other.structure_hash != first.structure_hash
 
 
 def test_profiles_carry_the_recorded_runtimes() -> None:
     doc = read("montage_58t.json")
-    wf = load_wfformat(TRACES / "montage_58t.json")
+    wf = load_wfformat(trace_path("montage_58t.json"))
     for tid in ("mProject_ID0000001", "mDiffFit_ID0000005", "mViewer_ID0000058"):
         seconds = exec_task(doc, tid)["runtimeInSeconds"]
         profile = wf.node(tid).profile
         assert profile is not None
         assert profile.exec_ms == pytest.approx(seconds * 1000)
 
-    v14 = load_wfformat(TRACES / "montage-v14_58t.json")
+    v14 = load_wfformat(trace_path("montage-v14_58t.json"))
     profile = v14.node("ID0000001").profile
     assert profile is not None
     assert profile.exec_ms == pytest.approx(534058.0)
 
 
 def test_one_function_per_category_named_after_it() -> None:
-    wf = load_wfformat(TRACES / "montage_58t.json")
+    wf = load_wfformat(trace_path("montage_58t.json"))
     names = {node.func.name for node in wf.tasks.values()}
     assert names == {"mProject", "mDiffFit", "mConcatFit", "mBgModel", "mBackground",
                      "mImgtbl", "mAdd", "mViewer"}
     assert len({id(node.func) for node in wf.tasks.values()}) == len(names)
     assert all(node.func.fn is synthetic_task for node in wf.tasks.values())
-    v14 = load_wfformat(TRACES / "montage-v14_58t.json")
+    v14 = load_wfformat(trace_path("montage-v14_58t.json"))
     assert {node.func.name for node in v14.tasks.values()} == names
 
 
 def test_workflow_inputs_output_bytes_and_edge_bytes_follow_the_files() -> None:
     doc = read("montage_58t.json")
     size = {f["id"]: f["sizeInBytes"] for f in doc["workflow"]["specification"]["files"]}
-    wf = load_wfformat(TRACES / "montage_58t.json")
-    edge_bytes = trace_edge_bytes(TRACES / "montage_58t.json")
+    wf = load_wfformat(trace_path("montage_58t.json"))
+    edge_bytes = trace_edge_bytes(trace_path("montage_58t.json"))
 
     root = spec_task(doc, "mProject_ID0000001")
     node = wf.node("mProject_ID0000001")
@@ -151,7 +158,7 @@ def test_workflow_inputs_output_bytes_and_edge_bytes_follow_the_files() -> None:
 
 
 def test_synthetic_task_returns_a_sized_placeholder_without_sleeping() -> None:
-    wf = load_wfformat(TRACES / "blast_43t.json")
+    wf = load_wfformat(trace_path("blast_43t.json"))
     node = wf.node("split_fasta_ID000001")
     start = time.perf_counter()
     out = node.func.fn(*node.args, **node.kwargs)
@@ -162,7 +169,7 @@ def test_synthetic_task_returns_a_sized_placeholder_without_sleeping() -> None:
     start = time.perf_counter()
     assert synthetic_task(runtime_ms=30.0, output_bytes=5, sleep=True) == SizedBlob("output", 5)
     assert time.perf_counter() - start >= 0.03
-    slow = load_wfformat(TRACES / "blast_43t.json", sleep=True)
+    slow = load_wfformat(trace_path("blast_43t.json"), sleep=True)
     assert slow.node("split_fasta_ID000001").kwargs["sleep"] is True
 
 
@@ -361,7 +368,7 @@ def test_a_cycle_through_several_tasks_names_them(tmp_path: Path) -> None:
 
 
 def test_invalid_json_and_missing_file(tmp_path: Path) -> None:
-    text = (TRACES / V15).read_text()
+    text = read_trace_text(V15)
     broken = tmp_path / "broken.json"
     broken.write_text(text[: len(text) // 2])
     with pytest.raises(WorkflowFormatError, match=r"broken\.json: invalid JSON at line \d+"):

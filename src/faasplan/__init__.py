@@ -31,7 +31,7 @@ from faasplan.workflow import (
 )
 
 if TYPE_CHECKING:
-    from faasplan import workloads
+    from faasplan import data, workloads
     from faasplan.api import plan
     from faasplan.local import TaskFailedError, payload_nbytes, profile, run_local
     from faasplan.planners import Plan, PlanError, planner_names
@@ -43,6 +43,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     "workloads": ("faasplan.workloads", None),
+    "data": ("faasplan.data", None),
     "plan": ("faasplan.api", "plan"),
     "TaskFailedError": ("faasplan.local", "TaskFailedError"),
     "payload_nbytes": ("faasplan.local", "payload_nbytes"),
@@ -78,6 +79,7 @@ __all__ = [
     "WorkflowError",
     "WorkflowFormatError",
     "__version__",
+    "data",
     "io",
     "load_wfformat",
     "payload_nbytes",

@@ -17,6 +17,7 @@ the checks below are the importer's own, with messages naming the file, task and
 
 from __future__ import annotations
 
+import gzip
 import heapq
 import json
 import math
@@ -32,7 +33,8 @@ from faasplan.workflow.errors import WorkflowFormatError
 from faasplan.workflow.graph import Workflow
 from faasplan.workflow.task import SizedBlob, TaskFunction, TaskNode, TaskProfile
 
-__all__ = ["SUPPORTED_VERSIONS", "load_wfformat", "synthetic_task", "trace_edge_bytes"]
+__all__ = ["SUPPORTED_VERSIONS", "load_wfformat", "synthetic_task", "trace_edge_bytes",
+           "trace_stem"]
 
 #: Schema versions this importer reads.
 SUPPORTED_VERSIONS: tuple[str, ...] = ("1.4", "1.5", "1.6")
@@ -101,7 +103,8 @@ def load_wfformat(path: str | os.PathLike[str], *, sleep: bool = False) -> Workf
     Parameters
     ----------
     path : str or path-like
-        A WfFormat JSON file, schema version 1.4, 1.5 or 1.6.
+        A WfFormat JSON file, schema version 1.4, 1.5 or 1.6; a name ending in ``.gz`` is
+        read as gzip-compressed JSON.
     sleep : bool
         Make the synthetic task bodies wait their recorded runtime when run (default:
         they return at once).
@@ -149,6 +152,19 @@ def trace_edge_bytes(path: str | os.PathLike[str]) -> dict[tuple[str, str], int]
     Raises like :func:`load_wfformat`.
     """
     return dict(_parse(path).edge_bytes)
+
+
+def trace_stem(path: str | os.PathLike[str]) -> str:
+    """A trace file's name without its ``.json`` / ``.json.gz`` suffix (its run id).
+
+    >>> trace_stem("traces/montage_1738t.json.gz")
+    'montage_1738t'
+    """
+    name = Path(path).name
+    for suffix in (".json.gz", ".gz", ".json"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
 
 
 # -- parsing ------------------------------------------------------------------------------
@@ -222,9 +238,17 @@ def _parse(path: str | os.PathLike[str]) -> _Trace:
     """Read, validate and resolve a trace file: the one parser behind the public functions."""
     where = os.fspath(path)
     try:
-        text = Path(where).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise FileNotFoundError(f"WfFormat trace not found: {where}") from None
+        raw_bytes = Path(where).read_bytes()
+        if where.endswith(".gz"):
+            raw_bytes = gzip.decompress(raw_bytes)
+        text = raw_bytes.decode("utf-8")
+    except (OSError, EOFError) as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise FileNotFoundError(f"WfFormat trace not found: {where}") from None
+        if isinstance(exc, IsADirectoryError | PermissionError):
+            raise
+        raise WorkflowFormatError(where, f"not a readable gzip file ({exc}); "
+                                         "name plain JSON traces *.json") from None
     except UnicodeDecodeError as exc:
         raise WorkflowFormatError(where, f"not UTF-8 text ({exc.reason} at byte "
                                          f"{exc.start}); WfFormat traces are JSON") from None
@@ -247,7 +271,7 @@ def _parse(path: str | os.PathLike[str]) -> _Trace:
     else:
         raw, sizes = _read_v15(r, workflow)
     name = doc.get("name")
-    return _resolve(r, raw, sizes, name if isinstance(name, str) and name else Path(where).stem)
+    return _resolve(r, raw, sizes, name if isinstance(name, str) and name else trace_stem(where))
 
 
 def _category(name: str, category: Any) -> str:
