@@ -6,17 +6,27 @@ its ``evaluate`` function; :func:`training_history` simulates past runs to fit p
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping
 from statistics import NormalDist
-from typing import Any
+from typing import Any, Literal
 
+import numpy as np
 import pandas as pd
 
 from faasplan.planners import Plan, run_planner
 from faasplan.planners.context import Evaluate
 from faasplan.predictors import MetricsRecord, Predictor, fit, parse_sla
-from faasplan.simulator import Platform, PredictedBehaviour, TaskBehaviour, simulate
+from faasplan.simulator import (
+    Platform,
+    PredictedBehaviour,
+    SampledModels,
+    Simulator,
+    TaskBehaviour,
+    Trace,
+    simulate,
+)
 from faasplan.worker import Placement
 from faasplan.workflow import IOHint, Workflow
 
@@ -36,13 +46,97 @@ def has_history(predictor: Predictor) -> bool:
     return bool(predictor.functions)
 
 
-def make_evaluator(workflow: Workflow, predictor: Predictor, platform: Platform, sla: str,
-                   seed: int = 0) -> Evaluate:
-    """``evaluate(placements) -> Trace``: one simulation with SLA-level predicted models.
+#: Task simulations per candidate evaluation during a search, and for a plan's final score:
+#: the replicate counts adapt to the workflow's size within the bounds below.
+MC_SEARCH_TASK_BUDGET = 1_000
+MC_FINAL_TASK_BUDGET = 8_000
+MC_SEARCH_REPLICATES = (4, 16)
+MC_FINAL_REPLICATES = (8, 64)
 
-    Cold starts are fixed at their SLA level too (no random draw), so that a search never
-    prefers a plan for a lucky draw.
+EvaluatorMode = Literal["montecarlo", "per-task-sla"]
+EVALUATOR_MODES: tuple[str, ...] = ("montecarlo", "per-task-sla")
+
+
+def mc_replicates(n_tasks: int, budget: int, bounds: tuple[int, int]) -> int:
+    """Replicates for a workflow of ``n_tasks``: ``budget / n_tasks`` within ``bounds``.
+
+    >>> mc_replicates(58, 1_000, (4, 16)), mc_replicates(1738, 1_000, (4, 16))
+    (16, 4)
     """
+    low, high = bounds
+    return int(min(max(budget // max(n_tasks, 1), low), high))
+
+
+class MonteCarloEvaluator:
+    """``evaluate(placements) -> Trace``: Monte-Carlo replicates of sampled behaviour.
+
+    Each replicate draws every task's execution time from the predictor's distribution
+    (task level, then function level; see :mod:`faasplan.predictors.hierarchy`) and
+    simulates the plan, cold starts sampled from the platform's distribution. The draws are
+    common random numbers: every candidate of one planning call meets the same draws. The
+    returned trace is the replicate closest to the SLA quantile of the makespans, with
+    ``makespan_ms`` set to that quantile (the mean for ``"average"``), ``cost_usd`` the mean
+    over the replicates and ``replicate_makespans_ms`` all of them. :meth:`final` scores a
+    chosen plan with more replicates.
+    """
+
+    def __init__(self, workflow: Workflow, predictor: Predictor, platform: Platform, sla: str,
+                 seed: int = 0, replicates: int | None = None,
+                 final_replicates: int | None = None) -> None:
+        parse_sla(sla)
+        n = len(workflow)
+        self.sla = sla
+        self.seed = int(seed)
+        self.replicates = replicates or mc_replicates(n, MC_SEARCH_TASK_BUDGET,
+                                                      MC_SEARCH_REPLICATES)
+        self.final_replicates = final_replicates or max(
+            self.replicates, mc_replicates(n, MC_FINAL_TASK_BUDGET, MC_FINAL_REPLICATES))
+        self.models = SampledModels(workflow, predictor)
+        draws = self.models.uniforms(self.seed, self.final_replicates)
+        self._behaviours = [self.models.replicate(row) for row in draws]
+        self.simulator = Simulator(workflow, platform, self._behaviours[0])
+        self.simulations = 0
+
+    def __call__(self, placements: Mapping[str, Placement]) -> Any:
+        return self._score(placements, self.replicates)
+
+    def final(self, placements: Mapping[str, Placement]) -> Any:
+        """The score of a chosen plan, with :attr:`final_replicates` replicates."""
+        return self._score(placements, self.final_replicates)
+
+    def _score(self, placements: Mapping[str, Placement], k: int) -> Any:
+        traces = self.simulator.run_each(placements, self.seed, self._behaviours[:k])
+        self.simulations += k
+        return monte_carlo_summary(traces, self.sla)
+
+
+def monte_carlo_summary(traces: list[Trace], sla: str) -> Trace:
+    """One trace standing for replicates: the SLA quantile of their makespans (see
+    :class:`MonteCarloEvaluator`)."""
+    makespans = np.asarray([t.makespan_ms for t in traces], dtype=float)
+    q = parse_sla(sla)
+    target = float(makespans.mean()) if q is None else float(np.quantile(makespans, q))
+    pick = int(np.argmin(np.abs(makespans - target)))
+    cost = float(np.mean([t.cost_usd for t in traces]))
+    return dataclasses.replace(traces[pick], makespan_ms=target, cost_usd=cost,
+                               replicate_makespans_ms=tuple(makespans.tolist()))
+
+
+def make_evaluator(workflow: Workflow, predictor: Predictor, platform: Platform, sla: str,
+                   seed: int = 0, *, mode: EvaluatorMode = "montecarlo",
+                   replicates: int | None = None) -> Evaluate:
+    """The planners' ``evaluate(placements) -> Trace``.
+
+    ``mode="montecarlo"`` (default): a :class:`MonteCarloEvaluator`, whose predicted
+    makespan at SLA ``pNN`` is the NN-th percentile over sampled replicates.
+    ``mode="per-task-sla"``: one deterministic simulation with every task's execution time
+    and output size at the SLA level, and cold starts fixed at their SLA level (per-task
+    levels stack along paths, so this over-states a percentile makespan; kept as an option).
+    """
+    if mode == "montecarlo":
+        return MonteCarloEvaluator(workflow, predictor, platform, sla, seed, replicates)
+    if mode != "per-task-sla":
+        raise ValueError(f"unknown evaluator mode {mode!r}; use one of {list(EVALUATOR_MODES)}")
     behaviour = PredictedBehaviour(workflow, predictor, sla)
     platform = sla_platform(platform, sla)
 
@@ -115,10 +209,14 @@ def training_history(workflow: Workflow, platform: Platform, truth: TaskBehaviou
     return records
 
 
-def fit_history(workflow: Workflow, records: list[MetricsRecord] | pd.DataFrame) -> Predictor:
-    """Predictors fitted on ``records`` with the workflow's io hints as priors."""
+def fit_history(workflow: Workflow, records: list[MetricsRecord] | pd.DataFrame,
+                platform: Platform | None = None) -> Predictor:
+    """Predictors fitted on ``records`` with the workflow's io hints as priors, with the
+    hierarchical execution-time models under ``platform``'s memory rule."""
     hints = io_hints(workflow)
-    return fit(records, hints=hints) if len(records) else Predictor.empty(hints)
+    platform = platform if platform is not None else Platform()
+    return fit(records, hints=hints, platform=platform) if len(records) else \
+        Predictor.empty(hints)
 
 
 def _spread(sizes: tuple[int, ...], k: int) -> tuple[int, ...]:

@@ -98,13 +98,13 @@ def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
     if metrics_path:
         path = loaded.path(metrics_path) if history is None else metrics_path
         frame = load_metrics(path)
-        predictor = fit_history(wf, frame) if len(frame) else Predictor.empty()
+        predictor = fit_history(wf, frame, platform) if len(frame) else Predictor.empty()
         n_records = len(frame)
     else:
         sizes = tuple(sc.history.memory_sizes) if sc.history.memory_sizes else None
         recs = training_history(wf, platform, truth, sc.history.training_runs,
                                 memory_sizes=sizes, seed=run_seed)
-        predictor, n_records = fit_history(wf, recs), len(recs)
+        predictor, n_records = fit_history(wf, recs, platform), len(recs)
     names = tuple(planners or sc.planning.planners or planner_names())
     for i, name in enumerate(names):
         if name not in planner_names():

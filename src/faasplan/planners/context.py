@@ -105,8 +105,15 @@ class PlanningContext:
 
     def finish(self, planner: str, placements: Mapping[str, Placement], started: float,
                notes: tuple[str, ...] = (), predicted: Any = None) -> Plan:
-        """Build the :class:`Plan`, simulating it unless ``predicted`` is given."""
-        if predicted is None:
+        """Build the :class:`Plan`, simulating it unless ``predicted`` is given.
+
+        An ``evaluate`` with a ``final(placements)`` method (the Monte-Carlo evaluator)
+        scores the chosen plan with it instead, with more replicates than the search used.
+        """
+        final = getattr(self.evaluate, "final", None)
+        if final is not None:
+            predicted = final(placements)
+        elif predicted is None:
             predicted = self.simulate(placements)
         if not self.history:
             notes = ("no metrics history: predictions come from io hints and defaults",

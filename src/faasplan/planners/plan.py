@@ -61,6 +61,24 @@ class Plan:
         return float(self.predicted.makespan_ms) if self.predicted is not None else float("nan")
 
     @property
+    def predicted_quantiles(self) -> dict[str, float]:
+        """Predicted makespan ``{"p50", "p95", "p99"}`` (ms) over the Monte-Carlo replicates
+        of the predicted trace (all equal for a single deterministic simulation; empty when
+        the plan was not simulated)."""
+        if self.predicted is None:
+            return {}
+        reps = tuple(getattr(self.predicted, "replicate_makespans_ms", ()) or
+                     (self.predicted.makespan_ms,))
+        ordered = sorted(float(v) for v in reps)
+        out = {}
+        for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
+            pos = q * (len(ordered) - 1)
+            lo = int(pos)
+            hi = min(lo + 1, len(ordered) - 1)
+            out[name] = ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
+        return out
+
+    @property
     def predicted_cost_usd(self) -> float:
         """Cost of the predicted trace (``nan`` when the plan was not simulated)."""
         return float(self.predicted.cost_usd) if self.predicted is not None else float("nan")

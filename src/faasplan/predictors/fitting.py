@@ -19,11 +19,13 @@ import math
 import os
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
+from typing import Any
 
 import numpy as np
 import pandas as pd
 from scipy import linalg, optimize
 
+from faasplan.predictors.hierarchy import MemoryRule, fit_hierarchy
 from faasplan.predictors.metrics import (
     MetricsRecord,
     as_frame,
@@ -63,7 +65,7 @@ Records = pd.DataFrame | str | os.PathLike[str] | Sequence[MetricsRecord]
 
 def fit(records: Records, hints: Mapping[str, IOHint] | None = None, *,
         defaults: Defaults = DEFAULTS, min_samples: int = MIN_SAMPLES,
-        allowed_memory: Collection[int] | None = None) -> Predictor:
+        allowed_memory: Collection[int] | None = None, platform: Any = None) -> Predictor:
     """Fit a :class:`Predictor` to past executions.
 
     Parameters
@@ -80,6 +82,10 @@ def fit(records: Records, hints: Mapping[str, IOHint] | None = None, *,
         Fewest samples a model is fitted on (default 3).
     allowed_memory
         Reject records whose memory size is not one of these.
+    platform
+        A :class:`faasplan.Platform`: also fit the hierarchical models of
+        :mod:`faasplan.predictors.hierarchy` (task level, cross-validated function level,
+        the platform's vCPU rule for memory), which then answer execution-time queries.
 
     Examples
     --------
@@ -92,11 +98,12 @@ def fit(records: Records, hints: Mapping[str, IOHint] | None = None, *,
     """
     df = as_frame(records)
     validate_records(df, allowed_memory=allowed_memory)
-    return fit_frame(df, hints, defaults=defaults, min_samples=min_samples)
+    return fit_frame(df, hints, defaults=defaults, min_samples=min_samples, platform=platform)
 
 
 def fit_frame(df: pd.DataFrame, hints: Mapping[str, IOHint] | None = None, *,
-              defaults: Defaults = DEFAULTS, min_samples: int = MIN_SAMPLES) -> Predictor:
+              defaults: Defaults = DEFAULTS, min_samples: int = MIN_SAMPLES,
+              platform: Any = None) -> Predictor:
     """:func:`fit` on a frame already validated (no second validation pass)."""
     if not (isinstance(min_samples, int) and min_samples >= 1):
         raise ValueError(f"min_samples must be an integer >= 1, got {min_samples!r}")
@@ -140,9 +147,13 @@ def fit_frame(df: pd.DataFrame, hints: Mapping[str, IOHint] | None = None, *,
                               defaults=defaults, min_samples=min_samples)
         if startup is not None:
             startup_models[state] = startup
+    hierarchy = None
+    if platform is not None and len(df):
+        hierarchy = fit_hierarchy(df, MemoryRule.of_platform(platform))
     return Predictor(exec_models=exec_models, output_models=output_models,
                      transfer_models=transfer_models, startup_models=startup_models,
-                     hints=hints, defaults=defaults, min_samples=min_samples)
+                     hints=hints, defaults=defaults, min_samples=min_samples,
+                     hierarchy=hierarchy)
 
 
 def _checked_hints(hints: Mapping[str, IOHint] | None) -> dict[str, IOHint]:

@@ -13,6 +13,7 @@ from typing import Literal
 
 import pandas as pd
 
+from faasplan.predictors.hierarchy import ExecDistribution, Hierarchy
 from faasplan.predictors.metrics import Direction
 from faasplan.predictors.models import (
     DEFAULTS,
@@ -25,6 +26,7 @@ from faasplan.predictors.models import (
     StartupModel,
     TransferModel,
 )
+from faasplan.predictors.sla import Empirical
 from faasplan.workflow.io import IOHint
 
 ModelName = Literal["exec", "output", "download", "upload", "cold", "warm"]
@@ -41,16 +43,18 @@ class Predictor:
     ``sla`` is ``"average"`` or a percentile ``"pNN"`` (see :func:`parse_sla`).
     """
 
-    __slots__ = ("_default_exec", "_default_output", "_defaults", "_exec", "_hints",
-                 "_min_samples", "_output", "_startup", "_transfer")
+    __slots__ = ("_default_exec", "_default_output", "_defaults", "_exec", "_hierarchy",
+                 "_hints", "_min_samples", "_output", "_startup", "_transfer")
 
     def __init__(self, *, exec_models: Mapping[str, ExecModel] | None = None,
                  output_models: Mapping[str, OutputModel] | None = None,
                  transfer_models: Mapping[str, TransferModel] | None = None,
                  startup_models: Mapping[str, StartupModel] | None = None,
                  hints: Mapping[str, IOHint] | None = None,
-                 defaults: Defaults = DEFAULTS, min_samples: int = MIN_SAMPLES) -> None:
+                 defaults: Defaults = DEFAULTS, min_samples: int = MIN_SAMPLES,
+                 hierarchy: Hierarchy | None = None) -> None:
         self._defaults = defaults
+        self._hierarchy = hierarchy
         self._default_exec = ExecModel.from_defaults(defaults)
         self._default_output = OutputModel.from_defaults(defaults)
         self._min_samples = min_samples
@@ -85,6 +89,11 @@ class Predictor:
         return self._defaults
 
     @property
+    def hierarchy(self) -> Hierarchy | None:
+        """The task- and function-level models (None when fitted without a platform)."""
+        return self._hierarchy
+
+    @property
     def min_samples(self) -> int:
         """Fewest samples a model was fitted on."""
         return self._min_samples
@@ -98,6 +107,8 @@ class Predictor:
     def functions(self) -> tuple[str, ...]:
         """Functions with a fitted execution-time or output-size model, sorted."""
         fitted = {f for f, m in self._output.items() if m.source == "fitted"}
+        if self._hierarchy is not None:
+            fitted |= set(self._hierarchy.functions)
         return tuple(sorted(fitted | set(self._exec)))
 
     def exec_model(self, function: str) -> ExecModel:
@@ -198,8 +209,45 @@ class Predictor:
         if input_bytes < 0 or memory_mb <= 0:
             raise ValueError(f"execution_ms({function!r}): need input_bytes >= 0 and "
                              f"memory_mb > 0, got {input_bytes!r} and {memory_mb!r}")
+        if self._hierarchy is not None:
+            dist = self._hierarchy.function_exec(function, input_bytes, memory_mb)
+            if dist is not None:
+                return dist.at(sla)
         model = self._exec.get(function, self._default_exec)
         return model.predict(input_bytes, memory_mb, sla)
+
+    def exec_distribution(self, function: str, input_bytes: float, memory_mb: float,
+                          workflow_hash: str | None = None, task_id: str | None = None
+                          ) -> ExecDistribution:
+        """The distribution of a task's execution time, from the most specific level.
+
+        With ``workflow_hash`` and ``task_id`` of a task seen in the history, its own
+        history (shrunk toward its function); else the function's cross-validated model;
+        else the io-hint/default model with no spread. ``source`` says which.
+        """
+        if input_bytes < 0 or memory_mb <= 0:
+            raise ValueError(f"exec_distribution({function!r}): need input_bytes >= 0 and "
+                             f"memory_mb > 0, got {input_bytes!r} and {memory_mb!r}")
+        if self._hierarchy is not None:
+            if workflow_hash is not None and task_id is not None:
+                dist = self._hierarchy.task_exec(workflow_hash, task_id, function,
+                                                 input_bytes, memory_mb)
+            else:
+                dist = self._hierarchy.function_exec(function, input_bytes, memory_mb)
+            if dist is not None:
+                return dist
+        model = self._exec.get(function, self._default_exec)
+        median = model.point_ms(input_bytes, memory_mb)
+        return ExecDistribution(median * model.residuals.quantile(0.5),
+                                _ratio_about_median(model.residuals), model.samples,
+                                model.source)
+
+    def task_output_bytes(self, workflow_hash: str, task_id: str) -> float | None:
+        """The median output size recorded for a task seen before (None if unseen)."""
+        if self._hierarchy is None:
+            return None
+        own = self._hierarchy.tasks.get((workflow_hash, task_id))
+        return None if own is None else own.output_bytes
 
     def output_bytes(self, function: str, input_bytes: float, sla: str = "average",
                      hint: IOHint | None = None) -> float:
@@ -256,3 +304,11 @@ class Predictor:
         model = self.startup_model(state)
         value = self.startup_ms(memory_mb, state, sla)
         return Prediction(value, model.samples_at(memory_mb), model.source)
+
+
+def _ratio_about_median(residuals: Empirical) -> Empirical:
+    """``residuals`` rescaled so that its median is 1."""
+    median = residuals.quantile(0.5)
+    if median <= 0 or len(residuals) == 1:
+        return Empirical.constant(1.0)
+    return Empirical.of([v / median for v in residuals.values])

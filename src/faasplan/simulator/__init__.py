@@ -27,6 +27,8 @@ from faasplan.simulator.behaviour import (
     DEFAULT_OUTPUT_BYTES,
     GroundTruth,
     PredictedBehaviour,
+    SampledBehaviour,
+    SampledModels,
     TaskBehaviour,
 )
 from faasplan.simulator.driver import Simulation
@@ -49,6 +51,8 @@ __all__ = [
     "GroundTruth",
     "Platform",
     "PredictedBehaviour",
+    "SampledBehaviour",
+    "SampledModels",
     "Sandbox",
     "Simulation",
     "SimulationError",

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numbers
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -80,6 +80,23 @@ class Simulator:
                  ) -> list[Trace]:
         """One full trace per replicate."""
         return self._runs(self.spec(plan), seed, replicates, full=replicates)
+
+    def run_each(self, plan: PlanLike, seed: int, behaviours: Sequence[TaskBehaviour]
+                 ) -> list[Trace]:
+        """One full trace per behaviour: replicate ``i`` runs ``behaviours[i]`` with the
+        ``i``-th generator of ``seed`` (Monte-Carlo replicates of sampled task behaviour,
+        with the same random numbers for every plan simulated this way)."""
+        if not behaviours:
+            raise ValueError("run_each needs at least one behaviour")
+        spec = self.spec(plan)
+        rngs = replicate_rngs(seed, len(behaviours))
+        results = [Simulation.create(spec, self.platform, b, rng).run()
+                   for b, rng in zip(behaviours, rngs, strict=True)]
+        makespans = tuple(r.makespan_ms for r in results)
+        return [build_trace(r, workflow_hash=self.workflow.structure_hash,
+                            workflow_name=self.workflow.name, seed=int(seed),
+                            replicate_makespans_ms=makespans)
+                for r in results]
 
     def _runs(self, spec: RunSpec, seed: int, replicates: int, full: int) -> list[Trace]:
         rngs = replicate_rngs(seed, replicates)

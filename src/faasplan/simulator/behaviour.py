@@ -194,3 +194,104 @@ class PredictedBehaviour:
         except KeyError:
             raise KeyError(f"PredictedBehaviour knows no task {task_id!r}; build it with the "
                            f"workflow being simulated") from None
+
+
+class Distributions(Protocol):
+    """What :class:`SampledBehaviour` needs from a :mod:`faasplan.predictors` predictor."""
+
+    def exec_distribution(self, function: str, input_bytes: float, memory_mb: float,
+                          workflow_hash: str | None = None, task_id: str | None = None
+                          ) -> Any:
+        """An object with ``draw(u) -> ms`` for ``u`` uniform in [0, 1]."""
+        ...
+
+    def task_output_bytes(self, workflow_hash: str, task_id: str) -> float | None:
+        """The recorded median output of a task seen before, else None."""
+        ...
+
+    def output_bytes(self, function: str, input_bytes: float, sla: Any = ..., *,
+                     hint: IOHint | None = None) -> float:
+        """Predicted output size at the SLA level."""
+        ...
+
+
+class SampledModels:
+    """A predictor's distributions for one workflow, looked up once and shared.
+
+    One instance serves every Monte-Carlo replicate and every candidate plan of a planning
+    call (:meth:`replicate` gives the behaviour of one replicate).
+    """
+
+    def __init__(self, workflow: Workflow, predictor: Distributions) -> None:
+        self.workflow = workflow
+        self.predictor = predictor
+        self.order = tuple(workflow.topological_order)
+        self.index = {tid: i for i, tid in enumerate(self.order)}
+        self._hash = workflow.structure_hash
+        self._function = {tid: node.func.name for tid, node in workflow.tasks.items()}
+        self._hint = {tid: node.func.io for tid, node in workflow.tasks.items()}
+        self._dist: dict[tuple[str, int, int], Any] = {}
+        self._out: dict[tuple[str, int], int] = {}
+
+    def distribution(self, task_id: str, memory_mb: int, input_bytes: int) -> Any:
+        """The execution-time distribution of a task (memoized)."""
+        key = (task_id, memory_mb, input_bytes)
+        dist = self._dist.get(key)
+        if dist is None:
+            dist = self.predictor.exec_distribution(self._function[task_id], input_bytes,
+                                                    memory_mb, self._hash, task_id)
+            self._dist[key] = dist
+        return dist
+
+    def output_bytes(self, task_id: str, input_bytes: int) -> int:
+        """The task's recorded median output if seen before, else the function's median."""
+        key = (task_id, input_bytes)
+        out = self._out.get(key)
+        if out is None:
+            own = self.predictor.task_output_bytes(self._hash, task_id)
+            raw = own if own is not None else self.predictor.output_bytes(
+                self._function[task_id], input_bytes, "p50", hint=self._hint[task_id])
+            if not math.isfinite(raw):
+                raise ValueError(f"predictor gave output size {raw!r} for task {task_id!r}")
+            out = self._out[key] = max(0, round(raw))
+        return out
+
+    def uniforms(self, seed: int, replicates: int) -> np.ndarray:
+        """``replicates x tasks`` uniform draws, the same for every plan (common random
+        numbers): replicate ``r`` of task ``t`` always reads the same number."""
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
+        return rng.random((int(replicates), len(self.order)))
+
+    def replicate(self, row: np.ndarray) -> SampledBehaviour:
+        """The behaviour of one replicate whose draws are ``row``."""
+        return SampledBehaviour(self, row)
+
+
+class SampledBehaviour:
+    """Tasks behave as one Monte-Carlo draw from a predictor's distributions.
+
+    Each task's execution time is its distribution's inverse CDF at the task's own uniform
+    draw, so a task keeps its draw whatever the plan or the order of events (common random
+    numbers across candidate plans). Output sizes are the predicted medians.
+    """
+
+    def __init__(self, models: SampledModels, row: np.ndarray) -> None:
+        if len(row) != len(models.order):
+            raise ValueError(f"SampledBehaviour needs one draw per task ({len(models.order)}),"
+                             f" got {len(row)}")
+        self.models = models
+        self.row = row
+
+    def exec_ms(self, task_id: str, memory_mb: int, input_bytes: int,
+                rng: np.random.Generator) -> float:
+        """The task's draw from its predicted distribution (``rng`` is not used)."""
+        dist = self.models.distribution(task_id, memory_mb, input_bytes)
+        ms = float(dist.draw(float(self.row[self.models.index[task_id]])))
+        if not (math.isfinite(ms) and ms >= 0):
+            raise ValueError(f"predictor gave execution time {ms!r} ms for task {task_id!r} "
+                             f"(input {input_bytes} B, {memory_mb} MB)")
+        return ms
+
+    def output_bytes(self, task_id: str, input_bytes: int, rng: np.random.Generator) -> int:
+        """The predicted median output size."""
+        return self.models.output_bytes(task_id, input_bytes)

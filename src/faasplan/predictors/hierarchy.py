@@ -1,0 +1,426 @@
+"""Hierarchical execution-time models: task level, function level, memory rule.
+
+A prediction of a task's execution time comes from the most specific level with data:
+
+1. **task** — the same task (same workflow structure hash, same task id) seen in past runs:
+   its own median, shrunk toward its function's model when it has few samples;
+2. **function** — the function's model, chosen per function by grouped cross-validation
+   among robust candidates (:data:`CANDIDATES`): the median, a power law in input bytes
+   fitted in log space with a robust loss, and the median of the nearest neighbours in
+   log input size;
+3. then the io hint and the defaults of :mod:`faasplan.predictors.models`.
+
+Memory never enters as a free power law. Observations are first normalised to the
+platform's reference memory with the platform's own vCPU rule (:class:`MemoryRule`): time
+``~ v ** -cpu_exponent`` while a worker holds a share ``v < 1`` of one vCPU, then
+``~ v ** -multicore_exponent``, both exponents fitted within their physical range ``[0, 1]``
+(0: no gain from more CPU, 1: perfectly CPU-bound or perfectly parallel) and reported as
+clamped when the best fit lies on a bound.
+
+Every model keeps the empirical distribution of its *out-of-sample* multiplicative
+residuals (observed / predicted; out-of-fold for the function level, within-task spread for
+the task level), so quantiles and random draws describe errors on data the model did not
+see.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+from scipy import optimize
+
+from faasplan.predictors.sla import Empirical
+
+Candidate = Literal["median", "power", "knn"]
+#: The function-level candidates, simplest first (ties in cross-validation go to the first).
+CANDIDATES: tuple[Candidate, ...] = ("median", "power", "knn")
+
+#: Fewest samples a function-level model is chosen on.
+MIN_FUNCTION_SAMPLES = 3
+#: Run-to-run spread (log-space standard deviation) assumed for a task whose function has
+#: no task seen twice: the within-task variance cannot be measured then.
+DEFAULT_WITHIN_SIGMA = 0.1
+#: Fewest within-task deviations for a function to keep its own run-to-run distribution;
+#: below this the deviations of every function are pooled (a handful of values would
+#: understate the tails that decide a makespan percentile).
+MIN_OWN_WITHIN = 30
+#: A function gets memory exponents of its own only with this many samples over this many
+#: tasks; otherwise it follows the exponents fitted over every function.
+MIN_RULE_SAMPLES = 30
+MIN_RULE_GROUPS = 5
+#: Neighbours of the nearest-neighbour candidate.
+KNN_K = 5
+#: Folds of the grouped cross-validation (fewer groups: leave one group out).
+FOLDS = 5
+#: Largest believed size exponent of the power-law candidate.
+SIZE_EXPONENT_MAX = 2.0
+_MIN_MS = 1e-3
+_EXPONENT_GRID = np.linspace(0.0, 1.0, 21)
+_UNIT = Empirical.constant(1.0)
+
+
+# -- memory -------------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class MemoryRule:
+    """The platform's vCPU rule with fitted, bounded exponents.
+
+    ``vcpu(m) = clamp(m / mb_per_vcpu, min_vcpu, max_vcpu)``; time is proportional to
+    ``v ** -cpu_exponent`` for ``v < 1`` and to ``v ** -multicore_exponent`` beyond, and
+    :meth:`factor` is relative to ``reference_memory_mb``.
+
+    ``clamped`` names the exponents whose best fit lay on a bound of ``[0, 1]``; ``fitted``
+    says whether the exponents came from data (else they are the platform's).
+    """
+
+    mb_per_vcpu: float = 1769.0
+    min_vcpu: float = 0.07
+    max_vcpu: float = 6.0
+    reference_memory_mb: float = 1769.0
+    cpu_exponent: float = 1.0
+    multicore_exponent: float = 0.1
+    fitted: bool = False
+    clamped: tuple[str, ...] = ()
+
+    @classmethod
+    def of_platform(cls, platform: Any) -> MemoryRule:
+        """The rule of a :class:`faasplan.Platform` (its exponents, not fitted)."""
+        return cls(float(platform.mb_per_vcpu), float(platform.min_vcpu),
+                   float(platform.max_vcpu), float(platform.reference_memory_mb),
+                   float(platform.cpu_exponent), float(platform.multicore_exponent))
+
+    def _log_slowness(self, memory_mb: np.ndarray, a: float, b: float) -> np.ndarray:
+        v = np.clip(memory_mb / self.mb_per_vcpu, self.min_vcpu, self.max_vcpu)
+        return np.where(v < 1.0, -a * np.log(v), -b * np.log(v))
+
+    def log_factor(self, memory_mb: np.ndarray, a: float | None = None,
+                   b: float | None = None) -> np.ndarray:
+        """``log(factor(memory_mb))`` for an array, optionally with other exponents."""
+        a = self.cpu_exponent if a is None else a
+        b = self.multicore_exponent if b is None else b
+        ref = self._log_slowness(np.asarray([self.reference_memory_mb]), a, b)[0]
+        return self._log_slowness(np.asarray(memory_mb, dtype=float), a, b) - ref
+
+    def factor(self, memory_mb: float) -> float:
+        """Execution time at ``memory_mb`` relative to the reference memory."""
+        return float(math.exp(self.log_factor(np.asarray([memory_mb]))[0]))
+
+    def with_exponents(self, cpu_exponent: float, multicore_exponent: float,
+                       clamped: tuple[str, ...] = ()) -> MemoryRule:
+        """A copy with fitted exponents."""
+        return MemoryRule(self.mb_per_vcpu, self.min_vcpu, self.max_vcpu,
+                          self.reference_memory_mb, cpu_exponent, multicore_exponent,
+                          True, clamped)
+
+
+def fit_memory_rule(base: MemoryRule, groups: np.ndarray, memory_mb: np.ndarray,
+                    log_ms: np.ndarray) -> MemoryRule:
+    """Fit the rule's two exponents to observations of repeated work at several memories.
+
+    ``groups`` labels observations of the same work (a task, or a function at one input
+    size); within a group only the memory changes. The exponents minimise the sum of
+    absolute log residuals around each group's median on a grid over ``[0, 1]`` squared.
+    An exponent no observation can identify (no memory below or above one vCPU) keeps the
+    platform's value. Returns ``base`` when no group holds two memory sizes.
+    """
+    v = np.clip(memory_mb / base.mb_per_vcpu, base.min_vcpu, base.max_vcpu)
+    codes = pd.factorize(groups)[0]
+    multi = pd.Series(memory_mb).groupby(codes).nunique().to_numpy() > 1
+    keep = multi[codes]
+    if not keep.any():
+        return base
+    codes, v, log_ms, memory_mb = codes[keep], v[keep], log_ms[keep], memory_mb[keep]
+    below, above = bool((v < 1.0).any()), bool((v > 1.0).any())
+    grid_a = _EXPONENT_GRID if below else np.asarray([base.cpu_exponent])
+    grid_b = _EXPONENT_GRID if above else np.asarray([base.multicore_exponent])
+    best: tuple[float, float, float] | None = None
+    for a in grid_a:
+        for b in grid_b:
+            y = log_ms - base.log_factor(memory_mb, float(a), float(b))
+            med = pd.Series(y).groupby(codes).transform("median").to_numpy()
+            loss = float(np.abs(y - med).sum())
+            if best is None or loss < best[0] - 1e-12:
+                best = (loss, float(a), float(b))
+    assert best is not None
+    _, a, b = best
+    clamped = tuple(name for name, value, free in (("cpu_exponent", a, below),
+                                                   ("multicore_exponent", b, above))
+                    if free and value in (0.0, 1.0))
+    return base.with_exponents(a, b, clamped)
+
+
+# -- function level -----------------------------------------------------------------------
+@dataclass(frozen=True, slots=True, eq=False)
+class FunctionModel:
+    """Execution time of one function at the reference memory, chosen by cross-validation.
+
+    ``kind`` is the winning candidate; ``cv_error`` holds every candidate's median absolute
+    log error on held-out groups. ``residuals`` are the winner's out-of-fold ratios.
+    """
+
+    kind: Candidate
+    median_ms: float
+    log_coefficient: float = 0.0
+    size_exponent: float = 0.0
+    knn_log_x: tuple[float, ...] = ()
+    knn_log_y: tuple[float, ...] = ()
+    residuals: Empirical = _UNIT
+    samples: int = 0
+    cv_error: Mapping[str, float] = field(default_factory=dict)
+    clamped: tuple[str, ...] = ()
+
+    def point_ms(self, input_bytes: float) -> float:
+        """The model's time at the reference memory for ``input_bytes`` of input."""
+        lx = math.log(max(float(input_bytes), 1.0))
+        if self.kind == "median":
+            return self.median_ms
+        if self.kind == "power":
+            return math.exp(self.log_coefficient + self.size_exponent * lx)
+        return math.exp(_knn_predict(np.asarray(self.knn_log_x), np.asarray(self.knn_log_y),
+                                     np.asarray([lx]))[0])
+
+
+def _knn_predict(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray) -> np.ndarray:
+    k = min(KNN_K, len(train_x))
+    out = np.empty(len(x))
+    for i, xi in enumerate(x):
+        idx = np.argsort(np.abs(train_x - xi), kind="stable")[:k]
+        out[i] = float(np.median(train_y[idx]))
+    return out
+
+
+def _fit_power(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, bool]:
+    """Robust (soft-L1) log-space power law; returns (log a, b, clamped)."""
+    if np.ptp(lx) < math.log(2.0):
+        return float(np.median(ly)), 0.0, False
+    b0 = float(np.polyfit(lx, ly, 1)[0])
+    b0 = min(max(b0, 0.0), SIZE_EXPONENT_MAX)
+    la0 = float(np.median(ly - b0 * lx))
+    scale = max(float(np.median(np.abs(ly - la0 - b0 * lx))), 0.05)
+    result = optimize.least_squares(lambda p: ly - p[0] - p[1] * lx, [la0, b0],
+                                    bounds=([-np.inf, 0.0], [np.inf, SIZE_EXPONENT_MAX]),
+                                    loss="soft_l1", f_scale=scale, method="trf")
+    la, b = (float(v) for v in result.x)
+    clamped = b <= 1e-9 or b >= SIZE_EXPONENT_MAX - 1e-9
+    return la, b, clamped and b0 != 0.0
+
+
+def _candidate_predict(kind: Candidate, lx: np.ndarray, ly: np.ndarray, test_x: np.ndarray
+                       ) -> np.ndarray:
+    if kind == "median":
+        return np.full(len(test_x), float(np.median(ly)))
+    if kind == "power":
+        la, b, _ = _fit_power(lx, ly)
+        return la + b * test_x
+    return _knn_predict(lx, ly, test_x)
+
+
+def _folds(groups: np.ndarray) -> list[np.ndarray]:
+    """Test masks of a grouped K-fold split (whole groups held out together)."""
+    uniq = pd.unique(groups)
+    k = min(FOLDS, len(uniq))
+    order = {g: i % k for i, g in enumerate(sorted(uniq, key=str))}
+    fold = np.asarray([order[g] for g in groups])
+    return [fold == i for i in range(k)]
+
+
+def fit_function(input_bytes: np.ndarray, log_ms_ref: np.ndarray, groups: np.ndarray
+                 ) -> FunctionModel | None:
+    """Choose and fit one function's model on times normalised to the reference memory.
+
+    ``groups`` labels observations that must be held out together (the same task in
+    several runs). Returns None with fewer than :data:`MIN_FUNCTION_SAMPLES` samples.
+    """
+    n = len(log_ms_ref)
+    if n < MIN_FUNCTION_SAMPLES:
+        return None
+    lx = np.log(np.maximum(input_bytes.astype(float), 1.0))
+    ly = log_ms_ref
+    errors: dict[str, float] = {}
+    oof: dict[str, np.ndarray] = {}
+    masks = _folds(groups)
+    for kind in CANDIDATES:
+        resid = np.empty(n)
+        if len(masks) < 2:
+            # One group only: in-sample residuals are all there is.
+            resid[:] = ly - _candidate_predict(kind, lx, ly, lx)
+        else:
+            for test in masks:
+                train = ~test
+                resid[test] = ly[test] - _candidate_predict(kind, lx[train], ly[train], lx[test])
+        oof[kind] = resid
+        errors[kind] = float(np.median(np.abs(resid)))
+    # Prefer the simplest candidate within 2 % of the best error.
+    floor = min(errors.values())
+    best = next(c for c in CANDIDATES if errors[c] <= floor * 1.02 + 1e-12)
+    median_ms = float(math.exp(float(np.median(ly))))
+    la, b, clamped = _fit_power(lx, ly)
+    order = np.argsort(lx, kind="stable")
+    return FunctionModel(best, median_ms, la, b, tuple(lx[order].tolist()),
+                         tuple(ly[order].tolist()), Empirical.of(np.exp(oof[best]).tolist()),
+                         n, errors, ("size_exponent",) if clamped and best == "power" else ())
+
+
+# -- task level ---------------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class TaskModel:
+    """A task's own history: its median time at the reference memory and sample count."""
+
+    log_median_ms: float
+    samples: int
+    output_bytes: float
+
+
+@dataclass(frozen=True, slots=True)
+class ExecDistribution:
+    """A predicted execution time: median and multiplicative residual distribution.
+
+    ``source`` is ``"task"``, ``"function:<candidate>"``, ``"hint"`` or ``"default"``.
+    """
+
+    median_ms: float
+    residuals: Empirical
+    samples: int
+    source: str
+
+    def quantile(self, q: float) -> float:
+        """The ``q`` quantile of the execution time (ms)."""
+        return self.median_ms * self.residuals.quantile(q)
+
+    def at(self, sla: str) -> float:
+        """The time at an SLA level (``"average"`` or ``"pNN"``)."""
+        return self.median_ms * self.residuals.at(sla)
+
+    def draw(self, u: float) -> float:
+        """The time at uniform draw ``u`` in [0, 1] (inverse-CDF sampling)."""
+        return self.median_ms * self.residuals.quantile(min(max(u, 0.0), 1.0))
+
+
+@dataclass(frozen=True, eq=False)
+class Hierarchy:
+    """The fitted task- and function-level models plus the memory rule of each function."""
+
+    rule: MemoryRule
+    functions: Mapping[str, FunctionModel]
+    function_rules: Mapping[str, MemoryRule]
+    tasks: Mapping[tuple[str, str], TaskModel]
+    task_residuals: Mapping[str, Empirical]
+    pooled_residuals: Empirical
+    shrink: Mapping[str, float] = field(default_factory=dict)
+
+    def rule_for(self, function: str) -> MemoryRule:
+        """The memory rule of ``function`` (the pooled one if it has none of its own)."""
+        return self.function_rules.get(function, self.rule)
+
+    def function_exec(self, function: str, input_bytes: float, memory_mb: float
+                      ) -> ExecDistribution | None:
+        """The function-level distribution, or None for an unknown function."""
+        model = self.functions.get(function)
+        if model is None:
+            return None
+        median = model.point_ms(input_bytes) * self.rule_for(function).factor(memory_mb)
+        return ExecDistribution(median, model.residuals, model.samples,
+                                f"function:{model.kind}")
+
+    def task_exec(self, workflow_hash: str, task_id: str, function: str, input_bytes: float,
+                  memory_mb: float) -> ExecDistribution | None:
+        """The task-level distribution (shrunk toward the function), else the function's."""
+        func = self.function_exec(function, input_bytes, memory_mb)
+        own = self.tasks.get((workflow_hash, task_id))
+        if own is None:
+            return func
+        factor = self.rule_for(function).factor(memory_mb)
+        log_own = own.log_median_ms + math.log(factor)
+        if func is not None:
+            # Empirical Bayes: the prior (function model) weighs sigma_within^2 / tau^2
+            # samples, tau^2 being the spread of tasks around their function's model.
+            w = own.samples / (own.samples + self.shrink.get(function, 1.0))
+            log_med = w * log_own + (1.0 - w) * math.log(max(func.median_ms, _MIN_MS))
+        else:
+            log_med = log_own
+        resid = self.task_residuals.get(function, self.pooled_residuals)
+        return ExecDistribution(math.exp(log_med), resid, own.samples, "task")
+
+    def summary(self) -> pd.DataFrame:
+        """One row per function: chosen candidate, CV errors, memory exponents, clamps."""
+        rows = []
+        for name, m in sorted(self.functions.items()):
+            rule = self.rule_for(name)
+            rows.append({"function": name, "model": m.kind, "samples": m.samples,
+                         **{f"cv_{k}": v for k, v in m.cv_error.items()},
+                         "median_ms": m.median_ms, "size_exponent": m.size_exponent,
+                         "cpu_exponent": rule.cpu_exponent,
+                         "multicore_exponent": rule.multicore_exponent,
+                         "clamped": ",".join(m.clamped + rule.clamped),
+                         "p10_factor": m.residuals.quantile(0.1),
+                         "p90_factor": m.residuals.quantile(0.9)})
+        return pd.DataFrame(rows)
+
+
+def fit_hierarchy(df: pd.DataFrame, rule: MemoryRule) -> Hierarchy:
+    """Fit task- and function-level models to a validated metrics frame."""
+    memory = df["memory_mb"].to_numpy(dtype=float)
+    log_ms = np.log(np.maximum(df["exec_ms"].to_numpy(dtype=float), _MIN_MS))
+    input_bytes = df["input_bytes"].to_numpy(dtype=float)
+    keys = (df["workflow_hash"].astype(str) + "\x00" + df["task"].astype(str)).to_numpy()
+    functions = df["function"].astype(str).to_numpy()
+    pooled_rule = fit_memory_rule(rule, keys, memory, log_ms) if len(df) else rule
+    function_rules: dict[str, MemoryRule] = {}
+    models: dict[str, FunctionModel] = {}
+    tasks: dict[tuple[str, str], TaskModel] = {}
+    task_resid: dict[str, Empirical] = {}
+    shrink: dict[str, float] = {}
+    all_within: list[np.ndarray] = []
+    outputs = df["output_bytes"].to_numpy(dtype=float)
+    for name, rows in pd.Series(range(len(df))).groupby(functions).indices.items():
+        name = str(name)
+        fn_rule = pooled_rule
+        if len(rows) >= MIN_RULE_SAMPLES and len(set(keys[rows])) >= MIN_RULE_GROUPS:
+            fn_rule = fit_memory_rule(pooled_rule, keys[rows], memory[rows], log_ms[rows])
+        if fn_rule.fitted and fn_rule is not pooled_rule:
+            function_rules[name] = fn_rule
+        use_rule = function_rules.get(name, pooled_rule)
+        ref = log_ms[rows] - use_rule.log_factor(memory[rows])
+        model = fit_function(input_bytes[rows], ref, keys[rows])
+        if model is not None:
+            models[name] = model
+        within: list[float] = []
+        frame = pd.DataFrame({"key": keys[rows], "y": ref, "out": outputs[rows]})
+        for key, grp in frame.groupby("key", sort=False):
+            y = grp["y"].to_numpy()
+            wf_hash, task_id = str(key).split("\x00", 1)
+            tasks[(wf_hash, task_id)] = TaskModel(float(np.median(y)), len(y),
+                                                  float(np.median(grp["out"].to_numpy())))
+            if len(y) >= 2:
+                # Within-task spread, widened for the median estimated on the same samples.
+                dev = (y - np.median(y)) * math.sqrt(len(y) / (len(y) - 1))
+                within.extend(dev.tolist())
+        if len(within) >= 3:
+            task_resid[name] = Empirical.of(np.exp(within).tolist())
+            all_within.append(np.asarray(within))
+            sigma2 = float(np.var(within))
+        else:
+            sigma2 = DEFAULT_WITHIN_SIGMA ** 2
+        if model is not None:
+            between = np.log(np.asarray(model.residuals.values))
+            tau2 = max(float(np.var(between)) - sigma2, 1e-6)
+            shrink[name] = sigma2 / tau2
+    pooled = (Empirical.of(np.exp(np.concatenate(all_within)).tolist()) if all_within
+              else _UNIT)
+    for name in list(task_resid):
+        if len(task_resid[name]) < MIN_OWN_WITHIN:
+            task_resid[name] = pooled
+    for name in models:
+        task_resid.setdefault(name, pooled if all_within else models[name].residuals)
+    return Hierarchy(pooled_rule, models, function_rules, tasks, task_resid, pooled, shrink)
+
+
+def quantiles(values: Sequence[float], qs: Sequence[float] = (0.1, 0.5, 0.9)
+              ) -> dict[str, float]:
+    """``{"p10": ..., "p50": ..., "p90": ...}`` of ``values`` (linear interpolation)."""
+    arr = np.asarray(values, dtype=float)
+    return {f"p{round(q * 100)}": float(np.quantile(arr, q)) for q in qs}
