@@ -55,6 +55,8 @@ class PlanningContext:
 
     ``evaluate`` simulates placements with predicted models; ``history`` says whether
     the predictor rests on metrics (else plans rest on io hints and defaults).
+    ``final_scoring=False`` keeps :meth:`finish` on the search's own evaluation (a planner
+    running other planners as starting points compares them at one precision).
     """
 
     workflow: Workflow
@@ -66,6 +68,7 @@ class PlanningContext:
     history: bool = True
     _exec_cache: dict[tuple[str, int], float] = field(default_factory=dict, repr=False)
     evaluations: int = 0
+    final_scoring: bool = True
 
     @cached_property
     def memory_sizes(self) -> tuple[int, ...]:
@@ -110,7 +113,7 @@ class PlanningContext:
         An ``evaluate`` with a ``final(placements)`` method (the Monte-Carlo evaluator)
         scores the chosen plan with it instead, with more replicates than the search used.
         """
-        final = getattr(self.evaluate, "final", None)
+        final = getattr(self.evaluate, "final", None) if self.final_scoring else None
         if final is not None:
             predicted = final(placements)
         elif predicted is None:

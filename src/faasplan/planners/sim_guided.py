@@ -21,14 +21,20 @@ the current predicted trace:
 
 Every candidate must pass :meth:`Plan.validate`; invalid ones are skipped unsimulated.
 With ``cost_budget_usd`` a plan over budget only wins over another over-budget plan (by
-being cheaper). The search is anytime: it stops at ``time_budget_s`` or after
-``max_evaluations`` simulations, with the best plan found. Move choices come from
-``numpy.random.default_rng(ctx.seed)``; the result is reproducible whenever the
-simulation cap, not the clock, ends the search.
+being cheaper). Every starting plan and every candidate is scored by the same evaluation
+(Monte-Carlo replicates with common random numbers), and a candidate replaces the current
+plan only when it is better, so the plan returned is never dominated, on SLA makespan and
+cost, by any baseline under that evaluation. The search stops after ``max_evaluations``
+evaluations (by default derived from a budget of simulated tasks), so a plan is a pure
+function of its inputs and seed; ``time_budget_s`` is only an outer safety cap, named in
+the notes when it ends the search. Move choices come from
+``numpy.random.default_rng(ctx.seed)``. A valid candidate that fails in simulation is a
+bug and raises.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -44,8 +50,11 @@ from faasplan.planners.uniform import plan_uniform, plan_uniform_opt
 from faasplan.planners.wukong import plan_wukong, plan_wukong_opt
 from faasplan.worker import Opt, Placement
 
-DEFAULT_TIME_BUDGET_S = 2.0
-DEFAULT_MAX_EVALUATIONS = 400
+DEFAULT_TIME_BUDGET_S = 60.0
+"""Outer wall-clock safety cap; reported in the notes when it ends the search."""
+DEFAULT_TASK_SIMULATIONS = 15_000
+"""Default budget in simulated tasks (replicates x tasks per evaluation, summed)."""
+MIN_EVALUATIONS = 8
 MAX_FUTILE_MOVES = 200
 """Consecutive moves yielding nothing new and valid after which the search gives up."""
 
@@ -330,32 +339,39 @@ START_PLANNERS: tuple[tuple[str, Callable[..., Plan]], ...] = (
 
 def _starts(ctx: PlanningContext, started: float, budget_s: float, max_evaluations: int,
             notes: list[str]) -> list[tuple[str, Plan]]:
-    """Plans of the starting planners; later ones are skipped once the clock runs out.
+    """Plans of every starting planner, scored by the search's own evaluation.
 
-    A starting plan whose simulation fails (e.g. a plan that deadlocks) is left out with
-    a note, like an invalid candidate of the search.
+    A starting plan whose simulation fails raises: planners must return plans that run.
     """
     plans: list[tuple[str, Plan]] = []
+    # Starting plans are scored by the search's own evaluation, not the final one, so
+    # that they and the search's candidates are compared at one precision.
+    sub = dataclasses.replace(ctx, final_scoring=False)
     for name, fn in START_PLANNERS:
-        elapsed = time.perf_counter() - started
-        per_plan = elapsed / max(len(plans), 1)
-        if plans and elapsed + per_plan > budget_s:
-            notes.append(f"starting plan {name} skipped: time budget spent")
-            continue
         options: dict[str, Any] = {}
         if name == "non-uniform-opt":
             options = {"time_budget_s": START_SHARE * budget_s,
                        "max_evaluations": max(2, int(START_SHARE * max_evaluations))}
+        before = sub.evaluations
         try:
-            plans.append((name, fn(ctx, **options)))
+            plans.append((name, fn(sub, **options)))
         except RuntimeError as exc:
-            notes.append(f"starting plan {name} left out: its simulation failed "
-                         f"({type(exc).__name__}: {str(exc)[:120]})")
+            raise RuntimeError(f"sim-guided: simulating the starting plan of {name} failed; "
+                               f"a plan a planner returns must simulate "
+                               f"({type(exc).__name__}: {exc})") from exc
+        finally:
+            ctx.evaluations += sub.evaluations - before
     return plans
 
 
+def default_max_evaluations(ctx: PlanningContext) -> int:
+    """Evaluations that fit :data:`DEFAULT_TASK_SIMULATIONS` for this workflow."""
+    per_eval = len(ctx.workflow) * int(getattr(ctx.evaluate, "replicates", 1))
+    return max(MIN_EVALUATIONS, DEFAULT_TASK_SIMULATIONS // max(per_eval, 1))
+
+
 def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME_BUDGET_S,
-                    max_evaluations: int = DEFAULT_MAX_EVALUATIONS,
+                    max_evaluations: int | None = None,
                     cost_budget_usd: float | None = None, pareto: bool = False) -> Plan:
     """Local search from the best of the other planners, scored by simulation.
 
@@ -364,15 +380,21 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
     ctx : PlanningContext
         Workflow, predictions, platform and simulator.
     time_budget_s : float
-        Wall-clock budget of the whole call, starting plans included.
-    max_evaluations : int
-        Cap on simulations of the whole call, starting plans included.
+        Outer wall-clock safety cap of the whole call (default 60 s); when it ends the
+        search the notes say so, and the plan then depends on the machine's speed.
+    max_evaluations : int, optional
+        Evaluations (each a set of Monte-Carlo replicates) of the whole call, starting
+        plans included: the budget that normally ends the search, so that a plan is a
+        pure function of its inputs and seed. Default: as many as fit
+        :data:`DEFAULT_TASK_SIMULATIONS` simulated tasks, at least 8.
     cost_budget_usd : float, optional
         Predicted cost a plan may not exceed (when no plan meets it, the cheapest wins).
     pareto : bool
         Add the cost/makespan Pareto front of every simulated candidate to the notes
         (see :func:`pareto_front`).
     """
+    if max_evaluations is None:
+        max_evaluations = default_max_evaluations(ctx)
     if time_budget_s <= 0 or max_evaluations < 1:
         raise ValueError(f"sim-guided: time_budget_s must be > 0 and max_evaluations >= 1, "
                          f"got {time_budget_s!r} and {max_evaluations!r}")
@@ -399,7 +421,7 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
     rng = np.random.default_rng(ctx.seed)
     weights = np.array([w for _, w in MOVES])
     weights /= weights.sum()
-    accepted = futile = invalid = failed = 0
+    accepted = futile = invalid = 0
     while (ctx.evaluations - evals_at_start < max_evaluations
            and time.perf_counter() - started < time_budget_s and futile < MAX_FUTILE_MOVES):
         if not state.critical:
@@ -419,9 +441,10 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
         futile = 0
         try:
             trace = ctx.simulate(candidate)
-        except RuntimeError:
-            failed += 1  # e.g. the candidate deadlocks: as invalid as a rule breach
-            continue
+        except RuntimeError as exc:
+            # A candidate that passes Plan.validate must simulate: surface the bug.
+            raise RuntimeError(f"sim-guided: a valid candidate plan failed in simulation "
+                               f"({type(exc).__name__}: {exc})") from exc
         points.append((float(trace.cost_usd), float(trace.makespan_ms)))
         cand_score = _objective(trace, cost_budget_usd)
         if _better(cand_score, score):
@@ -430,8 +453,10 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
             accepted += 1
     searched = ctx.evaluations - evals_at_start
     notes.insert(0, f"started from {best_name}; {accepted} improving moves in {searched} "
-                    f"simulations ({invalid} invalid candidates skipped, {failed} failed "
-                    "in simulation)")
+                    f"evaluations ({invalid} invalid candidates skipped)")
+    if time.perf_counter() - started >= time_budget_s:
+        notes.append(f"the wall-clock safety cap of {time_budget_s:g} s ended the search "
+                     "before its evaluation budget: the plan depends on the machine's speed")
     if cost_budget_usd is not None and score[0] == 1:
         notes.append(f"no plan found within the cost budget of {cost_budget_usd:.6g} USD; "
                      "the cheapest is returned")
