@@ -14,6 +14,7 @@ from pydantic import ValidationError
 
 from faasplan.scenarios.schema import Scenario, WorkflowSection
 from faasplan.workflow import Workflow, WorkflowError
+from faasplan.workflow.wfformat import trace_stem
 
 
 class ScenarioError(ValueError):
@@ -93,18 +94,19 @@ def _check_planners(scenario: Scenario, source: str) -> None:
 
 
 def load_target(target: str) -> LoadedScenario:
-    """A CLI target: a scenario ``.toml``, a WfFormat ``.json`` file, or ``module:function``.
+    """A CLI target: a scenario ``.toml``, a WfFormat ``.json`` (or ``.json.gz``) file, or
+    ``module:function``.
 
     Non-scenario targets get a scenario with every other setting at its default.
     """
     if target.endswith(".toml"):
         return load_scenario(target)
-    if target.endswith(".json"):
+    if target.endswith((".json", ".json.gz")):
         p = Path(target)
         if not p.is_file():
             raise ScenarioError(target, "", "file not found", "give a WfFormat JSON trace path")
         section = {"wfformat": str(p.resolve())}
-        name = p.stem
+        name = trace_stem(p)
     elif ":" in target:
         section = {"target": target}
         name = target.rsplit(":", 1)[-1]
