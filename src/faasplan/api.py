@@ -49,9 +49,9 @@ def has_history(predictor: Predictor) -> bool:
 #: Task simulations per candidate evaluation during a search, and for a plan's final score:
 #: the replicate counts adapt to the workflow's size within the bounds below.
 MC_SEARCH_TASK_BUDGET = 1_000
-MC_FINAL_TASK_BUDGET = 8_000
+MC_FINAL_TASK_BUDGET = 20_000
 MC_SEARCH_REPLICATES = (4, 16)
-MC_FINAL_REPLICATES = (8, 64)
+MC_FINAL_REPLICATES = (20, 64)
 
 EvaluatorMode = Literal["montecarlo", "per-task-sla"]
 EVALUATOR_MODES: tuple[str, ...] = ("montecarlo", "per-task-sla")
@@ -195,6 +195,7 @@ def training_history(workflow: Workflow, platform: Platform, truth: TaskBehaviou
     Runs alternate between all-flexible workers and one planned worker per task (so every
     output crosses storage and transfers get sampled), cycling through ``memory_sizes``
     (default: four of the platform's sizes) so that memory exponents can be fitted.
+    Their random streams are disjoint from the ground truth's (:func:`training_seed`).
     """
     sizes = memory_sizes or _spread(platform.memory_sizes_mb, 4)
     records: list[MetricsRecord] = []
@@ -204,9 +205,17 @@ def training_history(workflow: Workflow, platform: Platform, truth: TaskBehaviou
             placements = {t: Placement(None, memory) for t in workflow}
         else:
             placements = {t: Placement(f"w-{t}", memory) for t in workflow}
-        trace = simulate(workflow, placements, platform, seed=seed * 7919 + i, behaviour=truth)
+        trace = simulate(workflow, placements, platform, seed=training_seed(seed, i),
+                         behaviour=truth)
         records.extend(trace.metrics(run_id=f"train-{i}", planner="history"))
     return records
+
+
+def training_seed(seed: int, run: int) -> int:
+    """Seed of simulated training run ``run``: drawn from ``SeedSequence([seed, 1, run])``,
+    so training runs never share random streams with the ground-truth replicates that
+    score plans (children of ``SeedSequence(seed)``)."""
+    return int(np.random.SeedSequence([int(seed), 1, int(run)]).generate_state(1)[0])
 
 
 def fit_history(workflow: Workflow, records: list[MetricsRecord] | pd.DataFrame,

@@ -17,7 +17,7 @@ import pandas as pd
 
 from faasplan.api import fit_history, has_history, make_evaluator, training_history
 from faasplan.planners import Plan, planner_names, run_planner
-from faasplan.predictors import Predictor, load_metrics
+from faasplan.predictors import Predictor, load_metrics, records_to_frame
 from faasplan.scenarios import LoadedScenario, ScenarioError, build_workflow
 from faasplan.simulator import GroundTruth, Platform, TaskBehaviour, Trace, simulate_many
 from faasplan.workflow import Workflow
@@ -41,6 +41,16 @@ class Setup:
     seed: int
     options: dict[str, dict[str, Any]] = field(default_factory=dict)
     history_records: int = 0
+    planning_platform: Platform | None = None
+    """The platform planners believe. With a metrics history of measured runs, ``platform``
+    calibrated on its transfer and start-up records (:func:`faasplan.calibrate.calibrate`)
+    when it has them; with runs simulated on the scenario's platform, that platform.
+    ``platform`` itself stays the ground truth plans are scored on."""
+
+    @property
+    def believed_platform(self) -> Platform:
+        """:attr:`planning_platform`, or the true platform when none was calibrated."""
+        return self.planning_platform if self.planning_platform is not None else self.platform
 
 
 @dataclass(frozen=True)
@@ -98,13 +108,17 @@ def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
     if metrics_path:
         path = loaded.path(metrics_path) if history is None else metrics_path
         frame = load_metrics(path)
-        predictor = fit_history(wf, frame, platform) if len(frame) else Predictor.empty()
-        n_records = len(frame)
+        # Measured runs: plan on the platform they show, not on the declared one.
+        believed = planning_platform(frame, platform)
     else:
         sizes = tuple(sc.history.memory_sizes) if sc.history.memory_sizes else None
         recs = training_history(wf, platform, truth, sc.history.training_runs,
                                 memory_sizes=sizes, seed=run_seed)
-        predictor, n_records = fit_history(wf, recs, platform), len(recs)
+        frame = records_to_frame(recs)
+        # Runs simulated on the scenario's own platform: that platform is known.
+        believed = platform
+    predictor = fit_history(wf, frame, believed) if len(frame) else Predictor.empty()
+    n_records = len(frame)
     names = tuple(planners or sc.planning.planners or planner_names())
     for i, name in enumerate(names):
         if name not in planner_names():
@@ -115,15 +129,36 @@ def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
     if reps < 1:
         raise ScenarioError(loaded.source, "scenario.replicates", f"must be >= 1, got {reps}")
     return Setup(sc.scenario.name, wf, platform, truth, predictor, names,
-                 sla or sc.planning.sla, reps, run_seed, dict(sc.planning.options), n_records)
+                 sla or sc.planning.sla, reps, run_seed, dict(sc.planning.options), n_records,
+                 believed)
+
+
+def planning_platform(history: pd.DataFrame, platform: Platform) -> Platform:
+    """``platform`` calibrated on the history's transfer and start-up records.
+
+    The fitted start-up times, storage latency and worker bandwidth (and execution speed
+    against memory) replace the given values; a history without such records (e.g.
+    WfFormat traces) leaves ``platform`` as it is.
+    """
+    if not len(history):
+        return platform
+    has_transfers = bool(history["downloads"].map(len).sum() + history["uploads"].map(len).sum())
+    has_starts = bool((history["startup"] != "none").any())
+    if not (has_transfers or has_starts):
+        return platform
+    from faasplan.calibrate import calibrate
+
+    calibrated, _ = calibrate(history, platform)
+    return calibrated
 
 
 def plan_with(setup: Setup, planner: str, **extra: Any) -> Plan:
     """Plan the setup's workflow with ``planner`` and the setup's predictors."""
-    evaluate = make_evaluator(setup.workflow, setup.predictor, setup.platform, setup.sla,
+    believed = setup.believed_platform
+    evaluate = make_evaluator(setup.workflow, setup.predictor, believed, setup.sla,
                               setup.seed)
     options = {**setup.options.get(planner, {}), **extra}
-    return run_planner(planner, setup.workflow, setup.predictor, setup.platform, sla=setup.sla,
+    return run_planner(planner, setup.workflow, setup.predictor, believed, sla=setup.sla,
                        seed=setup.seed, evaluate=evaluate,
                        history=has_history(setup.predictor), **options)
 

@@ -88,10 +88,14 @@ class MemoryRule:
 
     @classmethod
     def of_platform(cls, platform: Any) -> MemoryRule:
-        """The rule of a :class:`faasplan.Platform` (its exponents, not fitted)."""
+        """The rule of a :class:`faasplan.Platform` (its exponents, not fitted), with
+        exponents outside ``[0, 1]`` clamped and named in :attr:`clamped`."""
+        a, b = float(platform.cpu_exponent), float(platform.multicore_exponent)
+        clamped = tuple(name for name, v in (("cpu_exponent", a), ("multicore_exponent", b))
+                        if not 0.0 <= v <= 1.0)
         return cls(float(platform.mb_per_vcpu), float(platform.min_vcpu),
                    float(platform.max_vcpu), float(platform.reference_memory_mb),
-                   float(platform.cpu_exponent), float(platform.multicore_exponent))
+                   min(max(a, 0.0), 1.0), min(max(b, 0.0), 1.0), False, clamped)
 
     def _log_slowness(self, memory_mb: np.ndarray, a: float, b: float) -> np.ndarray:
         v = np.clip(memory_mb / self.mb_per_vcpu, self.min_vcpu, self.max_vcpu)
