@@ -279,6 +279,25 @@ def test_exponent_no_data_identifies_keeps_the_platform_value() -> None:
     assert rule.multicore_exponent == pytest.approx(0.5, abs=0.05 + 1e-9)
 
 
+def test_exponent_fitted_from_distinct_tasks_of_one_size_at_several_memories() -> None:
+    # Forty different tasks of one function, all on 1 MB of input, each run once at one
+    # of four memories above one vCPU; truth: multicore_exponent 0.5. Observations of a
+    # function at one input size are repeated work (fit_memory_rule's own definition of a
+    # group), so the exponent is identified; the platform's 0.1 would predict 10240 MB
+    # about 1.4x too slow.
+    rng = np.random.default_rng(9)
+    truth = Platform(multicore_exponent=0.5)
+    memories = (1769, 3538, 7076, 10240)
+    recs = [record(f"t{i}", "cpu", 100.0 * truth.exec_factor(memories[i % 4])
+                   * math.exp(rng.normal(0, 0.03)), memory_mb=memories[i % 4])
+            for i in range(40)]
+    predictor = fitted(recs)
+    assert predictor.hierarchy.rule_for("cpu").multicore_exponent == pytest.approx(
+        0.5, abs=0.05 + 1e-9)
+    at_max = predictor.exec_distribution("cpu", MB, 10240).median_ms
+    assert at_max == pytest.approx(100.0 * truth.exec_factor(10240), rel=0.1)
+
+
 def test_platform_rule_is_clamped_into_physical_range() -> None:
     rule = MemoryRule.of_platform(Platform(cpu_exponent=1.5, multicore_exponent=0.2))
     assert rule.cpu_exponent == 1.0 and rule.clamped == ("cpu_exponent",)

@@ -129,6 +129,21 @@ def test_evaluator_counts_replicates_and_summarises_them(chain_wf: Workflow,
     assert final.makespan_ms == pytest.approx(float(np.quantile(reps, 0.95)))
 
 
+def test_search_replicates_are_honoured_when_final_replicates_are_fewer(
+        chain_wf: Workflow, chain_predictor: Predictor) -> None:
+    # Asking for 30 search replicates and 8 final ones is contradictory: either a clear
+    # error, or the search really simulates 30 (and counts what it simulated).
+    try:
+        ev = MonteCarloEvaluator(chain_wf, chain_predictor, Platform(), "p95", seed=1,
+                                 replicates=30, final_replicates=8)
+    except ValueError:
+        return
+    search = ev(flexible(chain_wf))
+    assert len(search.replicate_makespans_ms) == ev.replicates == 30
+    assert ev.simulations == len(search.replicate_makespans_ms)
+    assert len(ev.final(flexible(chain_wf)).replicate_makespans_ms) >= ev.replicates
+
+
 def test_summary_reads_the_sla_quantile_and_mean_cost(chain_wf: Workflow) -> None:
     traces = faasplan.simulate_many(chain_wf, flexible(chain_wf), seed=2, replicates=21)
     makespans = sorted(t.makespan_ms for t in traces)

@@ -89,8 +89,8 @@ class MonteCarloEvaluator:
         self.seed = int(seed)
         self.replicates = replicates or mc_replicates(n, MC_SEARCH_TASK_BUDGET,
                                                       MC_SEARCH_REPLICATES)
-        self.final_replicates = final_replicates or max(
-            self.replicates, mc_replicates(n, MC_FINAL_TASK_BUDGET, MC_FINAL_REPLICATES))
+        self.final_replicates = max(self.replicates, final_replicates or mc_replicates(
+            n, MC_FINAL_TASK_BUDGET, MC_FINAL_REPLICATES))
         self.models = SampledModels(workflow, predictor)
         draws = self.models.uniforms(self.seed, self.final_replicates)
         self._behaviours = [self.models.replicate(row) for row in draws]

@@ -196,6 +196,8 @@ def _summarise(name: str, runs: list[Trace], plan: Plan, planning_ms: float) -> 
         "makespan_p99_ms": float(np.percentile(makespans, 99)),
         "makespan_mean_ms": float(makespans.mean()),
         "predicted_makespan_ms": plan.predicted_makespan_ms,
+        **{f"predicted_{k}_ms": v for k, v in plan.predicted_quantiles.items()},
+        "predicted_cost_usd": plan.predicted_cost_usd,
         "cost_usd": float(np.mean([t.cost_usd for t in runs])),
         "cold_starts": float(np.mean([t.cold_starts for t in runs])),
         "storage_bytes": float(np.mean([t.storage_bytes for t in runs])),

@@ -154,6 +154,8 @@ class Plan:
             "notes": list(self.notes),
             "planning_ms": self.planning_ms,
             "predicted_makespan_ms": self.predicted_makespan_ms,
+            "predicted_quantiles_ms": self.predicted_quantiles,
+            "predicted_cost_usd": self.predicted_cost_usd,
             "placements": {t: {"worker": p.worker, "memory_mb": p.memory_mb,
                                "optimizations": sorted(o.value for o in p.optimizations)}
                            for t, p in self.placements.items()},

@@ -8,6 +8,16 @@
 from faasplan.predictors.accuracy import accuracy_report
 from faasplan.predictors.baseline import BaselinePredictor
 from faasplan.predictors.fitting import fit, fit_frame
+from faasplan.predictors.hierarchy import (
+    CANDIDATES,
+    ExecDistribution,
+    FunctionModel,
+    Hierarchy,
+    MemoryRule,
+    TaskModel,
+    fit_hierarchy,
+    fit_memory_rule,
+)
 from faasplan.predictors.metrics import (
     COLUMNS,
     SCHEMA,
@@ -35,6 +45,7 @@ from faasplan.predictors.predictor import Predictor
 from faasplan.predictors.sla import Empirical, parse_sla
 
 __all__ = [
+    "CANDIDATES",
     "COLUMNS",
     "DEFAULTS",
     "MIN_SAMPLES",
@@ -42,19 +53,26 @@ __all__ = [
     "BaselinePredictor",
     "Defaults",
     "Empirical",
+    "ExecDistribution",
     "ExecModel",
+    "FunctionModel",
+    "Hierarchy",
+    "MemoryRule",
     "MetricsError",
     "MetricsRecord",
     "OutputModel",
     "Prediction",
     "Predictor",
     "StartupModel",
+    "TaskModel",
     "Transfer",
     "TransferModel",
     "accuracy_report",
     "explode_transfers",
     "fit",
     "fit_frame",
+    "fit_hierarchy",
+    "fit_memory_rule",
     "frame_to_records",
     "load_metrics",
     "parse_sla",

@@ -365,6 +365,14 @@ class Hierarchy:
         return pd.DataFrame(rows)
 
 
+def _has_repeats(groups: np.ndarray, memory_mb: np.ndarray) -> bool:
+    """Whether some group was observed at two memory sizes."""
+    if not len(groups):
+        return False
+    counts = pd.Series(memory_mb).groupby(pd.factorize(groups)[0]).nunique()
+    return bool((counts > 1).any())
+
+
 def fit_hierarchy(df: pd.DataFrame, rule: MemoryRule) -> Hierarchy:
     """Fit task- and function-level models to a validated metrics frame."""
     memory = df["memory_mb"].to_numpy(dtype=float)
@@ -372,7 +380,11 @@ def fit_hierarchy(df: pd.DataFrame, rule: MemoryRule) -> Hierarchy:
     input_bytes = df["input_bytes"].to_numpy(dtype=float)
     keys = (df["workflow_hash"].astype(str) + "\x00" + df["task"].astype(str)).to_numpy()
     functions = df["function"].astype(str).to_numpy()
-    pooled_rule = fit_memory_rule(rule, keys, memory, log_ms) if len(df) else rule
+    # Repeated work at several memories identifies the exponents: the same task, or else
+    # tasks of one function on the same input size.
+    same_size = (df["function"].astype(str) + "\x00" + df["input_bytes"].astype(str)).to_numpy()
+    groups = keys if _has_repeats(keys, memory) else same_size
+    pooled_rule = fit_memory_rule(rule, groups, memory, log_ms) if len(df) else rule
     function_rules: dict[str, MemoryRule] = {}
     models: dict[str, FunctionModel] = {}
     tasks: dict[tuple[str, str], TaskModel] = {}
@@ -383,8 +395,8 @@ def fit_hierarchy(df: pd.DataFrame, rule: MemoryRule) -> Hierarchy:
     for name, rows in pd.Series(range(len(df))).groupby(functions).indices.items():
         name = str(name)
         fn_rule = pooled_rule
-        if len(rows) >= MIN_RULE_SAMPLES and len(set(keys[rows])) >= MIN_RULE_GROUPS:
-            fn_rule = fit_memory_rule(pooled_rule, keys[rows], memory[rows], log_ms[rows])
+        if len(rows) >= MIN_RULE_SAMPLES and len(set(groups[rows])) >= MIN_RULE_GROUPS:
+            fn_rule = fit_memory_rule(pooled_rule, groups[rows], memory[rows], log_ms[rows])
         if fn_rule.fitted and fn_rule is not pooled_rule:
             function_rules[name] = fn_rule
         use_rule = function_rules.get(name, pooled_rule)
