@@ -206,7 +206,12 @@ def test_draw_is_the_inverse_cdf_of_the_predicted_distribution(
     rng = np.random.default_rng(0)
     for i, tid in enumerate(models.order):
         dist = models.distribution(tid, REF, 1000)
-        assert behaviour.exec_ms(tid, REF, 1000, rng) == pytest.approx(dist.quantile(row[i]))
+        assert behaviour.exec_ms(tid, REF, 1000, rng) == pytest.approx(
+            dist.quantile(row[i]) * behaviour.run_factor)
+    # the median whole-run draw is (about) no run effect; other draws scale every task
+    assert behaviour.run_factor == pytest.approx(1.0, rel=0.05)
+    effects = chain_predictor.run_effects
+    assert models.replicate(row, 1.0).run_factor == pytest.approx(max(effects.values))
     with pytest.raises(ValueError, match="one draw per task"):
         models.replicate(row[:-1])
 

@@ -64,7 +64,8 @@ def critical_path_draws(workflow: Workflow, predictor: Any, memory_mb: float,
                         ) -> tuple[np.ndarray, pd.DataFrame]:
     """Monte-Carlo draws of the longest path of execution times alone (no transfers, no
     start-ups), each task drawn independently from its predicted distribution at
-    ``memory_mb``. Returns the draws and the per-task table."""
+    ``memory_mb`` and every task of a replicate scaled by one draw of the history's
+    whole-run speed factors. Returns the draws and the per-task table."""
     inputs = input_bytes if input_bytes is not None else propagate_input_bytes(workflow,
                                                                                predictor)
     wf_hash = workflow.structure_hash
@@ -86,6 +87,11 @@ def critical_path_draws(workflow: Workflow, predictor: Any, memory_mb: float,
                      "source": dist.source})
     sinks = [t for t in workflow.topological_order if not workflow.downstream(t)]
     path = np.max(np.vstack([finish[t] for t in sinks]), axis=0)
+    # One whole-run speed factor per replicate scales every task, hence the path.
+    effects = np.asarray(predictor.run_effects.values, dtype=float)
+    if len(effects) > 1:
+        u = rng.random(replicates)
+        path = path * np.interp(u * (len(effects) - 1), np.arange(len(effects)), effects)
     return path, pd.DataFrame(rows)
 
 

@@ -315,6 +315,10 @@ class Hierarchy:
     task_residuals: Mapping[str, Empirical]
     pooled_residuals: Empirical
     shrink: Mapping[str, float] = field(default_factory=dict)
+    run_effects: Empirical = _UNIT
+    """Whole-run speed factors: how much slower or faster each past run was as a whole
+    than the function models say (median over its tasks), centred on 1. A replicate
+    draws one for all its tasks, because tasks of one run share a machine and its load."""
 
     def rule_for(self, function: str) -> MemoryRule:
         """The memory rule of ``function`` (the pooled one if it has none of its own)."""
@@ -365,6 +369,20 @@ class Hierarchy:
         return pd.DataFrame(rows)
 
 
+#: Times below this share of their function's median are timer artefacts (traces record
+#: whole seconds, so a 0.4 s task may read 0): they are raised to it before taking logs.
+RESOLUTION_SHARE = 0.01
+
+
+def _floored_ms(df: pd.DataFrame) -> np.ndarray:
+    """Execution times with each function's near-zero readings raised to a floor."""
+    ms = df["exec_ms"].to_numpy(dtype=float)
+    positive = pd.Series(np.where(ms > 0, ms, np.nan))
+    median = positive.groupby(df["function"].to_numpy()).transform("median").to_numpy()
+    floor = np.where(np.isfinite(median), median * RESOLUTION_SHARE, _MIN_MS)
+    return np.maximum(ms, np.maximum(floor, _MIN_MS))
+
+
 def _has_repeats(groups: np.ndarray, memory_mb: np.ndarray) -> bool:
     """Whether some group was observed at two memory sizes."""
     if not len(groups):
@@ -376,7 +394,7 @@ def _has_repeats(groups: np.ndarray, memory_mb: np.ndarray) -> bool:
 def fit_hierarchy(df: pd.DataFrame, rule: MemoryRule) -> Hierarchy:
     """Fit task- and function-level models to a validated metrics frame."""
     memory = df["memory_mb"].to_numpy(dtype=float)
-    log_ms = np.log(np.maximum(df["exec_ms"].to_numpy(dtype=float), _MIN_MS))
+    log_ms = np.log(_floored_ms(df))
     input_bytes = df["input_bytes"].to_numpy(dtype=float)
     keys = (df["workflow_hash"].astype(str) + "\x00" + df["task"].astype(str)).to_numpy()
     functions = df["function"].astype(str).to_numpy()
@@ -432,7 +450,36 @@ def fit_hierarchy(df: pd.DataFrame, rule: MemoryRule) -> Hierarchy:
             task_resid[name] = pooled
     for name in models:
         task_resid.setdefault(name, pooled if all_within else models[name].residuals)
-    return Hierarchy(pooled_rule, models, function_rules, tasks, task_resid, pooled, shrink)
+    effects = _run_effects(df, models, function_rules, pooled_rule, log_ms, memory, input_bytes)
+    return Hierarchy(pooled_rule, models, function_rules, tasks, task_resid, pooled, shrink,
+                     effects)
+
+
+#: Fewest past runs (each with this many tasks) for whole-run effects to be estimated.
+MIN_RUNS = 3
+MIN_RUN_TASKS = 3
+
+
+def _run_effects(df: pd.DataFrame, models: Mapping[str, FunctionModel],
+                 rules: Mapping[str, MemoryRule], pooled: MemoryRule, log_ms: np.ndarray,
+                 memory: np.ndarray, input_bytes: np.ndarray) -> Empirical:
+    """Each run's median log residual against the function models, centred (see
+    :attr:`Hierarchy.run_effects`); the unit distribution with too few runs."""
+    runs = df["run_id"].astype(str).to_numpy()
+    functions = df["function"].astype(str).to_numpy()
+    resid = np.full(len(df), np.nan)
+    for i, (fn, x, m) in enumerate(zip(functions, input_bytes, memory, strict=True)):
+        model = models.get(fn)
+        if model is not None:
+            predicted = model.point_ms(float(x)) * rules.get(fn, pooled).factor(float(m))
+            resid[i] = log_ms[i] - math.log(max(predicted, _MIN_MS))
+    frame = pd.DataFrame({"run": runs, "r": resid}).dropna()
+    sizes = frame.groupby("run")["r"].size()
+    medians = frame.groupby("run")["r"].median()[sizes >= MIN_RUN_TASKS]
+    if len(medians) < MIN_RUNS:
+        return _UNIT
+    centred = medians.to_numpy() - float(np.median(medians.to_numpy()))
+    return Empirical.of(np.exp(centred).tolist())
 
 
 def quantiles(values: Sequence[float], qs: Sequence[float] = (0.1, 0.5, 0.9)

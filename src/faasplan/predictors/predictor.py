@@ -242,6 +242,14 @@ class Predictor:
                                 _ratio_about_median(model.residuals), model.samples,
                                 model.source)
 
+    @property
+    def run_effects(self) -> Empirical:
+        """Whole-run speed factors of the history (the unit distribution without a
+        hierarchy or with fewer than three runs); see :class:`Hierarchy`."""
+        if self._hierarchy is None:
+            return Empirical.constant(1.0)
+        return self._hierarchy.run_effects
+
     def task_output_bytes(self, workflow_hash: str, task_id: str) -> float | None:
         """The median output size recorded for a task seen before (None if unseen)."""
         if self._hierarchy is None:

@@ -209,6 +209,11 @@ class Distributions(Protocol):
         """The recorded median output of a task seen before, else None."""
         ...
 
+    @property
+    def run_effects(self) -> Any:
+        """Whole-run speed factors: an object with ``quantile(u)``."""
+        ...
+
     def output_bytes(self, function: str, input_bytes: float, sla: Any = ..., *,
                      hint: IOHint | None = None) -> float:
         """Predicted output size at the SLA level."""
@@ -262,9 +267,20 @@ class SampledModels:
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x5EED]))
         return rng.random((int(replicates), len(self.order)))
 
-    def replicate(self, row: np.ndarray) -> SampledBehaviour:
-        """The behaviour of one replicate whose draws are ``row``."""
-        return SampledBehaviour(self, row)
+    def run_uniforms(self, seed: int, replicates: int) -> np.ndarray:
+        """One uniform draw per replicate for its whole-run speed factor (common to all
+        plans, like :meth:`uniforms`)."""
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2C4]))
+        return rng.random(int(replicates))
+
+    def run_factor(self, u: float) -> float:
+        """The whole-run speed factor at uniform draw ``u`` (1 without run effects)."""
+        return float(self.predictor.run_effects.quantile(min(max(u, 0.0), 1.0)))
+
+    def replicate(self, row: np.ndarray, run_u: float = 0.5) -> SampledBehaviour:
+        """The behaviour of one replicate whose task draws are ``row`` and whose whole-run
+        draw is ``run_u``."""
+        return SampledBehaviour(self, row, self.run_factor(run_u))
 
 
 class SampledBehaviour:
@@ -272,21 +288,24 @@ class SampledBehaviour:
 
     Each task's execution time is its distribution's inverse CDF at the task's own uniform
     draw, so a task keeps its draw whatever the plan or the order of events (common random
-    numbers across candidate plans). Output sizes are the predicted medians.
+    numbers across candidate plans), times the replicate's whole-run factor
+    ``run_factor``. Output sizes are the predicted medians.
     """
 
-    def __init__(self, models: SampledModels, row: np.ndarray) -> None:
+    def __init__(self, models: SampledModels, row: np.ndarray, run_factor: float = 1.0
+                 ) -> None:
         if len(row) != len(models.order):
             raise ValueError(f"SampledBehaviour needs one draw per task ({len(models.order)}),"
                              f" got {len(row)}")
         self.models = models
         self.row = row
+        self.run_factor = float(run_factor)
 
     def exec_ms(self, task_id: str, memory_mb: int, input_bytes: int,
                 rng: np.random.Generator) -> float:
         """The task's draw from its predicted distribution (``rng`` is not used)."""
         dist = self.models.distribution(task_id, memory_mb, input_bytes)
-        ms = float(dist.draw(float(self.row[self.models.index[task_id]])))
+        ms = float(dist.draw(float(self.row[self.models.index[task_id]]))) * self.run_factor
         if not (math.isfinite(ms) and ms >= 0):
             raise ValueError(f"predictor gave execution time {ms!r} ms for task {task_id!r} "
                              f"(input {input_bytes} B, {memory_mb} MB)")
