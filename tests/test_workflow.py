@@ -590,26 +590,69 @@ def test_detect_requirements_of_stdlib_code_is_empty():
     assert detect_requirements([json.dumps, Path.exists]) == set()
 
 
+def _import_fresh(tmp_path, monkeypatch, files):
+    """Write ``files`` (name -> source) into ``tmp_path`` and import the first one."""
+    for name, source in files.items():
+        (tmp_path / f"{name}.py").write_text(source)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in files:
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    return importlib.import_module(next(iter(files)))
+
+
 def test_detect_requirements_maps_modules_to_distributions(tmp_path, monkeypatch):
     pytest.importorskip("yaml")
-    (tmp_path / "wf_with_imports.py").write_text(
+    module = _import_fresh(tmp_path, monkeypatch, {"wf_with_imports": (
         "import os\n"
         "import yaml\n"
-        "try:\n"
-        "    import surely_absent_module_xyz\n"
-        "except ImportError:\n"
-        "    pass\n"
         "from faasplan import task\n\n"
         "@task\n"
         "def load(path):\n"
-        "    return yaml.safe_load(path)\n")
-    monkeypatch.syspath_prepend(str(tmp_path))
-    module = importlib.import_module("wf_with_imports")
-    try:
-        assert detect_requirements([module.load.fn]) == {"PyYAML", "surely_absent_module_xyz"}
-        assert Workflow(module.load("x")).requirements == ("PyYAML", "surely_absent_module_xyz")
-    finally:
-        sys.modules.pop("wf_with_imports", None)
+        "    return yaml.safe_load(path)\n")})
+    # the module is yaml, the distribution PyYAML
+    assert detect_requirements([module.load.fn]) == {"PyYAML"}
+    assert Workflow(module.load("x")).requirements == ("PyYAML",)
+
+
+def test_local_modules_and_optional_imports_are_not_requirements(tmp_path, monkeypatch):
+    module = _import_fresh(tmp_path, monkeypatch, {
+        "wf_main_xyz": (
+            "from typing import TYPE_CHECKING\n"
+            "import numpy\n"
+            "import wf_helpers_xyz\n"                 # the user's own sibling module
+            "from wf_helpers_xyz import double\n"
+            "try:\n"
+            "    import surely_absent_module_xyz\n"   # optional, absent here
+            "except ImportError:\n"
+            "    surely_absent_module_xyz = None\n"
+            "try:\n"
+            "    import yaml\n"                       # optional, maybe installed
+            "except (ModuleNotFoundError, OSError):\n"
+            "    yaml = None\n"
+            "if TYPE_CHECKING:\n"
+            "    import pandas\n"
+            "from faasplan import task\n\n"
+            "@task\n"
+            "def run(x):\n"
+            "    return double(x)\n"),
+        "wf_helpers_xyz": "def double(x):\n    return 2 * x\n",
+    })
+    assert detect_requirements([module.run.fn]) == {"numpy"}
+    wf = Workflow(module.run(1))
+    assert wf.requirements == ("numpy",)
+    # what a worker checks before running: nothing is missing, so the run is not refused
+    assert missing_requirements(wf.requirements) == []
+
+
+def test_imports_in_an_except_clause_are_still_requirements(tmp_path, monkeypatch):
+    module = _import_fresh(tmp_path, monkeypatch, {"wf_fallback_xyz": (
+        "try:\n"
+        "    import surely_absent_module_xyz as fast\n"
+        "except ImportError:\n"
+        "    import numpy as fast\n"
+        "def f():\n"
+        "    return fast\n")})
+    assert detect_requirements([module.f]) == {"numpy"}
 
 
 def test_merge_requirements_directly():

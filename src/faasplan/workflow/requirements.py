@@ -5,50 +5,124 @@ from __future__ import annotations
 import ast
 import importlib.metadata
 import inspect
+import os
 import sys
-from collections.abc import Callable, Iterable
-from functools import cache
+from collections.abc import Callable, Iterable, Mapping
+from functools import lru_cache
 from typing import Any
 
 from packaging.requirements import InvalidRequirement, Requirement
 
+_OPTIONAL_IMPORT_GUARDS = frozenset(
+    {"ImportError", "ModuleNotFoundError", "Exception", "BaseException"})
+"""Exception names whose ``except`` makes the imports of its ``try`` body optional."""
 
-@cache
-def _module_distributions() -> dict[str, list[str]]:
-    return dict(importlib.metadata.packages_distributions())
+_NEVER_REQUIRED = frozenset({"faasplan", "__future__", "__main__"})
 
 
 def imported_top_modules(fn: Callable[..., Any]) -> set[str]:
-    """Top-level module names imported by the module defining ``fn`` (best effort)."""
+    """Top-level names of the modules imported unconditionally by ``fn``'s module.
+
+    Best effort, from the module's source: relative imports, imports inside the body of a
+    ``try`` whose ``except`` catches ``ImportError`` (an optional dependency) and imports
+    under ``if TYPE_CHECKING:`` are left out. The standard library is not filtered here.
+    """
     module = inspect.getmodule(fn)
     if module is None:
         return set()
     try:
-        source = inspect.getsource(module)
-    except (OSError, TypeError):
+        tree = ast.parse(inspect.getsource(module))
+    except (OSError, TypeError, SyntaxError):
         return set()
     names: set[str] = set()
-    for node in ast.walk(ast.parse(source)):
-        if isinstance(node, ast.Import):
-            names.update(alias.name.split(".")[0] for alias in node.names)
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            names.add(node.module.split(".")[0])
+    _collect_imports(tree, names)
     return names
 
 
-def detect_requirements(functions: Iterable[Callable[..., Any]]) -> set[str]:
-    """Distribution names of the third-party modules the functions' modules import.
+def _collect_imports(node: ast.AST, names: set[str]) -> None:
+    """Add the unconditional absolute imports under ``node`` to ``names``."""
+    if isinstance(node, ast.Import):
+        names.update(alias.name.split(".")[0] for alias in node.names)
+        return
+    if isinstance(node, ast.ImportFrom):
+        if node.module and node.level == 0:
+            names.add(node.module.split(".")[0])
+        return
+    if isinstance(node, ast.Try | ast.TryStar) and _guards_imports(node):
+        # the guarded body is optional; the handlers, else and finally still run
+        children: list[ast.AST] = [*node.handlers, *node.orelse, *node.finalbody]
+    elif isinstance(node, ast.If) and _is_type_checking(node.test):
+        children = list(node.orelse)
+    else:
+        children = list(ast.iter_child_nodes(node))
+    for child in children:
+        _collect_imports(child, names)
 
-    The standard library and faasplan itself are left out; a module whose distribution is
-    unknown (not installed here) is kept under its module name.
+
+def _guards_imports(node: ast.Try | ast.TryStar) -> bool:
+    """Whether one of the ``except`` clauses of ``node`` catches a failed import."""
+    for handler in node.handlers:
+        if handler.type is None:
+            return True
+        caught = handler.type.elts if isinstance(handler.type, ast.Tuple) else [handler.type]
+        if any(_dotted_tail(c) in _OPTIONAL_IMPORT_GUARDS for c in caught):
+            return True
+    return False
+
+
+def _is_type_checking(test: ast.expr) -> bool:
+    return _dotted_tail(test) == "TYPE_CHECKING"
+
+
+def _dotted_tail(node: ast.expr) -> str | None:
+    """``b`` for ``a.b`` and ``b``, else ``None``."""
+    if isinstance(node, ast.Name):
+        return node.id
+    if isinstance(node, ast.Attribute):
+        return node.attr
+    return None
+
+
+def _installed_distributions() -> Mapping[str, list[str]]:
+    """Top-level module -> distributions installed on ``sys.path`` as it is now."""
+    return _distributions_on(tuple((entry, _mtime(entry)) for entry in sys.path))
+
+
+@lru_cache(maxsize=4)
+def _distributions_on(path_state: tuple[tuple[str, float], ...]) -> Mapping[str, list[str]]:
+    # Scanning every distribution's metadata takes a few hundred ms, too slow for each
+    # Workflow; a directory's mtime changes when a distribution is installed into it, so
+    # the key sees both a changed sys.path and a pip install.
+    del path_state
+    return importlib.metadata.packages_distributions()
+
+
+def _mtime(entry: str) -> float:
+    try:
+        return os.stat(entry or ".").st_mtime
+    except OSError:
+        return -1.0
+
+
+def detect_requirements(functions: Iterable[Callable[..., Any]]) -> set[str]:
+    """Names of the installed distributions the functions' modules import unconditionally.
+
+    A module name counts only when an installed distribution provides it (found with
+    :func:`importlib.metadata.packages_distributions`), so the user's own modules next to
+    the workflow, optional imports (inside ``try ... except ImportError``) and the standard
+    library are not requirements; nor is faasplan itself.
+
+    >>> import json
+    >>> detect_requirements([json.dumps])
+    set()
     """
-    dists = _module_distributions()
+    dists = _installed_distributions()
     found: set[str] = set()
     for fn in functions:
         for mod in imported_top_modules(fn):
-            if mod in sys.stdlib_module_names or mod in ("faasplan", "__future__"):
+            if mod in sys.stdlib_module_names or mod in _NEVER_REQUIRED:
                 continue
-            found.update(dists.get(mod, [mod]))
+            found.update(d for d in dists.get(mod, ()) if _canon(d) != "faasplan")
     return found
 
 
