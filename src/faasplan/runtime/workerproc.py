@@ -361,11 +361,12 @@ async def _standalone(url: str, key: bytes, memories: Sequence[int], keep_alive_
     return 0
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="faasplan worker",
-        description="Serve faasplan invocations from a Redis queue. The HMAC key shared with "
-                    f"the client comes from ${KEY_ENV} (hex) or --hmac-key-file.")
+WORKER_DESCRIPTION = ("Serve faasplan invocations from a Redis queue. The HMAC key shared with "
+                      f"the client comes from ${KEY_ENV} (hex) or --hmac-key-file.")
+
+
+def add_worker_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """Add the worker's options to ``p`` (``faasplan worker`` and ``-m ...worker`` share them)."""
     p.add_argument("--redis", required=True, metavar="URL",
                    help="Redis URL, e.g. redis://:PASSWORD@host:6379/0")
     p.add_argument("--memory", type=int, action="append", metavar="MB",
@@ -379,12 +380,21 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parser() -> argparse.ArgumentParser:
+    return add_worker_arguments(argparse.ArgumentParser(prog="faasplan worker",
+                                                        description=WORKER_DESCRIPTION))
+
+
 def worker_main(argv: Sequence[str] | None = None) -> int:
     """Entry point of ``faasplan worker`` / ``python -m faasplan.runtime.worker``.
 
     Returns the process exit code: 0 after a clean stop, 2 for a configuration error.
     """
-    args = _parser().parse_args(argv)
+    return serve(_parser().parse_args(argv))
+
+
+def serve(args: argparse.Namespace) -> int:
+    """Run a worker with options parsed by a parser of :func:`add_worker_arguments`."""
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
                         format="%(asctime)s worker %(process)d %(levelname)s %(message)s",
                         stream=sys.stderr)
