@@ -4,41 +4,129 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
+
 from faasplan.planners.context import Evaluate, PlanningContext, PlatformLike, PredictorLike
 from faasplan.planners.heft import plan_heft
-from faasplan.planners.non_uniform import plan_non_uniform, plan_non_uniform_opt
+from faasplan.planners.non_uniform import (
+    DEFAULT_MAX_EVALUATIONS,
+    plan_non_uniform,
+    plan_non_uniform_opt,
+)
 from faasplan.planners.plan import Plan
-from faasplan.planners.sim_guided import plan_sim_guided
+from faasplan.planners.sim_guided import DEFAULT_TIME_BUDGET_S, plan_sim_guided
 from faasplan.planners.uniform import plan_uniform, plan_uniform_opt
-from faasplan.planners.wukong import plan_wukong, plan_wukong_opt
+from faasplan.planners.wukong import LARGE_OUTPUT_BYTES, plan_wukong, plan_wukong_opt
 from faasplan.workflow import Workflow
 
 
 @dataclass(frozen=True)
+class PlannerOption:
+    """One keyword option a planner accepts: its type, default and meaning."""
+
+    type: Any
+    default: Any
+    help: str
+
+    def describe(self, name: str) -> str:
+        """``name (float, default 60.0): help``."""
+        kind = getattr(self.type, "__name__", None) or str(self.type).replace("typing.", "")
+        return f"{name} ({kind}, default {self.default!r}): {self.help}"
+
+
+class PlannerOptionsError(ValueError):
+    """Options a planner does not accept; ``key`` is the option at fault."""
+
+    def __init__(self, planner: str, key: str, message: str, accepted: str) -> None:
+        self.planner, self.key, self.message, self.accepted = planner, key, message, accepted
+        super().__init__(f"{planner}: option {key!r}: {message}; accepted options: {accepted}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.planner, self.key, self.message, self.accepted))
+
+
+_MEMORY = {"memory_mb": PlannerOption(int | None, None,
+                                      "memory of every worker in MB (default: the platform's)")}
+_BUDGETED = {
+    "time_budget_s": PlannerOption(float | None, None,
+                                   "planning time budget in s (default: 1.5 ms per task, "
+                                   "at least 0.5 s)"),
+    "max_evaluations": PlannerOption(int, DEFAULT_MAX_EVALUATIONS,
+                                     "cap on simulations of lowered-memory candidates"),
+}
+
+
+@dataclass(frozen=True)
 class PlannerEntry:
-    """A registered planner: its function and a one-line description."""
+    """A registered planner: its function, a one-line description and its options."""
 
     name: str
     fn: Callable[..., Plan]
     description: str
+    options: Mapping[str, PlannerOption] = field(default_factory=dict)
+
+    def describe_options(self) -> str:
+        """The accepted options, one ``name (type, default): help`` each, or ``none``."""
+        return "; ".join(o.describe(k) for k, o in self.options.items()) or "none"
+
+    def validate_options(self, options: Mapping[str, Any]) -> dict[str, Any]:
+        """``options`` checked against :attr:`options` (unknown names and wrong types).
+
+        Raises
+        ------
+        PlannerOptionsError
+            Naming the first bad option and listing the accepted ones.
+        """
+        fields: dict[str, Any] = {k: (o.type, Field(default=o.default))
+                                  for k, o in self.options.items()}
+        model: type[BaseModel] = create_model(
+            f"Options_{self.name.replace('-', '_')}",
+            __config__=ConfigDict(extra="forbid", strict=True), **fields)
+        try:
+            model.model_validate(dict(options))
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            key = str(err["loc"][0]) if err["loc"] else "(options)"
+            msg = ("unknown option" if err["type"] == "extra_forbidden"
+                   else f"{err['msg'].lower()}, got {err.get('input')!r}")
+            raise PlannerOptionsError(self.name, key, msg, self.describe_options()) from None
+        return dict(options)
 
 
 PLANNERS: Mapping[str, PlannerEntry] = MappingProxyType({e.name: e for e in (
-    PlannerEntry("wukong", plan_wukong, "flexible workers, one memory size"),
-    PlannerEntry("wukong-opt", plan_wukong_opt, "wukong + task clustering and delayed I/O"),
-    PlannerEntry("uniform", plan_uniform, "planned worker ids by locality, one memory size"),
-    PlannerEntry("uniform-opt", plan_uniform_opt, "uniform + pre-load and pre-warm"),
+    PlannerEntry("wukong", plan_wukong, "flexible workers, one memory size", _MEMORY),
+    PlannerEntry("wukong-opt", plan_wukong_opt, "wukong + task clustering and delayed I/O", {
+        **_MEMORY,
+        "large_output_bytes": PlannerOption(float, LARGE_OUTPUT_BYTES,
+                                            "outputs from this size on are candidates for "
+                                            "clustering and delayed I/O"),
+        "max_evaluations": PlannerOption(int, 8, "cap on simulations of candidate plans"),
+    }),
+    PlannerEntry("uniform", plan_uniform, "planned worker ids by locality, one memory size",
+                 _MEMORY),
+    PlannerEntry("uniform-opt", plan_uniform_opt, "uniform + pre-load and pre-warm", _MEMORY),
     PlannerEntry("non-uniform", plan_non_uniform,
-                 "uniform workers, memory downgraded off the critical path"),
+                 "uniform workers, memory downgraded off the critical path", _BUDGETED),
     PlannerEntry("non-uniform-opt", plan_non_uniform_opt,
-                 "non-uniform + pre-load and pre-warm"),
-    PlannerEntry("heft", plan_heft, "HEFT list scheduling on workers created on demand"),
+                 "non-uniform + pre-load and pre-warm", _BUDGETED),
+    PlannerEntry("heft", plan_heft, "HEFT list scheduling on workers created on demand",
+                 _MEMORY),
     PlannerEntry("sim-guided", plan_sim_guided,
-                 "search of placements, memory and optimizations scored by simulation"),
+                 "search of placements, memory and optimizations scored by simulation", {
+                     "time_budget_s": PlannerOption(float, DEFAULT_TIME_BUDGET_S,
+                                                    "wall-clock safety cap of the search in s"),
+                     "max_evaluations": PlannerOption(int | None, None,
+                                                      "evaluations of the whole search, the "
+                                                      "budget that normally ends it"),
+                     "cost_budget_usd": PlannerOption(float | None, None,
+                                                      "predicted cost a plan may not exceed"),
+                     "pareto": PlannerOption(bool, False,
+                                             "add the cost/makespan Pareto front to the notes"),
+                 }),
 )})
 
 

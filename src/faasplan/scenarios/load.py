@@ -21,9 +21,17 @@ class ScenarioError(ValueError):
     """Bad input: the message names the file, the key path and how to fix it."""
 
     def __init__(self, source: str, key: str, message: str, hint: str = "") -> None:
-        self.source, self.key = source, key
+        self.source, self.key, self.message, self.hint = source, key, message, hint
+        # A message that already starts with the source or the key is not prefixed again.
+        for prefix in (source, key):
+            if prefix and message.startswith(f"{prefix}: "):
+                message = message[len(prefix) + 2:]
         text = f"{source}: {key}: {message}" if key else f"{source}: {message}"
         super().__init__(f"{text}\n  hint: {hint}" if hint else text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Rebuilt from its parts, so it crosses process and Dask boundaries intact.
+        return (type(self), (self.source, self.key, self.message, self.hint))
 
 
 @dataclass(frozen=True)
@@ -67,30 +75,39 @@ def validate_scenario(data: dict[str, Any], source: str) -> Scenario:
 
 
 def _scenario_error(exc: ValidationError, source: str) -> ScenarioError:
-    lines = []
-    for err in exc.errors()[:5]:
+    errors = exc.errors()[:5]
+    pairs = []
+    for err in errors:
         key = ".".join(str(x) for x in err["loc"]) or "(top level)"
         msg = err["msg"]
         if err["type"] == "extra_forbidden":
             msg = "unknown key (remove it or check its spelling)"
-        lines.append(f"{key}: {msg}")
-    first_key = ".".join(str(x) for x in exc.errors()[0]["loc"])
-    return ScenarioError(source, first_key, "; ".join(lines[:1]) if len(lines) == 1 else
-                         "\n  " + "\n  ".join(lines),
-                         "see the scenario format in the README or scenarios/quickstart.toml")
+        elif "input" in err and not isinstance(err["input"], dict | list):
+            msg = f"{msg}, got {err['input']!r}"
+        pairs.append((key, msg))
+    hint = "see the scenario format in the README or scenarios/quickstart.toml"
+    if len(pairs) == 1:
+        return ScenarioError(source, pairs[0][0], pairs[0][1], hint)
+    return ScenarioError(source, "", "\n  " + "\n  ".join(f"{k}: {m}" for k, m in pairs), hint)
 
 
 def _check_planners(scenario: Scenario, source: str) -> None:
     from faasplan.planners import PLANNERS
+    from faasplan.planners.registry import PlannerOptionsError
 
     for i, name in enumerate(scenario.planning.planners or ()):
         if name not in PLANNERS:
             raise ScenarioError(source, f"planning.planners[{i}]", f"unknown planner {name!r}",
                                 f"choose from {', '.join(PLANNERS)}")
-    for name in scenario.planning.options:
+    for name, options in scenario.planning.options.items():
         if name not in PLANNERS:
             raise ScenarioError(source, f"planning.options.{name}", f"unknown planner {name!r}",
                                 f"choose from {', '.join(PLANNERS)}")
+        try:
+            PLANNERS[name].validate_options(options)
+        except PlannerOptionsError as exc:
+            raise ScenarioError(source, f"planning.options.{name}.{exc.key}", exc.message,
+                                f"options {name} accepts: {exc.accepted}") from None
 
 
 def load_target(target: str) -> LoadedScenario:
@@ -132,6 +149,8 @@ def build_workflow(loaded: LoadedScenario) -> Workflow:
         try:
             return load_wfformat(path)
         except WorkflowError as exc:
+            if not src.endswith(".toml"):
+                raise  # the trace itself was the target: its message names the file
             raise ScenarioError(src, "workflow.wfformat", str(exc)) from None
     if section.workload:
         from faasplan.workloads import REGISTRY
@@ -152,6 +171,14 @@ def build_workflow(loaded: LoadedScenario) -> Workflow:
                             f"check the parameters accepted by {key}") from None
     if not isinstance(wf, Workflow):
         raise ScenarioError(src, key, f"returned {type(wf).__name__}, not a faasplan.Workflow")
+    if section.profile_file:
+        from faasplan.scenarios.profiles import ProfileFileError, load_profile, with_profiles
+
+        try:
+            wf = with_profiles(wf, load_profile(loaded.path(section.profile_file), wf))
+        except ProfileFileError as exc:
+            raise ScenarioError(src, "workflow.profile_file", str(exc),
+                                "paths are relative to the scenario file") from None
     return wf
 
 

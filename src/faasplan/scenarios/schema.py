@@ -12,6 +12,8 @@ write results::
     [workflow]
     workload = "tree_reduction"      # or wfformat = "trace.json", or target = "pkg.mod:fn"
     params = { leaves = 32 }
+    # profile_file = "profiles/tree.json"   recorded task times (faasplan profile ... --out)
+    # profile = true                        time the tasks on this machine at every run
 
     [platform]                       # overrides of faasplan.Platform() defaults
     cold_start_ms = 250.0
@@ -42,7 +44,11 @@ class _Strict(BaseModel):
 
 
 class ScenarioMeta(_Strict):
-    """``[scenario]``: name, seed, Monte-Carlo replicates, output directory."""
+    """``[scenario]``: name, seed, Monte-Carlo replicates, output directory.
+
+    ``output_dir`` (relative to the scenario file) is where ``faasplan compare`` writes its
+    report when no ``--out`` is given.
+    """
 
     name: str = "scenario"
     seed: int = 0
@@ -51,14 +57,21 @@ class ScenarioMeta(_Strict):
 
 
 class WorkflowSection(_Strict):
-    """``[workflow]``: exactly one of ``workload``, ``wfformat`` or ``target``."""
+    """``[workflow]``: exactly one of ``workload``, ``wfformat`` or ``target``.
+
+    The ground truth of a Python workflow's tasks comes from, in order: ``profile_file``
+    (times recorded once by ``faasplan profile``, reproducible), ``profile = true`` (timed
+    on this machine at every run, so results vary from run to run), else the tasks' own
+    profiles and ``io`` hints with default execution times (reproducible).
+    """
 
     workload: str | None = None
     wfformat: str | None = None
     target: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
-    profile: bool = True
+    profile: bool = False
     profile_repeat: int = Field(default=1, ge=1, le=50)
+    profile_file: str | None = None
 
     @model_validator(mode="after")
     def _one_source(self) -> WorkflowSection:
@@ -68,6 +81,12 @@ class WorkflowSection(_Strict):
                              f"(got {given or 'none'})")
         if self.params and self.wfformat:
             raise ValueError("params apply to workload/target, not to a wfformat file")
+        if self.wfformat and (self.profile or self.profile_file):
+            raise ValueError("a wfformat trace carries its recorded runtimes; remove profile "
+                             "and profile_file")
+        if self.profile and self.profile_file:
+            raise ValueError("give either profile = true (time the tasks at every run) or "
+                             "profile_file (reuse recorded times), not both")
         return self
 
 
