@@ -175,7 +175,12 @@ def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         return []
     continue_here = list(local_deps)
     rest = [d for d in ready if d not in continue_here]
-    if rest and not continue_here:
+    if info.placement.has(Opt.CLUSTER):
+        # Clustering keeps every ready dependent, fan-ins made ready here included: they
+        # find this task's (large) output in the local cache instead of fetching it.
+        continue_here += rest
+        rest = []
+    elif rest and not continue_here:
         continue_here.append(rest.pop(0))
     for d in rest:
         yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
