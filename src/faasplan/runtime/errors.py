@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import Any
+
+
+def _restore(cls: type[RunError], args: tuple[Any, ...], state: dict[str, Any]) -> RunError:
+    """Rebuild a pickled :class:`RunError` without calling its ``__init__`` again."""
+    # RunTimeoutError is also a TimeoutError: its instances have OSError's layout.
+    new = OSError.__new__ if issubclass(cls, OSError) else BaseException.__new__
+    exc = new(cls, *args)
+    exc.args = args
+    exc.__dict__.update(state)
+    return exc
 
 
 class RunError(RuntimeError):
-    """A run on Redis failed. ``run_id`` names the run (``None`` before it had one)."""
+    """A run on Redis failed. ``run_id`` names the run (``None`` before it had one).
+
+    Every subclass pickles intact (message and attributes), so a run's error crosses
+    process and Dask boundaries.
+    """
 
     def __init__(self, message: str, *, run_id: str | None = None) -> None:
         self.run_id = run_id
         super().__init__(f"run {run_id}: {message}" if run_id else message)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
 
 
 class RemoteTaskError(RunError):

@@ -62,19 +62,20 @@ def load_profile(path: str | os.PathLike[str], wf: Workflow) -> dict[str, TaskPr
         raise ProfileFileError(f"{p} is not a readable JSON profile: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ProfileFileError(f"{p} is not a faasplan profile (no \"format\": {FORMAT!r})")
-    if doc.get("structure_hash") != wf.structure_hash:
-        raise ProfileFileError(
-            f"{p} was recorded for another workflow ({doc.get('workflow')!r}, structure "
-            f"{doc.get('structure_hash')}), not for {wf.name!r} (structure "
-            f"{wf.structure_hash}); record it again with 'faasplan profile TARGET --out {p}'")
     try:
-        profiles = {tid: TaskProfile(float(v["exec_ms"]), int(v["output_bytes"]))
+        profiles = {str(tid): TaskProfile(float(v["exec_ms"]), int(v["output_bytes"]))
                     for tid, v in doc["tasks"].items()}
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise ProfileFileError(f"{p}: malformed task entry: {exc}") from None
+    # Task ids, not the structure hash, decide: the ids are what the profile is keyed by.
     missing = sorted(set(wf.topological_order) - set(profiles))
-    if missing:
-        raise ProfileFileError(f"{p} has no profile for tasks {missing[:5]}; record it again")
+    extra = sorted(set(profiles) - set(wf.topological_order))
+    if missing or extra:
+        raise ProfileFileError(
+            f"{p} was recorded for another workflow ({doc.get('workflow')!r}, "
+            f"{len(profiles)} tasks), not for {wf.name!r} ({len(wf)} tasks): "
+            + (f"no profile for {missing[:3]}" if missing else f"unknown tasks {extra[:3]}")
+            + f"; record it again with 'faasplan profile TARGET --out {p}'")
     return profiles
 
 

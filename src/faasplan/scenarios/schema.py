@@ -51,7 +51,7 @@ class ScenarioMeta(_Strict):
     """
 
     name: str = "scenario"
-    seed: int = 0
+    seed: int = Field(default=0, ge=0)
     replicates: int = Field(default=20, ge=1, le=100_000)
     output_dir: str | None = None
 
