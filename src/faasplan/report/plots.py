@@ -2,11 +2,13 @@
 
 Figures are built with :class:`matplotlib.figure.Figure` directly rather than through
 pyplot, so nothing here selects a backend or keeps figures alive in a global registry:
-a notebook shows the returned figure, and :meth:`Figure.savefig` writes PNGs anywhere.
+a notebook shows the returned figure (a :class:`ReportFigure`, which renders itself
+inline with any backend), and :meth:`Figure.savefig` writes PNGs anywhere.
 """
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from typing import Any
 
@@ -32,8 +34,29 @@ MAX_LANE_LABELS = 40
 """Above this many workers the Gantt lanes are not labelled (labels would overlap)."""
 
 
+class ReportFigure(Figure):
+    """A :class:`~matplotlib.figure.Figure` that shows itself in Jupyter.
+
+    Figures made without pyplot have no inline display of their own: a notebook shows
+    ``<Figure size ...>`` unless ``%matplotlib inline`` ran first. This subclass adds the
+    ``_repr_png_`` hook IPython looks for, so the last expression of a cell displays the
+    chart with any backend, and stays a plain Figure everywhere else (``savefig``,
+    ``axes``, pickling).
+    """
+
+    def _repr_png_(self) -> bytes:
+        buffer = io.BytesIO()
+        self.savefig(buffer, format="png", dpi=INLINE_DPI, bbox_inches="tight")
+        return buffer.getvalue()
+
+
+INLINE_DPI = 90
+"""Resolution of the PNG a :class:`ReportFigure` shows in a notebook."""
+
+
 def new_axes(ax: Axes | None, size: tuple[float, float] = (8.0, 4.5)) -> tuple[Figure, Axes]:
-    """``ax`` with its figure, or a fresh figure of ``size`` inches with one axes."""
+    """``ax`` with its figure, or a fresh :class:`ReportFigure` of ``size`` inches with one
+    axes."""
     if ax is not None:
         fig = ax.get_figure()
         # Axes of a subfigure: return the top-level figure, the one that can be saved.
@@ -41,7 +64,7 @@ def new_axes(ax: Axes | None, size: tuple[float, float] = (8.0, 4.5)) -> tuple[F
         if not isinstance(root, Figure):
             raise ValueError("ax must belong to a matplotlib Figure")
         return root, ax
-    fig = Figure(figsize=size, layout="constrained")
+    fig = ReportFigure(figsize=size, layout="constrained")
     return fig, fig.add_subplot()
 
 

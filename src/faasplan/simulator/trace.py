@@ -194,41 +194,18 @@ class Trace:
                 state, float(sms)))
         return out
 
-    def gantt(self, ax: Axes | None = None) -> Figure:
-        """Plot one lane per worker: start-up, then per task download, execution, upload.
+    def gantt(self, ax: Axes | None = None, title: str | None = None) -> Figure:
+        """Plot one lane per worker: start-up, then per task inputs, execution, upload.
 
-        Returns the figure (a new one unless ``ax`` is given).
+        The chart of :func:`faasplan.report.plot_gantt`. Without ``ax`` it returns a new
+        :class:`~faasplan.report.plots.ReportFigure`, which a Jupyter notebook displays as
+        the chart (not as ``<Figure ...>``) without ``%matplotlib inline``; with ``ax`` it
+        draws there and returns that axes' figure.
         """
-        from matplotlib.figure import Figure
-        from matplotlib.patches import Patch
+        # Imported here: plotting is optional for a simulation, and matplotlib is slow to load.
+        from faasplan.report.plots import plot_gantt
 
-        if ax is None:
-            # Not through pyplot: figures made in loops are not kept alive by its registry.
-            fig = Figure(figsize=(10, max(2.0, 0.3 * len(self.workers) + 1)))
-            ax = fig.subplots()
-        else:
-            fig = ax.figure  # type: ignore[assignment]
-        workers = self.workers.sort_values(["start_ms", "worker"], kind="stable")
-        lanes = {w: i for i, w in enumerate(workers["worker"].tolist())}
-        boot = workers["start_ms"] - workers["startup_ms"]
-        ax.barh([lanes[w] for w in workers["worker"]], workers["startup_ms"], left=boot,
-                color="#bbbbbb", height=0.8)
-        t = self.tasks
-        y = [lanes[w] for w in t["worker"]]
-        phases = (("start_ms", "exec_start_ms", "#9ecae1"),
-                  ("exec_start_ms", "exec_end_ms", "#3182bd"),
-                  ("exec_end_ms", "end_ms", "#fdae6b"))
-        for a, b, color in phases:
-            ax.barh(y, t[b] - t[a], left=t[a], color=color, height=0.6)
-        ax.set_yticks(range(len(lanes)), list(lanes))
-        ax.invert_yaxis()
-        ax.set_xlabel("time (ms)")
-        ax.axvline(self.makespan_ms, color="black", linewidth=0.8)
-        ax.set_title(f"{self.workflow_name}: makespan {self.makespan_ms:.0f} ms")
-        ax.legend(handles=[Patch(color=c, label=lbl) for c, lbl in (
-            ("#bbbbbb", "start-up"), ("#9ecae1", "inputs"), ("#3182bd", "execution"),
-            ("#fdae6b", "upload / delegation"))], loc="lower right", fontsize="small")
-        return fig
+        return plot_gantt(self, ax, title)
 
 
 def build_trace(result: RunResult, *, workflow_hash: str = "", workflow_name: str = "",

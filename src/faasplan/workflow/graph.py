@@ -7,12 +7,17 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from types import MappingProxyType
+from typing import TYPE_CHECKING
 
 import networkx as nx
 
 from faasplan.workflow.errors import WorkflowError
 from faasplan.workflow.requirements import detect_requirements, merge_requirements
 from faasplan.workflow.task import TaskFunction, TaskNode
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 class Workflow:
@@ -93,6 +98,34 @@ class Workflow:
 
     def __repr__(self) -> str:
         return f"Workflow({self.name!r}, tasks={len(self)}, edges={self.graph.number_of_edges()})"
+
+    def visualize(self, ax: Axes | None = None, title: str | None = None) -> Figure:
+        """Draw the DAG before any planning: one row per topological generation, nodes
+        coloured by function, the critical path (profiled execution times, else one per
+        task) in red.
+
+        Returns a matplotlib figure that displays itself in Jupyter; ``fig.savefig(path)``
+        writes it to a file. With ``ax``, draws into those axes. The drawing is
+        :func:`faasplan.report.plot_dag` without a plan.
+
+        >>> from faasplan import task, Workflow
+        >>> @task
+        ... def inc(x):
+        ...     return x + 1
+        >>> fig = Workflow(inc(inc(1)), name="two").visualize()
+        >>> fig.axes[0].get_title()
+        'two: 2 tasks, 1 edge, 1 function'
+        """
+        # Imported here: the workflow language loads no plotting code until asked to draw.
+        from faasplan.report.dag import plot_dag
+
+        return plot_dag(self, None, ax, title)
+
+    def _repr_html_(self) -> str:
+        """Jupyter's rich view: a summary line and the DAG picture."""
+        from faasplan.report.dag import workflow_html
+
+        return workflow_html(self)
 
     @property
     def tasks(self) -> Mapping[str, TaskNode]:
