@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
+import html as html_lib
 import re
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from itertools import pairwise
 from pathlib import Path
 
@@ -127,7 +130,8 @@ def test_pareto_front_matches_the_definition(raw: list[tuple[int, int]]) -> None
 def test_makespan_cdf_one_curve_per_planner(comparison: Comparison) -> None:
     fig = plot_makespan_cdf(comparison.runs)
     lines = fig.axes[0].get_lines()
-    assert [ln.get_label() for ln in lines] == list(PLANNERS)
+    # a curve identical to an earlier one is labelled "name (= earlier)"
+    assert [ln.get_label().split(" (= ")[0] for ln in lines] == list(PLANNERS)
     for line, name in zip(lines, PLANNERS, strict=True):
         x, y = (np.asarray(v, dtype=float) for v in line.get_data())
         runs = comparison.runs
@@ -332,3 +336,100 @@ def test_importing_and_reporting_never_loads_pyplot(tmp_path: Path) -> None:
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True)
     assert out.stdout.strip() == "False"
+
+
+# -- a readable report: the summary fits, the setting is stated, curves stay visible --------
+def test_makespan_cdf_keeps_identical_curves_apart() -> None:
+    runs = pd.DataFrame({"planner": ["a"] * 20 + ["b"] * 20 + ["c"] * 20,
+                         "makespan_ms": [*range(20), *range(20), *range(5, 25)]})
+    lines = plot_makespan_cdf(runs).axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["a", "b (= a)", "c"]
+    assert len({ln.get_linestyle() for ln in lines}) == 3
+    assert len({ln.get_marker() for ln in lines}) == 3
+    # the markers of the identical curves sit on different runs
+    a, b = (ln.get_markevery() for ln in lines[:2])
+    assert a != b and a[1] == b[1] == 2  # type: ignore[index]
+
+
+def test_makespan_cdf_legend_says_so() -> None:
+    runs = pd.DataFrame({"planner": ["wukong", "wukong-opt"], "makespan_ms": [5.0, 5.0]})
+    legend = plot_makespan_cdf(runs).axes[0].get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == ["wukong", "wukong-opt (= wukong)"]
+
+
+def full_summary(planners: int = 8) -> pd.DataFrame:
+    """A summary with every column compare writes and values as large as montage_1738t's."""
+    row = {"makespan_p50_ms": 124_879.65, "makespan_p95_ms": 127_566.27,
+           "makespan_p99_ms": 127_809.69, "makespan_mean_ms": 125_157.48,
+           "predicted_makespan_ms": 121_543.41, "predicted_p50_ms": 119_219.38,
+           "predicted_p95_ms": 121_543.41, "predicted_p99_ms": 122_658.73,
+           "predicted_cost_usd": 0.27723871342, "cost_usd": 0.28796507732, "cold_starts": 1502.0,
+           "storage_bytes": 4_073_528_908.0, "workers": 1502, "planning_ms": 39_445.64,
+           "replicates": 20, "notes": "a long note that the table leaves out"}
+    names = ["wukong", "wukong-opt", "uniform", "uniform-opt", "non-uniform",
+             "non-uniform-opt", "heft", "sim-guided"][:planners]
+    return pd.DataFrame([{"planner": n, **row} for n in names])
+
+
+def min_table_width_px(table_html: str, font_px: float = 16 * 0.85) -> float:
+    """Narrowest width a browser can give the table: per column, its longest unbreakable
+    text (a header wraps at spaces, a cell never), at a generous 0.6 em per character,
+    plus padding and border."""
+    def texts(row: str, tag: str) -> list[tuple[str, int]]:
+        out = []
+        for attrs, text in re.findall(rf"<{tag}([^>]*)>(.*?)</{tag}>", row):
+            span = re.search(r'colspan="(\d+)"', attrs)
+            out.append((html_lib.unescape(text), int(span.group(1)) if span else 1))
+        return out
+
+    head = re.search(r"<thead>(.*?)</thead>", table_html).group(1)
+    body = re.search(r"<tbody>(.*?)</tbody>", table_html).group(1)
+    head_rows = re.findall(r"<tr>(.*?)</tr>", head)
+    # leaf header of each column: rowspan=2 cells of the first row and the second row's cells
+    leaves: list[str] = []
+    second = iter(texts(head_rows[1], "th")) if len(head_rows) > 1 else iter(())
+    for text, span in texts(head_rows[0], "th"):
+        leaves += [text] if span == 1 else [next(second)[0] for _ in range(span)]
+    widths = [max(len(w) for w in text.split()) for text in leaves]
+    for row in re.findall(r"<tr[^>]*>(.*?)</tr>", body):
+        for i, (text, _) in enumerate(texts(row, "td")):
+            widths[i] = max(widths[i], len(text))
+    padding, border = 2 * 0.5 * font_px, 1.0
+    return sum(w * 0.6 * font_px + padding + border for w in widths)
+
+
+def test_summary_table_fits_a_1400px_window() -> None:
+    table = report_html._table(full_summary(), "heft")
+    # the page is 1400 px wide at most, less 1 em of padding on each side
+    assert min_table_width_px(table) < 1400 - 2 * 16
+    # and were it ever wider, it scrolls instead of hiding columns
+    assert table.startswith('<div class="table-wrap">')
+    assert re.search(r"\.table-wrap \{[^}]*overflow-x: auto", report_html._CSS)
+
+
+def test_summary_table_groups_its_headers() -> None:
+    table = report_html._table(full_summary(2), None)
+    assert '<th colspan="4">simulated makespan (ms)</th>' in table
+    assert '<th colspan="4">predicted makespan (ms)</th>' in table
+    assert '<th colspan="2">cost (USD)</th>' in table
+    assert '<th title="makespan_p95_ms">p95</th>' in table
+    assert '<th rowspan="2" title="storage_bytes">storage (MB)</th>' in table
+    assert "<td>127,566</td>" in table and "<td>4,073.5</td>" in table
+    assert "<td>0.2772</td>" in table and "a long note" not in table
+
+
+def test_report_states_platform_version_and_date(comparison: Comparison,
+                                                 tmp_path: Path) -> None:
+    setup = comparison.setup
+    changed = dataclasses.replace(setup, platform=setup.platform.replace(cold_start_ms=400.0))
+    when = datetime(2026, 3, 4, 5, 6, 7, tzinfo=UTC)
+    page = write_report(dataclasses.replace(comparison, setup=changed), tmp_path, dpi=30,
+                        generated=when).read_text()
+    assert f"<dt>faasplan</dt><dd>{faasplan.__version__}</dd>" in page
+    assert "<dt>generated</dt><dd>2026-03-04T05:06:07+00:00</dd>" in page
+    assert "<h2>Platform</h2>" in page
+    for field in dataclasses.fields(Platform):
+        assert f"<td>{field.name}</td>" in page, field.name
+    assert '<td>cold_start_ms</td><td class="changed">400</td>' in page
+    assert "<td>warm_start_ms</td><td>8</td>" in page
+    assert "<td>memory_sizes_mb</td><td>512, 1024, 1769, 2048, 3008, 4096, 10240</td>" in page

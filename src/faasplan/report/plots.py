@@ -180,8 +180,18 @@ def _trace_title(trace: Any) -> str:
 
 
 # -- makespan CDF -------------------------------------------------------------------------
+LINE_STYLES = ("-", "--", "-.", ":")
+MARKERS = ("o", "s", "^", "v", "D", "P", "X", "*")
+MAX_MARKERS = 10
+"""Markers drawn per CDF curve at most (they tell curves apart, not mark every run)."""
+
+
 def plot_makespan_cdf(runs: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """Empirical CDF of the makespan over replicates, one step curve per planner.
+
+    Each planner gets its own colour, line style and marker, and the markers of different
+    planners sit on different replicates, so curves that coincide stay visible; a curve
+    identical to an earlier one says so in the legend (``b (= a)``).
 
     Parameters
     ----------
@@ -190,20 +200,30 @@ def plot_makespan_cdf(runs: pd.DataFrame, ax: Axes | None = None) -> Figure:
     """
     require_columns(runs, ["planner", "makespan_ms"], "plot_makespan_cdf")
     fig, ax = new_axes(ax)
+    first_with: dict[tuple[float, ...], str] = {}
+    drawn = 0
     for planner, group in runs.groupby("planner", sort=False):
         values = np.sort(group["makespan_ms"].to_numpy(dtype=float))
         values = values[np.isfinite(values)]
         if not len(values):
             continue
+        name = str(planner)
+        same = first_with.setdefault(tuple(values.tolist()), name)
+        label = name if same == name else f"{name} (= {same})"
         probs = np.arange(1, len(values) + 1) / len(values)
+        every = max(1, -(-len(values) // MAX_MARKERS))
         # Start the curve at probability 0 so a single replicate still draws a step.
         ax.step(np.concatenate([[values[0]], values]), np.concatenate([[0.0], probs]),
-                where="post", label=str(planner))
+                where="post", label=label, linestyle=LINE_STYLES[drawn % len(LINE_STYLES)],
+                marker=MARKERS[drawn % len(MARKERS)], markersize=4.5, fillstyle="none",
+                markevery=(1 + drawn % every, every))
+        drawn += 1
     ax.set_xlabel("makespan (ms)")
     ax.set_ylabel("fraction of runs")
     ax.set_ylim(0.0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize="small")
+    if drawn:
+        ax.legend(fontsize="small")
     ax.set_title("makespan distribution")
     return fig
 
