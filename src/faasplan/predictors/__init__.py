@@ -43,6 +43,12 @@ from faasplan.predictors.models import (
 )
 from faasplan.predictors.predictor import Predictor
 from faasplan.predictors.sla import Empirical, parse_sla
+from faasplan.predictors.wfrecords import (
+    load_history,
+    records_from_wfformat,
+    single_type,
+    workflow_types,
+)
 
 __all__ = [
     "CANDIDATES",
@@ -73,10 +79,14 @@ __all__ = [
     "fit_frame",
     "fit_hierarchy",
     "fit_memory_rule",
+    "load_history",
     "frame_to_records",
     "load_metrics",
     "parse_sla",
+    "records_from_wfformat",
     "records_to_frame",
     "save_metrics",
+    "single_type",
     "validate_records",
+    "workflow_types",
 ]

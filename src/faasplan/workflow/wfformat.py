@@ -33,8 +33,8 @@ from faasplan.workflow.errors import WorkflowFormatError
 from faasplan.workflow.graph import Workflow
 from faasplan.workflow.task import SizedBlob, TaskFunction, TaskNode, TaskProfile
 
-__all__ = ["SUPPORTED_VERSIONS", "load_wfformat", "synthetic_task", "trace_edge_bytes",
-           "trace_stem"]
+__all__ = ["SUPPORTED_VERSIONS", "TaskRecord", "load_wfformat", "synthetic_task",
+           "trace_edge_bytes", "trace_stem", "trace_task_records"]
 
 #: Schema versions this importer reads.
 SUPPORTED_VERSIONS: tuple[str, ...] = ("1.4", "1.5", "1.6")
@@ -234,8 +234,10 @@ class _Reader:
         return value
 
 
-def _parse(path: str | os.PathLike[str]) -> _Trace:
-    """Read, validate and resolve a trace file: the one parser behind the public functions."""
+def _read_raw(path: str | os.PathLike[str]
+              ) -> tuple[_Reader, str, list[_RawTask], dict[str, int], str]:
+    """Read and check a trace file: its reader, schema version, raw tasks, file sizes and
+    name (tasks not yet resolved)."""
     where = os.fspath(path)
     try:
         raw_bytes = Path(where).read_bytes()
@@ -271,7 +273,36 @@ def _parse(path: str | os.PathLike[str]) -> _Trace:
     else:
         raw, sizes = _read_v15(r, workflow)
     name = doc.get("name")
-    return _resolve(r, raw, sizes, name if isinstance(name, str) and name else trace_stem(where))
+    return r, str(version), raw, sizes, (name if isinstance(name, str) and name
+                                         else trace_stem(where))
+
+
+def _parse(path: str | os.PathLike[str]) -> _Trace:
+    """Read, validate and resolve a trace file: the one parser behind the public functions."""
+    r, _, raw, sizes, name = _read_raw(path)
+    return _resolve(r, raw, sizes, name)
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """What a trace recorded of one executed task (see :func:`trace_task_records`)."""
+
+    task_id: str
+    function: str
+    runtime_s: float
+    read_bytes: int
+    written_bytes: int
+
+
+def trace_task_records(path: str | os.PathLike[str]) -> tuple[str, list[TaskRecord]]:
+    """The schema version and, per task, its function, recorded runtime and the total size
+    of the files it read (workflow inputs included) and wrote. Raises like
+    :func:`load_wfformat` (the trace is resolved and checked the same way)."""
+    r, version, raw, sizes, name = _read_raw(path)
+    _resolve(r, raw, sizes, name)
+    return version, [TaskRecord(t.task_id, t.category, t.runtime_s,
+                                sum(sizes.get(f, 0) for f in t.reads),
+                                sum(sizes.get(f, 0) for f in t.writes)) for t in raw]
 
 
 def _category(name: str, category: Any) -> str:
