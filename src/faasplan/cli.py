@@ -255,7 +255,8 @@ def _add_profile(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "\n\nthen, in the scenario: [workflow] profile_file = \"profiles/gemm.json\" "
         "(relative to the scenario file)")
     s.add_argument("target", help=TARGET_HELP)
-    s.add_argument("--out", required=True, help="the profile JSON to write")
+    s.add_argument("--out", default=None,
+                   help="the profile JSON to write (default: the scenario's profile_file)")
     s.add_argument("--repeat", type=_positive_int, default=1,
                    help="runs of the workflow; each task's time is the median (default: 1)")
     _add_json(s)
@@ -321,7 +322,7 @@ def _json_default(value: Any) -> Any:
 def _console() -> Any:
     from rich.console import Console
 
-    return Console(stderr=True)
+    return Console(stderr=True, markup=False, highlight=False)
 
 
 @contextlib.contextmanager
@@ -408,13 +409,16 @@ def _snapshot(out: Path) -> dict[str, tuple[int, int]]:
             for f in out.rglob("*") if f.is_file()}
 
 
+TEXT_COLUMNS = frozenset({"planner", "workflow", "description", "options", "notes"})
+
+
 def _table(rows: list[dict[str, Any]], columns: Sequence[str], title: str) -> None:
     from rich.console import Console
     from rich.table import Table
 
     table = Table(title=title)
     for c in columns:
-        table.add_column(c, justify="left" if c == "planner" else "right")
+        table.add_column(c, justify="left" if c in TEXT_COLUMNS else "right")
     for row in rows:
         table.add_row(*(_fmt(row.get(c)) for c in columns))
     console = Console()
@@ -764,8 +768,7 @@ def cmd_planners(args: argparse.Namespace) -> int:
     from faasplan.planners import PLANNERS
 
     rows = [{"planner": e.name, "description": e.description,
-             "options": {k: {"type": o.describe(k).split(" (", 1)[1].split(", default")[0],
-                             "default": o.default, "help": o.help}
+             "options": {k: {"type": o.type_name, "default": o.default, "help": o.help}
                          for k, o in e.options.items()}} for e in PLANNERS.values()]
     if args.json:
         _print_json(rows)
@@ -785,16 +788,22 @@ def cmd_profile(args: argparse.Namespace) -> int:
     if loaded.scenario.workflow.wfformat:
         raise BadInput(f"{args.target}: a WfFormat trace carries its recorded runtimes; "
                        "profile a workload or module:function instead")
-    wf = build_workflow(loaded)
-    profiles = record_profile(wf, args.out, repeat=args.repeat)
+    out = args.out
+    if out is None:
+        if not loaded.scenario.workflow.profile_file:
+            raise BadInput("profile needs --out FILE (or a scenario with [workflow] "
+                           "profile_file = \"FILE\")")
+        out = str(loaded.path(loaded.scenario.workflow.profile_file))
+    wf = build_workflow(loaded, recorded_profile=False)
+    profiles = record_profile(wf, out, repeat=args.repeat)
     total = sum(p.exec_ms for p in profiles.values())
     if args.json:
         _print_json({"workflow": wf.name, "tasks": len(profiles), "total_exec_ms": total,
-                     "out": args.out})
+                     "out": out})
     else:
         _console().print(f"{wf.name}: {len(profiles)} tasks timed ({total:,.1f} ms in all), "
-                         f"written to {args.out}; reuse it with [workflow] profile_file = "
-                         f"\"{args.out}\" (relative to the scenario file)")
+                         f"written to {out}; reuse it with [workflow] profile_file = "
+                         f"\"{out}\" (relative to the scenario file)")
     return EXIT_OK
 
 

@@ -32,10 +32,14 @@ class PlannerOption:
     default: Any
     help: str
 
+    @property
+    def type_name(self) -> str:
+        """``"float"``, ``"int | None"``, ..."""
+        return getattr(self.type, "__name__", None) or str(self.type).replace("typing.", "")
+
     def describe(self, name: str) -> str:
         """``name (float, default 60.0): help``."""
-        kind = getattr(self.type, "__name__", None) or str(self.type).replace("typing.", "")
-        return f"{name} ({kind}, default {self.default!r}): {self.help}"
+        return f"{name} ({self.type_name}, default {self.default!r}): {self.help}"
 
 
 class PlannerOptionsError(ValueError):

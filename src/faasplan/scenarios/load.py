@@ -135,8 +135,12 @@ def load_target(target: str) -> LoadedScenario:
     return LoadedScenario(validate_scenario(data, target), target, Path.cwd())
 
 
-def build_workflow(loaded: LoadedScenario) -> Workflow:
-    """The workflow a scenario describes."""
+def build_workflow(loaded: LoadedScenario, *, recorded_profile: bool = True) -> Workflow:
+    """The workflow a scenario describes.
+
+    With ``recorded_profile`` (default), the tasks carry the times of the scenario's
+    ``profile_file``; ``faasplan profile`` builds it without, to record that file.
+    """
     section: WorkflowSection = loaded.scenario.workflow
     src = loaded.source
     if section.wfformat:
@@ -171,7 +175,7 @@ def build_workflow(loaded: LoadedScenario) -> Workflow:
                             f"check the parameters accepted by {key}") from None
     if not isinstance(wf, Workflow):
         raise ScenarioError(src, key, f"returned {type(wf).__name__}, not a faasplan.Workflow")
-    if section.profile_file:
+    if section.profile_file and recorded_profile:
         from faasplan.scenarios.profiles import ProfileFileError, load_profile, with_profiles
 
         try:
