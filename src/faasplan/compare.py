@@ -17,7 +17,7 @@ import pandas as pd
 
 from faasplan.api import fit_history, has_history, make_evaluator, training_history
 from faasplan.planners import Plan, planner_names, run_planner
-from faasplan.predictors import Predictor, load_metrics, records_to_frame
+from faasplan.predictors import Predictor, load_history, records_to_frame, single_type
 from faasplan.scenarios import LoadedScenario, ScenarioError, build_workflow
 from faasplan.simulator import GroundTruth, Platform, TaskBehaviour, Trace, simulate_many
 from faasplan.workflow import Workflow
@@ -89,10 +89,11 @@ def build_platform(loaded: LoadedScenario) -> Platform:
 
 def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
             replicates: int | None = None, seed: int | None = None, sla: str | None = None,
-            history: str | None = None) -> Setup:
+            history: str | Sequence[str] | None = None) -> Setup:
     """Build the workflow, platform, ground truth and predictors a scenario describes.
 
-    Keyword arguments override the scenario's settings (CLI flags).
+    Keyword arguments override the scenario's settings (CLI flags). ``history`` is one or
+    more metrics stores (``.parquet``) or WfFormat traces of past runs, of one workflow type.
     """
     sc = loaded.scenario
     wf = build_workflow(loaded)
@@ -104,10 +105,10 @@ def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
         profiles = profile(wf, repeat=sc.workflow.profile_repeat)
     truth = GroundTruth(wf, platform, profiles=profiles, noise=sc.history.noise)
     run_seed = sc.scenario.seed if seed is None else seed
-    metrics_path = history or sc.history.metrics
-    if metrics_path:
-        path = loaded.path(metrics_path) if history is None else metrics_path
-        frame = load_metrics(path)
+    history_paths = history_files(loaded, history)
+    if history_paths:
+        source = "--history" if history is not None else f"{loaded.source}: history"
+        frame = single_type(load_history(history_paths), source)
         # Measured runs: plan on the platform they show, not on the declared one.
         believed = planning_platform(frame, platform)
     else:
@@ -131,6 +132,19 @@ def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
     return Setup(sc.scenario.name, wf, platform, truth, predictor, names,
                  sla or sc.planning.sla, reps, run_seed, dict(sc.planning.options), n_records,
                  believed)
+
+
+def history_files(loaded: LoadedScenario, history: str | Sequence[str] | None
+                  ) -> list[str]:
+    """The history files to fit on: ``history`` (CLI, relative to the working directory)
+    when given, else the scenario's ``[history] metrics`` and ``traces`` (relative to the
+    scenario file)."""
+    if history is not None:
+        return [history] if isinstance(history, str) else [str(h) for h in history]
+    section = loaded.scenario.history
+    named = ([section.metrics] if section.metrics else []) + list(
+        getattr(section, "traces", None) or [])
+    return [str(loaded.path(p)) for p in named]
 
 
 def planning_platform(history: pd.DataFrame, platform: Platform) -> Platform:

@@ -122,3 +122,31 @@ def predict_workflow(workflow: Workflow, history: pd.DataFrame, *, platform: Any
     reps = np.asarray(plan.predicted.replicate_makespans_ms, dtype=float)
     makespan = {name: float(np.quantile(reps, q)) for name, q in QUANTILES}
     return Prediction(tasks, critical, makespan, planner, len(reps), draws)
+
+
+def predict_target(target: str, history: list[str], *, planner: str = "heft",
+                   sla: str = "p95", seed: int = 0) -> Prediction:
+    """:func:`predict_workflow` for a CLI target (scenario, trace or ``module:function``)
+    and history files (Parquet metrics and WfFormat traces, one workflow type).
+
+    Raises
+    ------
+    faasplan.predictors.MetricsError
+        The history mixes workflow types, or shares no function with the target.
+    """
+    from faasplan.compare import build_platform
+    from faasplan.predictors import MetricsError, load_history, single_type
+    from faasplan.scenarios import build_workflow, load_target
+
+    loaded = load_target(target)
+    workflow = build_workflow(loaded)
+    frame = single_type(load_history(history), "--history")
+    known = set(frame["function"].astype(str))
+    functions = {workflow.node(t).func.name for t in workflow}
+    if not known & functions:
+        raise MetricsError(f"--history: its runs share no function with {target} "
+                           f"(history: {', '.join(sorted(known)[:5])}; target: "
+                           f"{', '.join(sorted(functions)[:5])}); give past runs of this "
+                           "workflow type")
+    return predict_workflow(workflow, frame, platform=build_platform(loaded), planner=planner,
+                            sla=sla, seed=seed)
