@@ -261,10 +261,16 @@ def test_a_sweep_with_bad_grid_values_exits_2_with_the_real_message(
 def test_an_error_inside_a_sweep_process_reaches_the_user(capsys: pytest.CaptureFixture[str],
                                                           tmp_path: Path) -> None:
     scenario = write(tmp_path, TREE)
+    # The platform is built in the variant's process: its ScenarioError must come back.
+    code, _, err = cli(capsys, "sweep", str(scenario), "--grid", "platform.warp_speed=1,2",
+                       "--workers", "2")
+    assert code == 2, err
+    assert "terminated abruptly" not in err and "platform.warp_speed" in err
+    assert f"{scenario} [platform.warp_speed=1]" in err
     code, _, err = cli(capsys, "sweep", str(scenario), "--grid",
                        "history.metrics=nope1.parquet,nope2.parquet", "--workers", "2")
     assert code == 2, err
-    assert "terminated abruptly" not in err and "nope1.parquet" in err
+    assert "nope1.parquet" in err
 
 
 def test_an_error_inside_a_dask_sweep_reaches_the_user(capsys: pytest.CaptureFixture[str],
@@ -274,9 +280,9 @@ def test_an_error_inside_a_dask_sweep_reaches_the_user(capsys: pytest.CaptureFix
     with distributed.LocalCluster(n_workers=1, threads_per_worker=1, processes=True,
                                   dashboard_address=None) as cluster:
         code, _, err = cli(capsys, "sweep", str(scenario), "--grid",
-                           "history.metrics=nope.parquet", "--dask", cluster.scheduler_address)
+                           "platform.warp_speed=9", "--dask", cluster.scheduler_address)
     assert code == 2, err
-    assert "nope.parquet" in err
+    assert f"{scenario} [platform.warp_speed=9]: platform.warp_speed" in err
 
 
 # -- item 6: planner options are validated ------------------------------------------------------
