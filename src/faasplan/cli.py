@@ -398,10 +398,12 @@ def _output_dir(path: str | Path) -> Iterator[Path]:
             if old.is_file() and out.resolve() in old.resolve().parents:
                 old.unlink()
     before = _snapshot(out)
-    yield out
-    written = sorted(rel for rel, stamp in _snapshot(out).items()
-                     if rel != MANIFEST and before.get(rel) != stamp)
-    manifest.write_text(json.dumps(written, indent=0) + "\n")
+    try:
+        yield out
+    finally:  # also after a failure: what was written is faasplan's
+        written = sorted(rel for rel, stamp in _snapshot(out).items()
+                         if rel != MANIFEST and before.get(rel) != stamp)
+        manifest.write_text(json.dumps(written, indent=0) + "\n")
 
 
 def _snapshot(out: Path) -> dict[str, tuple[int, int]]:
