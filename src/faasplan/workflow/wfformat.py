@@ -33,8 +33,9 @@ from faasplan.workflow.errors import WorkflowFormatError
 from faasplan.workflow.graph import Workflow
 from faasplan.workflow.task import SizedBlob, TaskFunction, TaskNode, TaskProfile
 
-__all__ = ["SUPPORTED_VERSIONS", "TaskRecord", "load_wfformat", "synthetic_task",
-           "trace_edge_bytes", "trace_stem", "trace_task_records"]
+__all__ = ["SUPPORTED_VERSIONS", "RecordedRun", "TaskRecord", "load_recorded_run",
+           "load_wfformat", "synthetic_task", "trace_edge_bytes", "trace_stem",
+           "trace_task_records"]
 
 #: Schema versions this importer reads.
 SUPPORTED_VERSIONS: tuple[str, ...] = ("1.4", "1.5", "1.6")
@@ -85,6 +86,8 @@ class _TraceTask:
     parents: tuple[str, ...]
     inputs: tuple[SizedBlob, ...]
     output_bytes: int
+    read_bytes: int
+    written_bytes: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,8 +95,40 @@ class _Trace:
     """A parsed, validated trace: tasks in topological order and bytes per edge."""
 
     name: str
+    version: str
     tasks: tuple[_TraceTask, ...]
     edge_bytes: Mapping[tuple[str, str], int]
+
+
+@dataclass(frozen=True, slots=True)
+class TaskRecord:
+    """What a trace recorded of one executed task (see :func:`trace_task_records`).
+
+    ``function`` is the task's category, the function name of its node in the imported
+    workflow; ``read_bytes`` and ``written_bytes`` total the sizes of all the files the
+    task read (workflow inputs included) and wrote; ``runtime_s`` is its
+    ``runtimeInSeconds``.
+    """
+
+    task_id: str
+    function: str
+    runtime_s: float
+    read_bytes: int
+    written_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedRun:
+    """A trace read once (:func:`load_recorded_run`): the workflow and what its tasks did.
+
+    ``tasks`` lists every task in the workflow's topological order; ``schema_version`` is
+    the trace's ``schemaVersion`` as text.
+    """
+
+    path: str
+    schema_version: str
+    workflow: Workflow
+    tasks: tuple[TaskRecord, ...]
 
 
 # -- public functions ---------------------------------------------------------------------
@@ -126,7 +161,34 @@ def load_wfformat(path: str | os.PathLike[str], *, sleep: bool = False) -> Workf
     WorkflowFormatError
         The file is not a valid trace; the message names the task and field at fault.
     """
+    return _build(_parse(path), sleep)
+
+
+def load_recorded_run(path: str | os.PathLike[str]) -> RecordedRun:
+    """Read a trace once as its workflow (:func:`load_wfformat`) and its task records.
+
+    Raises like :func:`load_wfformat`.
+    """
     trace = _parse(path)
+    return RecordedRun(os.fspath(path), trace.version, _build(trace, False),
+                       _task_records(trace))
+
+
+def trace_task_records(path: str | os.PathLike[str]) -> tuple[str, list[TaskRecord]]:
+    """The schema version and, per task in topological order, its function, recorded
+    runtime and the total size of the files it read (workflow inputs included) and wrote.
+    Raises like :func:`load_wfformat` (the trace is resolved and checked the same way)."""
+    trace = _parse(path)
+    return trace.version, list(_task_records(trace))
+
+
+def _task_records(trace: _Trace) -> tuple[TaskRecord, ...]:
+    return tuple(TaskRecord(t.task_id, t.category, t.runtime_s, t.read_bytes, t.written_bytes)
+                 for t in trace.tasks)
+
+
+def _build(trace: _Trace, sleep: bool) -> Workflow:
+    """The workflow of synthetic tasks of a parsed trace (see :func:`load_wfformat`)."""
     functions: dict[str, TaskFunction] = {}
     nodes: dict[str, TaskNode] = {}
     has_child: set[str] = set()
@@ -234,10 +296,8 @@ class _Reader:
         return value
 
 
-def _read_raw(path: str | os.PathLike[str]
-              ) -> tuple[_Reader, str, list[_RawTask], dict[str, int], str]:
-    """Read and check a trace file: its reader, schema version, raw tasks, file sizes and
-    name (tasks not yet resolved)."""
+def _parse(path: str | os.PathLike[str]) -> _Trace:
+    """Read, validate and resolve a trace file: the one parser behind the public functions."""
     where = os.fspath(path)
     try:
         raw_bytes = Path(where).read_bytes()
@@ -273,36 +333,8 @@ def _read_raw(path: str | os.PathLike[str]
     else:
         raw, sizes = _read_v15(r, workflow)
     name = doc.get("name")
-    return r, str(version), raw, sizes, (name if isinstance(name, str) and name
-                                         else trace_stem(where))
-
-
-def _parse(path: str | os.PathLike[str]) -> _Trace:
-    """Read, validate and resolve a trace file: the one parser behind the public functions."""
-    r, _, raw, sizes, name = _read_raw(path)
-    return _resolve(r, raw, sizes, name)
-
-
-@dataclass(frozen=True, slots=True)
-class TaskRecord:
-    """What a trace recorded of one executed task (see :func:`trace_task_records`)."""
-
-    task_id: str
-    function: str
-    runtime_s: float
-    read_bytes: int
-    written_bytes: int
-
-
-def trace_task_records(path: str | os.PathLike[str]) -> tuple[str, list[TaskRecord]]:
-    """The schema version and, per task, its function, recorded runtime and the total size
-    of the files it read (workflow inputs included) and wrote. Raises like
-    :func:`load_wfformat` (the trace is resolved and checked the same way)."""
-    r, version, raw, sizes, name = _read_raw(path)
-    _resolve(r, raw, sizes, name)
-    return version, [TaskRecord(t.task_id, t.category, t.runtime_s,
-                                sum(sizes.get(f, 0) for f in t.reads),
-                                sum(sizes.get(f, 0) for f in t.writes)) for t in raw]
+    return _resolve(r, raw, sizes, name if isinstance(name, str) and name else trace_stem(where),
+                    str(version))
 
 
 def _category(name: str, category: Any) -> str:
@@ -329,21 +361,24 @@ def _read_v15(r: _Reader, workflow: dict[str, Any]
             r.fail(f"file {fid!r} is listed twice", field="specification.files")
         sizes[fid] = r.size(f.get("sizeInBytes"), f"file {fid!r}", None, "sizeInBytes")
 
+    if "execution" not in workflow:
+        r.fail("no 'execution' object: schema 1.5 keeps each task's recorded "
+               "runtimeInSeconds in workflow.execution.tasks, and the importer needs them",
+               field="workflow.execution")
     runtimes: dict[str, float] = {}
     # Some engines embed input file names in task names (Epigenomics): the executed
     # program is then the better category, so that functions repeat across tasks.
     programs: dict[str, str] = {}
-    if "execution" in workflow:
-        execution = r.obj(workflow["execution"], "'execution'", field="workflow.execution")
-        for i, e in enumerate(r.items(execution.get("tasks", []), None, "execution.tasks")):
-            e = r.obj(e, f"execution.tasks[{i}]", field="execution.tasks")
-            tid = r.text(e, "id", None, f"execution.tasks[{i}]")
-            if tid in runtimes:
-                r.fail("task has two execution records", tid, "execution.tasks")
-            runtimes[tid] = r.seconds(e, tid)
-            command = e.get("command")
-            if isinstance(command, dict) and isinstance(command.get("program"), str):
-                programs[tid] = command["program"]
+    execution = r.obj(workflow["execution"], "'execution'", field="workflow.execution")
+    for i, e in enumerate(r.items(execution.get("tasks", []), None, "execution.tasks")):
+        e = r.obj(e, f"execution.tasks[{i}]", field="execution.tasks")
+        tid = r.text(e, "id", None, f"execution.tasks[{i}]")
+        if tid in runtimes:
+            r.fail("task has two execution records", tid, "execution.tasks")
+        runtimes[tid] = r.seconds(e, tid)
+        command = e.get("command")
+        if isinstance(command, dict) and isinstance(command.get("program"), str):
+            programs[tid] = command["program"]
 
     raw: list[_RawTask] = []
     seen: set[str] = set()
@@ -410,7 +445,8 @@ def _read_v14(r: _Reader, workflow: dict[str, Any]
     return raw, read | written
 
 
-def _resolve(r: _Reader, raw: list[_RawTask], sizes: Mapping[str, int], name: str) -> _Trace:
+def _resolve(r: _Reader, raw: list[_RawTask], sizes: Mapping[str, int], name: str,
+             version: str) -> _Trace:
     """Resolve references, order the tasks and attach the bytes of files and edges."""
     by_id: dict[str, _RawTask] = {}
     for t in raw:
@@ -461,8 +497,9 @@ def _resolve(r: _Reader, raw: list[_RawTask], sizes: Mapping[str, int], name: st
             outs = consumed
         inputs = tuple(SizedBlob(f, sizes[f]) for f in t.reads if f not in written)
         tasks.append(_TraceTask(tid, t.category, t.runtime_s, tuple(sorted(parents[tid])),
-                                inputs, sum(sizes[f] for f in outs)))
-    return _Trace(name, tuple(tasks), edge_bytes)
+                                inputs, sum(sizes[f] for f in outs),
+                                sum(sizes[f] for f in t.reads), sum(sizes[f] for f in t.writes)))
+    return _Trace(name, version, tuple(tasks), edge_bytes)
 
 
 def _kahn(r: _Reader, parents: Mapping[str, set[str]], children: Mapping[str, set[str]]
