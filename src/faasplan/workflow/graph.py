@@ -30,12 +30,20 @@ class Workflow:
     name : str, optional
         A label for reports (default: the first sink's function name).
     requirements : iterable of str
-        PEP 508 requirements, merged with third-party imports detected in the modules of
-        the task functions. Workers check them at start and fail fast.
+        PEP 508 requirements, merged with the installed distributions that the modules of
+        the task functions import (see :func:`faasplan.workflow.requirements.detect_requirements`).
+        Workers check them at start and fail fast.
+    detect : bool
+        Detect requirements from the task functions' modules (default ``True``).
 
+    Notes
+    -----
     Task ids are the ``task_id`` given when calling a task, else ``<function>-<n>``,
     numbered per function in a deterministic order, so the same code builds the same ids.
+    In Jupyter a workflow displays as a summary and its DAG (:meth:`visualize`).
 
+    Examples
+    --------
     >>> from faasplan import task, Workflow
     >>> @task
     ... def inc(x):
