@@ -7,8 +7,8 @@ whose output is large (the dependents run where the data is) and delayed I/O on 
 
 from __future__ import annotations
 
+import dataclasses
 import time
-from collections.abc import Mapping
 from typing import Any
 
 from faasplan.planners.context import PlanningContext
@@ -36,8 +36,10 @@ def plan_wukong_opt(ctx: PlanningContext, *, memory_mb: int | None = None,
     branches. Each candidate optimization is therefore kept only if the simulated plan
     (predicted models) is better with it: faster, or as fast and cheaper. All candidates
     are tried at once, then, if that does not help, one at a time, largest output first,
-    within ``max_evaluations``. An optimization that changes nothing is never kept, so a
-    wukong-opt plan that differs from wukong's also differs in its predicted figures.
+    within ``max_evaluations``. The choice is checked against plain wukong once more at
+    the final scoring's precision (more replicates), and dropped if it does not beat it.
+    An optimization that changes nothing is never kept, so a wukong-opt plan that differs
+    from wukong's also differs in its predicted figures.
     """
     started = time.perf_counter()
     wf = ctx.workflow
@@ -62,8 +64,14 @@ def plan_wukong_opt(ctx: PlanningContext, *, memory_mb: int | None = None,
                 trial = ctx.simulate(placements(attempt))
                 if _improves(trial, best):
                     chosen, best = attempt, trial
-        if chosen and not _improves_when_final(ctx, placements(chosen), placements({})):
-            chosen, best = {}, None  # finish() scores the baseline itself
+        final = getattr(ctx.evaluate, "final", None) if ctx.final_scoring else None
+        if chosen and final is not None:
+            # The search compares plans with few replicates: a gain within their noise
+            # must not return a plan that plain wukong dominates once scored for real.
+            mine, baseline = final(placements(chosen)), final(placements({}))
+            chosen, best = (chosen, mine) if _improves(mine, baseline) else ({}, baseline)
+            # Both are final scores already: finish() must not score them again.
+            ctx = dataclasses.replace(ctx, final_scoring=False)
         dropped = len(candidates) - len(chosen)
         if dropped:
             notes = (f"{dropped} of {len(candidates)} clustering/delayed-I/O candidates "
@@ -76,19 +84,6 @@ def _improves(trial: Any, best: Any) -> bool:
     if trial.makespan_ms != best.makespan_ms:
         return bool(trial.makespan_ms < best.makespan_ms)
     return bool(trial.cost_usd < best.cost_usd)
-
-
-def _improves_when_final(ctx: PlanningContext, chosen: Mapping[str, Placement],
-                         baseline: Mapping[str, Placement]) -> bool:
-    """Whether ``chosen`` still beats ``baseline`` at the final scoring's precision.
-
-    The search compares plans with few replicates; without this check a gain within
-    their noise could return a plan that plain wukong dominates once scored for real.
-    """
-    final = getattr(ctx.evaluate, "final", None) if ctx.final_scoring else None
-    if final is None:
-        return True
-    return _improves(final(chosen), final(baseline))
 
 
 def _wukong_candidates(ctx: PlanningContext, large_output_bytes: float
