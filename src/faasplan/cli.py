@@ -164,9 +164,10 @@ def _add_compare(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                    help="random seed, >= 0 (default: the scenario's)")
     s.add_argument("--sla", type=_sla, default=None,
                    help="average or pNN (default: the scenario's)")
-    s.add_argument("--history", default=None,
-                   help="metrics file: fit predictors on it (and, without TARGET, compare for "
-                        "every workflow type found in it)")
+    s.add_argument("--history", nargs="+", default=None, metavar="FILE",
+                   help="past runs to fit predictors on: metrics stores (.parquet) and/or "
+                        "WfFormat traces (.json, .json.gz) of one workflow type (without "
+                        "TARGET: compare for every workflow type found in them)")
     s.add_argument("--out", default=None,
                    help="directory for runs, plots and report.html (default: the scenario's "
                         "[scenario] output_dir; files it wrote before are replaced)")
@@ -174,9 +175,31 @@ def _add_compare(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _add_fit(sub: Subparsers, common: argparse.ArgumentParser) -> None:
-    s = _add(sub, common, "fit", "fit predictors on metrics and report their accuracy",
-             ["faasplan fit runs.parquet", "faasplan fit runs.parquet --json"], cmd_fit)
-    s.add_argument("metrics", help="metrics file (Parquet) written by simulate/run")
+    s = _add(sub, common, "fit", "fit predictors on past runs: their models and accuracy",
+             ["faasplan fit runs.parquet", "faasplan fit runs.parquet --json",
+              "faasplan fit run-1.json run-2.json   # real WfCommons traces"], cmd_fit)
+    s.add_argument("metrics", nargs="+", metavar="FILE",
+                   help="metrics stores (.parquet) written by simulate/run, and/or WfFormat "
+                        "traces (.json, .json.gz) of real runs")
+    _add_json(s)
+
+
+def _add_predict(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "predict",
+             "predict a workflow's task times, critical path and makespan from past runs",
+             ["faasplan predict large.json --history small.json medium.json --json",
+              "faasplan predict faasplan.workloads:gemm --history runs.parquet --planner heft"],
+             cmd_predict)
+    s.add_argument("target", help=TARGET_HELP + "; only its structure and workflow inputs "
+                                                "are used, never its recorded runtimes")
+    s.add_argument("--history", nargs="+", required=True, metavar="FILE",
+                   help="past runs of the same workflow type: metrics stores (.parquet) "
+                        "and/or WfFormat traces (.json, .json.gz)")
+    s.add_argument("--planner", default="heft",
+                   help="planner whose plan the makespan is predicted for (default: heft)")
+    s.add_argument("--sla", type=_sla, default="p95",
+                   help="SLA the planner plans for: average or pNN (default: p95)")
+    s.add_argument("--seed", type=_seed, default=0, help="random seed, >= 0 (default: 0)")
     _add_json(s)
 
 
@@ -276,8 +299,8 @@ def _add_planners(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 COMMANDS: tuple[Register, ...] = (
-    _add_simulate, _add_plan, _add_compare, _add_fit, _add_run, _add_worker, _add_sweep,
-    _add_calibrate, _add_profile, _add_info, _add_planners)
+    _add_simulate, _add_plan, _add_compare, _add_fit, _add_predict, _add_run, _add_worker,
+    _add_sweep, _add_calibrate, _add_profile, _add_info, _add_planners)
 """One registration function per subcommand, in help order; add a command by adding one."""
 
 
@@ -565,18 +588,27 @@ def _compare_history(args: argparse.Namespace, planners: list[str] | None) -> in
     from faasplan.compare import Setup, compare
     from faasplan.history import HistoryBehaviour, recall_workflows
     from faasplan.planners import planner_names
-    from faasplan.predictors import load_metrics
+    from faasplan.predictors import load_history
+    from faasplan.predictors.wfrecords import TRACE_SUFFIXES
     from faasplan.simulator import Platform
+    from faasplan.workflow import load_wfformat
 
-    df = load_metrics(args.history)
-    known = recall_workflows(args.history)
+    df = load_history(args.history)
+    known: dict[str, Any] = {}
+    for path in args.history:
+        if str(path).endswith(TRACE_SUFFIXES):
+            wf = load_wfformat(path)      # a trace is its own workflow definition
+            known[wf.structure_hash] = wf
+        else:
+            known.update(recall_workflows(path))
     hashes = list(dict.fromkeys(df["workflow_hash"]))
     unknown = [h for h in hashes if h not in known]
+    source = ", ".join(args.history)
     if not known:
-        raise BadInput(f"{args.history}: no workflow catalog beside it ({args.history}.workflows/"
-                       "); metrics written by 'faasplan simulate/run --metrics-out' have one. "
-                       f"Otherwise give the TARGET: faasplan compare TARGET --history "
-                       f"{args.history}")
+        raise BadInput(f"{source}: no workflow catalog beside it (<file>.workflows/); metrics "
+                       "written by 'faasplan simulate/run --metrics-out' have one, and "
+                       "WfFormat traces are their own. Otherwise give the TARGET: faasplan "
+                       f"compare TARGET --history {source}")
     rows: list[dict[str, Any]] = []
     types = [h for h in hashes if h in known]
     with contextlib.ExitStack() as stack:
@@ -585,7 +617,7 @@ def _compare_history(args: argparse.Namespace, planners: list[str] | None) -> in
         for i, h in enumerate(types):
             wf = known[h]
             sub = df[df["workflow_hash"] == h]
-            predictor = fit_history(wf, list(_records(sub)))
+            predictor = fit_history(wf, sub, Platform())
             setup = Setup(f"{wf.name} ({h})", wf, Platform(), HistoryBehaviour(wf, predictor),
                           predictor, tuple(planners or planner_names()), args.sla or "p95",
                           args.replicates or 20, args.seed or 0, {}, len(sub))
@@ -606,7 +638,7 @@ def _compare_history(args: argparse.Namespace, planners: list[str] | None) -> in
         _print_json(rows)
     else:
         _table(rows, ["workflow", "records", *SUMMARY_COLUMNS],
-               f"{args.history}: {len(known)} workflow type(s)")
+               f"{source}: {len(known)} workflow type(s)")
         if unknown:
             _console().print(f"skipped {len(unknown)} workflow type(s) with no stored "
                              f"definition: {', '.join(unknown[:5])}")
@@ -626,21 +658,68 @@ def _records(df: Any) -> Any:
     return frame_to_records(df)
 
 
-def cmd_fit(args: argparse.Namespace) -> int:
-    """Fit predictors on a metrics file and report accuracy against the baseline."""
-    from faasplan.predictors import accuracy_report, fit, load_metrics
+FIT_EXPLANATION = (
+    "execution-time models per function: 'model' is the candidate grouped cross-validation "
+    "chose (median, power law in input bytes, or nearest neighbours in input size); cv_* are "
+    "each candidate's median absolute log error on held-out tasks; cpu/multicore exponents "
+    "are the vCPU rule's, within [0, 1] ('clamped' names those on a bound); p10/p90 factors "
+    "bound the held-out error. Accuracy: mdape_ours / mdape_baseline are median absolute % "
+    "errors of the function-level fits and of the predecessor's method, p90_coverage the "
+    "share of runs under the predicted p90.")
 
-    df = load_metrics(args.metrics)
-    predictor = fit(df)
+
+def cmd_fit(args: argparse.Namespace) -> int:
+    """Fit predictors on past runs; print the fitted models and their accuracy."""
+    from faasplan.predictors import accuracy_report, fit, load_history
+    from faasplan.simulator import Platform
+
+    df = load_history(args.metrics)
+    predictor = fit(df, platform=Platform())
     report = accuracy_report(df)
     rows = [{str(k): (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
             for r in report.to_dict(orient="records")]
+    hierarchy = predictor.hierarchy
+    models = [] if hierarchy is None else [
+        {str(k): (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
+        for r in hierarchy.summary().to_dict(orient="records")]
+    source = ", ".join(args.metrics)
     if args.json:
-        _print_json({"records": len(df), "models": rows})
+        _print_json({"records": len(df), "functions": models, "models": rows,
+                     "run_effects_p10_p90": [predictor.run_effects.quantile(0.1),
+                                             predictor.run_effects.quantile(0.9)]})
     else:
         _console().print(repr(predictor))
+        if models:
+            _table(models, ["function", "model", "samples", "cv_median", "cv_power", "cv_knn",
+                            "median_ms", "size_exponent", "cpu_exponent",
+                            "multicore_exponent", "clamped", "p10_factor", "p90_factor"],
+                   f"{source}: fitted execution-time models")
         _table(rows, ["function", "model", "samples", "mdape_ours", "mdape_baseline",
-                      "p90_coverage"], f"{args.metrics}: {len(df)} records")
+                      "p90_coverage"], f"{source}: {len(df)} records")
+        _console().print(FIT_EXPLANATION)
+    return EXIT_OK
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Predict the target from the history alone (per task, critical path, makespan)."""
+    from faasplan.experiments.predict import predict_target
+
+    _check_planners([args.planner], "--planner")
+    with _progress("predict", bar=not args.json) as update:
+        update("predicting", 0, 1)
+        result = predict_target(args.target, list(args.history), planner=args.planner,
+                                sla=args.sla, seed=args.seed)
+        update("predicting", 1, 1)
+    data = result.to_dict()
+    if args.json:
+        _print_json(data)
+        return EXIT_OK
+    _table(data["tasks"], ["task", "function", "exec_ms_p50", "exec_ms_p90", "samples",
+                           "source"], f"{args.target}: predicted execution times")
+    cp, ms = data["critical_path_ms"], data["makespan_ms"]
+    _table([{"quantity": "critical path (execution only)", **cp},
+            {"quantity": f"makespan under {args.planner}", **ms}],
+           ["quantity", "p10", "p50", "p90"], f"from {len(args.history)} history file(s)")
     return EXIT_OK
 
 

@@ -91,9 +91,12 @@ class WorkflowSection(_Strict):
 
 
 class HistorySection(_Strict):
-    """``[history]``: metrics to fit predictors on — a file, or simulated training runs."""
+    """``[history]``: past runs to fit predictors on — a metrics store (``metrics``) and/or
+    WfFormat traces of real runs (``traces``, paths relative to the scenario file), of one
+    workflow type; without either, simulated training runs."""
 
     metrics: str | None = None
+    traces: list[str] = Field(default_factory=list)
     training_runs: int = Field(default=6, ge=0, le=1000)
     noise: float = Field(default=0.1, ge=0.0, le=2.0)
     memory_sizes: list[int] | None = None

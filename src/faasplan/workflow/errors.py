@@ -18,9 +18,19 @@ class WorkflowFormatError(WorkflowError):
         self.path = path
         self.task = task
         self.field = field
+        self.message = message
         where = [path]
         if task is not None:
             where.append(f"task {task!r}")
         if field is not None:
             where.append(f"field {field!r}")
         super().__init__(f"{': '.join(where)}: {message}")
+
+    def __reduce__(self) -> tuple[object, ...]:
+        # Rebuilt from its parts, so the error crosses process (and Dask) boundaries.
+        return (_rebuild_format_error, (self.path, self.message, self.task, self.field))
+
+
+def _rebuild_format_error(path: str, message: str, task: str | None,
+                          field: str | None) -> WorkflowFormatError:
+    return WorkflowFormatError(path, message, task=task, field=field)
