@@ -239,6 +239,26 @@ def test_run_on_real_redis_writes_gantt_and_metrics_store(capsys, tmp_path):
     data = run_json(capsys, "run", "faasplan.workloads:gemm", "--planner", "non-uniform-opt",
                     "--out", str(out))
     assert len(pd.read_parquet(out / "metrics.parquet")) == 127 + 113
+    # after a real run, how far the prediction was, and advice when it was far
+    ratio = data["makespan_ms"] / data["predicted_makespan_ms"]
+    assert data["actual_over_predicted"] == pytest.approx(ratio)
+    far = not 0.8 <= ratio <= 1.25
+    assert (data["advice"] is not None) == far
+    if far:
+        assert "faasplan calibrate" in data["advice"]
+        assert str(out / "metrics.parquet") in data["advice"]
     rows = run_json(capsys, "compare", "--history", str(out / "metrics.parquet"),
                     "--planners", "wukong", "--replicates", "2")
     assert {r["workflow"] for r in rows} == {"tree_reduction", "gemm"}
+
+
+def test_prediction_advice_only_when_far_and_names_the_metrics():
+    from faasplan.cli import prediction_advice
+
+    assert prediction_advice(500.0, 448.0, Path("m.parquet")) is None
+    assert prediction_advice(448.0 / 1.2, 448.0, Path("m.parquet")) is None
+    slow = prediction_advice(7721.0, 448.0, Path("runs/m.parquet"))
+    assert slow is not None and "17.2x" in slow and "faasplan calibrate runs/m.parquet" in slow
+    fast = prediction_advice(100.0, 448.0, None)
+    assert fast is not None and "0.2x" in fast and "--no-files" in fast
+    assert prediction_advice(100.0, float("nan"), None) is None

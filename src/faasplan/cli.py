@@ -762,17 +762,50 @@ def cmd_run(args: argparse.Namespace) -> int:
            "gantt": str(gantt_path) if gantt_path else None,
            "redis_server": vars(server) if server is not None else None,
            "result": _jsonable(result.result)}
+    advice = prediction_advice(result.makespan_ms, plan.predicted_makespan_ms, metrics_path)
+    out["actual_over_predicted"] = (result.makespan_ms / plan.predicted_makespan_ms
+                                    if plan.predicted_makespan_ms > 0 else None)
+    out["advice"] = advice
     if args.json:
         _print_json(out)
     else:
         _console().print(f"{setup.workflow.name} under {plan.planner}: "
                          f"{out['makespan_ms']:,.1f} ms (predicted "
                          f"{plan.predicted_makespan_ms:,.1f} ms)")
+        if advice:
+            _console().print(advice)
         for key in ("metrics", "gantt"):
             if out[key]:
                 _console().print(f"{key}: {out[key]}")
         print(textwrap.shorten(repr(result.result), 400))
     return EXIT_OK
+
+
+#: A real makespan this far from the prediction (as a ratio either way) gets advice.
+PREDICTION_TOLERANCE = 1.25
+
+
+def prediction_advice(actual_ms: float, predicted_ms: float, metrics: Path | None
+                      ) -> str | None:
+    """What to say after a real run whose makespan is far from the plan's prediction.
+
+    >>> prediction_advice(7721.0, 448.0, Path("runs/metrics.parquet"))[:45]
+    'the real makespan was 17.2x the prediction (7'
+    >>> prediction_advice(500.0, 448.0, None) is None
+    True
+    """
+    if not (predicted_ms > 0 and actual_ms > 0):
+        return None
+    ratio = actual_ms / predicted_ms
+    if 1.0 / PREDICTION_TOLERANCE <= ratio <= PREDICTION_TOLERANCE:
+        return None
+    source = str(metrics) if metrics is not None else "<metrics.parquet>"
+    hint = "" if metrics is not None else " (run without --no-files to record metrics)"
+    return (f"the real makespan was {ratio:.1f}x the prediction ({actual_ms:,.0f} ms vs "
+            f"{predicted_ms:,.0f} ms): the platform model does not describe this machine. "
+            f"Fit it on the recorded runs with 'faasplan calibrate {source} --out "
+            f"platform.toml' and use [platform] file = \"platform.toml\"; 'faasplan compare "
+            f"--history {source}' plans on the calibrated platform{hint}")
 
 
 def _run_files(args: argparse.Namespace, run_id: str) -> tuple[Path | None, Path | None]:
