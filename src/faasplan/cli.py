@@ -184,6 +184,16 @@ def _add_fit(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     _add_json(s)
 
 
+def _add_validate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "validate",
+             "check scenarios and WfFormat traces, explaining every problem at once",
+             ["faasplan validate scenarios/quickstart.toml",
+              "faasplan validate trace.json --json"], cmd_validate)
+    s.add_argument("files", nargs="+", metavar="FILE",
+                   help="scenario .toml files and/or WfFormat traces (.json, .json.gz)")
+    _add_json(s)
+
+
 def _add_predict(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     s = _add(sub, common, "predict",
              "predict a workflow's task times, critical path and makespan from past runs",
@@ -300,7 +310,7 @@ def _add_planners(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 COMMANDS: tuple[Register, ...] = (
     _add_simulate, _add_plan, _add_compare, _add_fit, _add_predict, _add_run, _add_worker,
-    _add_sweep, _add_calibrate, _add_profile, _add_info, _add_planners)
+    _add_sweep, _add_calibrate, _add_profile, _add_validate, _add_info, _add_planners)
 """One registration function per subcommand, in help order; add a command by adding one."""
 
 
@@ -698,6 +708,28 @@ def cmd_fit(args: argparse.Namespace) -> int:
                       "p90_coverage"], f"{source}: {len(df)} records")
         _console().print(FIT_EXPLANATION)
     return EXIT_OK
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check every file; exit 2 when any has a problem, listing them all."""
+    from faasplan.scenarios.validate import validate_file
+
+    report = {f: validate_file(f) for f in args.files}
+    bad = any(report.values())
+    if args.json:
+        _print_json({f: {"ok": not probs, "problems": [p.to_dict() for p in probs]}
+                     for f, probs in report.items()})
+    else:
+        for f, probs in report.items():
+            if not probs:
+                print(f"{f}: ok")
+            for problem in probs:
+                print(f"error: {problem}", file=sys.stderr)
+        if bad:
+            count = sum(len(p) for p in report.values())
+            print(f"faasplan validate: {count} problem(s) in "
+                  f"{sum(1 for p in report.values() if p)} file(s)", file=sys.stderr)
+    return EXIT_BAD_INPUT if bad else EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:
