@@ -191,6 +191,10 @@ class WorkerProcess:
                                              "traceback": traceback.format_exc()}))
         finally:
             heartbeat.cancel()
+        # Wait for the heartbeat to stop: a lease write still in flight must reach Redis
+        # before the end of the invocation deletes the lease, or it outlives the run.
+        with contextlib.suppress(asyncio.CancelledError):
+            await heartbeat
         try:
             final: list[tuple[Any, ...]] = [("inv", queued.inv_id, status)]
             if driver is not None:
