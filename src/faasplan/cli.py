@@ -54,34 +54,28 @@ def _examples(*lines: str) -> str:
 
 
 # -- argument types: bad values exit 2 with the value the user gave -----------------------------
-def _seed(text: str) -> int:
+def _checked(text: str, cast: Callable[[str], Any], ok: Callable[[Any], bool],
+             wanted: str) -> Any:
+    """``cast(text)`` if it converts and passes ``ok``, else an argparse error quoting it."""
     try:
-        value = int(text)
+        value = cast(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 0, got {text!r}")
+        value = None
+    if value is None or not ok(value):
+        raise argparse.ArgumentTypeError(f"must be {wanted}, got {text!r}")
     return value
+
+
+def _seed(text: str) -> int:
+    return int(_checked(text, int, lambda v: v >= 0, "an integer >= 0"))
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be an integer >= 1, got {text!r}")
-    return value
+    return int(_checked(text, int, lambda v: v >= 1, "an integer >= 1"))
 
 
 def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a number > 0, got {text!r}")
-    return value
+    return float(_checked(text, float, lambda v: v > 0, "a number > 0"))
 
 
 def _sla(text: str) -> str:

@@ -7,6 +7,7 @@ a variant reaches the caller intact (type and message), whichever process raised
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import itertools
 import os
@@ -51,12 +52,11 @@ def _bad_input(exc: BaseException) -> bool:
 
 def _portable(exc: Exception, variant: str) -> Exception:
     """``exc`` itself if it survives pickling intact, else a :class:`VariantError`."""
-    try:
+    # Any failure to pickle or rebuild: send a portable copy instead.
+    with contextlib.suppress(Exception):
         copy_ = pickle.loads(pickle.dumps(exc))
         if type(copy_) is type(exc) and str(copy_) == str(exc):
             return exc
-    except Exception:  # any failure to pickle or rebuild: send a portable copy instead
-        pass
     return VariantError(variant, type(exc).__name__, str(exc), _bad_input(exc))
 
 

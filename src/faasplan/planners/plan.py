@@ -10,6 +10,8 @@ from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
+import numpy as np
+
 from faasplan.worker import Opt, Placement, RunSpec
 from faasplan.workflow import Workflow
 
@@ -67,16 +69,10 @@ class Plan:
         the plan was not simulated)."""
         if self.predicted is None:
             return {}
-        reps = tuple(getattr(self.predicted, "replicate_makespans_ms", ()) or
-                     (self.predicted.makespan_ms,))
-        ordered = sorted(float(v) for v in reps)
-        out = {}
-        for name, q in (("p50", 0.5), ("p95", 0.95), ("p99", 0.99)):
-            pos = q * (len(ordered) - 1)
-            lo = int(pos)
-            hi = min(lo + 1, len(ordered) - 1)
-            out[name] = ordered[lo] + (ordered[hi] - ordered[lo]) * (pos - lo)
-        return out
+        reps = getattr(self.predicted, "replicate_makespans_ms", ()) or (
+            self.predicted.makespan_ms,)
+        values = np.quantile(np.asarray(reps, dtype=float), [0.5, 0.95, 0.99])
+        return {"p50": float(values[0]), "p95": float(values[1]), "p99": float(values[2])}
 
     @property
     def predicted_cost_usd(self) -> float:

@@ -179,22 +179,35 @@ class FunctionModel:
 
     def point_ms(self, input_bytes: float) -> float:
         """The model's time at the reference memory for ``input_bytes`` of input."""
-        lx = math.log(max(float(input_bytes), 1.0))
+        return float(self.points_ms(np.asarray([input_bytes], dtype=float))[0])
+
+    def points_ms(self, input_bytes: np.ndarray) -> np.ndarray:
+        """:meth:`point_ms` of many input sizes at once."""
+        lx = np.log(np.maximum(input_bytes.astype(float), 1.0))
         if self.kind == "median":
-            return self.median_ms
+            return np.full(len(lx), self.median_ms)
         if self.kind == "power":
-            return math.exp(self.log_coefficient + self.size_exponent * lx)
-        return math.exp(_knn_predict(np.asarray(self.knn_log_x), np.asarray(self.knn_log_y),
-                                     np.asarray([lx]))[0])
+            return np.exp(self.log_coefficient + self.size_exponent * lx)
+        return np.exp(_knn_predict(np.asarray(self.knn_log_x), np.asarray(self.knn_log_y),
+                                   lx))
 
 
 def _knn_predict(train_x: np.ndarray, train_y: np.ndarray, x: np.ndarray) -> np.ndarray:
-    k = min(KNN_K, len(train_x))
-    out = np.empty(len(x))
-    for i, xi in enumerate(x):
-        idx = np.argsort(np.abs(train_x - xi), kind="stable")[:k]
-        out[i] = float(np.median(train_y[idx]))
-    return out
+    """Median of ``train_y`` over the ``KNN_K`` nearest ``train_x`` of each ``x``.
+
+    In one dimension the k nearest points lie within k positions of ``x`` in sorted order,
+    so each query looks at a window of 2k sorted points instead of all of them.
+    """
+    order = np.argsort(train_x, kind="stable")
+    xs, ys = train_x[order], train_y[order]
+    n, k = len(xs), min(KNN_K, len(xs))
+    width = min(2 * k, n)
+    start = np.clip(np.searchsorted(xs, x) - k, 0, n - width)
+    window = start[:, None] + np.arange(width)[None, :]
+    distance = np.abs(xs[window] - x[:, None])
+    nearest = np.take_along_axis(window, np.argsort(distance, axis=1, kind="stable")[:, :k],
+                                 axis=1)
+    return np.median(ys[nearest], axis=1)
 
 
 def _fit_power(lx: np.ndarray, ly: np.ndarray) -> tuple[float, float, bool]:
@@ -468,11 +481,13 @@ def _run_effects(df: pd.DataFrame, models: Mapping[str, FunctionModel],
     runs = df["run_id"].astype(str).to_numpy()
     functions = df["function"].astype(str).to_numpy()
     resid = np.full(len(df), np.nan)
-    for i, (fn, x, m) in enumerate(zip(functions, input_bytes, memory, strict=True)):
-        model = models.get(fn)
-        if model is not None:
-            predicted = model.point_ms(float(x)) * rules.get(fn, pooled).factor(float(m))
-            resid[i] = log_ms[i] - math.log(max(predicted, _MIN_MS))
+    for fn, rows in pd.Series(range(len(df))).groupby(functions).indices.items():
+        model = models.get(str(fn))
+        if model is None:
+            continue
+        rule = rules.get(str(fn), pooled)
+        predicted = model.points_ms(input_bytes[rows]) * np.exp(rule.log_factor(memory[rows]))
+        resid[rows] = log_ms[rows] - np.log(np.maximum(predicted, _MIN_MS))
     frame = pd.DataFrame({"run": runs, "r": resid}).dropna()
     sizes = frame.groupby("run")["r"].size()
     medians = frame.groupby("run")["r"].median()[sizes >= MIN_RUN_TASKS]
