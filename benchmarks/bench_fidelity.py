@@ -10,7 +10,7 @@ Run from the project root::
 For each workload and planner the plan runs ``--runs`` times on a private
 ``redis-server`` with the local FaaS emulator (after a warm-up round); the platform is
 calibrated and the predictors fitted on the first ``--training-runs`` runs of each cell
-(:mod:`faasplan.fidelity`), the plan is simulated ``--replicates`` times and the median
+(:mod:`faasplan.experiments.fidelity`), the plan is simulated ``--replicates`` times and the median
 simulated makespan is compared with every held-out run. Printed as markdown:
 
 * per cell: median real makespan, simulated makespan (and its p10-p90), error of the
@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import pandas as pd
 
-from faasplan.fidelity import (
+from faasplan.experiments.fidelity import (
     COMPONENTS,
     PLANNERS,
     Evaluation,

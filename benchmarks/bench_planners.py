@@ -10,7 +10,8 @@ Run from the project root::
 and 10,000 tasks (``--sizes``), with a predictor without history (io hints and defaults).
 
 (b) **Plan quality**: for each workload, predictors are fitted on the metrics of
-``--training-runs`` simulated past runs (:func:`faasplan.api.training_history`); each
+``--training-runs`` simulated past runs
+(:func:`faasplan.experiments.planning.training_history`); each
 planner plans at the p95 SLA; the plan is then simulated under the ground truth
 (:class:`~faasplan.simulator.GroundTruth`: profiles, 10 % execution noise, random cold
 starts) ``--replicates`` times. Reported: p50/p95 makespan and mean cost. ``sim-guided$``
@@ -34,8 +35,8 @@ from typing import Any
 import numpy as np
 
 import faasplan
-from faasplan.api import fit_history, io_hints, plan, training_history
 from faasplan.data import trace_path  # the real traces shipped with faasplan
+from faasplan.experiments.planning import fit_history, io_hints, plan, training_history
 from faasplan.planners import planner_names
 from faasplan.predictors import Predictor
 from faasplan.simulator import GroundTruth, Platform, simulate_many

@@ -14,7 +14,8 @@ missing. Nothing here is fitted or tuned on the instance it is evaluated on:
   MdAPE, p90 coverage, critical-path p50 / recorded, and whether the recorded critical path
   (longest path of recorded runtimes) lies inside the predicted [p10, p90].
 * **promises** (the real single traces shipped in ``faasplan.data``): each planner's
-  predicted p95 / ground-truth p95, with ``faasplan.compare`` (training history simulated
+  predicted p95 / ground-truth p95, with
+``faasplan.experiments.compare`` (training history simulated
   from the trace, ground truth scored on fresh seeds).
 * **regret** (largest instance of each scaling family): plan with ``--planner`` using the
   predictor learnt from the smaller instances, and with a predictor fitted on simulated runs
@@ -37,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 import faasplan
-from faasplan.api import MonteCarloEvaluator, fit_history, training_history
+from faasplan.experiments.planning import MonteCarloEvaluator, fit_history, training_history
 from faasplan.experiments.predict import critical_path_draws, propagate_input_bytes
 from faasplan.planners import run_planner
 from faasplan.predictors import BaselinePredictor
@@ -152,7 +153,7 @@ def scaling(platform: Platform, seed: int) -> list[dict[str, object]]:
 
 
 def promises(seed: int, replicates: int, traces: list[str]) -> list[dict[str, object]]:
-    from faasplan.compare import compare, prepare
+    from faasplan.experiments.compare import compare, prepare
     from faasplan.scenarios import load_target
 
     out = []

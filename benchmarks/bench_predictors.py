@@ -156,7 +156,7 @@ def simulated_records(seed: int, runs: int, memories: tuple[int, ...] = SIM_MEMO
     lognormal noise; one planned worker per task so that every output crosses storage,
     cycling through ``memories``.
     """
-    from faasplan.api import io_hints
+    from faasplan.experiments.planning import io_hints
     from faasplan.simulator import GroundTruth, Platform, simulate
     from faasplan.worker import Placement
     from faasplan.workloads import gemm, image_pipeline, tree_reduction

@@ -28,12 +28,12 @@ from typing import Any
 
 import numpy as np
 
-from faasplan.local import profile, run_local
 from faasplan.runtime import LocalFaaS, new_key, run
 from faasplan.runtime.embedded import EmbeddedRedis
 from faasplan.worker import Opt, Payload, Placement, RunSpec
 from faasplan.worker.inmemory import DeadlockError, run_in_memory
 from faasplan.workflow import TaskNode, Workflow, map_leaves
+from faasplan.workflow.local import profile, run_local
 from faasplan.workloads import gemm, tree_reduction
 
 SLOTS = 2

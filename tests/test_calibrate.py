@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 import faasplan
-from faasplan.calibrate import calibrate, exec_memory_exponents
 from faasplan.cli import main
 from faasplan.predictors import records_to_frame, save_metrics
+from faasplan.predictors.calibrate import calibrate, exec_memory_exponents
 from faasplan.simulator import GroundTruth, Platform, simulate
 from faasplan.worker import Placement
 from faasplan.workloads import gemm

@@ -229,7 +229,7 @@ def test_run_on_real_redis_writes_gantt_and_metrics_store(capsys, tmp_path):
     out = tmp_path / "runs"
     data = run_json(capsys, "run", "faasplan.workloads:tree_reduction", "--planner", "wukong",
                     "--out", str(out))
-    from faasplan.local import run_local
+    from faasplan.workflow.local import run_local
     from faasplan.workloads import tree_reduction
 
     assert data["result"] == run_local(tree_reduction()).tolist()

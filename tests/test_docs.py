@@ -37,7 +37,7 @@ def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
         assert f'id="{anchor}"' in workflow, anchor
     assert "Draw the DAG before any planning" in workflow
     planning = (out / "reference" / "planning.html").read_text(encoding="utf-8")
-    assert 'id="faasplan.api.plan"' in planning
+    assert 'id="faasplan.experiments.planning.plan"' in planning
 
 
 def test_tutorial_examples_run() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from faasplan.fidelity import (
+from faasplan.experiments.fidelity import (
     COMPONENTS,
     Measurements,
     components,

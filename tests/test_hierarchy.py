@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from faasplan import Platform, TaskProfile, Workflow, task
-from faasplan.api import fit_history, training_history
+from faasplan.experiments.planning import fit_history, training_history
 from faasplan.predictors import MetricsRecord, Predictor, fit, records_to_frame
 from faasplan.predictors.hierarchy import MemoryRule, fit_function
 from faasplan.simulator import GroundTruth

@@ -9,8 +9,8 @@ from typing import NamedTuple
 import numpy as np
 import pytest
 
-from faasplan.local import TaskFailedError, payload_nbytes, profile, run_local
 from faasplan.workflow import SizedBlob, Workflow, task
+from faasplan.workflow.local import TaskFailedError, payload_nbytes, profile, run_local
 
 
 @task

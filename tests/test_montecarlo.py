@@ -12,7 +12,7 @@ import pytest
 
 import faasplan
 from faasplan import Placement, Plan, Platform, TaskProfile, Workflow, task
-from faasplan.api import (
+from faasplan.experiments.planning import (
     MonteCarloEvaluator,
     fit_history,
     make_evaluator,

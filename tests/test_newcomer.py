@@ -20,6 +20,7 @@ import pandas as pd
 import pytest
 
 from faasplan.cli import _parser, main
+from faasplan.experiments.sweep import VariantError
 from faasplan.planners import PLANNERS
 from faasplan.planners.registry import PlannerOptionsError
 from faasplan.runtime import errors as runtime_errors
@@ -31,7 +32,6 @@ from faasplan.runtime.embedded import (
 )
 from faasplan.runtime.security import KEY_ENV, new_key
 from faasplan.scenarios import ScenarioError
-from faasplan.sweep import VariantError
 
 pytest_plugins = ("conftest_redis",)
 
@@ -129,7 +129,7 @@ def test_run_works_with_no_redis_server_on_path(tmp_path: Path) -> None:
     data = json.loads(proc.stdout)
     assert data["tasks"] == 113 and data["makespan_ms"] > 0
     assert data["redis_server"]["source"] == "bundled"
-    from faasplan.local import run_local
+    from faasplan.workflow.local import run_local
     from faasplan.workloads import gemm
 
     assert data["result"] == run_local(gemm()).tolist()
@@ -197,8 +197,8 @@ def test_worker_help_shows_the_worker_options(capsys: pytest.CaptureFixture[str]
 
 
 def test_worker_command_serves_a_run(redis_server: Any) -> None:
-    from faasplan.local import run_local
     from faasplan.runtime import run
+    from faasplan.workflow.local import run_local
     from faasplan.workloads import tree_reduction
 
     key = new_key()

@@ -24,8 +24,8 @@ from matplotlib.figure import Figure
 
 import faasplan
 from faasplan import api
-from faasplan.compare import Comparison, Setup
 from faasplan.data import trace_path
+from faasplan.experiments.compare import Comparison, Setup
 from faasplan.planners import Plan
 from faasplan.predictors import Predictor
 from faasplan.report import (

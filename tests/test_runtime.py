@@ -24,7 +24,6 @@ import numpy as np
 import pytest
 import redis
 
-from faasplan.local import profile, run_local
 from faasplan.predictors.metrics import load_metrics, validate_records
 from faasplan.runtime import (
     EmbeddedRedis,
@@ -49,6 +48,7 @@ from faasplan.worker import Invocation, Opt, Payload, Placement, RunSpec, Worker
 from faasplan.worker.inmemory import run_in_memory
 from faasplan.workflow import Workflow, task
 from faasplan.workflow.codec import encode
+from faasplan.workflow.local import profile, run_local
 from faasplan.workloads import REGISTRY
 
 pytest_plugins = ("conftest_redis",)

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from faasplan.local import profile, run_local
 from faasplan.workflow import TaskFunction, TaskNode, Workflow
+from faasplan.workflow.local import profile, run_local
 from faasplan.workloads import (
     REGISTRY,
     gemm,

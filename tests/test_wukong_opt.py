@@ -14,8 +14,8 @@ import pytest
 
 import faasplan
 from faasplan import Platform, TaskProfile, Workflow, task
-from faasplan.api import fit_history, make_evaluator, training_history
 from faasplan.data import trace_path
+from faasplan.experiments.planning import fit_history, make_evaluator, training_history
 from faasplan.simulator import GroundTruth, simulate
 from faasplan.worker import (
     Execute,

@@ -32,29 +32,30 @@ from faasplan.workflow import (
 
 if TYPE_CHECKING:
     from faasplan import data, workloads
-    from faasplan.api import plan
-    from faasplan.local import TaskFailedError, payload_nbytes, profile, run_local
+    from faasplan.experiments.planning import plan
     from faasplan.planners import Plan, PlanError, planner_names
+    from faasplan.platform import Platform
     from faasplan.runtime import RunResult, run
-    from faasplan.simulator import Platform, Trace, simulate, simulate_many
+    from faasplan.simulator import Trace, simulate, simulate_many
     from faasplan.worker import Opt, Placement
+    from faasplan.workflow.local import TaskFailedError, payload_nbytes, profile, run_local
 
 __version__ = "0.1.0"
 
 _LAZY = {
     "workloads": ("faasplan.workloads", None),
     "data": ("faasplan.data", None),
-    "plan": ("faasplan.api", "plan"),
-    "TaskFailedError": ("faasplan.local", "TaskFailedError"),
-    "payload_nbytes": ("faasplan.local", "payload_nbytes"),
-    "profile": ("faasplan.local", "profile"),
-    "run_local": ("faasplan.local", "run_local"),
+    "plan": ("faasplan.experiments.planning", "plan"),
+    "TaskFailedError": ("faasplan.workflow.local", "TaskFailedError"),
+    "payload_nbytes": ("faasplan.workflow.local", "payload_nbytes"),
+    "profile": ("faasplan.workflow.local", "profile"),
+    "run_local": ("faasplan.workflow.local", "run_local"),
     "Plan": ("faasplan.planners", "Plan"),
     "PlanError": ("faasplan.planners", "PlanError"),
     "planner_names": ("faasplan.planners", "planner_names"),
     "RunResult": ("faasplan.runtime", "RunResult"),
     "run": ("faasplan.runtime", "run"),
-    "Platform": ("faasplan.simulator", "Platform"),
+    "Platform": ("faasplan.platform", "Platform"),
     "Trace": ("faasplan.simulator", "Trace"),
     "simulate": ("faasplan.simulator", "simulate"),
     "simulate_many": ("faasplan.simulator", "simulate_many"),

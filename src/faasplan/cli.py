@@ -465,7 +465,7 @@ def _fmt(v: Any) -> str:
 
 
 def _setup(args: argparse.Namespace, **overrides: Any) -> Any:
-    from faasplan.compare import prepare
+    from faasplan.experiments.compare import prepare
     from faasplan.scenarios import load_target
 
     return prepare(load_target(args.target), seed=getattr(args, "seed", None),
@@ -475,8 +475,8 @@ def _setup(args: argparse.Namespace, **overrides: Any) -> Any:
 # -- commands ----------------------------------------------------------------------------------
 def cmd_simulate(args: argparse.Namespace) -> int:
     """Simulate the target under one planner's plan on the ground truth."""
-    from faasplan.compare import plan_with
-    from faasplan.history import remember_workflow
+    from faasplan.experiments.compare import plan_with
+    from faasplan.experiments.history import remember_workflow
     from faasplan.predictors import save_metrics
     from faasplan.simulator import simulate_many
 
@@ -521,7 +521,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Plan the target and print a summary or save the plan."""
-    from faasplan.compare import plan_with
+    from faasplan.experiments.compare import plan_with
 
     _check_planners([args.planner], "--planner")
     setup = _setup(args, planners=[args.planner])
@@ -549,7 +549,7 @@ SUMMARY_COLUMNS = ["planner", "makespan_p50_ms", "makespan_p95_ms", "makespan_p9
 
 def cmd_compare(args: argparse.Namespace) -> int:
     """Compare planners on a target (or on every workflow type of a metrics history)."""
-    from faasplan.compare import compare, prepare
+    from faasplan.experiments.compare import compare, prepare
     from faasplan.scenarios import load_target
 
     planners = [p.strip() for p in args.planners.split(",")] if args.planners else None
@@ -588,13 +588,13 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 def _compare_history(args: argparse.Namespace, planners: list[str] | None) -> int:
     """Compare planners for every workflow type of a metrics store."""
-    from faasplan.api import fit_history
-    from faasplan.compare import Setup, compare
-    from faasplan.history import HistoryBehaviour, recall_workflows
+    from faasplan.experiments.compare import Setup, compare
+    from faasplan.experiments.history import HistoryBehaviour, recall_workflows
+    from faasplan.experiments.planning import fit_history
     from faasplan.planners import planner_names
+    from faasplan.platform import Platform
     from faasplan.predictors import load_history
     from faasplan.predictors.wfrecords import TRACE_SUFFIXES
-    from faasplan.simulator import Platform
     from faasplan.workflow import load_wfformat
 
     df = load_history(args.history)
@@ -674,8 +674,8 @@ FIT_EXPLANATION = (
 
 def cmd_fit(args: argparse.Namespace) -> int:
     """Fit predictors on past runs; print the fitted models and their accuracy."""
+    from faasplan.platform import Platform
     from faasplan.predictors import accuracy_report, fit, load_history
-    from faasplan.simulator import Platform
 
     df = load_history(args.metrics)
     predictor = fit(df, platform=Platform())
@@ -751,7 +751,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     """Execute the planned workflow on Redis."""
-    from faasplan.compare import plan_with
+    from faasplan.experiments.compare import plan_with
     from faasplan.planners import Plan
     from faasplan.runtime import run
     from faasplan.runtime.embedded import find_redis_server
@@ -770,7 +770,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         result = run(setup.workflow, plan, redis=args.redis, **kwargs)
     metrics_path, gantt_path = _run_files(args, result.run_id)
     if metrics_path is not None:
-        from faasplan.history import remember_workflow
+        from faasplan.experiments.history import remember_workflow
         from faasplan.predictors import save_metrics
 
         save_metrics(result.metrics(), metrics_path)
@@ -865,7 +865,7 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 def cmd_sweep(args: argparse.Namespace) -> int:
     """Run every variant of a scenario grid and tabulate the comparisons."""
-    from faasplan.sweep import parse_grid, run_sweep
+    from faasplan.experiments.sweep import parse_grid, run_sweep
 
     grid = parse_grid(args.grid)
     with _progress("sweep", bar=not args.json) as update:
@@ -887,8 +887,8 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_calibrate(args: argparse.Namespace) -> int:
     """Fit platform parameters from runtime metrics."""
-    from faasplan.calibrate import calibrate
     from faasplan.predictors import load_metrics
+    from faasplan.predictors.calibrate import calibrate
 
     platform, report = calibrate(load_metrics(args.metrics))
     if args.out:

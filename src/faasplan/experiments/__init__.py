@@ -1,4 +1,4 @@
-"""Experiments built on the pure core: predictions of a workflow from past runs."""
+"""Experiments built on the pure core: planning, comparison, sweeps, fidelity, predictions."""
 
 from faasplan.experiments.predict import Prediction, critical_path_draws, predict_workflow
 

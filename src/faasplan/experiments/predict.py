@@ -106,7 +106,7 @@ def predict_workflow(workflow: Workflow, history: pd.DataFrame, *, platform: Any
     runtimes are mapped to); ``makespan_ms`` is the distribution over the Monte-Carlo
     replicates of ``planner``'s plan on ``platform``.
     """
-    from faasplan.api import MonteCarloEvaluator, fit_history
+    from faasplan.experiments.planning import MonteCarloEvaluator, fit_history
     from faasplan.planners import run_planner
     from faasplan.simulator import Platform
 
@@ -134,7 +134,7 @@ def predict_target(target: str, history: list[str], *, planner: str = "heft",
     faasplan.predictors.MetricsError
         The history mixes workflow types, or shares no function with the target.
     """
-    from faasplan.compare import build_platform
+    from faasplan.experiments.compare import build_platform
     from faasplan.predictors import MetricsError, load_history, single_type
     from faasplan.scenarios import build_workflow, load_target
 

@@ -80,7 +80,7 @@ def _is_metrics(path: str) -> bool:
 
 def _reference_memory_mb() -> int:
     # Imported here: the simulator package pulls in SimPy, which reading traces never needs.
-    from faasplan.simulator.platform import Platform
+    from faasplan.platform import Platform
 
     return int(Platform().reference_memory_mb)
 

@@ -75,7 +75,7 @@ def write_report(comparison: Any, out_dir: str | os.PathLike[str], *, dpi: int =
     Parameters
     ----------
     comparison : Comparison
-        Output of :func:`faasplan.compare.compare`.
+        Output of :func:`faasplan.experiments.compare.compare`.
     out_dir : path
         Created if needed. Files of the same names are overwritten; nothing else is touched.
     dpi : int

@@ -33,7 +33,6 @@ import cloudpickle
 import numpy as np
 import redis.asyncio as aioredis
 
-from faasplan.local import payload_nbytes
 from faasplan.runtime.errors import RunStateLostError
 from faasplan.runtime.keys import RunKeys, pool_queue
 from faasplan.runtime.manifest import (
@@ -69,6 +68,7 @@ from faasplan.worker import (
 )
 from faasplan.workflow import SizedBlob, TaskNode, Workflow, map_leaves
 from faasplan.workflow.codec import ExternalRef, LiteralRef, decode, encode, load_literal
+from faasplan.workflow.local import payload_nbytes
 
 ROW_FIELDS = ("task", "function", "worker", "memory_mb", "start", "exec_start", "exec_end",
               "end", "input_bytes", "output_bytes", "exec_ms", "downloads", "uploads",
@@ -696,7 +696,10 @@ def call_task(task: str, node: TaskNode, inputs: Mapping[str, Payload]
 
 
 def value_nbytes(value: Any, pickled_nbytes: int) -> int:
-    """Size of an output as :func:`faasplan.local.payload_nbytes` counts it, without re-pickling."""
+    """Size of an output as :func:`~faasplan.workflow.local.payload_nbytes` counts it.
+
+    Pickled sizes are reused, never recomputed.
+    """
     if isinstance(value, np.ndarray | np.generic) and value.dtype != object:
         return int(value.nbytes)
     if isinstance(value, bytes | bytearray | memoryview | str | SizedBlob):

@@ -1,7 +1,7 @@
 """Recorded task profiles: measure a workflow once, reuse the numbers in every later run.
 
-Measuring a workflow (:func:`faasplan.local.profile`) times its tasks with the wall clock of
-this machine, so two measurements never agree exactly. A scenario that should give the same
+Measuring a workflow (:func:`~faasplan.workflow.local.profile`) times its tasks with the wall
+clock of this machine, so two measurements never agree exactly. A scenario that should give the same
 numbers for the same seed records the measurement once (``faasplan profile TARGET --out
 FILE``) and names the file in ``[workflow] profile_file``.
 """
@@ -29,7 +29,7 @@ def record_profile(wf: Workflow, path: str | os.PathLike[str], *, repeat: int = 
 
     Returns the profiles by task id, as :func:`load_profile` reads them back.
     """
-    from faasplan.local import profile
+    from faasplan.workflow.local import profile
 
     profiles = profile(wf, repeat=repeat)
     doc: dict[str, Any] = {

@@ -20,6 +20,7 @@ runtime; small models, passed in through constructors, time its effects:
 (True, 2)
 """
 
+from faasplan.platform import Platform
 from faasplan.simulator.api import Simulator, replicate_rngs, simulate, simulate_many
 from faasplan.simulator.behaviour import (
     DEFAULT_EXEC_MS,
@@ -35,7 +36,6 @@ from faasplan.simulator.driver import Simulation
 from faasplan.simulator.errors import SimulationError, SimulationStuckError
 from faasplan.simulator.faas import FaaSModel, Sandbox
 from faasplan.simulator.network import Endpoint, FairShareNetwork
-from faasplan.simulator.platform import Platform
 from faasplan.simulator.storage import Storage, TransferRecord
 from faasplan.simulator.trace import TASK_COLUMNS, WORKER_COLUMNS, Trace
 

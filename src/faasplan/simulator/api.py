@@ -8,9 +8,9 @@ from typing import Any
 
 import numpy as np
 
+from faasplan.platform import Platform
 from faasplan.simulator.behaviour import GroundTruth, TaskBehaviour
 from faasplan.simulator.driver import Simulation
-from faasplan.simulator.platform import Platform
 from faasplan.simulator.trace import Trace, build_trace
 from faasplan.worker import Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow

@@ -13,7 +13,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from faasplan.simulator.platform import Platform
+from faasplan.platform import Platform
 from faasplan.workflow import IOHint, TaskProfile, Workflow
 
 DEFAULT_EXEC_MS = 100.0
@@ -66,7 +66,7 @@ class GroundTruth:
     platform : Platform
         The memory -> speed rule.
     profiles : mapping of task id to TaskProfile, optional
-        Overrides the nodes' profiles (e.g. from :func:`faasplan.local.profile`).
+        Overrides the nodes' profiles (e.g. from :func:`faasplan.workflow.local.profile`).
     noise : float
         Spread of execution times (>= 0).
     """

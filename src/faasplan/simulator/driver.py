@@ -22,11 +22,11 @@ import numpy as np
 import simpy
 from simpy.events import Event
 
+from faasplan.platform import Platform
 from faasplan.simulator.behaviour import TaskBehaviour
 from faasplan.simulator.errors import SimulationError, SimulationStuckError
 from faasplan.simulator.faas import FaaSModel
 from faasplan.simulator.network import Endpoint, FairShareNetwork
-from faasplan.simulator.platform import Platform
 from faasplan.simulator.storage import Storage, TransferRecord
 from faasplan.worker import (
     DAG_KEY,

@@ -10,7 +10,7 @@ import numpy as np
 import simpy
 from simpy.events import Event
 
-from faasplan.simulator.platform import Platform
+from faasplan.platform import Platform
 from faasplan.worker import Invocation
 
 

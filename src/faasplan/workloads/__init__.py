@@ -1,7 +1,7 @@
 """Example workflows with real Python tasks, by name in :data:`REGISTRY`.
 
 Each builder has defaults for every parameter and returns a :class:`~faasplan.Workflow`
-that :func:`faasplan.local.run_local` can execute.
+that :func:`faasplan.workflow.local.run_local` can execute.
 
 >>> sorted(REGISTRY)
 ['gemm', 'image_pipeline', 'montage_like', 'tree_reduction', 'wordcount']

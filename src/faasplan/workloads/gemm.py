@@ -68,7 +68,7 @@ def gemm(n: int = 256, block: int = 64) -> Workflow:
     block : int
         Block order, >= 1. ``A`` and ``B`` are given by :func:`matrix_entries`.
 
-    >>> from faasplan.local import run_local
+    >>> from faasplan.workflow.local import run_local
     >>> len(gemm(8, 4)), run_local(gemm(8, 4)).shape
     (21, (8, 8))
     """

@@ -36,7 +36,7 @@ def tree_reduction(leaves: int = 64, leaf_size: int = 1024) -> Workflow:
     leaf_size : int
         Elements per leaf array, >= 1 (8 bytes each).
 
-    >>> from faasplan.local import run_local
+    >>> from faasplan.workflow.local import run_local
     >>> run_local(tree_reduction(leaves=4, leaf_size=3)).tolist()
     [18.0, 22.0, 26.0]
     """

@@ -68,7 +68,7 @@ def wordcount(chunks: int = 8, text: str | None = None) -> Workflow:
     text : str, optional
         The text to count (default: :func:`bundled_text`).
 
-    >>> from faasplan.local import run_local
+    >>> from faasplan.workflow.local import run_local
     >>> run_local(wordcount(2, "the sea, the wind and the sea")).most_common(2)
     [('the', 3), ('sea', 2)]
     """

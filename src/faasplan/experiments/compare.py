@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from faasplan.api import fit_history, has_history, make_evaluator, training_history
+from faasplan.experiments.planning import fit_history, has_history, make_evaluator, training_history
 from faasplan.planners import Plan, planner_names, run_planner
 from faasplan.predictors import Predictor, load_history, records_to_frame, single_type
 from faasplan.scenarios import LoadedScenario, ScenarioError, build_workflow
@@ -43,7 +43,8 @@ class Setup:
     history_records: int = 0
     planning_platform: Platform | None = None
     """The platform planners believe. With a metrics history of measured runs, ``platform``
-    calibrated on its transfer and start-up records (:func:`faasplan.calibrate.calibrate`)
+    calibrated on its transfer and start-up records
+    (:func:`faasplan.predictors.calibrate.calibrate`)
     when it has them; with runs simulated on the scenario's platform, that platform.
     ``platform`` itself stays the ground truth plans are scored on."""
 
@@ -100,7 +101,7 @@ def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
     platform = build_platform(loaded)
     profiles = None
     if sc.workflow.profile and not sc.workflow.wfformat:
-        from faasplan.local import profile
+        from faasplan.workflow.local import profile
 
         profiles = profile(wf, repeat=sc.workflow.profile_repeat)
     truth = GroundTruth(wf, platform, profiles=profiles, noise=sc.history.noise)
@@ -160,7 +161,7 @@ def planning_platform(history: pd.DataFrame, platform: Platform) -> Platform:
     has_starts = bool((history["startup"] != "none").any())
     if not (has_transfers or has_starts):
         return platform
-    from faasplan.calibrate import calibrate
+    from faasplan.predictors.calibrate import calibrate
 
     calibrated, _ = calibrate(history, platform)
     return calibrated

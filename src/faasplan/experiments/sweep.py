@@ -109,7 +109,7 @@ def apply_overrides(data: Mapping[str, Any], overrides: Mapping[str, Any]) -> di
 def run_variant(data: dict[str, Any], source: str, base_dir: str, overrides: dict[str, Any],
                 replicates: int | None) -> list[dict[str, Any]]:
     """Compare planners on one variant; rows carry the variant's key paths as columns."""
-    from faasplan.compare import compare, prepare
+    from faasplan.experiments.compare import compare, prepare
 
     label = _label(overrides)
     try:

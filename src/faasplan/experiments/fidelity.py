@@ -3,10 +3,10 @@
 The experiment, for each workload and planner (a *cell*):
 
 1. **probe** — each workload runs all-flexible at two memory sizes; these runs calibrate
-   a first platform (:func:`faasplan.calibrate.calibrate`) and fit the predictor the
+   a first platform (:func:`faasplan.predictors.calibrate.calibrate`) and fit the predictor the
    planners use, and, being the same plan at two sizes, measure how execution speed
    depends on memory without the confounding of a planner's choices;
-2. **plan** once per cell with :func:`faasplan.api.plan`;
+2. **plan** once per cell with :func:`faasplan.experiments.planning.plan`;
 3. **run** each plan on Redis several times, in rounds over all cells (a burst of other
    work on the machine then hits one run of many cells, not every run of one), on one
    shared :class:`~faasplan.runtime.LocalFaaS`: after a warm-up round its worker
@@ -17,7 +17,7 @@ The experiment, for each workload and planner (a *cell*):
    time, output size);
 5. **simulate** each plan with Monte-Carlo replicates whose execution times and output
    sizes are the fitted models times residuals drawn from the training runs
-   (:class:`~faasplan.history.HistoryBehaviour`), and compare with the held-out runs:
+   (:class:`~faasplan.experiments.history.HistoryBehaviour`), and compare with the held-out runs:
    makespan error ``(sim - real) / real`` per run and per component. As a reference,
    the *replay* error takes the training runs' median makespan as the prediction: the
    run-to-run noise no model of the plan can remove.
@@ -44,10 +44,10 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from faasplan.api import io_hints, plan
-from faasplan.calibrate import calibrate
-from faasplan.history import HistoryBehaviour
+from faasplan.experiments.history import HistoryBehaviour
+from faasplan.experiments.planning import io_hints, plan
 from faasplan.predictors import Defaults, Predictor, fit, records_to_frame
+from faasplan.predictors.calibrate import calibrate
 from faasplan.simulator import Platform, TaskBehaviour, Trace, simulate_many
 from faasplan.worker import Placement
 from faasplan.workflow import Workflow
@@ -273,7 +273,7 @@ def calibrated_platform(metrics: pd.DataFrame, traces: Sequence[Trace], *,
                         ) -> tuple[Platform, dict[str, Any]]:
     """The platform calibrated on measured runs (metrics and worker tables).
 
-    Besides :func:`~faasplan.calibrate.calibrate`, the client's bandwidth becomes
+    Besides :func:`~faasplan.predictors.calibrate.calibrate`, the client's bandwidth becomes
     unlimited: the runtime's clock starts once the client has stored the run's inputs,
     while the simulator's includes that upload.
     """
@@ -393,7 +393,7 @@ def evaluate(measurements: Measurements, *, training_runs: int = 2, replicates: 
         hence the default; with planned workers the simulator runs unlimited.
     warm_pool, calibrate_platform, exec_time, memory_rule
         Ablations: start-ups as the emulator labelled them (``warm_pool=False``, see
-        :func:`~faasplan.calibrate.calibrate`); the default ``Platform()`` instead of a
+        :func:`~faasplan.predictors.calibrate.calibrate`); the default ``Platform()`` instead of a
         calibrated one; execution times without output pickling (``"function"``);
         the memory -> speed rule fitted on the training runs rather than the probes.
     """
@@ -517,7 +517,7 @@ def run_experiment(workloads: Mapping[str, Workflow] | None = None,
 
     Examples
     --------
-    >>> from faasplan.fidelity import run_experiment
+    >>> from faasplan.experiments.fidelity import run_experiment
     >>> runs, summary = run_experiment(planners=["wukong"], runs=3)  # doctest: +SKIP
     >>> float(runs["error"].abs().median())  # doctest: +SKIP
     0.06

@@ -20,8 +20,8 @@ import numpy as np
 import pandas as pd
 from scipy import optimize
 
+from faasplan.platform import Platform
 from faasplan.predictors import fit
-from faasplan.simulator import Platform
 
 MIN_TRANSFERS = 8
 MIN_STARTS = 3
