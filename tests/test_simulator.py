@@ -526,7 +526,7 @@ def test_plan_forms() -> None:
     by_obj = run(wf, HasPlacements(placements))
     pd.testing.assert_frame_equal(by_map.tasks, by_obj.tasks)
     assert set(by_map.tasks["worker"]) == {"w"}
-    assert set(run(wf).tasks["worker"]) == {"flex-0"}
+    assert set(run(wf).tasks["worker"]) == {f"flex-{wf.topological_order[0]}"}
     assert run(wf).tasks["memory_mb"].tolist() == [SIMPLE.default_memory_mb] * 2
     with pytest.raises(KeyError, match="no placement for task 'b'"):
         run(wf, {"a": on("w")})

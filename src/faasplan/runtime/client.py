@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import math
 import os
 import secrets
 import time
@@ -22,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import redis.asyncio as aioredis
 
-from faasplan.runtime.driver import ROW_FIELDS, enqueue_many, inline_blob
+from faasplan.runtime.driver import ROW_FIELDS
 from faasplan.runtime.embedded import EmbeddedRedis
 from faasplan.runtime.errors import (
     MissingRequirementsError,
@@ -34,8 +36,10 @@ from faasplan.runtime.errors import (
     WorkerFailedError,
     WorkerLostError,
 )
+from faasplan.runtime.events import LogStream
 from faasplan.runtime.faas import LocalFaaS
-from faasplan.runtime.keys import RunKeys
+from faasplan.runtime.invoking import enqueue_many, inline_blob
+from faasplan.runtime.keys import RUNS_KEY, RunKeys
 from faasplan.runtime.manifest import (
     PreparedRun,
     QueuedInvocation,
@@ -52,13 +56,14 @@ from faasplan.runtime.redisio import CONNECTION_ERRORS, Scripts, connect, get_by
 from faasplan.runtime.security import Signer, check_redis_url, new_key, parse_key, redact
 from faasplan.runtime.workerproc import event_context
 from faasplan.worker import DAG_KEY, WorkerOptions, initial_invocations, output_key
+from faasplan.worker.log import CLIENT, Event, invoke_events
 from faasplan.workflow import Workflow
 
 if TYPE_CHECKING:
     import pandas as pd
 
     from faasplan.predictors.metrics import MetricsRecord
-    from faasplan.simulator import Trace
+    from faasplan.trace import Trace
 
 
 @dataclass(frozen=True)
@@ -253,7 +258,8 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
         stack.push_async_callback(client.aclose)
         session = _Session(client, url, signer, prepared, faas, cfg, timeout_s=timeout_s,
                            max_retries=max_retries, keep_data=keep_data, progress=progress,
-                           seed=seed, private_pool=hmac_key is None)
+                           seed=seed, private_pool=hmac_key is None,
+                           predicted_ms=_predicted_ms(plan))
         result = await session.execute()
     if metrics_path is not None:
         from faasplan.predictors.metrics import save_metrics
@@ -269,7 +275,7 @@ class _Session:
                  faas: LocalFaaS | None, cfg: RuntimeConfig, *, timeout_s: float,
                  max_retries: int, keep_data: bool,
                  progress: Callable[[Progress], None] | None, seed: int,
-                 private_pool: bool) -> None:
+                 private_pool: bool, predicted_ms: float | None = None) -> None:
         self.client = client
         self.url = url
         self.signer = signer
@@ -290,6 +296,10 @@ class _Session:
         self.done: dict[str, str] = {}
         self.per_worker: dict[str, int] = {}
         self.rows: dict[str, dict[str, Any]] = {}
+        self.log: list[Event] = []
+        self._logged_tasks: set[str] = set()
+        self.predicted_ms = predicted_ms
+        self.stream = LogStream(client, self.keys.log)
         self.invocations: dict[str, dict[str, Any]] = {}
         self.running: set[str] = set()
         self.requeued: set[str] = set()
@@ -318,10 +328,12 @@ class _Session:
                 await self._cleanup(failed)
         from faasplan.runtime.trace import build_real_trace
 
+        t0 = self.t0
+        log = tuple(ev._replace(start=ev.start - t0, end=ev.end - t0) for ev in self.log)
         trace = build_real_trace(
             self.prepared.spec, self.rows, self.invocations.values(), self.t0,
             workflow_hash=self.manifest.workflow_hash, workflow_name=self.manifest.workflow_name,
-            seed=self.seed, client_bytes=self.client_bytes)
+            seed=self.seed, client_bytes=self.client_bytes, log=log)
         return RunResult(result, self.run_id, trace, self.manifest.planner, self.retries,
                          net, dict(self.per_worker))
 
@@ -334,6 +346,11 @@ class _Session:
             items[k.data(lit_id)] = s.seal(k.context(lit_id), data)
         self.client_bytes += sum(len(v) for v in items.values())
         await self.client.mset(items)
+        # What a live view needs to draw the run (plain JSON: it decides nothing).
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.set(self.keys.info, run_info_json(self.prepared, self.predicted_ms))
+            pipe.zadd(RUNS_KEY, {self.run_id: now_ms()})
+            await pipe.execute()
 
     async def _start(self) -> None:
         spec, wf = self.prepared.spec, self.prepared.workflow
@@ -349,6 +366,10 @@ class _Session:
             self.client_bytes += len(entry)
             batch.append((queued, entry))
         await enqueue_many(self.client, self.keys, self.signer.pool, batch)
+        for inv, _ in blobs:
+            for ev in invoke_events(CLIENT, inv, self.t0, self.t0):
+                self.log.append(ev)
+                self.stream.put(ev)
 
     # -- waiting -------------------------------------------------------------------------
     async def _wait(self) -> None:
@@ -407,8 +428,17 @@ class _Session:
             for row in rows:
                 self.rows.setdefault(row[0], dict(zip(ROW_FIELDS, row, strict=True)))
             self.invocations[f"{inv['worker']}#{inv['attempt']}#{inv['begin']}"] = inv
+            self._add_log([Event(*e) for e in inv.get("log", ())])
         elif kind == "fail":
             raise self._failure(event[1], event[2])
+
+    def _add_log(self, events: list[Event]) -> None:
+        """Keep one attempt's decision log, unless another attempt already ran its tasks."""
+        ran = {e.task for e in events if e.kind == "execute" and e.task is not None}
+        if ran & self._logged_tasks:
+            return  # a stalled attempt that finished after its retry: the retry counts
+        self._logged_tasks |= ran
+        self.log.extend(events)
 
     def _failure(self, kind: str, info: dict[str, Any]) -> RunError:
         rid = self.run_id
@@ -487,6 +517,9 @@ class _Session:
             if failed:
                 await self.client.set(self.keys.abort, b"1")
             return
+        with contextlib.suppress(Exception):
+            await self.stream.close()
+        await self.client.zrem(RUNS_KEY, self.run_id)
         # Deleting the manifest also tells every worker still waiting to stop.
         await self.client.set(self.keys.abort, b"1")
         await _unlink_matching(self.client, self.keys.prefix + "*")
@@ -503,3 +536,22 @@ async def _unlink_matching(client: aioredis.Redis, pattern: str) -> None:
             batch = []
     if batch:
         await client.unlink(*batch)
+
+
+def _predicted_ms(plan: Any) -> float | None:
+    value = getattr(plan, "predicted_makespan_ms", None)
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
+def run_info_json(prepared: PreparedRun, predicted_ms: float | None) -> str:
+    """The run's ``info`` key: its tasks, edges and placements, and the plan's prediction."""
+    spec, manifest = prepared.spec, prepared.manifest
+    tasks = [{"id": t, "function": spec.tasks[t].function,
+              "upstream": list(spec.tasks[t].upstream),
+              "worker": spec.tasks[t].placement.worker,
+              "memory_mb": spec.tasks[t].placement.memory_mb} for t in spec.order]
+    return json.dumps({"run_id": manifest.run_id, "workflow": manifest.workflow_name,
+                       "planner": manifest.planner, "started_ms": now_ms(), "tasks": tasks,
+                       "predicted_makespan_ms": predicted_ms})

@@ -22,7 +22,6 @@ import asyncio
 import contextlib
 import pickle
 import time
-import traceback
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from concurrent.futures import Executor
@@ -30,33 +29,28 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
-import numpy as np
-import redis.asyncio as aioredis
 
 from faasplan.runtime.errors import RunStateLostError
-from faasplan.runtime.keys import RunKeys, pool_queue
+from faasplan.runtime.events import LogStream, Outbox
+from faasplan.runtime.execution import TaskFailure, call_task, value_nbytes
+from faasplan.runtime.invoking import EXTERNAL_FUNCTION, enqueue, inline_blob
 from faasplan.runtime.manifest import (
     QueuedInvocation,
-    RunManifest,
-    embedded_entry,
     invocation_id,
     now_ms,
-    reference_entry,
     seal_invocation,
 )
-from faasplan.runtime.redisio import Scripts, get_bytes, xread_entries
-from faasplan.runtime.security import Signer
+from faasplan.runtime.redisio import get_bytes, xread_entries
+from faasplan.runtime.runstate import POLL_S, RunAborted, RunState
 from faasplan.worker import (
     DAG_KEY,
     Execute,
     Fetch,
-    Invocation,
     Invoke,
     Join,
     Notify,
     Parallel,
     Payload,
-    RunSpec,
     Sleep,
     Spawn,
     Store,
@@ -64,143 +58,16 @@ from faasplan.worker import (
     WaitFor,
     execute_branch,
     output_key,
-    sink_channel,
 )
-from faasplan.workflow import SizedBlob, TaskNode, Workflow, map_leaves
-from faasplan.workflow.codec import ExternalRef, LiteralRef, decode, encode, load_literal
-from faasplan.workflow.local import payload_nbytes
+from faasplan.worker.log import Event, logged
+from faasplan.workflow import TaskNode, Workflow
+from faasplan.workflow.codec import LiteralRef, decode, load_literal
 
 ROW_FIELDS = ("task", "function", "worker", "memory_mb", "start", "exec_start", "exec_end",
               "end", "input_bytes", "output_bytes", "exec_ms", "downloads", "uploads",
               "startup", "startup_ms")
 """What a worker reports per executed task (absolute wall-clock ms; transfers as
 ``(nbytes, ms, streamed)``)."""
-
-POLL_S = 0.5
-"""How often a blocked wait re-checks its key and whether the run was aborted."""
-
-EXTERNAL_FUNCTION = "faasplan.external"
-
-
-class RunAborted(Exception):
-    """The run was aborted or its state is gone: stop this invocation quietly."""
-
-
-class TaskFailure(Exception):
-    """A task function raised (or its output could not be pickled) inside this worker."""
-
-    def __init__(self, task: str, function: str, exc_type: str, message: str, tb: str) -> None:
-        super().__init__(f"task {task!r} raised {exc_type}: {message}")
-        self.task = task
-        self.function = function
-        self.exc_type = exc_type
-        self.message = message
-        self.tb = tb
-
-
-# -- per run, per worker process -------------------------------------------------------------
-class Waiters:
-    """One pub/sub connection per run and process, waking the coroutines waiting on channels."""
-
-    def __init__(self, client: aioredis.Redis, pattern: str,
-                 alive: Callable[[], Awaitable[None]]) -> None:
-        self._client = client
-        self._pattern = pattern
-        self._alive = alive
-        self._waiting: dict[bytes, set[asyncio.Event]] = {}
-        self._ready: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-
-    async def _start(self) -> None:
-        if self._ready is None:
-            self._ready = asyncio.Event()
-            self._task = asyncio.create_task(self._listen(self._ready))
-        await self._ready.wait()
-
-    async def _listen(self, ready: asyncio.Event) -> None:
-        pubsub = self._client.pubsub()
-        try:
-            await pubsub.psubscribe(self._pattern)
-            while True:
-                try:
-                    msg = await pubsub.get_message(timeout=POLL_S)
-                except Exception:
-                    # Reconnection is retried by the client; waiters re-check meanwhile.
-                    await asyncio.sleep(POLL_S)
-                    continue
-                if msg is None:
-                    continue
-                if msg["type"] == "psubscribe":
-                    ready.set()
-                elif msg["type"] == "pmessage":
-                    for ev in self._waiting.get(msg["channel"], ()):
-                        ev.set()
-        finally:
-            with contextlib.suppress(Exception):
-                await pubsub.aclose()
-
-    async def wait(self, channel: str, check: Callable[[], Awaitable[Any]]) -> Any:
-        """Return ``await check()`` once it is not ``None``, sleeping until ``channel`` fires."""
-        await self._start()
-        ev = asyncio.Event()
-        name = channel.encode()
-        self._waiting.setdefault(name, set()).add(ev)
-        try:
-            while True:
-                ev.clear()
-                result = await check()
-                if result is not None:
-                    return result
-                try:
-                    await asyncio.wait_for(ev.wait(), POLL_S)
-                except TimeoutError:
-                    await self._alive()
-        finally:
-            self._waiting[name].discard(ev)
-
-    async def close(self) -> None:
-        """Stop listening."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
-
-
-class RunState:
-    """What a worker process keeps about one run while it stays warm."""
-
-    def __init__(self, client: aioredis.Redis, signer: Signer, manifest: RunManifest,
-                 missing: list[str]) -> None:
-        self.client = client
-        self.signer = signer
-        self.manifest = manifest
-        self.keys = RunKeys(manifest.run_id)
-        self.spec: RunSpec = manifest.to_spec()
-        self.scripts = Scripts(client)
-        self.missing_requirements = missing
-        self.waiters = Waiters(client, self.keys.pubsub_pattern, self.check_alive)
-        self.sink_channels = {sink_channel(s): s for s in manifest.sinks}
-        self._dag: tuple[bytes, Workflow] | None = None
-
-    async def check_alive(self) -> None:
-        """Raise :class:`RunAborted` if the run was aborted or Redis lost its state."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.exists(self.keys.abort)
-            pipe.exists(self.keys.manifest)
-            aborted, present = await pipe.execute()
-        if aborted or not present:
-            raise RunAborted(self.manifest.run_id)
-
-    def decode_dag(self, body: memoryview) -> Workflow:
-        """Decode the stored DAG, reusing the last decoding when the bytes are the same."""
-        data = bytes(body)
-        if self._dag is None or self._dag[0] != data:
-            self._dag = (data, decode(data))
-        return self._dag[1]
-
-    async def close(self) -> None:
-        """Release the run's pub/sub connection."""
-        await self.waiters.close()
 
 
 # -- per invocation -------------------------------------------------------------------------
@@ -222,44 +89,13 @@ class TaskRecord:
     startup_ms: float = 0.0
 
 
-class Outbox:
-    """Sealed events to the client, pushed in the background in arrival order."""
-
-    def __init__(self, client: aioredis.Redis, keys: RunKeys, signer: Signer, context: str
-                 ) -> None:
-        self._client = client
-        self._keys = keys
-        self._push = Scripts(client).push
-        self._signer = signer
-        self._context = context
-        self._items: list[bytes] = []
-        self._task: asyncio.Task[None] | None = None
-
-    def put(self, event: tuple[Any, ...]) -> None:
-        """Queue ``event``; it is pushed without blocking the caller."""
-        self._items.append(self._signer.dumps(self._context, event))
-        if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._flush())
-
-    async def _flush(self) -> None:
-        while self._items:
-            batch, self._items = self._items, []
-            await self._push(keys=[self._keys.events, self._keys.manifest], args=batch)
-
-    async def close(self) -> None:
-        """Wait until every queued event is pushed."""
-        while self._task is not None and not self._task.done():
-            await self._task
-        if self._items:
-            await self._flush()
-
-
 class Driver:
     """Runs one invocation's branch, performing its effects on Redis."""
 
     def __init__(self, run: RunState, queued: QueuedInvocation, *, attempt: int, label: str,
                  startup: tuple[str, float], started_at: float, executor: Executor, pool: str,
-                 outbox: Outbox, on_block: Callable[[bool], None] | None = None) -> None:
+                 outbox: Outbox, on_block: Callable[[bool], None] | None = None,
+                 log: LogStream | None = None) -> None:
         self.run = run
         self.client = run.client
         self.keys = run.keys
@@ -271,6 +107,8 @@ class Driver:
         self.pool = pool
         self.outbox = outbox
         self.records: dict[str, TaskRecord] = {}
+        self.events: list[Event] = []
+        self._log = log
         self.workflows: list[Workflow] = []
         if queued.blob is not None:
             self.workflows.append(decode(queued.blob))
@@ -290,12 +128,21 @@ class Driver:
 
     async def run_branch(self) -> None:
         """Drive ``execute_branch`` for this invocation to its end."""
-        gen = execute_branch(self.run.spec, self.queued.invocation)
+        inv = self.queued.invocation
+        self._emit(Event(self.label, "start", None, None, inv.memory_mb, self._started_at,
+                         now_ms(), self._startup[0]))
+        gen = logged(execute_branch(self.run.spec, inv), self.label, self._emit, now_ms)
         try:
             await self._drive(gen, main=True)
         finally:
             for task in self._spawned:
                 task.cancel()
+        self._emit(Event(self.label, "end", None, None, 0, now_ms(), now_ms()))
+
+    def _emit(self, event: Event) -> None:
+        self.events.append(event)
+        if self._log is not None:
+            self._log.put(event)
 
     def rows(self) -> list[tuple[Any, ...]]:
         """Trace rows (fields :data:`ROW_FIELDS`) of the tasks this invocation executed."""
@@ -519,15 +366,11 @@ class Driver:
             blob = None
         else:
             inv_id = invocation_id(inv)
-            blob = self.inline_blob(inv) if inv.inline_dag else None
+            blob = inline_blob(self.workflows, self.run.spec, inv) if inv.inline_dag else None
         queued = QueuedInvocation(self.run.manifest.run_id, inv_id, inv, blob, now_ms(),
                                   self.run.manifest.epoch)
         await enqueue(self.client, self.keys, self.pool, queued,
                       seal_invocation(self.run.signer, queued))
-
-    def inline_blob(self, inv: Invocation) -> bytes | None:
-        """The subDAG an invocation carries, from the workflow(s) this worker holds."""
-        return inline_blob(self.workflows, self.run.spec, inv)
 
     # -- execution ----------------------------------------------------------------------
     async def _execute(self, e: Execute, main: bool) -> Payload:
@@ -557,13 +400,10 @@ class Driver:
     async def _node(self, task: str) -> TaskNode:
         node = self._find(task)
         if node is None:
-            # Defensive: the worker logic sends a subDAG inline only when it holds every
-            # task the invoked worker runs (RunSpec.self_contained).
-            await self._fetch_dag(main=True)
-            node = self._find(task)
-        if node is None:
-            raise KeyError(f"task {task!r} is neither in invocation {self.inv_id!r}'s subDAG "
-                           "nor in the stored DAG")
+            # Never made up for by fetching the stored DAG: what a worker holds is the
+            # worker logic's decision, and the simulator charges exactly that.
+            where = "inline subDAG" if self.queued.invocation.inline_dag else "stored DAG"
+            raise KeyError(f"task {task!r} is not in invocation {self.inv_id!r}'s {where}")
         return node
 
     def _find(self, task: str) -> TaskNode | None:
@@ -598,110 +438,3 @@ class Driver:
         await asyncio.sleep(s.ms / 1000.0)
 
 
-# -- helpers shared with the client -----------------------------------------------------------
-async def enqueue(client: aioredis.Redis, keys: RunKeys, pool: str, queued: QueuedInvocation,
-                  sealed: bytes) -> None:
-    """Register (unless a pre-warm) and push one invocation, atomically."""
-    await enqueue_many(client, keys, pool, [(queued, sealed)], transaction=True)
-
-
-async def enqueue_many(client: aioredis.Redis, keys: RunKeys, pool: str,
-                       batch: list[tuple[QueuedInvocation, bytes]], *,
-                       transaction: bool = False) -> None:
-    """Register and push invocations in one round trip (registration before the push).
-
-    A registered invocation is stored once, in the run's ``items`` hash; its queue entry
-    is a reference. Pre-warms travel embedded.
-    """
-    async with client.pipeline(transaction=transaction) as pipe:
-        for queued, sealed in batch:
-            queue = pool_queue(pool, queued.invocation.memory_mb)
-            if queued.invocation.prewarm:
-                pipe.rpush(queue, embedded_entry(queued.run_id, sealed))
-                continue
-            # HSETNX: a duplicate push must not reset a running or finished invocation.
-            pipe.hsetnx(keys.inv_state, queued.inv_id, b"queued")
-            pipe.hset(keys.inv_items, queued.inv_id, sealed)
-            pipe.hset(keys.inv_queue, queued.inv_id, queue)
-            pipe.rpush(queue, reference_entry(queued.run_id, queued.epoch, queued.inv_id))
-        await pipe.execute()
-
-
-def inline_blob(workflows: list[Workflow], spec: RunSpec, inv: Invocation) -> bytes | None:
-    """Encode the subDAG ``inv`` carries: below its root; a planned worker's own tasks too.
-
-    ``None`` when no held workflow contains the root; the worker then fetches the DAG.
-    """
-    root = inv.roots[0]
-    for wf in workflows:
-        if root not in wf.tasks:
-            continue
-        sub = wf.subdag(root)
-        if inv.worker is not None:
-            own = [t for t in spec.worker_tasks[inv.worker] if t in wf.tasks and t not in sub]
-            if own:
-                sub = restrict(wf, set(sub.topological_order) | set(own))
-        return encode(sub).blob
-    return None
-
-
-def restrict(wf: Workflow, ids: set[str]) -> Workflow:
-    """The workflow of tasks ``ids`` of ``wf``; inputs from outside become placeholders.
-
-    Placeholders are tasks of function ``faasplan.external`` named by the producer's id;
-    they are never executed: the driver fetches those outputs.
-    """
-    new: dict[str, TaskNode] = {}
-    external: dict[str, TaskNode] = {}
-
-    def convert(node: TaskNode) -> TaskNode:
-        uid = node.task_id if isinstance(node, ExternalRef) else wf.id_of(node)
-        assert uid is not None
-        if uid in new:
-            return new[uid]
-        if uid not in external:
-            external[uid] = ExternalRef(uid)
-        return external[uid]
-
-    for tid in wf.topological_order:
-        if tid in ids:
-            node = wf.tasks[tid]
-            args, kwargs = map_leaves((node.args, node.kwargs), convert, TaskNode)
-            new[tid] = TaskNode(node.func, args, kwargs, tid, node.profile)
-    sinks = [new[t] for t in new if not any(d in new for d in wf.downstream(t))]
-    return Workflow(sinks, name=wf.name, requirements=wf.requirements, detect=False)
-
-
-def call_task(task: str, node: TaskNode, inputs: Mapping[str, Payload]
-              ) -> tuple[Any, bytes, float] | TaskFailure:
-    """Run ``node`` on its fetched inputs (in an executor thread); pickle its output.
-
-    Returns ``(value, pickled value, exec ms)``, or the :class:`TaskFailure` to raise.
-    """
-    def resolve(leaf: Any) -> Any:
-        if isinstance(leaf, LiteralRef):
-            return inputs[leaf.id].value
-        return inputs[output_key(leaf.task_id)].value
-
-    args, kwargs = map_leaves((node.args, node.kwargs), resolve, (TaskNode, LiteralRef))
-    start = time.perf_counter()
-    try:
-        value = node.func.fn(*args, **kwargs)
-        exec_ms = (time.perf_counter() - start) * 1000.0
-        data = cloudpickle.dumps(value, protocol=5)
-    except Exception as exc:
-        return TaskFailure(task, node.func.name, type(exc).__name__, str(exc),
-                           traceback.format_exc())
-    return value, data, exec_ms
-
-
-def value_nbytes(value: Any, pickled_nbytes: int) -> int:
-    """Size of an output as :func:`~faasplan.workflow.local.payload_nbytes` counts it.
-
-    Pickled sizes are reused, never recomputed.
-    """
-    if isinstance(value, np.ndarray | np.generic) and value.dtype != object:
-        return int(value.nbytes)
-    if isinstance(value, bytes | bytearray | memoryview | str | SizedBlob):
-        return payload_nbytes(value)
-    return pickled_nbytes

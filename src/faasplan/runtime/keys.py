@@ -74,6 +74,16 @@ class RunKeys:
         return f"fp:{self.run_id}:events"
 
     @property
+    def log(self) -> str:
+        """Stream of the run's decision log, as JSON, for live views (never unpickled)."""
+        return f"fp:{self.run_id}:log"
+
+    @property
+    def info(self) -> str:
+        """JSON description of the run for live views: tasks, placements, prediction."""
+        return f"fp:{self.run_id}:info"
+
+    @property
     def owners(self) -> str:
         """Hash: fan-in task -> invocation whose Track completed its set."""
         return f"fp:{self.run_id}:owners"
@@ -102,3 +112,7 @@ class RunKeys:
     def abort(self) -> str:
         """Exists once the run failed: workers stop waiting."""
         return f"fp:{self.run_id}:abort"
+
+
+RUNS_KEY = "fp:runs"
+"""Sorted set of the runs on a server (run id -> start, wall-clock ms), for live views."""

@@ -1,24 +1,26 @@
-"""Turn the rows workers report into a :class:`~faasplan.simulator.Trace`, as the simulator does.
+"""Turn the rows workers report into a :class:`~faasplan.trace.Trace`, as the simulator does.
 
 Times are ms from the moment the client pushed the first invocation; columns and their
-meaning are those of :mod:`faasplan.simulator.trace`, measured instead of modelled.
+meaning are those of :mod:`faasplan.trace`, measured instead of modelled.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
 
-from faasplan.simulator import TASK_COLUMNS, WORKER_COLUMNS, Platform, Trace
+from faasplan.platform import Platform
+from faasplan.trace import TASK_COLUMNS, WORKER_COLUMNS, Trace
 from faasplan.worker import RunSpec
+from faasplan.worker.log import Event
 
 
 def build_real_trace(spec: RunSpec, rows: Mapping[str, Mapping[str, Any]],
                      invocations: Iterable[Mapping[str, Any]], t0: float, *,
                      workflow_hash: str, workflow_name: str, seed: int, client_bytes: int,
-                     platform: Platform | None = None) -> Trace:
+                     platform: Platform | None = None, log: Sequence[Event] = ()) -> Trace:
     """The trace of a real run.
 
     Parameters
@@ -32,7 +34,9 @@ def build_real_trace(spec: RunSpec, rows: Mapping[str, Mapping[str, Any]],
     t0 : float
         Wall-clock ms of the run's start.
     platform : Platform, optional
-        Prices for ``cost_usd`` (default: the simulator's default platform).
+        Prices for ``cost_usd`` (default: the default platform).
+    log : sequence of Event
+        The run's decision log (times from the run's start).
     """
     price = platform or Platform()
     cols: dict[str, list[Any]] = {c: [] for c in TASK_COLUMNS}
@@ -84,5 +88,6 @@ def build_real_trace(spec: RunSpec, rows: Mapping[str, Mapping[str, Any]],
     totals = {"makespan_ms": makespan, "cost_usd": float(workers["cost_usd"].sum()),
               "cold_starts": cold, "storage_bytes": int(tasks["upload_bytes"].sum()),
               "invocations": len(workers), "client_bytes": client_bytes,
-              "workflow_hash": workflow_hash, "workflow_name": workflow_name, "seed": seed}
+              "workflow_hash": workflow_hash, "workflow_name": workflow_name, "seed": seed,
+              "log": tuple(log)}
     return Trace.from_tables(tasks, workers, transfers, **totals)

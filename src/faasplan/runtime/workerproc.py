@@ -35,8 +35,10 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
-from faasplan.runtime.driver import Driver, Outbox, RunAborted, RunState, TaskFailure
+from faasplan.runtime.driver import Driver
 from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
+from faasplan.runtime.events import LogStream, Outbox
+from faasplan.runtime.execution import TaskFailure
 from faasplan.runtime.keys import RunKeys, pool_queue, queue_memory
 from faasplan.runtime.manifest import (
     QueuedInvocation,
@@ -47,7 +49,9 @@ from faasplan.runtime.manifest import (
     unpack_manifest,
 )
 from faasplan.runtime.redisio import MAX_BLOCK_S, connect, get_bytes
+from faasplan.runtime.runstate import RunAborted, RunState
 from faasplan.runtime.security import KEY_ENV, Signer, key_from_env, parse_key, redact
+from faasplan.worker.log import Event, invocation_label
 from faasplan.workflow.requirements import missing_requirements
 
 log = logging.getLogger("faasplan.runtime.worker")
@@ -159,7 +163,8 @@ class WorkerProcess:
         outbox = Outbox(self.client, run.keys, self.signer,
                         event_context(run.manifest.run_id))
         inv = queued.invocation
-        label = inv.worker if inv.worker is not None else f"flex-{inv.roots[0]}"
+        label = invocation_label(inv)
+        stream = LogStream(self.client, run.keys.log)
         heartbeat = asyncio.create_task(self._heartbeat(run.keys, queued.inv_id,
                                                         run.manifest.lease_ms))
         driver: Driver | None = None
@@ -167,13 +172,14 @@ class WorkerProcess:
         try:
             driver = Driver(run, queued, attempt=attempt, label=label, startup=startup,
                             started_at=begin, executor=self.executor, pool=self.signer.pool,
-                            outbox=outbox, on_block=self._on_block)
+                            outbox=outbox, on_block=self._on_block, log=stream)
             await driver.run_branch()
         except RunAborted:
             await self._forget(run.manifest.run_id)
             return
         except TaskFailure as f:
             status = "failed"
+            stream.put(Event(label, "fail", f.task, None, 0, now_ms(), now_ms(), f.tb))
             outbox.put(("fail", "task", {"task": f.task, "function": f.function,
                                          "exc_type": f.exc_type, "message": f.message,
                                          "traceback": f.tb}))
@@ -203,8 +209,10 @@ class WorkerProcess:
                     "worker": label, "memory_mb": inv.memory_mb, "pid": os.getpid(),
                     "enqueued": queued.enqueued_at, "received": received, "begin": begin,
                     "end": now_ms(), "startup_state": startup[0], "startup_ms": startup[1],
-                    "tasks": len(rows), "attempt": attempt}))
+                    "tasks": len(rows), "attempt": attempt,
+                    "log": [tuple(ev) for ev in driver.events]}))
             await outbox.close()
+            await stream.close()
             await self._end(run, queued.inv_id, status, final)
         except Exception:
             log.exception("could not report the end of invocation %s of run %s",

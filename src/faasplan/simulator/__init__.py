@@ -37,7 +37,7 @@ from faasplan.simulator.errors import SimulationError, SimulationStuckError
 from faasplan.simulator.faas import FaaSModel, Sandbox
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.simulator.storage import Storage, TransferRecord
-from faasplan.simulator.trace import TASK_COLUMNS, WORKER_COLUMNS, Trace
+from faasplan.trace.table import TASK_COLUMNS, WORKER_COLUMNS, Trace
 
 __all__ = [
     "DEFAULT_EXEC_MS",

@@ -39,11 +39,13 @@ class Simulator:
         Large literal arguments each task fetches; default: those
         :func:`faasplan.workflow.codec.literal_refs` finds (``SizedBlob`` inputs of
         imported traces included).
+    log : bool
+        Record each run's decision log (``Trace.log``, ``Trace.decisions``).
     """
 
     def __init__(self, workflow: Workflow, platform: Platform | None = None,
                  behaviour: TaskBehaviour | None = None, options: WorkerOptions | None = None,
-                 literals: Literals | None = None) -> None:
+                 literals: Literals | None = None, *, log: bool = False) -> None:
         if not isinstance(workflow, Workflow):
             raise TypeError(f"simulate() needs a Workflow, got {type(workflow).__name__}")
         self.workflow = workflow
@@ -63,6 +65,7 @@ class Simulator:
                                f"{unknown[:5]}")
         self.literals = literals
         self._subdag_sizes: Mapping[str, int] | None = None
+        self.log = log
 
     def spec(self, plan: PlanLike = None) -> RunSpec:
         """The :class:`RunSpec` of ``plan`` (see :func:`simulate` for what a plan may be)."""
@@ -90,22 +93,22 @@ class Simulator:
             raise ValueError("run_each needs at least one behaviour")
         spec = self.spec(plan)
         rngs = replicate_rngs(seed, len(behaviours))
-        results = [Simulation.create(spec, self.platform, b, rng).run()
+        results = [Simulation.create(spec, self.platform, b, rng, log=self.log).run()
                    for b, rng in zip(behaviours, rngs, strict=True)]
         makespans = tuple(r.makespan_ms for r in results)
         return [build_trace(r, workflow_hash=self.workflow.structure_hash,
                             workflow_name=self.workflow.name, seed=int(seed),
-                            replicate_makespans_ms=makespans)
+                            replicate_makespans_ms=makespans, log=r.log or ())
                 for r in results]
 
     def _runs(self, spec: RunSpec, seed: int, replicates: int, full: int) -> list[Trace]:
         rngs = replicate_rngs(seed, replicates)
-        results = [Simulation.create(spec, self.platform, self.behaviour, rng).run()
-                   for rng in rngs]
+        results = [Simulation.create(spec, self.platform, self.behaviour, rng,
+                                     log=self.log).run() for rng in rngs]
         makespans = tuple(r.makespan_ms for r in results)
         return [build_trace(r, workflow_hash=self.workflow.structure_hash,
                             workflow_name=self.workflow.name, seed=int(seed),
-                            replicate_makespans_ms=makespans)
+                            replicate_makespans_ms=makespans, log=r.log or ())
                 for r in results[:full]]
 
 

@@ -48,6 +48,8 @@ from faasplan.worker import (
     initial_invocations,
     sink_channel,
 )
+from faasplan.worker.log import CLIENT, invocation_label, invoke_events, logged
+from faasplan.worker.log import Event as LogEvent
 from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES
 
 _MB_S = 1000.0  # 1 MB/s (10**6 bytes per s) in bytes per ms
@@ -133,8 +135,8 @@ class RunResult:
     def __init__(self, spec: RunSpec, makespan_ms: float, tasks: dict[str, TaskRun],
                  workers: list[WorkerRun], downloads: dict[str, list[tuple[str, TransferRecord]]],
                  uploads: dict[str, list[TransferRecord]], stored_at: dict[str, float],
-                 storage_bytes: int, client_bytes: int, cold_starts: int, faas: FaaSModel
-                 ) -> None:
+                 storage_bytes: int, client_bytes: int, cold_starts: int, faas: FaaSModel,
+                 log: list[LogEvent] | None = None) -> None:
         self.spec = spec
         self.makespan_ms = makespan_ms
         self.tasks = tasks
@@ -146,6 +148,7 @@ class RunResult:
         self.client_bytes = client_bytes
         self.cold_starts = cold_starts
         self.faas = faas
+        self.log = log
 
 
 class Simulation:
@@ -167,12 +170,15 @@ class Simulation:
         The run's only source of randomness (shared with the models built for it).
     platform : Platform
         Worker and client bandwidths, invocation call time.
+    log : list, optional
+        Collects the run's decision log (:mod:`faasplan.worker.log`) when given.
     """
 
     def __init__(self, spec: RunSpec, env: simpy.Environment, storage: Storage,
                  faas: FaaSModel, behaviour: TaskBehaviour, rng: np.random.Generator,
-                 platform: Platform) -> None:
+                 platform: Platform, log: list[LogEvent] | None = None) -> None:
         self.spec = spec
+        self.log = log
         self.env = env
         self.storage = storage
         self.faas = faas
@@ -195,13 +201,16 @@ class Simulation:
 
     @classmethod
     def create(cls, spec: RunSpec, platform: Platform, behaviour: TaskBehaviour,
-               rng: np.random.Generator) -> Simulation:
-        """Wire the default models for ``platform`` around a fresh environment."""
+               rng: np.random.Generator, *, log: bool = False) -> Simulation:
+        """Wire the default models for ``platform`` around a fresh environment.
+
+        ``log``: record the decision log (kept in the result's ``log``).
+        """
         env = simpy.Environment()
         network = FairShareNetwork(env, platform.storage_bandwidth_mb_s * _MB_S)
         storage = Storage(env, network, platform.storage_latency_ms)
         faas = FaaSModel(env, platform, rng)
-        return cls(spec, env, storage, faas, behaviour, rng, platform)
+        return cls(spec, env, storage, faas, behaviour, rng, platform, [] if log else None)
 
     # -- the run --------------------------------------------------------------------------
     def run(self) -> RunResult:
@@ -227,7 +236,7 @@ class Simulation:
                 makespan = max(makespan, at)
         return RunResult(self.spec, makespan, self.tasks, self.workers, self.downloads,
                          self.uploads, self.storage.stored_at, self.storage_bytes,
-                         self.client_bytes, self.faas.cold_starts, self.faas)
+                         self.client_bytes, self.faas.cold_starts, self.faas, self.log)
 
     def _client(self) -> Generator[Event, Any, None]:
         endpoint = Endpoint(self.platform.client_bandwidth_mb_s * _MB_S)
@@ -238,6 +247,8 @@ class Simulation:
                                               TransferRecord(self.env.now)))
         yield from uploads
         for inv in initial_invocations(self.spec):
+            if self.log is not None:
+                self.log.extend(invoke_events(CLIENT, inv, self.env.now, self.env.now))
             self._launch(inv)
 
     def _client_payloads(self) -> Iterable[tuple[str, int]]:
@@ -266,13 +277,7 @@ class Simulation:
 
     # -- workers --------------------------------------------------------------------------
     def _launch(self, inv: Invocation) -> None:
-        n = len(self.workers)
-        if inv.prewarm:
-            label = f"prewarm-{n}"
-        elif inv.worker is None:
-            label = f"flex-{n}"
-        else:
-            label = inv.worker
+        label = invocation_label(inv, len(self.workers))
         bw = self._bandwidth.get(inv.memory_mb)
         if bw is None:
             bw = self._bandwidth[inv.memory_mb] = \
@@ -295,8 +300,16 @@ class Simulation:
         if sandbox.startup_ms > 0:
             yield env.timeout(sandbox.startup_ms)
         w.start_ms = env.now
-        yield from self._drive(execute_branch(self.spec, w.invocation), _Proc(w))
+        branch = execute_branch(self.spec, w.invocation)
+        log = self.log
+        if log is not None:
+            log.append(LogEvent(w.label, "start", None, None, w.memory_mb, w.boot_ms, env.now,
+                             w.state))
+            branch = logged(branch, w.label, log.append, self._now)
+        yield from self._drive(branch, _Proc(w))
         w.end_ms = env.now
+        if log is not None:
+            log.append(LogEvent(w.label, "end", None, None, 0, env.now, env.now))
         self.faas.release(sandbox)
 
     def _drive(self, branch: Generator[Any, Any, Any], proc: _Proc
@@ -323,6 +336,9 @@ class Simulation:
                 value = yield outcome
             if proc.post is not None:
                 proc.post.end_ms = env.now
+
+    def _now(self) -> float:
+        return float(self.env.now)
 
     # -- effects --------------------------------------------------------------------------
     def _switch(self, proc: _Proc, task: str) -> None:

@@ -277,9 +277,11 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
         p = cache.get(output_key(up))
         if p is not None and p.nbytes <= carry:
             carried[output_key(up)] = p
-    size = spec.subdag_nbytes(info.id)
     worker = info.placement.worker
-    # A planned worker whose tasks are not all below its entry needs the whole DAG.
+    # The invocation carries everything the worker may run or delegate: the subDAG below
+    # its root, or for a planned worker the subDAGs below all of its tasks. A planned
+    # worker the sender cannot fill (not self-contained) fetches the stored DAG.
+    size = spec.subdag_nbytes(info.id) if worker is None else spec.worker_dag_nbytes(worker)
     inline = size <= spec.options.inline_dag_bytes and (
         worker is None or worker in spec.self_contained)
     return Invocation(worker, info.placement.memory_mb, (info.id,), inline_dag=inline,

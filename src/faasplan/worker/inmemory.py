@@ -28,6 +28,7 @@ from faasplan.worker.effects import (
     Track,
     WaitFor,
 )
+from faasplan.worker.log import CLIENT, Event, invocation_label, invoke_events, logged
 from faasplan.worker.spec import RunSpec
 
 Executor = Callable[[Execute], Payload]
@@ -43,12 +44,17 @@ class _Thread:
 
 @dataclass
 class InMemoryRun:
-    """Outcome of :func:`run_in_memory`: storage contents, effect log, worker count."""
+    """Outcome of :func:`run_in_memory`: storage contents, effect log, worker count.
+
+    ``events`` is the decision log (:mod:`faasplan.worker.log`), stamped with the number
+    of effects performed so far instead of a clock.
+    """
 
     store: dict[str, Payload]
     log: list[tuple[int, Any]]
     workers: int
     executed: list[str] = field(default_factory=list)
+    events: list[Event] = field(default_factory=list)
 
 
 class DeadlockError(RuntimeError):
@@ -72,15 +78,26 @@ def run_in_memory(spec: RunSpec, execute: Executor, preload: dict[str, Payload] 
     runnable: deque[tuple[_Thread, Any]] = deque()
     blocked: list[tuple[_Thread, Any]] = []
     workers = 0
+    events: list[Event] = []
+
+    def clock() -> float:
+        return float(len(log))
 
     def start(gen: Generator[Any, Any, Any], worker: int) -> _Thread:
         th = _Thread(gen, worker)
         runnable.append((th, None))
         return th
 
-    for inv in initial_invocations(spec):
-        start(execute_branch(spec, inv), workers)
+    def invoke(inv: Any) -> None:
+        nonlocal workers
+        label = invocation_label(inv, workers)
+        events.append(Event(label, "start", None, None, inv.memory_mb, clock(), clock(), "cold"))
+        start(logged(execute_branch(spec, inv), label, events.append, clock), workers)
         workers += 1
+
+    for inv in initial_invocations(spec):
+        events.extend(invoke_events(CLIENT, inv, 0.0, 0.0))
+        invoke(inv)
 
     def available(effect: Any) -> bool:
         if isinstance(effect, Fetch):
@@ -113,8 +130,7 @@ def run_in_memory(spec: RunSpec, execute: Executor, preload: dict[str, Payload] 
         if isinstance(effect, WaitFor | Sleep):
             return None
         if isinstance(effect, Invoke):
-            start(execute_branch(spec, effect.invocation), workers)
-            workers += 1
+            invoke(effect.invocation)
             return None
         if isinstance(effect, Execute):
             executed.append(effect.task)
@@ -149,7 +165,7 @@ def run_in_memory(spec: RunSpec, execute: Executor, preload: dict[str, Payload] 
             runnable.append((th, _Blocked(effect)))
         else:
             blocked.append((th, _Blocked(effect)))
-    return InMemoryRun(store, log, workers, executed)
+    return InMemoryRun(store, log, workers, executed, events)
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ from types import MappingProxyType
 
 from faasplan.worker.placement import Opt, Placement
 from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
+from faasplan.worker.subdag import union_nbytes
 from faasplan.workflow import Workflow
 
 
@@ -66,6 +67,8 @@ class RunSpec:
     position: Mapping[str, int] = field(default_factory=dict)
     self_contained: frozenset[str] = frozenset()
     subdag_sizes: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    worker_dag_sizes: Mapping[str, int] = field(default_factory=dict, repr=False,
+                                                compare=False)
 
     @classmethod
     def build(cls, workflow: Workflow,
@@ -115,7 +118,8 @@ class RunSpec:
                    MappingProxyType({t: i for i, t in enumerate(workflow.topological_order)}),
                    _self_contained(tasks, worker_tasks))
         sizes = subdag_sizes if subdag_sizes is not None else compute_subdag_sizes(spec)
-        return replace(spec, subdag_sizes=MappingProxyType(dict(sizes)))
+        spec = replace(spec, subdag_sizes=MappingProxyType(dict(sizes)))
+        return replace(spec, worker_dag_sizes=MappingProxyType(_worker_dag_sizes(spec)))
 
     @property
     def dag_by_reference(self) -> bool:
@@ -130,6 +134,14 @@ class RunSpec:
         """Whether the task's readiness starts a worker (flexible tasks, fixed entries)."""
         w = self.tasks[task_id].placement.worker
         return w is None or self.worker_tasks[w][0] == task_id
+
+    def worker_dag_nbytes(self, worker: str) -> int:
+        """Encoded size of what planned worker ``worker`` must hold to run and delegate.
+
+        The union of the subDAGs below each of its tasks (capped just above the inline
+        threshold, like :meth:`subdag_nbytes`).
+        """
+        return self.worker_dag_sizes[worker]
 
     def subdag_nbytes(self, root: str) -> int:
         """Encoded size of the subDAG below ``root`` (capped just above the inline threshold).
@@ -155,3 +167,17 @@ def _self_contained(tasks: Mapping[str, TaskInfo], worker_tasks: Mapping[str, li
                 any(u in mine for u in tasks[t].upstream) for t in ts[1:]):
             out.add(w)
     return frozenset(out)
+
+
+def _worker_dag_sizes(spec: RunSpec) -> dict[str, int]:
+    cap = spec.options.inline_dag_bytes
+    out: dict[str, int] = {}
+    for w, ts in spec.worker_tasks.items():
+        mine = set(ts)
+        if w not in spec.self_contained:
+            out[w] = cap + 1
+        elif all(any(u in mine for u in spec.tasks[t].upstream) for t in ts[1:]):
+            out[w] = spec.subdag_sizes[ts[0]]  # every task descends from the entry
+        else:
+            out[w] = union_nbytes(spec, ts)
+    return out

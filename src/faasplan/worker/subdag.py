@@ -80,3 +80,30 @@ def _code_nbytes(fbits: int, code: list[int]) -> int:
         fbits >>= 1
         f += 1
     return total
+
+
+def union_nbytes(spec: RunSpec, roots: tuple[str, ...]) -> int:
+    """Encoded size of every task below any of ``roots`` (capped as :func:`subdag_sizes`).
+
+    What a planned worker whose tasks do not all descend from its entry must hold: the
+    subDAGs below each of its tasks, since it may start any of their dependents.
+    """
+    cap = spec.options.inline_dag_bytes
+    seen: set[str] = set()
+    functions: set[str] = set()
+    total = 0
+    stack = list(roots)
+    while stack:
+        tid = stack.pop()
+        if tid in seen:
+            continue
+        seen.add(tid)
+        info = spec.tasks[tid]
+        total += spec.task_nbytes.get(tid, DEFAULT_TASK_NBYTES)
+        if info.function not in functions:
+            functions.add(info.function)
+            total += spec.code_nbytes.get(info.function, DEFAULT_CODE_NBYTES)
+        if total > cap:
+            return cap + 1
+        stack.extend(info.downstream)
+    return total

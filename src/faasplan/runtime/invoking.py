@@ -1,0 +1,120 @@
+"""Starting invocations: registering and pushing them, and the subDAG they carry."""
+
+from __future__ import annotations
+
+import networkx as nx
+import redis.asyncio as aioredis
+
+from faasplan.runtime.keys import RunKeys, pool_queue
+from faasplan.runtime.manifest import (
+    QueuedInvocation,
+    embedded_entry,
+    reference_entry,
+)
+from faasplan.worker import Invocation, RunSpec
+from faasplan.workflow import TaskNode, Workflow, map_leaves
+from faasplan.workflow.codec import ExternalRef, encode
+
+EXTERNAL_FUNCTION = "faasplan.external"
+"""Function name of the placeholders that stand for inputs produced outside a subDAG."""
+
+
+async def enqueue(client: aioredis.Redis, keys: RunKeys, pool: str, queued: QueuedInvocation,
+                  sealed: bytes) -> None:
+    """Register (unless a pre-warm) and push one invocation, atomically."""
+    await enqueue_many(client, keys, pool, [(queued, sealed)], transaction=True)
+
+
+async def enqueue_many(client: aioredis.Redis, keys: RunKeys, pool: str,
+                       batch: list[tuple[QueuedInvocation, bytes]], *,
+                       transaction: bool = False) -> None:
+    """Register and push invocations in one round trip (registration before the push).
+
+    A registered invocation is stored once, in the run's ``items`` hash; its queue entry
+    is a reference. Pre-warms travel embedded.
+    """
+    async with client.pipeline(transaction=transaction) as pipe:
+        for queued, sealed in batch:
+            queue = pool_queue(pool, queued.invocation.memory_mb)
+            if queued.invocation.prewarm:
+                pipe.rpush(queue, embedded_entry(queued.run_id, sealed))
+                continue
+            # HSETNX: a duplicate push must not reset a running or finished invocation.
+            pipe.hsetnx(keys.inv_state, queued.inv_id, b"queued")
+            pipe.hset(keys.inv_items, queued.inv_id, sealed)
+            pipe.hset(keys.inv_queue, queued.inv_id, queue)
+            pipe.rpush(queue, reference_entry(queued.run_id, queued.epoch, queued.inv_id))
+        await pipe.execute()
+
+
+class SubdagUnavailableError(RuntimeError):
+    """The worker logic chose an inline subDAG that the sending worker does not hold."""
+
+
+def needed_tasks(wf: Workflow, spec: RunSpec, inv: Invocation) -> set[str]:
+    """Tasks ``inv``'s worker may run or delegate: the subDAG(s) below what it runs."""
+    roots = inv.roots if inv.worker is None else spec.worker_tasks[inv.worker]
+    ids: set[str] = set()
+    for root in roots:
+        if root not in ids:
+            ids.add(root)
+            ids.update(nx.descendants(wf.graph, root))
+    return ids
+
+
+def inline_blob(workflows: list[Workflow], spec: RunSpec, inv: Invocation) -> bytes:
+    """Encode the subDAG ``inv`` carries inline, from the workflow(s) this worker holds.
+
+    It holds every task the invoked worker may run or delegate
+    (:func:`needed_tasks`); inputs from outside become placeholders.
+
+    Raises
+    ------
+    SubdagUnavailableError
+        No held workflow contains all of them. The worker logic promises this never
+        happens (it inlines only what the sender holds); a receiver never makes up for it
+        by fetching the whole stored DAG.
+    """
+    roots = inv.roots if inv.worker is None else spec.worker_tasks[inv.worker]
+    for wf in workflows:
+        if not all(r in wf.tasks and wf.tasks[r].func.name != EXTERNAL_FUNCTION
+                   for r in roots):
+            continue
+        if inv.worker is None:
+            return encode(wf.subdag(roots[0])).blob
+        ids = needed_tasks(wf, spec, inv)
+        if any(wf.tasks[t].func.name == EXTERNAL_FUNCTION for t in ids):
+            continue
+        return encode(restrict(wf, ids) if len(ids) < len(wf) else wf).blob
+    raise SubdagUnavailableError(
+        f"invocation of {inv.worker or 'a flexible worker'} rooted at {inv.roots[0]!r} should "
+        "carry its subDAG inline, but the sending worker does not hold it")
+
+
+def restrict(wf: Workflow, ids: set[str]) -> Workflow:
+    """The workflow of tasks ``ids`` of ``wf``; inputs from outside become placeholders.
+
+    Placeholders are tasks of function ``faasplan.external`` named by the producer's id;
+    they are never executed: the driver fetches those outputs.
+    """
+    new: dict[str, TaskNode] = {}
+    external: dict[str, TaskNode] = {}
+
+    def convert(node: TaskNode) -> TaskNode:
+        uid = node.task_id if isinstance(node, ExternalRef) else wf.id_of(node)
+        assert uid is not None
+        if uid in new:
+            return new[uid]
+        if uid not in external:
+            external[uid] = ExternalRef(uid)
+        return external[uid]
+
+    for tid in wf.topological_order:
+        if tid in ids:
+            node = wf.tasks[tid]
+            args, kwargs = map_leaves((node.args, node.kwargs), convert, TaskNode)
+            new[tid] = TaskNode(node.func, args, kwargs, tid, node.profile)
+    sinks = [new[t] for t in new if not any(d in new for d in wf.downstream(t))]
+    return Workflow(sinks, name=wf.name, requirements=wf.requirements, detect=False)
+
+
