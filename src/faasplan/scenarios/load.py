@@ -110,12 +110,22 @@ def _check_planners(scenario: Scenario, source: str) -> None:
                                 f"options {name} accepts: {exc.accepted}") from None
 
 
+WFCHEF_PREFIX = "wfchef:"
+"""CLI targets ``wfchef:RECIPE?tasks=N[&seed=S]`` are WfChef instances."""
+
+
 def load_target(target: str) -> LoadedScenario:
-    """A CLI target: a scenario ``.toml``, a WfFormat ``.json`` (or ``.json.gz``) file, or
+    """A CLI target: a scenario ``.toml``, a WfFormat ``.json`` (or ``.json.gz``) file,
+    ``wfchef:RECIPE?tasks=N[&seed=S]`` (:func:`faasplan.workloads.wfchef`) or
     ``module:function``.
 
     Non-scenario targets get a scenario with every other setting at its default.
     """
+    if target.startswith(WFCHEF_PREFIX):
+        section: dict[str, Any] = {"wfchef": _wfchef_target(target)}
+        data = {"scenario": {"name": target[len(WFCHEF_PREFIX):].split("?", 1)[0]},
+                "workflow": section}
+        return LoadedScenario(validate_scenario(data, target), target, Path.cwd())
     if target.endswith(".toml"):
         return load_scenario(target)
     if target.endswith((".json", ".json.gz")):
@@ -133,6 +143,28 @@ def load_target(target: str) -> LoadedScenario:
                             "(e.g. faasplan.workloads:tree_reduction)")
     data = {"scenario": {"name": name}, "workflow": section}
     return LoadedScenario(validate_scenario(data, target), target, Path.cwd())
+
+
+def _wfchef_target(target: str) -> dict[str, Any]:
+    """``{"recipe", "tasks", "seed"}`` of a ``wfchef:RECIPE?tasks=N&seed=S`` target."""
+    example = "e.g. wfchef:montage?tasks=1000 or wfchef:montage?tasks=1000&seed=3"
+    recipe, _, query = target[len(WFCHEF_PREFIX):].partition("?")
+    if not recipe:
+        raise ScenarioError(target, "", "no recipe after 'wfchef:'", example)
+    spec: dict[str, Any] = {"recipe": recipe}
+    for item in filter(None, query.split("&")):
+        key, sep, value = item.partition("=")
+        if key not in ("tasks", "seed") or not sep:
+            raise ScenarioError(target, "", f"unknown or empty parameter {item!r}; wfchef "
+                                            "targets take tasks=N and seed=S", example)
+        try:
+            spec[key] = int(value)
+        except ValueError:
+            raise ScenarioError(target, "", f"{key} must be an integer, got {value!r}",
+                                example) from None
+    if "tasks" not in spec:
+        raise ScenarioError(target, "", "no tasks=N: say how many tasks to generate", example)
+    return spec
 
 
 def build_workflow(loaded: LoadedScenario, *, recorded_profile: bool = True) -> Workflow:
@@ -156,6 +188,8 @@ def build_workflow(loaded: LoadedScenario, *, recorded_profile: bool = True) -> 
             if not src.endswith(".toml"):
                 raise  # the trace itself was the target: its message names the file
             raise ScenarioError(src, "workflow.wfformat", str(exc)) from None
+    if section.wfchef:
+        return _build_wfchef(section, src)
     if section.workload:
         from faasplan.workloads import REGISTRY
 
@@ -184,6 +218,20 @@ def build_workflow(loaded: LoadedScenario, *, recorded_profile: bool = True) -> 
             raise ScenarioError(src, "workflow.profile_file", str(exc),
                                 "paths are relative to the scenario file") from None
     return wf
+
+
+def _build_wfchef(section: WorkflowSection, src: str) -> Workflow:
+    from faasplan.workloads.wfchef import INSTALL_HINT, MissingExtraError, wfchef
+
+    assert section.wfchef is not None
+    spec = section.wfchef
+    key = "" if src.startswith(WFCHEF_PREFIX) else "workflow.wfchef"
+    try:
+        return wfchef(spec.recipe, spec.tasks, spec.seed)
+    except MissingExtraError as exc:
+        raise ScenarioError(src, key, str(exc), f"run {INSTALL_HINT}") from None
+    except ValueError as exc:
+        raise ScenarioError(src, key, str(exc)) from None
 
 
 def resolve_callable(target: str, source: str = "<target>") -> Callable[..., Any]:

@@ -10,7 +10,8 @@ write results::
     replicates = 20
 
     [workflow]
-    workload = "tree_reduction"      # or wfformat = "trace.json", or target = "pkg.mod:fn"
+    workload = "tree_reduction"      # or wfformat = "trace.json", or target = "pkg.mod:fn",
+                                     # or wfchef = { recipe = "montage", tasks = 1000 }
     params = { leaves = 32 }
     # profile_file = "profiles/tree.json"   recorded task times (faasplan profile ... --out)
     # profile = true                        time the tasks on this machine at every run
@@ -56,8 +57,33 @@ class ScenarioMeta(_Strict):
     output_dir: str | None = None
 
 
+class WfChefSection(_Strict):
+    """``[workflow] wfchef = {recipe = "montage", tasks = 1000, seed = 0}``: a synthetic
+    instance of a real application (:func:`faasplan.workloads.wfchef`, ``wfcommons`` extra).
+
+    ``seed`` (default 0) seeds the instance only, so that varying ``[scenario] seed`` varies
+    the simulations of one fixed workflow.
+    """
+
+    recipe: str
+    tasks: int = Field(ge=1)
+    seed: int = Field(default=0, ge=0)
+
+    @field_validator("recipe")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        from faasplan.workloads.wfchef import BROKEN_RECIPES, RECIPES
+
+        if v in BROKEN_RECIPES:
+            raise ValueError(f"recipe {v!r} is not offered: {BROKEN_RECIPES[v]}; choose from "
+                             f"{', '.join(RECIPES)}")
+        if v not in RECIPES:
+            raise ValueError(f"unknown recipe {v!r}; choose from {', '.join(RECIPES)}")
+        return v
+
+
 class WorkflowSection(_Strict):
-    """``[workflow]``: exactly one of ``workload``, ``wfformat`` or ``target``.
+    """``[workflow]``: exactly one of ``workload``, ``wfformat``, ``target`` or ``wfchef``.
 
     The ground truth of a Python workflow's tasks comes from, in order: ``profile_file``
     (times recorded once by ``faasplan profile``, reproducible), ``profile = true`` (timed
@@ -68,6 +94,7 @@ class WorkflowSection(_Strict):
     workload: str | None = None
     wfformat: str | None = None
     target: str | None = None
+    wfchef: WfChefSection | None = None
     params: dict[str, Any] = Field(default_factory=dict)
     profile: bool = False
     profile_repeat: int = Field(default=1, ge=1, le=50)
@@ -75,14 +102,20 @@ class WorkflowSection(_Strict):
 
     @model_validator(mode="after")
     def _one_source(self) -> WorkflowSection:
-        given = [k for k in ("workload", "wfformat", "target") if getattr(self, k)]
+        given = [k for k in ("workload", "wfformat", "target", "wfchef") if getattr(self, k)]
         if len(given) != 1:
-            raise ValueError("give exactly one of workload, wfformat or target "
+            raise ValueError("give exactly one of workload, wfformat, target or wfchef "
                              f"(got {given or 'none'})")
         if self.params and self.wfformat:
             raise ValueError("params apply to workload/target, not to a wfformat file")
+        if self.params and self.wfchef:
+            raise ValueError("params apply to workload/target; give wfchef its recipe, tasks "
+                             "and seed in its own table")
         if self.wfformat and (self.profile or self.profile_file):
             raise ValueError("a wfformat trace carries its recorded runtimes; remove profile "
+                             "and profile_file")
+        if self.wfchef and (self.profile or self.profile_file):
+            raise ValueError("a wfchef instance carries its recipe's runtimes; remove profile "
                              "and profile_file")
         if self.profile and self.profile_file:
             raise ValueError("give either profile = true (time the tasks at every run) or "

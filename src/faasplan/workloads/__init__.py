@@ -1,7 +1,8 @@
 """Example workflows with real Python tasks, by name in :data:`REGISTRY`.
 
 Each builder has defaults for every parameter and returns a :class:`~faasplan.Workflow`
-that :func:`faasplan.workflow.local.run_local` can execute.
+that :func:`faasplan.workflow.local.run_local` can execute. :func:`wfchef` (the
+``wfcommons`` extra) generates synthetic instances of real applications instead.
 
 >>> sorted(REGISTRY)
 ['gemm', 'image_pipeline', 'montage_like', 'tree_reduction', 'wordcount']
@@ -15,6 +16,7 @@ from faasplan.workloads.gemm import gemm
 from faasplan.workloads.image import image_pipeline
 from faasplan.workloads.montage import montage_like
 from faasplan.workloads.tree import tree_reduction
+from faasplan.workloads.wfchef import wfchef
 from faasplan.workloads.wordcount import wordcount
 
 REGISTRY: Mapping[str, Callable[..., Workflow]] = MappingProxyType({
@@ -25,4 +27,5 @@ REGISTRY: Mapping[str, Callable[..., Workflow]] = MappingProxyType({
     "montage_like": montage_like,
 })
 
-__all__ = ["REGISTRY", "gemm", "image_pipeline", "montage_like", "tree_reduction", "wordcount"]
+__all__ = ["REGISTRY", "gemm", "image_pipeline", "montage_like", "tree_reduction", "wfchef",
+           "wordcount"]
