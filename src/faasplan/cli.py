@@ -188,6 +188,37 @@ def _add_validate(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     _add_json(s)
 
 
+def _add_export(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "export",
+             "write a simulated run (or with --run, a real one) as a WfFormat 1.5 instance",
+             ["faasplan export scenarios/quickstart.toml --planner heft --wfformat run.json",
+              "faasplan export \"wfchef:montage?tasks=1000\" --wfformat montage-sim.json",
+              "faasplan export faasplan.workloads:gemm --run --wfformat gemm-run.json.gz"],
+             cmd_export)
+    s.description = (
+        "Plan TARGET, simulate the plan once (with --run: execute it on Redis) and write "
+        "that run as a WfFormat 1.5 instance that WfCommons' tools read: tasks, files and "
+        "their sizes, dependencies, per-task runtime and start, the workers as machines "
+        "(memory, vCPU share) and the makespan. faasplan reads it back as a workflow "
+        "(a TARGET itself) and as metrics ('faasplan fit', --history).")
+    s.add_argument("target", metavar="TARGET",
+                   help=TARGET_HELP + ", or wfchef:RECIPE?tasks=N: the workflow to run")
+    s.add_argument("--wfformat", required=True, metavar="OUT",
+                   help="the instance to write (.json, or .json.gz for gzip)")
+    s.add_argument("--planner", default="wukong", help="planner name (default: wukong)")
+    s.add_argument("--seed", type=_seed, default=None,
+                   help="random seed, >= 0 (default: the scenario's)")
+    s.add_argument("--sla", type=_sla, default=None,
+                   help="average or pNN (default: the scenario's)")
+    s.add_argument("--run", action="store_true",
+                   help="execute the plan for real on Redis instead of simulating it")
+    s.add_argument("--redis", type=_redis_url, default=None,
+                   help="with --run: Redis URL (default: a private redis-server)")
+    s.add_argument("--timeout", type=_positive_float, default=300.0,
+                   help="with --run: seconds before giving up (default: 300)")
+    _add_json(s)
+
+
 def _add_predict(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     s = _add(sub, common, "predict",
              "predict a workflow's task times, critical path and makespan from past runs",
@@ -304,7 +335,8 @@ def _add_planners(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 COMMANDS: tuple[Register, ...] = (
     _add_simulate, _add_plan, _add_compare, _add_fit, _add_predict, _add_run, _add_worker,
-    _add_sweep, _add_calibrate, _add_profile, _add_validate, _add_info, _add_planners)
+    _add_sweep, _add_calibrate, _add_profile, _add_validate, _add_info, _add_planners,
+    _add_export)
 """One registration function per subcommand, in help order; add a command by adding one."""
 
 
@@ -724,6 +756,66 @@ def cmd_validate(args: argparse.Namespace) -> int:
             print(f"faasplan validate: {count} problem(s) in "
                   f"{sum(1 for p in report.values() if p)} file(s)", file=sys.stderr)
     return EXIT_BAD_INPUT if bad else EXIT_OK
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    """Simulate (or run) the target once and write the run as WfFormat 1.5."""
+    from datetime import UTC, datetime
+
+    import jsonschema
+
+    from faasplan.data import SCHEMA_PATH
+    from faasplan.experiments.compare import plan_with
+    from faasplan.trace.wfformat import dump_wfformat, trace_to_wfformat
+
+    out = Path(args.wfformat)
+    if not out.name.lower().endswith((".json", ".json.gz")):
+        raise BadInput(f"--wfformat {out}: name the instance *.json (or *.json.gz for gzip)")
+    if not out.parent.is_dir():
+        raise BadInput(f"--wfformat {out}: folder {out.parent} does not exist; create it or "
+                       "write elsewhere")
+    if not args.run and (args.redis is not None):
+        raise BadInput("--redis applies to a real run; add --run")
+    _check_planners([args.planner], "--planner")
+    setup = _setup(args, planners=[args.planner], replicates=1)
+    plan = plan_with(setup, args.planner)
+    started = datetime.now(UTC)
+    if args.run:
+        from faasplan.runtime import run
+
+        plan.validate(setup.workflow)
+        trace = run(setup.workflow, plan, redis=args.redis, timeout_s=args.timeout).trace
+        how = f"a real run on Redis under {args.planner}"
+    else:
+        from faasplan.simulator import simulate_many
+
+        trace = simulate_many(setup.workflow, plan, setup.platform, seed=setup.seed,
+                              replicates=1, behaviour=setup.truth)[0]
+        how = f"a simulation under {args.planner}, seed {setup.seed}"
+    try:
+        doc = trace_to_wfformat(trace, setup.workflow, platform=setup.platform,
+                                executed_at=started if args.run else None,
+                                description=f"{setup.workflow.name}: {how}, by faasplan")
+    except ValueError as exc:
+        raise BadInput(f"{args.target}: {exc}") from None
+    errors = list(jsonschema.Draft4Validator(json.loads(SCHEMA_PATH.read_text()))
+                  .iter_errors(doc))
+    if errors:
+        raise RuntimeError(f"the exported instance breaks the WfFormat 1.5 schema at "
+                           f"{list(errors[0].absolute_path)}: {errors[0].message}")
+    dump_wfformat(doc, out)
+    machines = doc["workflow"]["execution"]["machines"]
+    summary = {"out": str(out), "workflow": setup.workflow.name, "planner": args.planner,
+               "source": "run" if args.run else "simulation", "tasks": len(setup.workflow),
+               "machines": len(machines), "makespan_ms": trace.makespan_ms,
+               "schema_version": doc["schemaVersion"]}
+    if args.json:
+        _print_json(summary)
+    else:
+        _console().print(f"{out}: {how}, {summary['tasks']} tasks on {len(machines)} "
+                         f"workers, makespan {trace.makespan_ms:,.1f} ms (WfFormat "
+                         f"{doc['schemaVersion']}, checked against its schema)")
+    return EXIT_OK
 
 
 def cmd_predict(args: argparse.Namespace) -> int:

@@ -50,7 +50,8 @@ from faasplan.workflow import SizedBlob, Workflow, iter_leaves
 if TYPE_CHECKING:
     from faasplan.platform import Platform
 
-__all__ = ["SCHEMA_VERSION", "TraceTables", "trace_to_wfformat", "write_wfformat"]
+__all__ = ["EPOCH", "SCHEMA_VERSION", "TraceTables", "dump_wfformat", "trace_to_wfformat",
+           "write_wfformat"]
 
 #: The WfFormat schema version written.
 SCHEMA_VERSION = "1.5"
@@ -176,16 +177,25 @@ def write_wfformat(trace: TraceTables, workflow: Workflow, path: str | os.PathLi
                    name: str | None = None, platform: Platform | None = None,
                    executed_at: datetime | None = None, description: str | None = None
                    ) -> Path:
-    """Write :func:`trace_to_wfformat` to ``path`` (gzip-compressed if it ends in ``.gz``).
+    """Write :func:`trace_to_wfformat` to ``path`` (see :func:`dump_wfformat`).
 
     Returns the path written. Raises like :func:`trace_to_wfformat`, and ``OSError`` when
     the file cannot be written.
     """
     doc = trace_to_wfformat(trace, workflow, name=name, platform=platform,
                             executed_at=executed_at, description=description)
+    return dump_wfformat(doc, path)
+
+
+def dump_wfformat(doc: Mapping[str, Any], path: str | os.PathLike[str]) -> Path:
+    """Write a WfFormat document as JSON, gzip-compressed if ``path`` ends in ``.gz``.
+
+    The file is replaced at once (written beside it, then renamed), so a reader never
+    sees half of it. Returns the path written.
+    """
     out = Path(path)
     data = (json.dumps(doc, indent=1) + "\n").encode("utf-8")
-    if out.name.endswith(".gz"):
+    if out.name.lower().endswith(".gz"):
         data = gzip.compress(data, mtime=0)
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
