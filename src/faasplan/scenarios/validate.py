@@ -7,7 +7,8 @@ Loading a file stops at its first error; :func:`validate_file` goes on and lists
   1.4 traces skip this step), then by faasplan's importer (references, cycles, runtimes);
 * a scenario (``.toml``) is checked key by key (every invalid key, with its path), then the
   files it names (traces, metrics, profiles, platform files) are looked for and the traces it
-  names are checked in turn.
+  names are checked in turn; a ``[workflow] wfchef`` instance is checked against its recipe
+  (the ``wfcommons`` extra installed, enough tasks for the recipe's smallest instance).
 """
 
 from __future__ import annotations
@@ -116,6 +117,7 @@ def _scenario_problems(where: str) -> list[Problem]:
             validate_scenario(data, where)
         except ScenarioError as exc:
             problems.append(Problem(where, exc.key, exc.message, exc.hint))
+    problems.extend(_wfchef_problems(where, data))
     base = Path(where).resolve().parent
     for key, value in _named_files(data):
         target = Path(value).expanduser()
@@ -126,6 +128,31 @@ def _scenario_problems(where: str) -> list[Problem]:
         elif key.startswith(("workflow.wfformat", "history.traces")):
             problems.extend(_trace_problems(str(target)))
     return problems
+
+
+def _wfchef_problems(where: str, data: dict[str, Any]) -> list[Problem]:
+    """What generating a well-formed ``[workflow] wfchef`` table would run into."""
+    from faasplan.scenarios.schema import WfChefSection
+    from faasplan.workloads.wfchef import INSTALL_HINT, MissingExtraError, min_tasks
+
+    workflow = data.get("workflow")
+    table = workflow.get("wfchef") if isinstance(workflow, dict) else None
+    if not isinstance(table, dict):
+        return []
+    try:
+        spec = WfChefSection.model_validate(table)
+    except ValueError:
+        return []  # already reported, key by key
+    key = "workflow.wfchef"
+    try:
+        smallest = min_tasks(spec.recipe)
+    except MissingExtraError as exc:
+        return [Problem(where, key, str(exc), f"run {INSTALL_HINT}")]
+    if spec.tasks < smallest:
+        return [Problem(where, f"{key}.tasks", f"recipe {spec.recipe!r} cannot make "
+                        f"{spec.tasks} tasks: its smallest instance has {smallest}",
+                        f"ask for tasks >= {smallest}")]
+    return []
 
 
 def _named_files(data: dict[str, Any]) -> list[tuple[str, str]]:
