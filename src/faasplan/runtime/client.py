@@ -296,8 +296,8 @@ class _Session:
         self.done: dict[str, str] = {}
         self.per_worker: dict[str, int] = {}
         self.rows: dict[str, dict[str, Any]] = {}
-        self.log: list[Event] = []
-        self._logged_tasks: set[str] = set()
+        self._client_log: list[Event] = []
+        self._logs: dict[str, tuple[int, int, list[Event]]] = {}
         self.predicted_ms = predicted_ms
         self.stream = LogStream(client, self.keys.log)
         self.invocations: dict[str, dict[str, Any]] = {}
@@ -368,7 +368,7 @@ class _Session:
         await enqueue_many(self.client, self.keys, self.signer.pool, batch)
         for inv, _ in blobs:
             for ev in invoke_events(CLIENT, inv, self.t0, self.t0):
-                self.log.append(ev)
+                self._client_log.append(ev)
                 self.stream.put(ev)
 
     # -- waiting -------------------------------------------------------------------------
@@ -428,17 +428,29 @@ class _Session:
             for row in rows:
                 self.rows.setdefault(row[0], dict(zip(ROW_FIELDS, row, strict=True)))
             self.invocations[f"{inv['worker']}#{inv['attempt']}#{inv['begin']}"] = inv
-            self._add_log([Event(*e) for e in inv.get("log", ())])
+            self._add_log(str(inv["worker"]), int(inv["attempt"]),
+                          [Event(*e) for e in inv.get("log", ())])
         elif kind == "fail":
             raise self._failure(event[1], event[2])
 
-    def _add_log(self, events: list[Event]) -> None:
-        """Keep one attempt's decision log, unless another attempt already ran its tasks."""
-        ran = {e.task for e in events if e.kind == "execute" and e.task is not None}
-        if ran & self._logged_tasks:
-            return  # a stalled attempt that finished after its retry: the retry counts
-        self._logged_tasks |= ran
-        self.log.extend(events)
+    def _add_log(self, label: str, attempt: int, events: list[Event]) -> None:
+        """Keep, per invocation, the decision log of the attempt that ran the most tasks.
+
+        A worker paused past its lease may still report after its retry did; the attempt
+        that got furthest (the later one on a tie) stands for the invocation.
+        """
+        ran = sum(e.kind == "execute" for e in events)
+        best = self._logs.get(label)
+        if best is None or (ran, attempt) >= best[:2]:
+            self._logs[label] = (ran, attempt, events)
+
+    @property
+    def log(self) -> list[Event]:
+        """The run's decision log: the client's events, then each invocation's."""
+        out = list(self._client_log)
+        for _, _, events in self._logs.values():
+            out.extend(events)
+        return out
 
     def _failure(self, kind: str, info: dict[str, Any]) -> RunError:
         rid = self.run_id

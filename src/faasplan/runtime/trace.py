@@ -79,7 +79,7 @@ def build_real_trace(spec: RunSpec, rows: Mapping[str, Mapping[str, Any]],
         values_w = (inv["worker"], int(inv["memory_mb"]), inv["enqueued"] - t0, begin, end,
                     inv["startup_state"], float(inv["startup_ms"]),
                     max(0.0, inv["received"] - inv["enqueued"]), int(inv["pid"]),
-                    int(inv["tasks"]), False, cost)
+                    int(inv["tasks"]), bool(inv.get("prewarm", False)), cost)
         for c, v in zip(WORKER_COLUMNS, values_w, strict=True):
             wcols[c].append(v)
     workers = pd.DataFrame(wcols, columns=list(WORKER_COLUMNS))

@@ -120,6 +120,7 @@ class WorkerProcess:
                                       "missing": list(run.missing_requirements)}))
             return
         if queued is not None and queued.invocation.prewarm:
+            await self._report_prewarm(run, queued, cold, dispatched_at, received)
             return
         inv_id = queued.inv_id if queued is not None else parsed.inv_id
         claimed = self.signer.dumps(event_context(run.manifest.run_id), ("claim", inv_id))
@@ -148,6 +149,22 @@ class WorkerProcess:
         begin = now_ms()
         startup = ("cold" if cold else "warm", max(0.0, begin - min(reference, received)))
         await self._run(run, queued, int(attempt), startup, begin, received)
+
+    async def _report_prewarm(self, run: RunState, queued: QueuedInvocation, cold: bool,
+                              dispatched_at: float | None, received: float) -> None:
+        """A pre-warm only starts this sandbox: report it as an invocation without tasks."""
+        inv = queued.invocation
+        reference = dispatched_at if dispatched_at is not None else queued.enqueued_at
+        begin = now_ms()
+        state = "cold" if cold else "warm"
+        label = f"prewarm-{queued.inv_id}"
+        log = [tuple(Event(label, "start", None, None, inv.memory_mb, begin, begin, state)),
+               tuple(Event(label, "end", None, None, 0, begin, begin))]
+        await self._report(run, ("rows", [], {
+            "worker": label, "memory_mb": inv.memory_mb, "pid": os.getpid(),
+            "enqueued": queued.enqueued_at, "received": received, "begin": begin, "end": begin,
+            "startup_state": state, "startup_ms": max(0.0, begin - min(reference, received)),
+            "tasks": 0, "attempt": 0, "prewarm": True, "log": log}))
 
     async def _end(self, run: RunState, inv_id: str, status: str,
                    events: list[tuple[Any, ...]]) -> None:

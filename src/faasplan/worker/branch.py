@@ -308,8 +308,15 @@ def _single(effect: Any) -> Branch:
 
 
 def _prewarm(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
-    """Invoke empty workers for the downstream workers this task will start."""
-    for target, memory in _downstream_workers(spec, local, info.downstream):
+    """Invoke empty workers for the downstream workers this task will start.
+
+    Never for work this worker continues with itself: the dependents a flexible worker
+    keeps (:func:`_planned_local`) and the fan-ins whose delayed I/O it owns.
+    """
+    keep = set(_planned_local(spec, info))
+    deps = [d for d in info.downstream
+            if d not in keep and spec.delayed_owner.get(d) != info.id]
+    for target, memory in _downstream_workers(spec, local, deps):
         if (target, memory) in local.prewarmed:
             continue
         local.prewarmed.add((target, memory))
