@@ -1,12 +1,19 @@
-"""Planners by name, and one entry point that runs any of them."""
+"""Planners by name, and one entry point that runs any of them.
+
+:data:`PLANNERS` holds faasplan's own planners. SAGA's schedulers (the ``saga`` extra) are
+registered in :data:`EXTRA_PLANNERS` as ``saga:NAME`` when ``anrg-saga`` is installed;
+:func:`get_planner` and :func:`run_planner` find both, and without the extra a ``saga:``
+name raises :class:`~faasplan.planners.saga.SagaMissing` naming the ``pip install``.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
 from types import MappingProxyType
-from typing import Any
+from typing import Any, Literal, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
@@ -18,6 +25,8 @@ from faasplan.planners.non_uniform import (
     plan_non_uniform_opt,
 )
 from faasplan.planners.plan import Plan
+from faasplan.planners.saga import DEFAULT_TIME_BUDGET_S as SAGA_TIME_BUDGET_S
+from faasplan.planners.saga import SCHEDULERS, plan_saga, require_saga, saga_installed
 from faasplan.planners.sim_guided import DEFAULT_TIME_BUDGET_S, plan_sim_guided
 from faasplan.planners.uniform import plan_uniform, plan_uniform_opt
 from faasplan.planners.wukong import LARGE_OUTPUT_BYTES, plan_wukong, plan_wukong_opt
@@ -34,7 +43,9 @@ class PlannerOption:
 
     @property
     def type_name(self) -> str:
-        """``"float"``, ``"int | None"``, ..."""
+        """``"float"``, ``"int | None"``, ``"'cost' | 'finish'"``, ..."""
+        if get_origin(self.type) is Literal:
+            return " | ".join(repr(a) for a in get_args(self.type))
         return getattr(self.type, "__name__", None) or str(self.type).replace("typing.", "")
 
     def describe(self, name: str) -> str:
@@ -55,6 +66,16 @@ class PlannerOptionsError(ValueError):
 
 _MEMORY = {"memory_mb": PlannerOption(int | None, None,
                                       "memory of every worker in MB (default: the platform's)")}
+_HEFT = {**_MEMORY,
+         "policy": PlannerOption(Literal["cost", "finish"], "cost",
+                                 "cost: billed idle time and start-ups priced, within HEFT's "
+                                 "makespan; finish: classic earliest finish")}
+_SAGA = {**_MEMORY,
+         "nodes": PlannerOption(int | None, None,
+                                "compute nodes SAGA schedules on (default: the DAG's width)"),
+         "time_budget_s": PlannerOption(float, SAGA_TIME_BUDGET_S,
+                                        "seconds SAGA may take before planning fails"),
+         }
 _BUDGETED = {
     "time_budget_s": PlannerOption(float | None, None,
                                    "planning time budget in s (default: 1.5 ms per task, "
@@ -118,7 +139,7 @@ PLANNERS: Mapping[str, PlannerEntry] = MappingProxyType({e.name: e for e in (
     PlannerEntry("non-uniform-opt", plan_non_uniform_opt,
                  "non-uniform + pre-load and pre-warm", _BUDGETED),
     PlannerEntry("heft", plan_heft, "HEFT list scheduling on workers created on demand",
-                 _MEMORY),
+                 _HEFT),
     PlannerEntry("sim-guided", plan_sim_guided,
                  "search of placements, memory and optimizations scored by simulation", {
                      "time_budget_s": PlannerOption(float, DEFAULT_TIME_BUDGET_S,
@@ -134,18 +155,45 @@ PLANNERS: Mapping[str, PlannerEntry] = MappingProxyType({e.name: e for e in (
 )})
 
 
-def planner_names() -> tuple[str, ...]:
-    """Registered planner names, in registry order."""
-    return tuple(PLANNERS)
+SAGA_PREFIX = "saga:"
+
+
+def _saga_entries() -> dict[str, PlannerEntry]:
+    return {f"{SAGA_PREFIX}{short}": PlannerEntry(
+        f"{SAGA_PREFIX}{short}", partial(plan_saga, scheduler=short),
+        f"SAGA's {cls} on the DAG's width in nodes, nodes cut into planned workers", _SAGA)
+        for short, cls in SCHEDULERS.items()}
+
+
+EXTRA_PLANNERS: Mapping[str, PlannerEntry] = MappingProxyType(
+    _saga_entries() if saga_installed() else {})
+"""Planners of installed extras (``saga:NAME`` with the ``saga`` extra)."""
+
+
+def planner_names(extras: bool = False) -> tuple[str, ...]:
+    """Registered planner names, in registry order; ``extras`` adds those of installed
+    extras (:data:`EXTRA_PLANNERS`)."""
+    return tuple(PLANNERS) + (tuple(EXTRA_PLANNERS) if extras else ())
 
 
 def get_planner(name: str) -> PlannerEntry:
-    """The planner registered as ``name``; ``KeyError`` listing valid names otherwise."""
-    try:
-        return PLANNERS[name]
-    except KeyError:
-        raise KeyError(f"unknown planner {name!r}; choose one of {', '.join(PLANNERS)}"
-                       ) from None
+    """The planner registered as ``name`` (built-in or from an installed extra).
+
+    Raises
+    ------
+    SagaMissing
+        ``name`` is a ``saga:`` planner and the ``saga`` extra is not installed.
+    KeyError
+        No such planner; the message lists the valid names.
+    """
+    entry = PLANNERS.get(name) or EXTRA_PLANNERS.get(name)
+    if entry is not None:
+        return entry
+    if name.startswith(SAGA_PREFIX) and name.removeprefix(SAGA_PREFIX) in SCHEDULERS:
+        require_saga(name)
+    raise KeyError(f"unknown planner {name!r}; choose one of "
+                   f"{', '.join(planner_names(extras=True))}"
+                   + ("" if EXTRA_PLANNERS else " (and saga:NAME with the saga extra)"))
 
 
 def run_planner(name: str, workflow: Workflow, predictor: PredictorLike, platform: PlatformLike,
