@@ -240,6 +240,11 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
                            options=opts or WorkerOptions(), lease_ms=cfg.lease_ms,
                            stream_chunk_bytes=cfg.stream_chunk_bytes,
                            epoch=secrets.token_hex(8))
+    if isinstance(invoker, LocalFaaS):
+        prepared.spec.check_concurrency(invoker.max_processes, "the emulator's max_processes")
+    elif invoker is None:
+        prepared.spec.check_concurrency(cfg.max_processes,
+                                        "RuntimeConfig.max_processes of the local emulator")
     async with contextlib.AsyncExitStack() as stack:
         if redis is None:
             server = await asyncio.to_thread(EmbeddedRedis().start)

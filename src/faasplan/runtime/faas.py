@@ -7,10 +7,15 @@ to a process of the requested memory size: an idle one if there is one (a **warm
 start), else a new process (a **cold** start). Idle processes exit after ``keep_alive_s``.
 Memory sizes are nominal: processes are not limited.
 
-At most ``max_running`` processes run at once (a process blocked waiting for another
-worker's output does not count, so waiting planned workers cannot starve the producers
-they wait for), and at most ``max_processes`` exist; an idle process of another size is
-stopped to make room. The HMAC key reaches each process through its stdin pipe.
+Admission follows the rule of the simulator's concurrency limit
+(:meth:`faasplan.worker.RunSpec.check_concurrency`): at most ``max_processes`` processes
+exist, and an invocation holds its process from dispatch to its end, waiting included; an
+idle process of another size is stopped to make room. Plans whose waiting workers could
+fill every process are refused before they start. Queues of different memory sizes are
+served in turn, so none starves. Separately, at most ``max_running`` processes compute at
+once (a process blocked waiting for another worker's output does not count), which keeps
+the host's cores from being oversubscribed. The HMAC key reaches each process through its
+stdin pipe.
 """
 
 from __future__ import annotations
@@ -118,6 +123,7 @@ class LocalFaaS:
         self._client: aioredis.Redis | None = None
         self._error: BaseException | None = None
         self._tasks: set[asyncio.Future[Any]] = set()
+        self._turn = 0
 
     # -- lifecycle (any thread) ------------------------------------------------------------
     def start(self) -> LocalFaaS:
@@ -225,7 +231,11 @@ class LocalFaaS:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), MAX_BLOCK_S)
             return
-        queues = [pool_queue(self.pool, m) for m in sorted(self._memories)]
+        memories = sorted(self._memories)
+        # Start the BLPOP at a different size each time: the first non-empty key wins.
+        self._turn = (self._turn + 1) % len(memories)
+        memories = memories[self._turn:] + memories[:self._turn]
+        queues = [pool_queue(self.pool, m) for m in memories]
         try:
             popped: Any = await self._client.blpop([self._control, *queues],
                                                    timeout=MAX_BLOCK_S)

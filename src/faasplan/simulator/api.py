@@ -73,6 +73,8 @@ class Simulator:
         spec = RunSpec.build(self.workflow, _placements(plan, self.platform), self.options,
                              literals=self.literals, subdag_sizes=self._subdag_sizes)
         self._subdag_sizes = spec.subdag_sizes
+        spec.check_concurrency(self.platform.concurrency_limit,
+                               "the platform's concurrency_limit")
         return spec
 
     def run(self, plan: PlanLike = None, seed: int = 0, replicates: int = 1) -> Trace:

@@ -69,6 +69,7 @@ class RunSpec:
     subdag_sizes: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     worker_dag_sizes: Mapping[str, int] = field(default_factory=dict, repr=False,
                                                 compare=False)
+    waiting_workers: int = 0
 
     @classmethod
     def build(cls, workflow: Workflow,
@@ -119,7 +120,30 @@ class RunSpec:
                    _self_contained(tasks, worker_tasks))
         sizes = subdag_sizes if subdag_sizes is not None else compute_subdag_sizes(spec)
         spec = replace(spec, subdag_sizes=MappingProxyType(dict(sizes)))
-        return replace(spec, worker_dag_sizes=MappingProxyType(_worker_dag_sizes(spec)))
+        return replace(spec, worker_dag_sizes=MappingProxyType(_worker_dag_sizes(spec)),
+                       waiting_workers=_waiting_workers(tasks, worker_tasks, delayed))
+
+    def check_concurrency(self, limit: int, what: str = "the concurrency limit") -> None:
+        """Refuse a plan that could deadlock when at most ``limit`` invocations run at once.
+
+        The rule every driver follows: an invocation holds its slot from admission to its
+        end, waiting included, and waiting invocations queue first in, first out. A worker
+        that can wait for another worker's output while holding a slot (a planned worker
+        with a task fed from elsewhere after its entry, or the owner of a delayed fan-in)
+        must leave a slot for the producers it waits for, so a plan with ``k`` of them
+        needs ``limit > k``. Under that bound every plan that passes validation finishes.
+
+        Raises
+        ------
+        ValueError
+            ``limit <= waiting_workers``, with the numbers and the fix.
+        """
+        if limit <= self.waiting_workers:
+            raise ValueError(
+                f"the plan has {self.waiting_workers} workers that can wait for other workers' "
+                f"outputs while holding a sandbox, and {what} is {limit}: at most {limit - 1} "
+                "may wait at once, so the run could deadlock. Raise the limit above "
+                f"{self.waiting_workers}, or plan fewer planned workers")
 
     @property
     def dag_by_reference(self) -> bool:
@@ -181,3 +205,13 @@ def _worker_dag_sizes(spec: RunSpec) -> dict[str, int]:
         else:
             out[w] = union_nbytes(spec, ts)
     return out
+
+
+def _waiting_workers(tasks: Mapping[str, TaskInfo], worker_tasks: Mapping[str, list[str]],
+                     delayed: Mapping[str, str]) -> int:
+    """Workers that can wait for another worker's output while holding a sandbox."""
+    count = len(set(delayed.values()))  # owners of delayed fan-ins wait for the others
+    for w, ts in worker_tasks.items():
+        if any(tasks[u].placement.worker != w for t in ts[1:] for u in tasks[t].upstream):
+            count += 1
+    return count
