@@ -333,6 +333,51 @@ def _add_planners(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     _add_json(s)
 
 
+def _add_dashboard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "dashboard",
+             "serve the web dashboard on 127.0.0.1: live runs on Redis, planner comparisons "
+             "on a metrics history, and its JSON API",
+             ["faasplan dashboard --redis redis://127.0.0.1:6379/0 --port 8787 --open",
+              "faasplan dashboard --metrics runs.parquet",
+              "faasplan dashboard --metrics src/faasplan/data/traces/montage_58t.json"],
+             cmd_dashboard)
+    s.add_argument("--redis", type=_redis_url, default=None, metavar="URL",
+                   help="follow the runs on this Redis server (live view)")
+    s.add_argument("--metrics", nargs="+", default=[], metavar="FILE",
+                   help="metrics stores (.parquet) and/or WfFormat traces (.json, .json.gz) "
+                        "for the history view")
+    s.add_argument("--port", type=lambda t: int(_checked(t, int, lambda v: 0 <= v <= 65535,
+                                                         "a port in 0..65535")),
+                   default=8787, help="TCP port on 127.0.0.1 (default: 8787; 0: any free)")
+    s.add_argument("--open", action="store_true", help="open the dashboard in a browser")
+
+
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    """Serve the dashboard until interrupted (Ctrl-C)."""
+    for path in args.metrics:
+        if not Path(path).is_file():
+            raise BadInput(f"--metrics: file not found: {path}")
+    try:
+        from faasplan.dashboard import serve
+
+        url, stop = serve(args.redis, args.metrics, args.port, args.open)
+    except ImportError as exc:
+        raise BadInput(str(exc)) from None
+    except OSError as exc:
+        raise BadInput(f"--port {args.port}: cannot listen on 127.0.0.1 ({exc}); choose "
+                       "another port, or 0 for any free one") from None
+    print(f"faasplan dashboard: {url} (history: {url}history; API: {url}api/runs); "
+          "Ctrl-C stops it", flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop()
+    return EXIT_OK
+
+
 COMMANDS: tuple[Register, ...] = (
     _add_simulate, _add_plan, _add_compare, _add_fit, _add_predict, _add_run, _add_worker,
     _add_sweep, _add_calibrate, _add_profile, _add_validate, _add_info, _add_planners,
@@ -362,6 +407,7 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
     for register in COMMANDS:
         register(sub, common)
+    _add_dashboard(sub, common)
     return p
 
 

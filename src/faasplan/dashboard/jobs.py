@@ -1,0 +1,152 @@
+"""Long comparisons as jobs: each in its own process, with progress, and cancellable.
+
+A comparison is CPU-bound for seconds to minutes. Running it in the dashboard's process
+would hold the interpreter while live views need it, and a thread cannot be stopped: so a
+:class:`Job` runs :func:`faasplan.dashboard.history.compare_rows` in a child process
+(started with ``spawn``, safe beside the server's threads), which reports progress through
+a queue; cancelling terminates that process.
+"""
+
+from __future__ import annotations
+
+import itertools
+import multiprocessing as mp
+import queue
+import threading
+import time
+from concurrent.futures import Future
+from dataclasses import asdict
+from typing import Any
+
+import cloudpickle
+
+from faasplan.dashboard.history import CompareRequest, HistoryError, HistoryStore, resolve
+
+_COUNTER = itertools.count(1)
+"""Job ids of this process (only the ids need to be unique; nothing else is shared)."""
+
+
+def _child(payload: bytes, out: Any) -> None:
+    """The job's process: compare, sending ``progress`` then ``result`` or ``error``."""
+    try:
+        from faasplan.dashboard.history import compare_rows
+
+        wf, rows, meta, request = cloudpickle.loads(payload)
+
+        def progress(stage: str, done: int, total: int) -> None:
+            out.put(("progress", stage, done, total))
+
+        out.put(("result", compare_rows(wf, rows, request, meta, progress)))
+    except HistoryError as exc:
+        out.put(("error", exc.status, str(exc)))
+    except Exception as exc:  # reported to the page and the API, never lost
+        out.put(("error", 500, f"{type(exc).__name__}: {exc}"))
+
+
+class Job:
+    """One comparison running in a child process (see the module docs)."""
+
+    def __init__(self, store: HistoryStore, key: str, request: CompareRequest) -> None:
+        wf, rows, meta = resolve(store, key, request)  # bad requests fail here, at once
+        self.id = f"job-{next(_COUNTER)}"
+        self.type = meta["type"]
+        self.request = request
+        self.status = "running"
+        self.stage, self.done, self.total = "starting", 0, len(request.planners)
+        self.result: dict[str, Any] | None = None
+        self.error: tuple[int, str] | None = None
+        self.started = time.time()
+        self.future: Future[dict[str, Any]] = Future()
+        ctx = mp.get_context("spawn")
+        self._queue: Any = ctx.Queue()
+        self._process = ctx.Process(
+            target=_child, args=(cloudpickle.dumps((wf, rows, meta, request)), self._queue),
+            name=f"faasplan-dashboard-{self.id}", daemon=True)
+        self._process.start()
+        self._watcher = threading.Thread(target=self._watch, daemon=True,
+                                         name=f"faasplan-dashboard-{self.id}-watch")
+        self._watcher.start()
+
+    def _watch(self) -> None:
+        while self.status == "running":
+            try:
+                msg = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                if not self._process.is_alive() and self.status == "running":
+                    self._finish("failed", error=(500, "the comparison process died (exit "
+                                                       f"code {self._process.exitcode})"))
+                continue
+            if msg[0] == "progress":
+                self.stage, self.done, self.total = msg[1], msg[2], msg[3]
+            elif msg[0] == "result":
+                self._finish("done", result=msg[1])
+            elif msg[0] == "error":
+                self._finish("failed", error=(int(msg[1]), str(msg[2])))
+        self._process.join(timeout=5.0)
+
+    def _finish(self, status: str, *, result: dict[str, Any] | None = None,
+                error: tuple[int, str] | None = None) -> None:
+        if self.status != "running":
+            return
+        self.result, self.error, self.status = result, error, status
+        if result is not None:
+            self.done = self.total
+            self.future.set_result(result)
+        else:
+            self.future.set_exception(HistoryError(error[1] if error else status,
+                                                   error[0] if error else 409))
+
+    def cancel(self) -> bool:
+        """Stop the comparison; ``False`` if it had already finished."""
+        if self.status != "running":
+            return False
+        self._finish("cancelled", error=(409, f"{self.id} was cancelled"))
+        self._process.terminate()
+        return True
+
+    def to_json(self, with_result: bool = True) -> dict[str, Any]:
+        """``GET /api/jobs/{id}``: status, stage and progress, and the result once done."""
+        out: dict[str, Any] = {"id": self.id, "type": self.type, "status": self.status,
+                               "stage": self.stage, "done": self.done, "total": self.total,
+                               "elapsed_s": round(time.time() - self.started, 3),
+                               "request": asdict(self.request)}
+        if self.error is not None:
+            out["error"] = self.error[1]
+        if with_result and self.result is not None:
+            out["result"] = self.result
+        return out
+
+
+class Jobs:
+    """The comparison jobs of one dashboard."""
+
+    def __init__(self, store: HistoryStore, keep: int = 20) -> None:
+        self.store = store
+        self.keep = keep
+        self._jobs: dict[str, Job] = {}
+        self._lock = threading.Lock()
+
+    def start(self, key: str, request: CompareRequest) -> Job:
+        """Start a comparison of type ``key``; :class:`HistoryError` for a bad request."""
+        job = Job(self.store, key, request)
+        with self._lock:
+            self._jobs[job.id] = job
+            finished = [j for j in self._jobs.values() if j.status != "running"]
+            for old in finished[:max(0, len(self._jobs) - self.keep)]:
+                del self._jobs[old.id]
+        return job
+
+    def get(self, job_id: str) -> Job:
+        """The job ``job_id``; :class:`HistoryError` (404) if unknown."""
+        with self._lock:
+            job = self._jobs.get(job_id)
+        if job is None:
+            raise HistoryError(f"unknown job {job_id!r}", 404)
+        return job
+
+    def cancel_all(self) -> None:
+        """Cancel every running job (the dashboard stops)."""
+        with self._lock:
+            jobs = list(self._jobs.values())
+        for job in jobs:
+            job.cancel()
