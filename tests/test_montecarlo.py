@@ -396,7 +396,10 @@ def test_target_profiles_are_never_read(diamond_history: object) -> None:
     normal = predict_workflow(diamond(), diamond_history, seed=5, path_replicates=500)
     odd = predict_workflow(target, diamond_history, seed=5, path_replicates=500)
     assert odd.critical_path_ms == normal.critical_path_ms
-    assert odd.makespan_ms == normal.makespan_ms
+    # The profiles are encoded with the DAG, so its size (hence its transfer) changes by a
+    # few bytes: microseconds, not the 1e9 ms the profiles claim.
+    for q, v in normal.makespan_ms.items():
+        assert odd.makespan_ms[q] == pytest.approx(v, abs=0.1)
     assert odd.tasks.equals(normal.tasks)
     assert odd.critical_path_ms["p90"] < 1e5
 

@@ -18,12 +18,10 @@ from dataclasses import dataclass
 from types import MappingProxyType
 from typing import Any
 
-import cloudpickle
-
 from faasplan.runtime.security import Signer
 from faasplan.worker import Invocation, Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
-from faasplan.workflow.codec import EncodedWorkflow, encode, literal_refs
+from faasplan.workflow.codec import EncodedWorkflow, dag_sizes, encode, literal_refs
 
 DEFAULT_MEMORY_MB = 1024
 
@@ -115,12 +113,10 @@ def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: st
     encoded = encode(wf)
     literals = {tid: tuple((ref.id, ref.nbytes) for ref in refs if ref.id in encoded.payloads)
                 for tid, refs in literal_refs(wf).items()}
-    code = _code_sizes(wf)
-    per_task = max(0, encoded.nbytes - sum(code.values())) // max(1, len(wf))
+    sizes = dag_sizes(wf, encoded)
     spec = RunSpec.build(wf, placements, options,
                          literals={t: v for t, v in literals.items() if v},
-                         task_nbytes=dict.fromkeys(wf.topological_order, per_task),
-                         code_nbytes=code)
+                         task_nbytes=sizes.task_nbytes, code_nbytes=sizes.code_nbytes)
     manifest = RunManifest(
         run_id=run_id, workflow_name=wf.name, workflow_hash=wf.structure_hash,
         planner=planner, requirements=tuple(wf.requirements), sinks=tuple(wf.sinks),
@@ -128,17 +124,6 @@ def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: st
         literal_sizes={ref_id: size for refs in literals.values() for ref_id, size in refs},
         lease_ms=lease_ms, stream_chunk_bytes=stream_chunk_bytes, epoch=epoch)
     return PreparedRun(wf, spec, encoded, manifest)
-
-
-def _code_sizes(wf: Workflow) -> dict[str, int]:
-    sizes: dict[str, int] = {}
-    for node in wf.tasks.values():
-        if node.func.name not in sizes:
-            try:
-                sizes[node.func.name] = len(cloudpickle.dumps(node.func.fn, protocol=5))
-            except Exception:
-                sizes[node.func.name] = 0  # encode() already reported unpicklable code
-    return sizes
 
 
 def pack_manifest(signer: Signer, manifest: RunManifest) -> bytes:

@@ -70,8 +70,11 @@ class Simulator:
     def spec(self, plan: PlanLike = None) -> RunSpec:
         """The :class:`RunSpec` of ``plan`` (see :func:`simulate` for what a plan may be)."""
         # SubDAG sizes depend on the DAG and the options, not on the placements.
+        sizes = self.workflow.encoded_sizes  # the runtime's numbers, measured once
         spec = RunSpec.build(self.workflow, _placements(plan, self.platform), self.options,
-                             literals=self.literals, subdag_sizes=self._subdag_sizes)
+                             literals=self.literals, subdag_sizes=self._subdag_sizes,
+                             task_nbytes=sizes.task_nbytes if sizes else None,
+                             code_nbytes=sizes.code_nbytes if sizes else None)
         self._subdag_sizes = spec.subdag_sizes
         spec.check_concurrency(self.platform.concurrency_limit,
                                "the platform's concurrency_limit")

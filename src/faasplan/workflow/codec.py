@@ -448,3 +448,34 @@ def _digest(body: bytes) -> bytes:
 def _malformed(detail: str) -> NoReturn:
     raise WorkflowError(f"malformed workflow blob: {detail}; it was not written by this "
                         "faasplan version's encode()")
+
+
+@dataclass(frozen=True)
+class DagSizes:
+    """What the worker logic is told about a workflow's encoded size.
+
+    ``task_nbytes``: per task, its share of the encoded DAG (arguments and structure);
+    ``code_nbytes``: per function, its pickled code. Both drivers build their
+    :class:`~faasplan.worker.RunSpec` from these, so they take the same inline-or-fetch
+    decisions for the same plan.
+    """
+
+    task_nbytes: Mapping[str, int]
+    code_nbytes: Mapping[str, int]
+
+
+def dag_sizes(wf: Workflow, encoded: EncodedWorkflow | None = None) -> DagSizes:
+    """Measure ``wf``'s encoded sizes (encoding it unless ``encoded`` is given).
+
+    Raises what :func:`encode` raises for a workflow that cannot be encoded.
+    """
+    enc = encoded if encoded is not None else encode(wf)
+    code: dict[str, int] = {}
+    for node in wf.tasks.values():
+        if node.func.name not in code:
+            try:
+                code[node.func.name] = len(cloudpickle.dumps(node.func.fn, protocol=5))
+            except Exception:
+                code[node.func.name] = 0  # encode() reports code it cannot pickle
+    per_task = max(0, enc.nbytes - sum(code.values())) // max(1, len(wf))
+    return DagSizes(dict.fromkeys(wf.topological_order, per_task), code)

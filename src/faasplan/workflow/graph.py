@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from matplotlib.axes import Axes
     from matplotlib.figure import Figure
 
+    from faasplan.workflow.codec import DagSizes
+
 
 class Workflow:
     """A DAG of tasks built from its sink node(s); immutable once built.
@@ -171,6 +173,20 @@ class Workflow:
     def roots(self) -> tuple[str, ...]:
         """Tasks with no upstream task inside this workflow."""
         return tuple(t for t in self._order if not any(p in self._nodes for p in self._up[t]))
+
+    @cached_property
+    def encoded_sizes(self) -> DagSizes | None:
+        """Encoded sizes of the tasks and functions (:func:`~faasplan.workflow.codec.dag_sizes`).
+
+        Measured once per workflow, the same numbers for the simulator and the runtime;
+        ``None`` when the workflow cannot be encoded (its code cannot be pickled).
+        """
+        from faasplan.workflow.codec import dag_sizes
+
+        try:
+            return dag_sizes(self)
+        except Exception:
+            return None
 
     @cached_property
     def sinks(self) -> tuple[str, ...]:
