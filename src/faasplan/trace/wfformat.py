@@ -40,6 +40,7 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
+from importlib import metadata
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -141,7 +142,6 @@ def trace_to_wfformat(trace: TraceTables, workflow: Workflow, *, name: str | Non
     >>> doc["runtimeSystem"]["name"], doc["schemaVersion"]
     ('faasplan', '1.5')
     """
-    from faasplan import __version__
     from faasplan.platform import Platform
 
     start = EPOCH if executed_at is None else executed_at
@@ -159,7 +159,7 @@ def trace_to_wfformat(trace: TraceTables, workflow: Workflow, *, name: str | Non
         "description": description or f"{label}: a run of the faasplan workflow "
                                       f"{workflow.name!r}, exported by faasplan",
         "schemaVersion": SCHEMA_VERSION,
-        "runtimeSystem": {"name": "faasplan", "version": __version__},
+        "runtimeSystem": {"name": "faasplan", "version": _version()},
         "workflow": {
             "specification": {"tasks": spec_tasks, "files": files.listing()},
             "execution": {
@@ -259,6 +259,15 @@ def _exec_task(tid: str, row: Mapping[str, Any], start: datetime,
         "writtenBytes": int(row["output_bytes"]),
         "machines": [machines[str(row["worker"])][0]],
     }
+
+
+def _version() -> str:
+    # The installed distribution's version: importing the faasplan package itself here
+    # would load every part of it into the trace layer.
+    try:
+        return metadata.version("faasplan")
+    except metadata.PackageNotFoundError:
+        return "unknown"
 
 
 def _timestamp(start: datetime, offset_ms: float) -> str:
