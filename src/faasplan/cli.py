@@ -195,12 +195,12 @@ def _add_export(sub: Subparsers, common: argparse.ArgumentParser) -> None:
               "faasplan export \"wfchef:montage?tasks=1000\" --wfformat montage-sim.json",
               "faasplan export faasplan.workloads:gemm --run --wfformat gemm-run.json.gz"],
              cmd_export)
-    s.description = (
+    s.description = textwrap.fill(
         "Plan TARGET, simulate the plan once (with --run: execute it on Redis) and write "
         "that run as a WfFormat 1.5 instance that WfCommons' tools read: tasks, files and "
         "their sizes, dependencies, per-task runtime and start, the workers as machines "
         "(memory, vCPU share) and the makespan. faasplan reads it back as a workflow "
-        "(a TARGET itself) and as metrics ('faasplan fit', --history).")
+        "(a TARGET itself) and as metrics ('faasplan fit', --history).", 78)
     s.add_argument("target", metavar="TARGET",
                    help=TARGET_HELP + ", or wfchef:RECIPE?tasks=N: the workflow to run")
     s.add_argument("--wfformat", required=True, metavar="OUT",
