@@ -40,7 +40,7 @@ from faasplan.runtime.manifest import (
     now_ms,
     seal_invocation,
 )
-from faasplan.runtime.redisio import get_bytes, xread_entries
+from faasplan.runtime.redisio import get_bytes, get_stored, streamed_marker, xread_entries
 from faasplan.runtime.runstate import POLL_S, RunAborted, RunState
 from faasplan.worker import (
     DAG_KEY,
@@ -117,6 +117,7 @@ class Driver:
         self._first_task = True
         self._pending_downloads: list[tuple[int, float, bool]] = []
         self._pickled: dict[str, bytes] = {}
+        self._pickle_s: dict[str, float] = {}
         self._spawned: list[asyncio.Task[Any]] = []
         self._on_block = on_block
         self._block_depth = 0
@@ -217,15 +218,16 @@ class Driver:
             raw, ready = await self._wait_key(f.key, main)
         else:
             ready = time.perf_counter()
-            raw = await get_bytes(self.client, self.keys.data(f.key))
+            raw = await self._get(f.key)
         if raw is None:
             await self.run.check_alive()
             raise RunStateLostError(
                 f"key {f.key!r} needed by task {f.task!r} is missing from Redis although "
                 "its producer stored it (evicted by maxmemory, or Redis restarted)",
                 run_id=self.run.manifest.run_id)
-        ms = (time.perf_counter() - ready) * 1000.0
+        # Opening the seal and unpickling belong to the download, as in the simulator.
         payload = self._decode_value(f.key, raw)
+        ms = (time.perf_counter() - ready) * 1000.0
         transfer = (len(raw), ms, streamed)
         if rec is not None:
             rec.downloads.append(transfer)
@@ -255,16 +257,15 @@ class Driver:
 
     async def _wait_key(self, key: str, main: bool) -> tuple[bytes | None, float]:
         """The stored value, and when the GET that found it was issued."""
-        dkey = self.keys.data(key)
         issued = time.perf_counter()
-        raw = await get_bytes(self.client, dkey)
+        raw = await self._get(key)
         if raw is not None:
             return raw, issued
 
         async def check() -> bytes | None:
             nonlocal issued
             issued = time.perf_counter()
-            return await get_bytes(self.client, dkey)
+            return await self._get(key)
 
         async with self._blocked(main):
             result: bytes = await self.run.waiters.wait(self.keys.pubsub(key), check)
@@ -273,9 +274,9 @@ class Driver:
     async def _read_streamed(self, key: str, main: bool) -> tuple[bytes | None, float, bool]:
         """The value (read chunk by chunk while the producer uploads), when it began to
         arrive, and whether it was streamed."""
-        dkey, skey = self.keys.data(key), self.keys.stream(key)
+        skey = self.keys.stream(key)
         issued = time.perf_counter()
-        raw = await get_bytes(self.client, dkey)
+        raw = await self._get(key)
         if raw is not None:
             return raw, issued, False
         chunks: list[bytes] = []
@@ -286,7 +287,7 @@ class Driver:
                 entries = await xread_entries(self.client, skey, last, int(POLL_S * 1000))
                 if not entries:
                     issued = time.perf_counter()
-                    raw = await get_bytes(self.client, dkey)
+                    raw = await self._get(key)
                     if raw is not None:
                         return raw, issued, False
                     await self.run.check_alive()
@@ -305,25 +306,33 @@ class Driver:
                     if tag == attempt and seq == len(chunks):
                         chunks.append(fields[b"d"])
 
+    async def _get(self, key: str) -> bytes | None:
+        return await get_stored(self.client, self.keys.data(key), self.keys.stream(key))
+
     async def _store(self, s: Store, main: bool) -> None:
         rec = self._record(s.task, main)
+        # Pickling and sealing belong to the upload, as in the simulator's upload time.
+        t0 = time.perf_counter()
         data = self._pickled.pop(s.key, None)
+        pickle_s = self._pickle_s.pop(s.key, 0.0)
         if data is None:
             data = cloudpickle.dumps(s.payload.value, protocol=5)
         sealed = self.run.signer.seal(self.keys.context(s.key), data)
-        t0 = time.perf_counter()
+        value = sealed
         if s.stream:
-            await self._stream_out(s.key, sealed)
+            # The chunks are the value: the key then only names the attempt that wrote them.
+            value = streamed_marker(await self._stream_out(s.key, sealed))
         stored = await self.run.scripts.store(
             keys=[self.keys.data(s.key), self.keys.manifest, self.keys.abort],
-            args=[sealed, self.keys.pubsub(s.key)])
+            args=[value, self.keys.pubsub(s.key)])
         if not stored:
             raise RunAborted(self.run.manifest.run_id)
         if rec is not None:
-            rec.uploads.append((len(sealed), (time.perf_counter() - t0) * 1000.0, s.stream))
+            ms = (time.perf_counter() - t0 + pickle_s) * 1000.0
+            rec.uploads.append((len(sealed), ms, s.stream))
             rec.end = now_ms()
 
-    async def _stream_out(self, key: str, sealed: bytes) -> None:
+    async def _stream_out(self, key: str, sealed: bytes) -> str:
         skey = self.keys.stream(key)
         tag = f"{self.inv_id}/{self.attempt}"
         step = max(1, self.run.manifest.stream_chunk_bytes)
@@ -332,6 +341,7 @@ class Driver:
             await self.client.xadd(skey, {"a": tag, "i": count, "d": sealed[offset:offset + step]})
             count += 1
         await self.client.xadd(skey, {"a": tag, "end": count})
+        return tag
 
     # -- coordination -------------------------------------------------------------------
     async def _track(self, t: Track, main: bool) -> bool:
@@ -390,9 +400,10 @@ class Driver:
         rec.exec_end = now_ms()
         if isinstance(outcome, TaskFailure):
             raise outcome
-        value, data, exec_ms = outcome
+        value, data, exec_ms, pickle_ms = outcome
         payload = Payload(value_nbytes(value, len(data)), value)
         self._pickled[output_key(e.task)] = data
+        self._pickle_s[output_key(e.task)] = pickle_ms / 1000.0
         rec.output_bytes, rec.exec_ms = payload.nbytes, exec_ms
         self.outbox.put(("done", e.task, self.label))
         return payload

@@ -74,9 +74,12 @@ def event_from_json(text: str | bytes) -> Event:
 class LogStream:
     """Decision-log events to the run's ``log`` stream, pushed in the background in batches."""
 
-    def __init__(self, client: aioredis.Redis, key: str) -> None:
+    def __init__(self, client: aioredis.Redis, key: str, *, create: bool = False) -> None:
         self._client = client
         self._key = key
+        # Workers never create the stream: a late event after the client's cleanup must
+        # not bring the run's log back (the client creates it before any invocation).
+        self._create = create
         self._items: list[str] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -91,7 +94,8 @@ class LogStream:
             batch, self._items = self._items, []
             async with self._client.pipeline(transaction=False) as pipe:
                 for item in batch:
-                    pipe.xadd(self._key, {"e": item}, maxlen=LOG_MAXLEN, approximate=True)
+                    pipe.xadd(self._key, {"e": item}, maxlen=LOG_MAXLEN, approximate=True,
+                              nomkstream=not self._create)
                 with contextlib.suppress(Exception):  # a live view is best effort
                     await pipe.execute()
 

@@ -29,10 +29,11 @@ class TaskFailure(Exception):
 
 
 def call_task(task: str, node: TaskNode, inputs: Mapping[str, Payload]
-              ) -> tuple[Any, bytes, float] | TaskFailure:
+              ) -> tuple[Any, bytes, float, float] | TaskFailure:
     """Run ``node`` on its fetched inputs (in an executor thread); pickle its output.
 
-    Returns ``(value, pickled value, exec ms)``, or the :class:`TaskFailure` to raise.
+    Returns ``(value, pickled value, exec ms, pickling ms)``, or the :class:`TaskFailure`
+    to raise. Pickling is timed apart: it belongs to the output's upload.
     """
     def resolve(leaf: Any) -> Any:
         if isinstance(leaf, LiteralRef):
@@ -43,12 +44,12 @@ def call_task(task: str, node: TaskNode, inputs: Mapping[str, Payload]
     start = time.perf_counter()
     try:
         value = node.func.fn(*args, **kwargs)
-        exec_ms = (time.perf_counter() - start) * 1000.0
+        end = time.perf_counter()
         data = cloudpickle.dumps(value, protocol=5)
     except Exception as exc:
         return TaskFailure(task, node.func.name, type(exc).__name__, str(exc),
                            traceback.format_exc())
-    return value, data, exec_ms
+    return value, data, (end - start) * 1000.0, (time.perf_counter() - end) * 1000.0
 
 
 def value_nbytes(value: Any, pickled_nbytes: int) -> int:

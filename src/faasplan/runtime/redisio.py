@@ -135,3 +135,37 @@ async def xread_entries(client: aioredis.Redis, key: str, last: bytes | str, blo
     """Entries of stream ``key`` after id ``last``, blocking up to ``block_ms``."""
     resp: Any = await client.xread({key: last}, count=64, block=block_ms)
     return [entry for _name, entries in (resp or []) for entry in entries]
+
+
+STREAMED = b"\x00fp-streamed:"
+"""Prefix of the value stored under a streamed output's key: the tag of the attempt whose
+chunks in the output's stream hold it. A streamed output travels once, as chunks."""
+
+
+def streamed_marker(tag: str) -> bytes:
+    """What a streaming producer stores under the output's key once its chunks are written."""
+    return STREAMED + tag.encode()
+
+
+async def get_stored(client: aioredis.Redis, key: str, stream_key: str) -> bytes | None:
+    """The value stored under ``key``, reassembled from ``stream_key`` if it was streamed.
+
+    Returns ``None`` when the key does not exist, or when its stream lacks the chunks the
+    marker names (evicted): callers treat both as a missing value.
+    """
+    raw = await get_bytes(client, key)
+    if raw is None or not raw.startswith(STREAMED):
+        return raw
+    tag = raw[len(STREAMED):]
+    entries: Any = await client.xrange(stream_key)
+    chunks: list[bytes] = []
+    for _entry_id, fields in entries or ():
+        if fields.get(b"a") != tag:
+            continue
+        if b"end" in fields:
+            return b"".join(chunks) if len(chunks) == int(fields[b"end"]) else None
+        if int(fields[b"i"]) == 0:
+            chunks = []
+        if int(fields[b"i"]) == len(chunks):
+            chunks.append(fields[b"d"])
+    return None

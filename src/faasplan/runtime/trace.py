@@ -1,7 +1,8 @@
 """Turn the rows workers report into a :class:`~faasplan.trace.Trace`, as the simulator does.
 
-Times are ms from the moment the client pushed the first invocation; columns and their
-meaning are those of :mod:`faasplan.trace`, measured instead of modelled.
+Times are ms from the client's first action (storing the DAG); columns and their meaning
+are those of :mod:`faasplan.trace`, measured instead of modelled. The makespan ends when
+the last sink's result is announced, as in the simulator.
 """
 
 from __future__ import annotations
@@ -84,7 +85,11 @@ def build_real_trace(spec: RunSpec, rows: Mapping[str, Mapping[str, Any]],
             wcols[c].append(v)
     workers = pd.DataFrame(wcols, columns=list(WORKER_COLUMNS))
     sinks = [t for t in spec.order if spec.tasks[t].is_sink and t in completion]
-    makespan = max((completion[t] for t in sinks), default=0.0)
+    # As in the simulator: from the client's first action to the last sink's result
+    # announced (the notification that follows its upload), when the log has it.
+    announced = {ev.key[5:]: ev.end for ev in log
+                 if ev.kind == "notify" and ev.key is not None and ev.key.startswith("sink:")}
+    makespan = max((announced.get(t, completion[t]) for t in sinks), default=0.0)
     totals = {"makespan_ms": makespan, "cost_usd": float(workers["cost_usd"].sum()),
               "cold_starts": cold, "storage_bytes": int(tasks["upload_bytes"].sum()),
               "invocations": len(workers), "client_bytes": client_bytes,
