@@ -39,7 +39,7 @@ from faasplan.runtime.errors import (
 from faasplan.runtime.events import LogStream
 from faasplan.runtime.faas import LocalFaaS
 from faasplan.runtime.invoking import enqueue_many, inline_blob
-from faasplan.runtime.keys import RUNS_KEY, RunKeys
+from faasplan.runtime.keys import RUNS_KEY, RunKeys, check_ids, pool_pattern
 from faasplan.runtime.manifest import (
     PreparedRun,
     QueuedInvocation,
@@ -236,6 +236,7 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
         raise ValueError("the LocalFaaS given as invoker was started with another HMAC key; "
                          "pass the same hmac_key to run()")
     rid = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
+    check_ids(rid, workflow.topological_order)
     prepared = prepare_run(workflow, placements, run_id=rid, planner=planner_name(plan),
                            options=opts or WorkerOptions(), lease_ms=cfg.lease_ms,
                            stream_chunk_bytes=cfg.stream_chunk_bytes,
@@ -539,12 +540,20 @@ class _Session:
         await self.client.zrem(RUNS_KEY, self.run_id)
         # Deleting the manifest also tells every worker still waiting to stop.
         await self.client.set(self.keys.abort, b"1")
-        await _unlink_matching(self.client, self.keys.prefix + "*")
+        # The keys it can name, then what a pattern of the escaped run id still finds.
+        await _unlink_all(self.client, self.keys.known(self.prepared.spec.order))
+        await _unlink_matching(self.client, self.keys.pattern)
         if self.private_pool:
-            await _unlink_matching(self.client, f"fp:pool:{self.signer.pool}:*")
+            await _unlink_matching(self.client, pool_pattern(self.signer.pool))
+
+
+async def _unlink_all(client: aioredis.Redis, keys: list[str], batch: int = 1000) -> None:
+    for i in range(0, len(keys), batch):
+        await client.unlink(*keys[i:i + batch])
 
 
 async def _unlink_matching(client: aioredis.Redis, pattern: str) -> None:
+    """Unlink every key matching ``pattern``, which must be built from escaped names."""
     batch: list[Any] = []
     async for key in client.scan_iter(match=pattern, count=1000):
         batch.append(key)
