@@ -52,7 +52,7 @@ from faasplan.runtime.manifest import (
     resolve_placements,
     seal_invocation,
 )
-from faasplan.runtime.redisio import CONNECTION_ERRORS, Scripts, connect, get_bytes
+from faasplan.runtime.redisio import CONNECTION_ERRORS, Scripts, connect, get_stored
 from faasplan.runtime.security import Signer, check_redis_url, new_key, parse_key, redact
 from faasplan.runtime.workerproc import event_context
 from faasplan.worker import DAG_KEY, WorkerOptions, initial_invocations, output_key
@@ -305,7 +305,7 @@ class _Session:
         self._client_log: list[Event] = []
         self._logs: dict[str, tuple[int, int, list[Event]]] = {}
         self.predicted_ms = predicted_ms
-        self.stream = LogStream(client, self.keys.log)
+        self.stream = LogStream(client, self.keys.log, create=True)
         self.invocations: dict[str, dict[str, Any]] = {}
         self.running: set[str] = set()
         self.requeued: set[str] = set()
@@ -345,6 +345,9 @@ class _Session:
 
     # -- setting up ----------------------------------------------------------------------
     async def _store_run(self) -> None:
+        # The run starts with the client's first action, as in the simulator: storing the
+        # DAG and the large literals is part of the makespan.
+        self.t0 = now_ms()
         k, s = self.keys, self.signer
         items = {k.manifest: pack_manifest(s, self.manifest),
                  k.data(DAG_KEY): s.seal(k.context(DAG_KEY), self.prepared.encoded.blob)}
@@ -362,20 +365,20 @@ class _Session:
         spec, wf = self.prepared.spec, self.prepared.workflow
         blobs = [(inv, inline_blob([wf], spec, inv) if inv.inline_dag else None)
                  for inv in initial_invocations(spec)]
-        # The run starts when its first invocations are pushed (encoding them is set-up).
-        self.t0 = now_ms()
+        pushed = now_ms()
         batch = []
         for inv, blob in blobs:
-            queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, self.t0,
+            queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, pushed,
                                       self.manifest.epoch)
             entry = seal_invocation(self.signer, queued)
             self.client_bytes += len(entry)
             batch.append((queued, entry))
-        await enqueue_many(self.client, self.keys, self.signer.pool, batch)
         for inv, _ in blobs:
-            for ev in invoke_events(CLIENT, inv, self.t0, self.t0):
+            for ev in invoke_events(CLIENT, inv, pushed, pushed):
                 self._client_log.append(ev)
                 self.stream.put(ev)
+        await self.stream.close()  # the log exists before any worker writes to it
+        await enqueue_many(self.client, self.keys, self.signer.pool, batch)
 
     # -- waiting -------------------------------------------------------------------------
     async def _wait(self) -> None:
@@ -518,7 +521,7 @@ class _Session:
         values = []
         for sink in self.manifest.sinks:
             key = output_key(sink)
-            raw = await get_bytes(self.client, self.keys.data(key))
+            raw = await get_stored(self.client, self.keys.data(key), self.keys.stream(key))
             if raw is None:
                 raise RunStateLostError(f"the output of sink {sink!r} is missing from Redis",
                                         run_id=self.run_id)
