@@ -267,14 +267,26 @@ def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
 
 
 def _add_worker(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    from faasplan.runtime.security import STRICT_ENV, URL_ENV
     from faasplan.runtime.workerproc import WORKER_DESCRIPTION, add_worker_arguments
 
     s = _add(sub, common, "worker", "serve invocations from a Redis queue (joins a runtime's "
-             "pool)", ["FAASPLAN_HMAC_KEY=... faasplan worker --redis redis://:pw@host:6379",
-                       "faasplan worker --redis URL --memory 512 --memory 2048 --keep-alive 60"],
+             "pool)", [f"{URL_ENV}=redis://:pw@host:6379 faasplan worker --hmac-key-file "
+                       "faasplan.key",
+                       "faasplan worker --memory 512 --memory 2048 --keep-alive 60 --strict"],
              cmd_worker)
-    s.description = textwrap.fill(WORKER_DESCRIPTION, 78)
+    s.description = textwrap.fill(
+        f"{WORKER_DESCRIPTION} The Redis URL comes from ${URL_ENV} or --redis; prefer the "
+        "variable, since every user can read a command line (ps). A key file must be "
+        "readable by its owner only (chmod 600).", 78)
     add_worker_arguments(s)
+    redis_option = s._option_string_actions["--redis"]
+    redis_option.required = False
+    redis_option.help = (f"Redis URL, e.g. redis://:PASSWORD@host:6379/0 (default: ${URL_ENV}, "
+                         "which keeps the password out of ps)")
+    s.add_argument("--strict", action="store_true",
+                   help=f"refuse weak keys and key files others can read, instead of warning "
+                        f"(as {STRICT_ENV}=1 does)")
 
 
 def _add_sweep(sub: Subparsers, common: argparse.ArgumentParser) -> None:
@@ -995,9 +1007,32 @@ def _jsonable(value: Any) -> Any:
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    """Run a worker process that serves invocations from Redis."""
+    """Run a worker process that serves invocations from Redis.
+
+    The URL comes from ``--redis`` or ``FAASPLAN_REDIS_URL``; the variable is removed from
+    the environment once read, so task code and its subprocesses do not inherit the
+    password. ``--strict`` turns strict mode on for the process (weak keys and key files
+    others can read are refused).
+    """
+    import os
+
+    from faasplan.runtime.security import STRICT_ENV, URL_ENV, check_key_file, url_from_env
     from faasplan.runtime.workerproc import serve
 
+    if args.redis is None:
+        args.redis = url_from_env()
+        if args.redis is None:
+            raise BadInput(f"no Redis URL: set {URL_ENV}=redis://:PASSWORD@host:port/0 (a "
+                           "password on the command line is visible to every user) or pass "
+                           "--redis URL")
+    os.environ.pop(URL_ENV, None)
+    if args.strict:
+        os.environ[STRICT_ENV] = "1"
+    if args.hmac_key_file is not None:
+        try:
+            check_key_file(args.hmac_key_file)
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"--hmac-key-file: {exc}") from None
     return int(serve(args))
 
 

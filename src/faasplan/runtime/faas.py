@@ -15,7 +15,8 @@ fill every process are refused before they start. Queues of different memory siz
 served in turn, so none starves. Separately, at most ``max_running`` processes compute at
 once (a process blocked waiting for another worker's output does not count), which keeps
 the host's cores from being oversubscribed. The HMAC key reaches each process through its
-stdin pipe.
+stdin pipe, the Redis URL (password included) through ``FAASPLAN_REDIS_URL``: no secret is
+on a command line.
 """
 
 from __future__ import annotations
@@ -37,7 +38,7 @@ import redis.asyncio as aioredis
 
 from faasplan.runtime.keys import pool_queue, queue_memory
 from faasplan.runtime.redisio import MAX_BLOCK_S, connect
-from faasplan.runtime.security import Signer, check_redis_url, parse_key
+from faasplan.runtime.security import KEY_ENV, URL_ENV, Signer, check_redis_url, parse_key
 from faasplan.runtime.workerproc import dispatch_frame, read_frame
 
 log = logging.getLogger("faasplan.runtime.faas")
@@ -288,9 +289,13 @@ class LocalFaaS:
         # oversubscribe the machine (a 0.15 ms block product took ~60 ms without this).
         for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
             env.setdefault(var, "1")
+        # Secrets stay off the command line, which every user sees (ps): the URL and its
+        # password go in the environment, the key through the stdin pipe.
+        env[URL_ENV] = self.redis_url
+        env.pop(KEY_ENV, None)
         proc = await asyncio.create_subprocess_exec(
-            self.python, "-m", "faasplan.runtime.worker", "--redis", self.redis_url,
-            "--emulated", stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+            self.python, "-m", "faasplan", "worker", "--emulated",
+            stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
             env=env, start_new_session=True, limit=2**20)
         handle = _Proc(proc, memory)
         handle.send(self._key)
