@@ -44,14 +44,14 @@ class Context:
     jobs: Jobs
 
 
-def _clean(value: Any) -> Any:
-    """JSON has no NaN or infinity: they become ``null``."""
+def clean_json(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None`` (JSON has neither)."""
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
-        return {k: _clean(v) for k, v in value.items()}
+        return {k: clean_json(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
+        return [clean_json(v) for v in value]
     return value
 
 
@@ -67,7 +67,7 @@ class _Handler(RequestHandler):
         self.set_status(status)
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
-        self.finish(json.dumps(_clean(obj), separators=(",", ":"), allow_nan=False))
+        self.finish(json.dumps(clean_json(obj), separators=(",", ":"), allow_nan=False))
 
     def fail(self, status: int, message: str) -> None:
         self.reply({"error": message}, status)

@@ -18,6 +18,7 @@ from typing import Any
 
 import networkx as nx
 import numpy as np
+import pandas as pd
 from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
 from bokeh.models.widgets.tables import DataTable, NumberFormatter, StringFormatter, TableColumn
 from bokeh.plotting import figure
@@ -169,6 +170,7 @@ class GanttPlot:
                      y_range=self.y_range, name="faasplan-gantt",
                      tools="xpan,xwheel_zoom,box_zoom,reset,save",
                      x_axis_label="seconds since the run started", y_axis_label="worker")
+        self.figure = fig
         shift = 0.0 if predicted is None else -0.15
         bar_r = fig.hbar(y=dodge("worker", shift, range=self.y_range), left="start", right="end",
                         height=0.6 if predicted is None else 0.45, source=self.source,
@@ -187,7 +189,7 @@ class GanttPlot:
         fig.legend.click_policy = "hide"
         fig.add_layout(fig.legend[0], "above")
         fig.ygrid.visible = False
-        self.figure = fig
+        fig.x_range.start = 0.0  # type: ignore[attr-defined]
         if bars is not None:
             self._add_lanes(bars["worker"])
             self.source.data = _data(bars)
@@ -311,34 +313,39 @@ WORKER_COLUMNS = (("worker", "worker"), ("memory_mb", "memory (MB)"), ("startup"
 
 
 class WorkersTable:
-    """One row per worker: memory, warm/cold, busy/idle, tasks done."""
+    """One row per worker: memory, warm/cold, busy/idle, tasks done (busy and latest first).
 
-    def __init__(self, model: RunModel, height: int = 260) -> None:
+    A pandas frame the page shows as an HTML table (a Bokeh ``DataTable`` does not redraw
+    cells changed in place), cut to :data:`MAX_WORKER_ROWS` rows.
+    """
+
+    def __init__(self, model: RunModel) -> None:
         self.model = model
-        self.source = ColumnDataSource(_data({k: [] for k, _ in WORKER_COLUMNS}))
-        numbers = NumberFormatter(format="0.000")
-        self.table = DataTable(source=self.source, height=height, sizing_mode="stretch_width",
-                               name="faasplan-workers", index_position=None, columns=[
-                                   TableColumn(field=k, title=t, formatter=numbers)
-                                   if k in ("startup_s", "started", "ended")
-                                   else TableColumn(field=k, title=t)
-                                   for k, t in WORKER_COLUMNS])
-        self.update()
+        self.key: tuple[Any, ...] = ()
 
-    def update(self) -> None:
-        """Refresh every row (one per worker)."""
+    def frame(self) -> pd.DataFrame | None:
+        """The table, or ``None`` when nothing changed since the last call."""
         m = self.model
-        rows = list(m.workers.values())
-        data: dict[str, Any] = {
-                "worker": [w.label for w in rows], "memory_mb": [w.memory_mb for w in rows],
-                "startup": [w.startup for w in rows],
-                "startup_s": [w.startup_ms / 1000.0 for w in rows],
-                "busy": ["busy" if w.busy else "idle" for w in rows],
-                "tasks": [w.tasks for w in rows],
-                "started": [m.seconds(w.started) for w in rows],
-                "ended": [m.seconds(w.ended) for w in rows]}
-        if data != dict(self.source.data):
-            self.source.data = _data(data)
+        rows = sorted(m.workers.values(), key=lambda w: (not w.busy, -(w.started or 0.0)))
+        rows = rows[:MAX_WORKER_ROWS]
+        key = tuple((w.label, w.busy, w.tasks, w.ended) for w in rows)
+        if key == self.key:
+            return None
+        self.key = key
+        return pd.DataFrame({
+            title: values for (_, title), values in zip(WORKER_COLUMNS, (
+                [w.label for w in rows], [w.memory_mb for w in rows],
+                [w.startup for w in rows], [round(w.startup_ms / 1000.0, 3) for w in rows],
+                ["busy" if w.busy else "idle" for w in rows], [w.tasks for w in rows],
+                [_fmt(m.seconds(w.started)) for w in rows],
+                [_fmt(m.seconds(w.ended)) for w in rows]), strict=True)})
+
+
+MAX_WORKER_ROWS = 200
+
+
+def _fmt(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.3f}"
 
 
 def table(rows: Sequence[dict[str, Any]], columns: Sequence[tuple[str, str]], name: str,
@@ -365,8 +372,8 @@ def cdf_figure(cdf: dict[str, list[float]], sla: str, height: int = 320) -> Any:
         fig.step([s / 1000.0 for s in spans], [(k + 1) / n for k in range(n)], mode="after",
                  color=PLANNER_PALETTE[i % len(PLANNER_PALETTE)], line_width=2,
                  legend_label=planner)
-    fig.legend.location = "bottom_right"
     fig.legend.click_policy = "hide"
+    fig.add_layout(fig.legend[0], "right")
     return fig
 
 
@@ -385,7 +392,7 @@ def pareto_figure(summary: Sequence[dict[str, Any]], front: Sequence[str], sla: 
     if len(front) > 1:
         fig.line([points[p][0] for p in front], [points[p][1] for p in front],
                  color="#444444", line_dash="dashed", legend_label="Pareto front")
-    fig.legend.location = "top_right"
+    fig.add_layout(fig.legend[0], "right")
     return fig
 
 

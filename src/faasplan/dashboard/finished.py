@@ -117,11 +117,11 @@ def plan_vs_actual(predicted: Trace, actual: Trace) -> pd.DataFrame:
         order, those the prediction lacks dropped.
     """
     cols = ["task", "worker", "start_ms", "end_ms", "exec_ms"]
-    p = predicted.tasks[cols].drop_duplicates("task").set_index("task")
-    a = actual.tasks[[*cols, "function"]].drop_duplicates("task").set_index("task")
-    both = a.join(p, lsuffix="_actual", rsuffix="_predicted", how="inner")
+    p = predicted.tasks[cols].drop_duplicates("task")
+    a = actual.tasks[[*cols, "function"]].drop_duplicates("task")
+    both = a.merge(p, on="task", how="inner", suffixes=("_actual", "_predicted"))
     out = pd.DataFrame({
-        "task": both.index.astype(str),
+        "task": both["task"].astype(str),
         "function": both["function"].astype(str).str.rsplit(".", n=1).str[-1],
         "worker": both["worker_actual"].astype(str),
         "predicted_start_ms": both["start_ms_predicted"].to_numpy(float),

@@ -2,16 +2,19 @@
 
 A comparison is CPU-bound for seconds to minutes. Running it in the dashboard's process
 would hold the interpreter while live views need it, and a thread cannot be stopped: so a
-:class:`Job` runs :func:`faasplan.dashboard.history.compare_rows` in a child process
-(started with ``spawn``, safe beside the server's threads), which reports progress through
-a queue; cancelling terminates that process.
+:class:`Job` runs :func:`faasplan.dashboard.history.compare_rows` in a child Python
+(``python -m faasplan.dashboard.jobs``: a fresh interpreter, whatever the parent's main
+module is), handing it the workflow and records on its standard input; the child writes
+one JSON line per progress step and one with the result or the error. Cancelling
+terminates the child.
 """
 
 from __future__ import annotations
 
 import itertools
-import multiprocessing as mp
-import queue
+import json
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import Future
@@ -26,21 +29,28 @@ _COUNTER = itertools.count(1)
 """Job ids of this process (only the ids need to be unique; nothing else is shared)."""
 
 
-def _child(payload: bytes, out: Any) -> None:
-    """The job's process: compare, sending ``progress`` then ``result`` or ``error``."""
-    try:
-        from faasplan.dashboard.history import compare_rows
+def _say(obj: Any) -> None:
+    sys.stdout.write(json.dumps(obj, allow_nan=False, default=str) + "\n")
+    sys.stdout.flush()
 
-        wf, rows, meta, request = cloudpickle.loads(payload)
+
+def child_main() -> int:
+    """The job's process: read the job from stdin, compare, write JSON lines to stdout."""
+    from faasplan.dashboard.api import clean_json
+    from faasplan.dashboard.history import compare_rows
+
+    try:
+        wf, rows, meta, request = cloudpickle.loads(sys.stdin.buffer.read())
 
         def progress(stage: str, done: int, total: int) -> None:
-            out.put(("progress", stage, done, total))
+            _say({"progress": [stage, done, total]})
 
-        out.put(("result", compare_rows(wf, rows, request, meta, progress)))
+        _say({"result": clean_json(compare_rows(wf, rows, request, meta, progress))})
     except HistoryError as exc:
-        out.put(("error", exc.status, str(exc)))
+        _say({"error": [exc.status, str(exc)]})
     except Exception as exc:  # reported to the page and the API, never lost
-        out.put(("error", 500, f"{type(exc).__name__}: {exc}"))
+        _say({"error": [500, f"{type(exc).__name__}: {exc}"]})
+    return 0
 
 
 class Job:
@@ -57,32 +67,36 @@ class Job:
         self.error: tuple[int, str] | None = None
         self.started = time.time()
         self.future: Future[dict[str, Any]] = Future()
-        ctx = mp.get_context("spawn")
-        self._queue: Any = ctx.Queue()
-        self._process = ctx.Process(
-            target=_child, args=(cloudpickle.dumps((wf, rows, meta, request)), self._queue),
-            name=f"faasplan-dashboard-{self.id}", daemon=True)
-        self._process.start()
-        self._watcher = threading.Thread(target=self._watch, daemon=True,
-                                         name=f"faasplan-dashboard-{self.id}-watch")
+        payload = cloudpickle.dumps((wf, rows, meta, request))
+        self._process = subprocess.Popen(
+            [sys.executable, "-m", "faasplan.dashboard.jobs"], stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE)
+        self._watcher = threading.Thread(target=self._watch, args=(payload,), daemon=True,
+                                         name=f"faasplan-dashboard-{self.id}")
         self._watcher.start()
 
-    def _watch(self) -> None:
-        while self.status == "running":
+    def _watch(self, payload: bytes) -> None:
+        proc = self._process
+        assert proc.stdin is not None and proc.stdout is not None
+        try:
+            proc.stdin.write(payload)
+            proc.stdin.close()
+        except OSError:
+            pass  # it died at once (or was cancelled): its exit code says so below
+        for line in proc.stdout:
             try:
-                msg = self._queue.get(timeout=0.2)
-            except queue.Empty:
-                if not self._process.is_alive() and self.status == "running":
-                    self._finish("failed", error=(500, "the comparison process died (exit "
-                                                       f"code {self._process.exitcode})"))
+                msg = json.loads(line)
+            except ValueError:
                 continue
-            if msg[0] == "progress":
-                self.stage, self.done, self.total = msg[1], msg[2], msg[3]
-            elif msg[0] == "result":
-                self._finish("done", result=msg[1])
-            elif msg[0] == "error":
-                self._finish("failed", error=(int(msg[1]), str(msg[2])))
-        self._process.join(timeout=5.0)
+            if "progress" in msg:
+                self.stage, self.done, self.total = msg["progress"]
+            elif "result" in msg:
+                self._finish("done", result=msg["result"])
+            elif "error" in msg:
+                self._finish("failed", error=(int(msg["error"][0]), str(msg["error"][1])))
+        code = proc.wait()
+        self._finish("failed", error=(500, f"the comparison process ended (exit code {code}) "
+                                           "without a result"))
 
     def _finish(self, status: str, *, result: dict[str, Any] | None = None,
                 error: tuple[int, str] | None = None) -> None:
@@ -103,6 +117,11 @@ class Job:
         self._finish("cancelled", error=(409, f"{self.id} was cancelled"))
         self._process.terminate()
         return True
+
+    @property
+    def pid(self) -> int:
+        """The child process's id."""
+        return int(self._process.pid)
 
     def to_json(self, with_result: bool = True) -> dict[str, Any]:
         """``GET /api/jobs/{id}``: status, stage and progress, and the result once done."""
@@ -150,3 +169,7 @@ class Jobs:
             jobs = list(self._jobs.values())
         for job in jobs:
             job.cancel()
+
+
+if __name__ == "__main__":
+    sys.exit(child_main())

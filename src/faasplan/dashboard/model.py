@@ -158,15 +158,18 @@ class RunModel:
                 if up in self.downstream:
                     self.downstream[up].append(t.id)
         self.last_t = self.t0
+        self.invoked: dict[str, float] = {}
 
     # -- folding events ---------------------------------------------------------------------
     def apply(self, ev: Event) -> None:
         """Take one event of the run's log (in the order its worker emitted it)."""
         self.events += 1
         self.last_t = max(self.last_t, ev.end)
+        if ev.kind == "invoke":
+            self.transfers.append((ev.end, "invoke", ev.nbytes))
+            if ev.key is not None:
+                self.invoked.setdefault(ev.key, ev.start)
         if ev.worker == CLIENT:
-            if ev.kind == "invoke":
-                self.transfers.append((ev.end, "invoke", ev.nbytes))
             return
         worker = self.workers.get(ev.worker)
         if worker is None:
@@ -174,10 +177,12 @@ class RunModel:
         worker.last = max(worker.last, ev.end)
         kind = ev.kind
         if kind == "start":
+            # A start-up lasts from the invocation request (when seen) to the first effect.
+            begin = min(ev.start, self.invoked.get(ev.worker, ev.start))
             worker.started, worker.startup = ev.end, ev.info
-            worker.memory_mb, worker.startup_ms = ev.nbytes, max(0.0, ev.end - ev.start)
+            worker.memory_mb, worker.startup_ms = ev.nbytes, max(0.0, ev.end - begin)
             worker.ended = None
-            self._segment(ev, None)
+            self._segment(ev._replace(start=begin), None)
         elif kind == "end":
             worker.ended = ev.end
         elif kind == "fail":
@@ -186,8 +191,6 @@ class RunModel:
                 self.seen[ev.task].failed = ev.end
         elif kind in ("fetch", "execute", "store"):
             self._task_event(ev, worker)
-        elif kind == "invoke":
-            self.transfers.append((ev.end, "invoke", ev.nbytes))
 
     def apply_all(self, events: Iterable[Event]) -> None:
         """:meth:`apply` each of ``events``."""

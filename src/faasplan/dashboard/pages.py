@@ -92,13 +92,16 @@ class RunView:
         self.functions = FunctionPlot(model) if len(model.tasks) > MAX_DAG_TASKS else None
         self.bytes = BytesPlot(model)
         self.workers = WorkersTable(model)
+        self.workers_pane = pn.pane.DataFrame(self.workers.frame(), index=False,
+                                              sizing_mode="stretch_width", max_height=300,
+                                              css_classes=["faasplan-workers"])
         self.failures = pn.pane.HTML(sizing_mode="stretch_width")
         parts: list[Any] = [self.status, self.progress, pn.pane.Bokeh(self.dag.figure)]
         if self.functions is not None:
             parts.append(pn.pane.Bokeh(self.functions.figure))
         parts += [pn.pane.Bokeh(self.gantt.figure),
                   pn.Row(pn.Column(pn.pane.Markdown("**workers**"),
-                                   pn.pane.Bokeh(self.workers.table)),
+                                   self.workers_pane),
                          pn.pane.Bokeh(self.bytes.figure), sizing_mode="stretch_width"),
                   self.failures]
         if plan_vs_actual:
@@ -117,7 +120,9 @@ class RunView:
         self.dag.update(states)
         self.gantt.update()
         self.bytes.update()
-        self.workers.update()
+        workers = self.workers.frame()
+        if workers is not None:
+            self.workers_pane.object = workers
         if self.functions is not None:
             self.functions.update(m)
         self.progress.value = s["done"]

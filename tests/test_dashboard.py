@@ -1,0 +1,706 @@
+"""The dashboard: its run model, history comparisons, JSON API, live feed, pages and notebook view.
+
+Everything runs for real: the API over the dashboard's own HTTP server on a free port, the
+live view from a real ``redis-server`` (entries written here by the runtime's contract, and
+a real :func:`faasplan.run`), pages in a real headless Chromium (Debian's ``chromium`` and
+``chromium-driver``), the notebook view in a real Jupyter kernel. Screenshots go to
+``build/test-artifacts/dashboard/`` (or ``$FAASPLAN_TEST_ARTIFACTS``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+import faasplan
+from faasplan.dashboard import (
+    CompareRequest,
+    HistoryError,
+    HistoryStore,
+    RunModel,
+    TaskInfo,
+    compare_type,
+    model_from_trace,
+    plan_vs_actual,
+    serve,
+)
+from faasplan.dashboard.figures import MAX_DAG_TASKS
+from faasplan.dashboard.jobs import Jobs
+from faasplan.data import trace_path
+from faasplan.worker.log import Event
+from faasplan.workflow import Workflow, task
+
+pytest_plugins = ("conftest_redis",)
+
+ROOT = Path(__file__).resolve().parents[1]
+ARTIFACTS = Path(os.environ.get("FAASPLAN_TEST_ARTIFACTS",
+                                ROOT / "build" / "test-artifacts" / "dashboard"))
+BLAST = str(trace_path("blast_43t"))
+MONTAGE = str(trace_path("montage_58t"))
+
+
+# -- helpers --------------------------------------------------------------------------------------
+def get(url: str) -> tuple[int, Any]:
+    """``GET url`` -> (status, JSON body), errors included."""
+    try:
+        with urllib.request.urlopen(url, timeout=60) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def send(url: str, body: Any = None, method: str = "POST", raw: bytes | None = None
+         ) -> tuple[int, Any]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    req = urllib.request.Request(url, data=data, method=method,
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.05) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = check()
+        if value:
+            return value
+        time.sleep(every)
+    raise AssertionError(f"condition not met within {timeout} s")
+
+
+def entry(w: str, k: str, t: str | None = None, key: str | None = None, b: int = 0,
+          s: float = 0.0, e: float = 0.0, x: str = "") -> dict[str, str]:
+    """One log-stream entry as the runtime's contract says: one field ``e``, JSON."""
+    return {"e": json.dumps({"w": w, "k": k, "t": t, "key": key, "b": b, "s": s, "e": e,
+                             "x": x})}
+
+
+def now_ms() -> float:
+    return time.time() * 1000.0
+
+
+class ContractRun:
+    """A run written to Redis the way the runtime publishes one (info, registry, log)."""
+
+    def __init__(self, client: Any, run_id: str, tasks: list[tuple[str, str, list[str]]],
+                 predicted_ms: float | None = 1000.0) -> None:
+        self.client, self.run_id, self.tasks = client, run_id, tasks
+        self.log = f"fp:{run_id}:log"
+        self.started = now_ms()
+        info = {"run_id": run_id, "workflow": "contract", "planner": "wukong",
+                "started_ms": self.started, "predicted_makespan_ms": predicted_ms,
+                "tasks": [{"id": t, "function": f"pkg.{fn}", "upstream": up,
+                           "worker": None, "memory_mb": 1024} for t, fn, up in tasks]}
+        client.set(f"fp:{run_id}:info", json.dumps(info))
+        client.zadd("fp:runs", {run_id: self.started})
+
+    def add(self, *entries: dict[str, str]) -> None:
+        with self.client.pipeline(transaction=False) as pipe:
+            for item in entries:
+                pipe.xadd(self.log, item)
+            pipe.execute()
+
+    def play(self, exec_s: float = 0.0, fail: str | None = None) -> None:
+        """Run every task in order on its own worker, with real wall-clock times."""
+        for tid, _, up in self.tasks:
+            w = f"flex-{tid}"
+            t = now_ms()
+            self.add(entry("client", "invoke", tid, w, 300, t, t, "inline"),
+                     entry(w, "start", None, None, 1024, t, t + 1, "cold"))
+            items = [entry(w, "fetch", tid, f"out:{u}", 100, t + 1, t + 2) for u in up]
+            if items:
+                self.add(*items)
+            time.sleep(exec_s)
+            if tid == fail:
+                self.add(entry(w, "fail", tid, None, 0, now_ms(), now_ms(),
+                               "Traceback (most recent call last):\nZeroDivisionError: boom"),
+                         entry(w, "end", None, None, 0, now_ms(), now_ms()))
+                return
+            e0, e1 = t + 2, now_ms()
+            self.add(entry(w, "execute", tid, None, 100, e0, e1, ""),
+                     entry(w, "store", tid, f"out:{tid}", 100, e1, e1 + 1, ""),
+                     entry(w, "end", None, None, 0, e1 + 1, e1 + 1))
+
+    def clean_up(self) -> None:
+        """What the client does at the end: leave the registry, delete the run's keys."""
+        self.client.zrem("fp:runs", self.run_id)
+        self.client.delete(self.log, f"fp:{self.run_id}:info")
+
+
+def chain(n: int) -> list[tuple[str, str, list[str]]]:
+    return [(f"t{i}", "step", [f"t{i - 1}"] if i else []) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def history_dashboard() -> Iterator[str]:
+    url, stop = serve(metrics=[BLAST, MONTAGE])
+    yield url
+    stop()
+
+
+@pytest.fixture
+def live_dashboard(redis_server: Any) -> Iterator[tuple[str, Any]]:
+    client = redis_server.client()
+    client.flushall()
+    url, stop = serve(redis_url=redis_server.url)
+    yield url, client
+    stop()
+    client.close()
+
+
+# -- the run model (pure) -------------------------------------------------------------------------
+def diamond() -> RunModel:
+    tasks = [TaskInfo("a", "m.make"), TaskInfo("b", "m.make"),
+             TaskInfo("c", "m.join", ("a", "b"))]
+    return RunModel("r", "wf", "wukong", tasks, t0=1000.0, predicted_makespan_ms=50.0)
+
+
+def test_empty_run_is_done() -> None:
+    m = RunModel("r", "wf", "p", [])
+    assert (m.status, m.done_count(), m.detail()["tasks"]) == ("done", 0, [])
+
+
+def test_states_follow_the_events() -> None:
+    m = diamond()
+    assert m.states() == ["ready", "ready", "waiting"]
+    m.apply_all([Event("wa", "start", None, None, 1024, 1000, 1005, "cold"),
+                 Event("wa", "execute", "a", None, 10, 1005, 1010)])
+    assert m.state("a") == "storing"  # c runs elsewhere (flexible): an upload must follow
+    m.apply(Event("wa", "store", "a", "out:a", 10, 1010, 1012))
+    assert m.changes("a") == [("waiting", 1000), ("ready", 1000), ("running", 1005),
+                              ("storing", 1010), ("done", 1012)]
+    assert m.state("c") == "waiting"
+    m.apply_all([Event("wb", "execute", "b", None, 10, 1003, 1020),
+                 Event("wb", "end", None, None, 0, 1021, 1021)])
+    # b's worker ended without an upload: its output was done when it executed.
+    assert m.changes("b")[-1] == ("done", 1020)
+    assert m.changes("c") == [("waiting", 1000), ("ready", 1020)]
+    m.apply(Event("wa", "fetch", "c", "out:b", 10, 1021, 1022))
+    assert m.state("c") == "running"
+    s = m.summary()
+    assert (s["done"], s["total"], s["status"], s["expected_end_s"]) == (2, 3, "running", 0.05)
+    assert s["bytes"] == {"down": 10, "up": 10, "invoke": 0}
+
+
+def test_failure_keeps_the_traceback() -> None:
+    m = diamond()
+    m.apply(Event("wa", "fail", "a", None, 0, 1100, 1100, "Traceback...\nValueError: x"))
+    d = m.detail()
+    assert d["run"]["status"] == "failed"
+    assert d["tasks"][0]["state"] == "failed"
+    assert d["failures"] == [{"task": "a", "worker": "wa", "t": 0.1,
+                              "traceback": "Traceback...\nValueError: x"}]
+
+
+def test_finished_trace_folds_like_a_live_run() -> None:
+    wf = faasplan.workloads.tree_reduction(leaves=8)
+    plan = faasplan.plan(wf, planner="wukong")
+    trace = faasplan.simulate(wf, plan)
+    model = model_from_trace(trace, wf, planner="wukong")
+    d = model.detail()
+    assert d["run"]["status"] == "done" and d["run"]["done"] == len(wf)
+    for t in d["tasks"]:
+        times = [c["t"] for c in t["changes"]]
+        assert [c["state"] for c in t["changes"]][-1] == "done"
+        assert times == sorted(times)
+    executions = {bar["task"]: bar for w in d["workers"] for bar in w["timeline"]
+                  if bar["phase"] == "execution"}
+    rows = trace.tasks.set_index("task")
+    assert set(executions) == set(rows.index)
+    for tid, bar in executions.items():
+        assert bar["start"] == pytest.approx(rows.loc[tid, "exec_start_ms"] / 1000, abs=1e-6)
+        assert bar["end"] == pytest.approx(rows.loc[tid, "exec_end_ms"] / 1000, abs=1e-6)
+    # the done time of the sink is the run's makespan
+    sink = wf.sinks[0]
+    done = next(t for t in d["tasks"] if t["task"] == sink)["changes"][-1]["t"]
+    assert done == pytest.approx(trace.makespan_ms / 1000, rel=1e-3)
+
+
+def test_plan_vs_actual_lines_up_tasks() -> None:
+    wf = faasplan.workloads.tree_reduction(leaves=4)
+    plan = faasplan.plan(wf, planner="uniform")
+    same = plan_vs_actual(plan.predicted, plan.predicted)
+    assert (same["exec_error_pct"].abs() < 1e-9).all() and (same["end_error_ms"] == 0).all()
+    actual = faasplan.simulate(wf, plan, seed=3)
+    table = plan_vs_actual(plan.predicted, actual)
+    assert list(table["task"]) == list(actual.tasks["task"])
+    expected = (actual.tasks["exec_ms"].to_numpy() / plan.predicted.tasks.set_index("task")
+                .loc[list(table["task"]), "exec_ms"].to_numpy() - 1) * 100
+    assert table["exec_error_pct"].to_numpy() == pytest.approx(expected)
+
+
+# -- history --------------------------------------------------------------------------------------
+def test_history_lists_types_with_their_runs() -> None:
+    store = HistoryStore([BLAST, MONTAGE])
+    types = store.to_json()["types"]
+    assert len(types) == 2
+    by_run = {t["runs"][0]["run_id"]: t for t in types}
+    assert set(by_run) == {"blast_43t", "montage_58t"}
+    assert by_run["blast_43t"]["records"] == 43 and by_run["blast_43t"]["comparable"]
+    assert by_run["montage_58t"]["runs"][0]["tasks"] == 58
+
+
+def test_history_compares_planners_on_a_type() -> None:
+    store = HistoryStore([MONTAGE])
+    key = next(iter(store.types))
+    seen: list[tuple[str, int, int]] = []
+    out = compare_type(store, key, CompareRequest(("wukong", "uniform"), "p90", 8),
+                       lambda *a: seen.append(a))
+    assert seen[-1] == ("planners", 2, 2)
+    rows = {r["planner"]: r for r in out["summary"]}
+    assert set(rows) == {"wukong", "uniform"}
+    for r in rows.values():
+        assert r["makespan_p50_ms"] <= r["makespan_p95_ms"] <= r["makespan_p99_ms"]
+        assert r["cost_usd"] > 0
+    for name, spans in out["cdf"].items():
+        assert len(spans) == 8 and spans == sorted(spans)
+        assert rows[name]["sla_makespan_ms"] == pytest.approx(float(np.quantile(spans, 0.9)))
+    best = min(rows.values(), key=lambda r: (r["sla_makespan_ms"], r["cost_usd"]))
+    assert out["best"]["planner"] == best["planner"]
+    assert best["planner"] in out["pareto"]
+    assert len(out["best"]["tasks"]) == 58 and len(out["best"]["plan_vs_actual"]) == 58
+    assert out["workflow_hash"] in store.workflows
+
+
+@pytest.mark.parametrize(("body", "match"), [
+    ({"planners": ["nope"]}, "unknown planner"),
+    ({"planners": []}, "non-empty list"),
+    ({"sla": "p100"}, "sla must be"),
+    ({"replicates": 0}, "replicates must be"),
+    ({"seed": -1}, "seed must be"),
+    ({"colour": 1}, "unknown field"),
+    ([1], "JSON object"),
+])
+def test_compare_request_names_the_bad_field(body: Any, match: str) -> None:
+    with pytest.raises(HistoryError, match=match):
+        CompareRequest.parse(body)
+
+
+def test_job_cancel_stops_its_process() -> None:
+    store = HistoryStore([MONTAGE])
+    jobs = Jobs(store)
+    job = jobs.start(next(iter(store.types)), CompareRequest(("sim-guided", "heft", "wukong"),
+                                                             "p95", 1000))
+    wait_for(lambda: job.stage != "starting", timeout=60)
+    assert job.cancel()
+    assert job.status == "cancelled"
+    wait_for(lambda: job._process.poll() is not None, timeout=10)
+    assert job.to_json()["error"].endswith("was cancelled")
+    assert not job.cancel()
+
+
+# -- the JSON API over HTTP -----------------------------------------------------------------------
+def test_api_history_and_compare(history_dashboard: str) -> None:
+    url = history_dashboard
+    status, body = get(url + "api/history")
+    assert status == 200 and len(body["types"]) == 2
+    blast = next(t for t in body["types"] if t["runs"][0]["run_id"] == "blast_43t")
+    started = time.perf_counter()
+    status, out = send(url + f"api/history/{blast['id']}/compare",
+                       {"planners": ["wukong", "uniform"], "sla": "p95", "replicates": 6})
+    elapsed = time.perf_counter() - started
+    assert status == 200, out
+    assert [r["planner"] for r in out["summary"]] == ["wukong", "uniform"]
+    assert out["tasks"] == 43 and out["sla"] == "p95"
+    assert elapsed < 60
+    # the full type name works as well as its id
+    status, _ = send(url + "api/history/" + urllib.request.quote(blast["name"], safe="")
+                     + "/compare", {"planners": ["uniform"], "replicates": 2})
+    assert status == 200
+
+
+def test_api_jobs_report_progress_and_cancel(history_dashboard: str) -> None:
+    url = history_dashboard
+    key = get(url + "api/history")[1]["types"][0]["id"]
+    status, job = send(url + f"api/history/{key}/jobs", {"planners": ["uniform"],
+                                                         "replicates": 3})
+    assert status == 202 and job["status"] == "running"
+    done = wait_for(lambda: (lambda j: j if j["status"] != "running" else None)(
+        get(url + f"api/jobs/{job['id']}")[1]), timeout=90, every=0.2)
+    assert done["status"] == "done" and done["done"] == done["total"] == 1
+    assert done["result"]["summary"][0]["planner"] == "uniform"
+    status, slow = send(url + f"api/history/{key}/jobs", {"planners": ["sim-guided"],
+                                                          "replicates": 1000})
+    status, cancelled = send(url + f"api/jobs/{slow['id']}", method="DELETE", raw=b"")
+    assert status == 200 and cancelled["status"] == "cancelled"
+
+
+@pytest.mark.parametrize(("path", "body", "status", "match"), [
+    ("api/history/ffffffff/compare", {"planners": ["wukong"]}, 404, "unknown workflow type"),
+    ("api/history/{key}/compare", {"planners": ["nope"]}, 400, "unknown planner"),
+    ("api/history/{key}/compare", {"sla": "fast"}, 400, "sla must be"),
+    ("api/history/{key}/compare", None, 400, "not JSON"),
+    ("api/nothing", {}, 404, "no such endpoint"),
+])
+def test_api_bad_requests_get_4xx_with_a_message(history_dashboard: str, path: str, body: Any,
+                                                 status: int, match: str) -> None:
+    key = get(history_dashboard + "api/history")[1]["types"][0]["id"]
+    raw = b"{not json" if body is None else None
+    got, out = send(history_dashboard + path.format(key=key), body, raw=raw)
+    assert got == status and match in out["error"]
+
+
+def test_api_runs_without_redis(history_dashboard: str) -> None:
+    assert get(history_dashboard + "api/runs") == (200, {"runs": [], "redis": None,
+                                                          "error": None})
+    status, out = get(history_dashboard + "api/runs/r1")
+    assert status == 404 and "no Redis given" in out["error"]
+
+
+def test_serve_refuses_a_bad_port_and_a_missing_file() -> None:
+    with pytest.raises(ValueError, match=r"port must be in 0\.\.65535"):
+        serve(port=70000)
+    with pytest.raises(FileNotFoundError, match=r"missing\.parquet"):
+        serve(metrics=["missing.parquet"])
+
+
+# -- the live view from a real redis-server -------------------------------------------------------
+@pytest.mark.redis
+def test_live_run_states_advance_while_it_runs(live_dashboard: tuple[str, Any]) -> None:
+    url, client = live_dashboard
+    run = ContractRun(client, "live-1", chain(6))
+    player = threading.Thread(target=run.play, kwargs={"exec_s": 0.3})
+    player.start()
+    snapshots = []
+    while player.is_alive():
+        status, runs = get(url + "api/runs")
+        if runs["runs"]:
+            snapshots.append(runs["runs"][0]["done"])
+        time.sleep(0.1)
+    player.join()
+    final = wait_for(lambda: (lambda r: r if r["runs"] and r["runs"][0]["done"] == 6 else None)(
+        get(url + "api/runs")[1]))
+    assert any(0 < d < 6 for d in snapshots), snapshots  # seen in between, not only at the end
+    assert snapshots == sorted(snapshots)
+    line = final["runs"][0]
+    assert (line["id"], line["status"], line["total"], line["workflow"]) == (
+        "live-1", "done", 6, "contract")
+    status, detail = get(url + "api/runs/live-1")
+    assert status == 200
+    for t in detail["tasks"]:
+        states = [c["state"] for c in t["changes"]]
+        assert states == ["waiting", "ready", "running", "storing", "done"], t
+        times = [c["t"] for c in t["changes"]]
+        assert times == sorted(times)
+    # each task starts after its upstream is done
+    done_at = {t["task"]: t["changes"][-1]["t"] for t in detail["tasks"]}
+    for t in detail["tasks"][1:]:
+        running = next(c["t"] for c in t["changes"] if c["state"] == "running")
+        assert running >= done_at[f"t{int(t['task'][1:]) - 1}"]
+    assert {w["worker"] for w in detail["workers"]} == {f"flex-t{i}" for i in range(6)}
+    assert all(not w["busy"] and w["startup"] == "cold" for w in detail["workers"])
+    assert [b["phase"] for b in detail["workers"][1]["timeline"]] == [
+        "start-up", "inputs", "execution", "upload"]
+    # the client cleans up: the run leaves the registry and stays viewable as it was read
+    run.clean_up()
+    wait_for(lambda: client.exists(run.log) == 0)
+    time.sleep(1.0)
+    status, later = get(url + "api/runs/live-1")
+    assert status == 200 and later["run"]["done"] == 6 and later["run"]["status"] == "done"
+
+
+@pytest.mark.redis
+def test_concurrent_runs_are_listed_and_isolated(live_dashboard: tuple[str, Any]) -> None:
+    url, client = live_dashboard
+    first = ContractRun(client, "run-a", chain(3))
+    time.sleep(0.01)
+    second = ContractRun(client, "run-b", [("x", "solo", []), ("y", "solo", []),
+                                           ("z", "join", ["x", "y"])])
+    threads = [threading.Thread(target=first.play, kwargs={"exec_s": 0.05}),
+               threading.Thread(target=second.play, kwargs={"exec_s": 0.05, "fail": "z"})]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    runs = wait_for(lambda: (lambda r: r["runs"] if len(r["runs"]) == 2 and r["runs"][0][
+        "done"] == 3 and r["runs"][1]["status"] == "failed" else None)(get(url + "api/runs")[1]))
+    assert [r["id"] for r in runs] == ["run-a", "run-b"]  # oldest first
+    a, b = get(url + "api/runs/run-a")[1], get(url + "api/runs/run-b")[1]
+    assert [t["task"] for t in a["tasks"]] == ["t0", "t1", "t2"]
+    assert [t["task"] for t in b["tasks"]] == ["x", "y", "z"]
+    assert [t["state"] for t in b["tasks"]] == ["done", "done", "failed"]
+    assert b["failures"][0]["task"] == "z" and "ZeroDivisionError" in b["failures"][0][
+        "traceback"]
+    assert not a["failures"] and {w["worker"] for w in a["workers"]}.isdisjoint(
+        {w["worker"] for w in b["workers"]})
+
+
+@pytest.mark.redis
+def test_live_view_of_a_2000_task_run_stays_responsive(live_dashboard: tuple[str, Any]) -> None:
+    """All entries land at once; the feed must catch up and the API answer quickly."""
+    url, client = live_dashboard
+    n = 2000
+    tasks = [(f"leaf{i}", "leaf", []) for i in range(n // 2)] + [
+        (f"sum{i}", "sum", [f"leaf{i}"]) for i in range(n // 2)]
+    run = ContractRun(client, "big", tasks)
+    t = now_ms()
+    entries = []
+    for tid, _, up in tasks:
+        w = f"flex-{tid}"
+        entries += [entry(w, "start", None, None, 1024, t, t + 1, "warm")]
+        entries += [entry(w, "fetch", tid, f"out:{u}", 1000, t + 1, t + 2) for u in up]
+        entries += [entry(w, "execute", tid, None, 1000, t + 2, t + 3),
+                    entry(w, "store", tid, f"out:{tid}", 1000, t + 3, t + 4),
+                    entry(w, "end", None, None, 0, t + 4, t + 4)]
+    started = time.perf_counter()
+    run.add(*entries)
+    wait_for(lambda: [r["done"] for r in get(url + "api/runs")[1]["runs"]] == [n], timeout=60,
+             every=0.1)
+    caught_up = time.perf_counter() - started
+    started = time.perf_counter()
+    status, detail = get(url + "api/runs/big")
+    detail_s = time.perf_counter() - started
+    assert status == 200 and len(detail["tasks"]) == n
+    print(f"\n2000-task run: {len(entries)} entries read in {caught_up:.2f} s; "
+          f"GET /api/runs/big {detail_s:.2f} s")
+    assert caught_up < 30 and detail_s < 5
+
+    from faasplan.dashboard.model import model_from_info
+    from faasplan.dashboard.pages import RunView
+    from faasplan.runtime.events import event_from_json
+
+    model = model_from_info(json.loads(client.get("fp:big:info")))
+    model.apply_all(event_from_json(e["e"]) for e in entries)
+    started = time.perf_counter()
+    view = RunView(model)
+    build_s = time.perf_counter() - started
+    started = time.perf_counter()
+    view.update()
+    update_s = time.perf_counter() - started
+    print(f"run view of 2000 tasks: built in {build_s:.2f} s, updated in {update_s:.3f} s; "
+          f"DAG drawn as {len(view.dag.source.data['x'])} groups")
+    assert view.dag.grouped and len(model.tasks) > MAX_DAG_TASKS
+    assert len(view.dag.source.data["x"]) == 2  # (generation, function) groups
+    assert view.functions is not None
+    assert build_s < 10 and update_s < 2
+
+
+@task
+def slow_leaf(i: int) -> int:
+    time.sleep(0.4)
+    return i
+
+
+@task
+def slow_add(a: int, b: int) -> int:
+    time.sleep(0.4)
+    return a + b
+
+
+def slow_tree(leaves: int = 4) -> Workflow:
+    level = [slow_leaf(i) for i in range(leaves)]
+    while len(level) > 1:
+        level = [slow_add(level[i], level[i + 1]) for i in range(0, len(level), 2)]
+    return Workflow(level[0], name="slow_tree")
+
+
+@pytest.mark.redis
+def test_live_view_of_a_real_run(live_dashboard: tuple[str, Any], redis_server: Any) -> None:
+    url, _ = live_dashboard
+    wf = slow_tree(4)
+    plan = faasplan.plan(wf, planner="wukong")
+    result: dict[str, Any] = {}
+    runner = threading.Thread(target=lambda: result.setdefault(
+        "run", faasplan.run(wf, plan, redis_server.url, timeout_s=120)))
+    runner.start()
+    seen = []
+    while runner.is_alive():
+        runs = get(url + "api/runs")[1]["runs"]
+        if runs:
+            seen.append((runs[0]["done"], runs[0]["status"]))
+        time.sleep(0.1)
+    runner.join()
+    assert "run" in result and result["run"].result == 6
+    assert any(0 < d < len(wf) for d, _ in seen), seen
+    run_id = result["run"].run_id
+    final = wait_for(lambda: (lambda r: r if r["run"]["done"] == len(wf) else None)(
+        get(url + f"api/runs/{run_id}")[1]))
+    assert final["run"]["status"] == "done" and final["run"]["planner"] == "wukong"
+    assert final["run"]["expected_end_s"] == pytest.approx(plan.predicted_makespan_ms / 1000,
+                                                           rel=1e-6)
+    executed = {bar["task"] for w in final["workers"] for bar in w["timeline"]
+                if bar["phase"] == "execution"}
+    assert executed == set(wf.topological_order)
+    for t in final["tasks"]:
+        times = [c["t"] for c in t["changes"]]
+        assert t["state"] == "done" and times == sorted(times)
+
+
+# -- pages in a real browser ----------------------------------------------------------------------
+def _browser() -> Any:
+    from selenium import webdriver
+    from selenium.webdriver.chrome.options import Options
+    from selenium.webdriver.chrome.service import Service
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver = shutil.which("chromedriver")
+    if chromium is None or driver is None:
+        pytest.fail("the browser tests need Debian's chromium and chromium-driver: "
+                    "apt-get install -y chromium chromium-driver (scripts/test.sh does it)")
+    opts = Options()
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
+                "--window-size=1400,1900"):
+        opts.add_argument(arg)
+    opts.binary_location = chromium
+    return webdriver.Chrome(service=Service(driver), options=opts)
+
+
+# Walks the shadow roots (Bokeh draws inside them) and reads the page's Bokeh document.
+PAGE_JS = """
+let canvases = 0;
+const cells = [];
+function walk(root) { for (const el of root.querySelectorAll('*')) {
+  if (el.shadowRoot) walk(el.shadowRoot);
+  if (el.tagName === 'TR') cells.push(Array.from(el.children).map(c => c.textContent.trim()));
+  if (el.tagName === 'CANVAS' && el.width > 0 && el.height > 0) canvases += 1; } }
+walk(document);
+const docs = (window.Bokeh && Bokeh.documents) || [];
+const named = [], states = [], bars = [];
+if (docs.length) for (const m of docs[0].all_models) {
+  if (m.name && m.name.startsWith('faasplan-')) named.push(m.name);
+  if (m.type === 'ColumnDataSource' || (m.data && m.data.state !== undefined)) {
+    if (m.data && m.data.state !== undefined && m.data.label !== undefined)
+      states.push(...Array.from(m.data.state));
+    if (m.data && m.data.phase !== undefined && m.data.worker !== undefined)
+      bars.push(m.data.phase.length);
+
+  } }
+return {canvases: canvases, named: named, states: states, bars: bars, rows: cells};
+"""
+
+
+def _buttons(driver: Any) -> dict[str, Any]:
+    found = driver.execute_script("""
+      const out = []; function walk(root) { for (const el of root.querySelectorAll('*')) {
+        if (el.shadowRoot) walk(el.shadowRoot); if (el.tagName === 'BUTTON') out.push(el); } }
+      walk(document); return out;""")
+    return {b.text.strip(): b for b in found if b.text.strip()}
+
+
+def test_history_page_runs_a_comparison_in_a_browser(history_dashboard: str) -> None:
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = _browser()
+    try:
+        driver.get(history_dashboard + "history")
+        wait_for(lambda: "faasplan-runs" in driver.execute_script(PAGE_JS)["named"], 60, 0.2)
+        wait_for(lambda: "Compare" in _buttons(driver), 30, 0.2)
+        _buttons(driver)["Compare"].click()
+        page = wait_for(lambda: (lambda p: p if {"faasplan-cdf", "faasplan-pareto",
+                                                  "faasplan-gantt", "faasplan-summary"}
+                                 <= set(p["named"]) and p["canvases"] >= 3 else None)(
+            driver.execute_script(PAGE_JS)), 120, 0.3)
+        time.sleep(1.0)  # let the last frame paint before the screenshot
+        driver.save_screenshot(str(ARTIFACTS / "history.png"))
+    finally:
+        driver.quit()
+    assert sum(page["bars"]) > 0  # the best plan's Gantt has bars
+    assert (ARTIFACTS / "history.png").stat().st_size > 10_000
+
+
+@pytest.mark.redis
+def test_live_page_shows_a_run_advancing_in_a_browser(live_dashboard: tuple[str, Any]) -> None:
+    url, client = live_dashboard
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    run = ContractRun(client, "browser-run", chain(8), predicted_ms=3000.0)
+    driver = _browser()
+    try:
+        driver.get(url + "?run=browser-run")
+        wait_for(lambda: driver.execute_script(PAGE_JS)["states"], 60, 0.2)
+        player = threading.Thread(target=run.play, kwargs={"exec_s": 0.4})
+        player.start()
+        samples = []
+        while player.is_alive():
+            samples.append(driver.execute_script(PAGE_JS)["states"].count("done"))
+            time.sleep(0.3)
+        player.join()
+        final = wait_for(lambda: (lambda p: p if p["states"].count("done") == 8 else None)(
+            driver.execute_script(PAGE_JS)), 30, 0.2)
+        time.sleep(1.0)
+        driver.save_screenshot(str(ARTIFACTS / "live.png"))
+    finally:
+        driver.quit()
+    assert any(0 < s < 8 for s in samples), samples  # the page changed while the run ran
+    assert samples == sorted(samples)
+    assert {"faasplan-dag", "faasplan-gantt", "faasplan-bytes"} <= set(final["named"])
+    assert sum(final["bars"]) >= 8 * 3 and final["canvases"] >= 3
+    workers = {r[0]: r for r in final["rows"] if r and r[0].startswith("flex-t")}
+    assert sorted(workers) == [f"flex-t{i}" for i in range(8)]
+    assert all(r[4] == "idle" and r[5] == "1" for r in workers.values()), workers
+
+
+# -- the notebook view in a real Jupyter kernel ---------------------------------------------------
+def test_notebook_view_renders_inline(tmp_path: Path) -> None:
+    import nbformat
+    from jupyter_client.kernelspec import KernelSpecManager
+    from jupyter_client.manager import AsyncKernelManager
+    from nbclient import NotebookClient
+
+    spec_dir = tmp_path / "kernels" / "faasplan-dashboard-tests"
+    spec_dir.mkdir(parents=True)
+    (spec_dir / "kernel.json").write_text(json.dumps({
+        "argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+        "display_name": "faasplan tests", "language": "python"}), encoding="utf-8")
+    nb = nbformat.v4.new_notebook(cells=[nbformat.v4.new_code_cell(
+        "import faasplan\nfrom faasplan.dashboard import view\n"
+        "wf = faasplan.workloads.tree_reduction(leaves=4)\n"
+        "plan = faasplan.plan(wf, planner='uniform')\n"
+        "view(faasplan.simulate(wf, plan, seed=1), wf, plan)")])
+    km = AsyncKernelManager(kernel_name="faasplan-dashboard-tests",
+                            kernel_spec_manager=KernelSpecManager(
+                                kernel_dirs=[str(tmp_path / "kernels")]))
+    client = NotebookClient(nb, km=km, kernel_name="faasplan-dashboard-tests", timeout=240)
+    with client.setup_kernel(cleanup_kc=True):
+        client.execute_cell(nb.cells[0], 0)
+    outputs = nb.cells[0].outputs
+    mimes = {m for out in outputs for m in out.get("data", {})}
+    assert "application/vnd.holoviews_exec.v0+json" in mimes, mimes
+    result = next(o for o in outputs if o.get("output_type") == "execute_result")
+    assert {"text/html", "application/vnd.holoviews_exec.v0+json"} <= set(result["data"])
+    assert "faasplan-gantt" in json.dumps(result["data"])  # the run view's figures are there
+
+
+# -- the command ----------------------------------------------------------------------------------
+def test_cli_bad_input_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[str]) -> None:
+    from faasplan.cli import main
+
+    assert main(["dashboard", "--port", "70000"]) == 2
+    assert "--port" in capsys.readouterr().err
+    assert main(["dashboard", "--metrics", "nowhere.parquet"]) == 2
+    err = capsys.readouterr().err
+    assert "--metrics" in err and "nowhere.parquet" in err
+    assert main(["dashboard", "--redis", "http://x"]) == 2
+    assert "--redis" in capsys.readouterr().err
+
+
+def test_cli_serves_until_interrupted() -> None:
+    proc = subprocess.Popen([sys.executable, "-m", "faasplan", "dashboard", "--port", "0",
+                             "--metrics", BLAST], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        line = proc.stdout.readline()
+        assert line.startswith("faasplan dashboard: http://127.0.0.1:"), line
+        url = line.split()[2]
+        status, body = get(url + "api/history")
+        assert status == 200 and body["types"][0]["runs"][0]["run_id"] == "blast_43t"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
