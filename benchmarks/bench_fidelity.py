@@ -45,17 +45,21 @@ PLATFORM_FIELDS = ("invocation_base_ms", "warm_start_ms", "cold_start_ms", "cold
                    "worker_bandwidth_exponent", "cpu_exponent", "multicore_exponent")
 
 ABLATIONS: dict[str, dict[str, object]] = {
-    "as calibrated (default)": {},
+    "leave-plan-out, as calibrated (headline)": {},
+    "leave-workload-out": {"holdout": "workload"},
+    "first runs of every cell, own plan included (peeks)": {"holdout": "runs"},
+    "no host model (dedicated vCPUs, as real FaaS)": {"host_model": False},
     "default Platform(), no calibration": {"calibrate_platform": False},
     "start-ups as labelled (no warm-pool mapping)": {"warm_pool": False},
-    "one platform for all workloads": {"scope": "all"},
     "execution = function only (no output pickling)": {"exec_time": "function"},
     "memory rule fitted on training runs, not probes": {"memory_rule": "training"},
     "no concurrency limit for any plan": {"slots": "none"},
     "emulator's limit for every plan": {"slots": "all"},
     "1 replicate (no Monte-Carlo)": {"replicates": 1},
-    "training on every other run instead of the first": {"split": "alternate"},
 }
+"""Evaluations of the same measurements. The headline is chosen before looking: the honest
+split with the platform as the emulator has it; the others show what each choice is worth,
+and are never used to pick the headline."""
 
 
 def pct(x: float) -> str:
@@ -77,7 +81,8 @@ def cell_table(ev: Evaluation) -> list[str]:
     rows += ["", f"Held-out runs: {len(runs)}. **Median absolute makespan error: "
              f"{100 * ev.median_abs_error:.1f} %** (mean {100 * runs['error'].abs().mean():.1f} "
              f"%, 90th percentile {100 * runs['error'].abs().quantile(0.9):.1f} %). Noise "
-             f"floor (replaying the training runs' median): {100 * ev.noise_floor:.1f} %."]
+             f"floor (each run against the median of its cell's other runs): "
+             f"{100 * ev.noise_floor:.1f} %."]
     by_planner = runs.assign(abs_error=runs["error"].abs()).groupby("planner", sort=False)
     rows.append("Per planner: " + ", ".join(
         f"{p} {100 * e:.1f} %" for p, e in by_planner["abs_error"].median().items()) + ".")
@@ -94,25 +99,32 @@ def platform_table(ev: Evaluation) -> list[str]:
 
 
 def ablation_table(found: Measurements, training_runs: int, replicates: int) -> list[str]:
-    rows = ["| evaluation | median abs error | mean abs error |", "|---|---:|---:|"]
+    rows = ["| evaluation | median abs error | mean abs error | worst cell |",
+            "|---|---:|---:|---:|"]
     for name, options in ABLATIONS.items():
         kw: dict[str, object] = {"training_runs": training_runs, "replicates": replicates}
         kw.update(options)
-        ev = evaluate(found, **kw)  # type: ignore[arg-type]
+        try:
+            ev = evaluate(found, **kw)  # type: ignore[arg-type]
+        except ValueError as exc:  # e.g. leave-workload-out with one workload
+            rows.append(f"| {name} | n/a ({exc}) | | |")
+            continue
+        worst = float(ev.summary["error"].abs().max())
         rows.append(f"| {name} | {100 * ev.median_abs_error:.1f} % | "
-                    f"{100 * ev.runs['error'].abs().mean():.1f} % |")
+                    f"{100 * ev.runs['error'].abs().mean():.1f} % | {100 * worst:.1f} % |")
     return rows
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="the two short workloads, wukong only, 4 runs per cell")
+                        help="the two short workloads, two planners, 4 runs per cell")
     parser.add_argument("--planners", nargs="+", default=None, metavar="NAME")
     parser.add_argument("--runs", type=int, default=None,
                         help="measured runs per cell (default 6, quick 4)")
     parser.add_argument("--training-runs", type=int, default=None,
-                        help="runs per cell used for calibration (default 2)")
+                        help="runs per cell used for calibration by the peeking split "
+                             "(default 2)")
     parser.add_argument("--replicates", type=int, default=16)
     parser.add_argument("--max-running", type=int, default=None,
                         help="the emulator's limit of running processes (default 4 per CPU)")
@@ -124,7 +136,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = args.runs or (4 if args.quick else 6)
     training = args.training_runs or 2
-    planners = args.planners or (["wukong"] if args.quick else list(PLANNERS))
+    planners = args.planners or (["wukong", "uniform-opt"] if args.quick else list(PLANNERS))
 
     started = time.perf_counter()
     if args.load:
@@ -136,19 +148,22 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.save:
             found.save(args.save)
     measured_s = time.perf_counter() - started
-    ev = evaluate(found, training_runs=training, replicates=args.replicates, seed=args.seed)
+    ev = evaluate(found, holdout="plan", replicates=args.replicates, seed=args.seed)
     settings = dict(found.settings)
     print(f"# Simulator fidelity\n\n{os.cpu_count()} CPUs; emulator max_running="
           f"{found.max_running}; runs per cell {settings.get('runs')} after "
-          f"{settings.get('warmup_runs')} warm-up; training runs {training}; replicates "
-          f"{args.replicates}; measuring took {measured_s:.0f} s.\n")
+          f"{settings.get('warmup_runs')} warm-up; leave-plan-out (each cell's platform and "
+          f"predictor from the other plans of its workload); replicates {args.replicates}; "
+          f"measuring took {measured_s:.0f} s.\n")
     print("\n".join(cell_table(ev)))
     print("\n## Calibrated platform per workload\n")
     print("\n".join(platform_table(ev)))
     if not args.no_ablations:
         print("\n## Ablations (same measurements)\n")
         print("\n".join(ablation_table(found, training, args.replicates)))
-    print(f"\nTotal {time.perf_counter() - started:.0f} s.")
+    print(f"\nTotal {time.perf_counter() - started:.0f} s.\n")
+    print(f"fidelity: median abs makespan error {100 * ev.median_abs_error:.1f} % over "
+          f"{len(ev.runs)} held-out runs (leave-plan-out), floor {100 * ev.noise_floor:.1f} %")
     return 0
 
 

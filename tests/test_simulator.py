@@ -651,3 +651,44 @@ def test_waiting_for_a_preloaded_input_counts_for_the_task_that_needs_it() -> No
     assert t.loc["a", "end_ms"] == pytest.approx(t.loc["a", "exec_end_ms"])
     # ...and the ~500 ms wait for b's output is d's input phase.
     assert t.loc["d", "exec_start_ms"] - t.loc["d", "start_ms"] > 400
+
+
+def test_host_cores_share_concurrent_executions() -> None:
+    # Four independent 100 ms tasks: dedicated vCPUs run them side by side; one host of
+    # two cores share them, four executions on two cores: each takes 200 ms.
+    from faasplan.platform import Platform
+
+    @task
+    def work(i: int) -> int:
+        return i
+
+    wf = Workflow([work(i, profile=TaskProfile(100.0, 8)) for i in range(4)], name="four")
+    quiet = dict(invocation_base_ms=0.0, cold_start_ms=1.0, cold_start_sigma=0.0,
+                 storage_latency_ms=0.0, invoke_call_ms=0.0)
+    def run(**host: float):
+        platform = Platform(**quiet, **host)
+        return simulate(wf, platform=platform, behaviour=GroundTruth(wf, platform, noise=0.0))
+
+    dedicated, shared = run(), run(host_cores=2.0)
+    assert dedicated.tasks["exec_ms"].tolist() == pytest.approx([100.0] * 4, rel=1e-6)
+    assert shared.tasks["exec_ms"].tolist() == pytest.approx([200.0] * 4, rel=1e-2)
+    one = run(host_cores=1.0)
+    assert one.makespan_ms == pytest.approx(shared.makespan_ms + 200.0, abs=1.0)
+    with pytest.raises(ValueError, match="host_cores"):
+        Platform(host_cores=0.0)
+
+
+def test_transfer_overhead_is_paid_per_transfer_only() -> None:
+    from faasplan import workloads
+    from faasplan.platform import Platform
+
+    wf = workloads.wordcount()
+    base = simulate(wf, seed=2)
+    slow = simulate(wf, platform=Platform(transfer_overhead_ms=5.0), seed=2)
+    ups = sum(len(up) for _, up in base.transfers.values())
+    downs = sum(len(down) for down, _ in base.transfers.values())
+    assert ups > 0 and downs > 0
+    assert (slow.tasks["upload_ms"] - base.tasks["upload_ms"]).sum() == \
+        pytest.approx(5.0 * ups, rel=0.05)
+    # Set and channel operations (tracking, notifications) keep the plain round trip.
+    assert slow.makespan_ms < base.makespan_ms + 5.0 * (ups + downs) + 1.0

@@ -84,6 +84,14 @@ class Platform:
         Billing in USD: memory-time (GiB-seconds) and a fee per invocation.
     billing_granularity_ms : float
         Billed duration is rounded up to a multiple of this.
+    host_cores : float
+        Cores of one host that runs every sandbox, shared by the executions running at
+        once (processor sharing; each sandbox uses at most one core). ``inf`` (the
+        default) is real FaaS: every sandbox has its own vCPUs. Set it to model the local
+        emulator, whose worker processes share one machine.
+    transfer_overhead_ms : float
+        Time a worker spends on each upload or download besides the storage round trip
+        and the bytes (the client library, framing); 0 by default.
     """
 
     memory_sizes_mb: tuple[int, ...] = (512, 1024, 1769, 2048, 3008, 4096, 10240)
@@ -112,17 +120,19 @@ class Platform:
     price_per_gb_s: float = 0.0000166667
     price_per_request: float = 0.0000002
     billing_granularity_ms: float = 1.0
+    host_cores: float = math.inf
+    transfer_overhead_ms: float = 0.0
 
     # Fields that must be > 0 (the rest of the numbers must be >= 0).
     _POSITIVE: ClassVar[frozenset[str]] = frozenset({
         "default_memory_mb", "mb_per_vcpu", "min_vcpu", "max_vcpu", "reference_memory_mb",
         "cold_start_ms", "concurrency_limit", "storage_bandwidth_mb_s",
         "worker_bandwidth_mb_s_at_1024", "worker_bandwidth_cap_mb_s", "client_bandwidth_mb_s",
-        "billing_granularity_ms"})
+        "billing_granularity_ms", "host_cores"})
     # Throughputs may be infinite (no limit); every other number must be finite.
     _MAY_BE_INFINITE: ClassVar[frozenset[str]] = frozenset({
         "storage_bandwidth_mb_s", "worker_bandwidth_mb_s_at_1024", "worker_bandwidth_cap_mb_s",
-        "client_bandwidth_mb_s", "keep_alive_s"})
+        "client_bandwidth_mb_s", "keep_alive_s", "host_cores"})
 
     def __post_init__(self) -> None:
         for f in fields(self):

@@ -273,15 +273,17 @@ def calibrated_platform(metrics: pd.DataFrame, traces: Sequence[Trace], *,
                         ) -> tuple[Platform, dict[str, Any]]:
     """The platform calibrated on measured runs (metrics and worker tables).
 
-    Besides :func:`~faasplan.predictors.calibrate.calibrate`, the client's bandwidth becomes
-    unlimited: the runtime's clock starts once the client has stored the run's inputs,
-    while the simulator's includes that upload.
+    Besides :func:`~faasplan.predictors.calibrate.calibrate`: both clocks include the
+    client storing the run's inputs, and the emulator's client reaches Redis over the
+    same loopback as its workers, so the client's bandwidth is the calibrated storage
+    bandwidth.
     """
     workers = pd.concat([t.workers.assign(run_id=str(i)) for i, t in enumerate(traces)],
                         ignore_index=True)
     platform, report = calibrate(metrics, base, workers=workers, warm_pool=warm_pool)
-    report["client_bandwidth_mb_s"] = {"value": math.inf, "samples": 0, "fitted": False}
-    return platform.replace(client_bandwidth_mb_s=math.inf), report
+    client = platform.storage_bandwidth_mb_s
+    report["client_bandwidth_mb_s"] = {"value": client, "samples": 0, "fitted": False}
+    return platform.replace(client_bandwidth_mb_s=client), report
 
 
 def fit_predictor(workflow: Workflow, metrics: pd.DataFrame, platform: Platform) -> Predictor:
@@ -364,79 +366,146 @@ def components(trace: Trace) -> dict[str, float]:
             "startup": float(t["startup_ms"].sum())}
 
 
-def evaluate(measurements: Measurements, *, training_runs: int = 2, replicates: int = 16,
-             seed: int = 0, scope: Literal["workload", "all"] = "workload",
+Holdout = Literal["plan", "workload", "runs"]
+HOLDOUTS: tuple[str, ...] = ("plan", "workload", "runs")
+
+
+@dataclass(frozen=True)
+class _Fold:
+    """What one evaluated cell is calibrated and fitted on, and which of its runs it scores."""
+
+    cell: Cell
+    platform_runs: tuple[Trace, ...]
+    platform_probes: tuple[Trace, ...]
+    fit_runs: tuple[Trace, ...]
+    scored: tuple[int, ...]
+    key: str
+
+
+def _folds(measurements: Measurements, holdout: str, training_runs: int, split: str,
+           scope: str) -> list[_Fold]:
+    """One fold per cell: the data it may learn from never includes the runs it scores.
+
+    * ``plan`` (leave-plan-out): the platform and the predictor come from the other
+      planners' cells of the same workload (all their runs) and its probes; every run of
+      the cell is scored.
+    * ``workload`` (leave-workload-out): the platform comes from every cell and probe of
+      the other workloads; the predictor from the workload's own probe runs (all-flexible
+      runs, not one of the evaluated plans); every run of the cell is scored.
+    * ``runs``: the first ``training_runs`` runs of every cell of the workload (its own
+      plan included) calibrate and fit, the rest are scored. It peeks at the evaluated
+      plan, and is kept only to compare with the honest splits.
+    """
+    cells = measurements.cells
+    probes = measurements.probes
+    folds = []
+    for cell in cells:
+        w = cell.workload
+        if holdout == "plan":
+            others = [c for c in cells if c.workload == w and c.planner != cell.planner]
+            if not others:
+                raise ValueError(f"leave-plan-out needs at least two planners per workload; "
+                                 f"{w!r} has only {cell.planner!r}")
+            runs = tuple(t for c in others for t in c.runs)
+            folds.append(_Fold(cell, runs, tuple(probes.get(w, ())), runs,
+                               tuple(range(len(cell.runs))), f"{w}/-{cell.planner}"))
+        elif holdout == "workload":
+            others = [c for c in cells if c.workload != w]
+            if not others:
+                raise ValueError("leave-workload-out needs at least two workloads")
+            other_probes = tuple(t for n, ts in probes.items() if n != w for t in ts)
+            if not probes.get(w):
+                raise ValueError(f"leave-workload-out fits {w!r}'s predictor on its probe "
+                                 "runs, and it has none")
+            folds.append(_Fold(cell, tuple(t for c in others for t in c.runs), other_probes,
+                               tuple(probes[w]), tuple(range(len(cell.runs))), f"-{w}"))
+        elif holdout == "runs":
+            names = [w] if scope == "workload" else [c.workload for c in cells]
+            pool = [c for c in cells if c.workload in names]
+            runs = tuple(t for c in pool for t in _split(c, training_runs, split)[0])
+            own = tuple(t for c in cells if c.workload == w
+                        for t in _split(c, training_runs, split)[0])
+            folds.append(_Fold(cell, runs, tuple(t for n in names for t in probes.get(n, ())),
+                               own, tuple(_split(cell, training_runs, split)[1]),
+                               w if scope == "workload" else "*"))
+        else:
+            raise ValueError(f"evaluate: holdout must be one of {HOLDOUTS}, got {holdout!r}")
+    return folds
+
+
+def evaluate(measurements: Measurements, *, holdout: Holdout = "plan", training_runs: int = 2,
+             replicates: int = 16, seed: int = 0, scope: Literal["workload", "all"] = "workload",
              warm_pool: bool = True, calibrate_platform: bool = True,
              exec_time: Literal["interval", "function"] = "interval",
              memory_rule: Literal["probe", "training"] = "probe",
              slots: Literal["flexible", "all", "none"] = "flexible",
-             split: Literal["first", "alternate"] = "first") -> Evaluation:
-    """Calibrate and fit on the training runs, simulate every cell, compare with the rest.
+             split: Literal["first", "alternate"] = "first", host_model: bool = True
+             ) -> Evaluation:
+    """Calibrate and fit on runs the evaluation never scores, simulate, compare.
 
     Parameters
     ----------
-    training_runs : int
-        Runs of each cell used for calibration and fitting; the others are held out.
-        Fewer than 1 held-out run per cell is an error.
-    split : "first" or "alternate"
-        Which runs train: the first ones, or every other one (rounds 0, 2, 4, ... then
-        1, 3, ...) so that training and held-out runs spread alike over the measurement.
+    holdout : "plan", "workload" or "runs"
+        What each cell learns from (:func:`_folds`): the other plans of its workload
+        (leave-plan-out, the default), the other workloads (leave-workload-out), or the
+        first runs of every cell, its own plan included (``runs``: peeks, for comparison).
+    training_runs, split, scope
+        Used by ``holdout="runs"`` only: how many (and which) runs of each cell train,
+        and whether one platform serves each workload or all of them.
     replicates : int
         Monte-Carlo replicates per cell; the simulated makespan is their median.
-    scope : "workload" or "all"
-        Calibrate one platform per workload (its own training runs) or one for all.
+    host_model : bool
+        Simulate the emulator's host: its cores shared by concurrent executions
+        (:attr:`Platform.host_cores`, the measuring machine's core count). Real FaaS keeps
+        dedicated vCPUs; the emulator does not have them.
     slots : "flexible", "all" or "none"
         Which plans the simulator runs with the emulator's ``max_running`` as its
-        concurrency limit. The emulator counts processes running, not those waiting
-        for another worker's output; the simulator's limit counts every sandbox. They
-        agree on plans whose workers are all flexible (a flexible worker never waits),
-        hence the default; with planned workers the simulator runs unlimited.
+        concurrency limit (the emulator counts processes computing, not those waiting
+        for another worker's output; they agree on all-flexible plans, the default).
     warm_pool, calibrate_platform, exec_time, memory_rule
         Ablations: start-ups as the emulator labelled them (``warm_pool=False``, see
-        :func:`~faasplan.predictors.calibrate.calibrate`); the default ``Platform()`` instead of a
-        calibrated one; execution times without output pickling (``"function"``);
-        the memory -> speed rule fitted on the training runs rather than the probes.
+        :func:`~faasplan.predictors.calibrate.calibrate`); the default ``Platform()``
+        instead of a calibrated one; execution times without output pickling
+        (``"function"``); the memory -> speed rule fitted on the training runs rather
+        than the probes.
     """
-    n_runs = min(len(c.runs) for c in measurements.cells)
-    if not 1 <= training_runs < n_runs:
-        raise ValueError(f"evaluate: training_runs must be between 1 and {n_runs - 1} "
-                         f"(each cell has {n_runs} measured runs and needs one held out), "
-                         f"got {training_runs}")
-    groups = _calibration_groups(measurements, scope)
+    if holdout == "runs":
+        n_runs = min(len(c.runs) for c in measurements.cells)
+        if not 1 <= training_runs < n_runs:
+            raise ValueError(f"evaluate: training_runs must be between 1 and {n_runs - 1} "
+                             f"(each cell has {n_runs} measured runs and needs one held "
+                             f"out), got {training_runs}")
+    folds = _folds(measurements, holdout, training_runs, split, scope)
+    cores = float(measurements.settings.get("cpus") or os.cpu_count() or 1)
     platforms: dict[str, Platform] = {}
     reports: dict[str, dict[str, Any]] = {}
-    for group, names in groups.items():
-        cells = [c for c in measurements.cells if c.workload in names]
-        training = [t for c in cells for t in _split(c, training_runs, split)[0]]
-        frame = measured_metrics(training, "train", exec_time)
-        if calibrate_platform:
-            platform, report = calibrated_platform(frame, training, warm_pool=warm_pool)
-        else:
-            platform, report = Platform(), {}
-        if memory_rule == "probe" and calibrate_platform:
-            probes = [t for n in names for t in measurements.probes.get(n, ())]
-            probe_frame = measured_metrics(probes, "probe", exec_time)
-            rule = calibrate(probe_frame)[0]
-            platform = platform.replace(cpu_exponent=rule.cpu_exponent,
-                                        multicore_exponent=rule.multicore_exponent)
-        platforms[group], reports[group] = platform, report
     rows: list[dict[str, Any]] = []
     summary: list[dict[str, Any]] = []
     simulated: dict[tuple[str, str], Trace] = {}
-    predictors: dict[str, Predictor] = {}
-    for cell in measurements.cells:
+    for fold in folds:
+        cell = fold.cell
         wf = measurements.workflows[cell.workload]
-        group = cell.workload if scope == "workload" else "*"
-        platform = platforms[group]
+        if fold.key not in platforms:
+            frame = measured_metrics(fold.platform_runs, "train", exec_time)
+            if calibrate_platform:
+                platform, report = calibrated_platform(frame, fold.platform_runs,
+                                                       warm_pool=warm_pool)
+            else:
+                platform, report = Platform(), {}
+            if memory_rule == "probe" and calibrate_platform and fold.platform_probes:
+                rule = calibrate(measured_metrics(fold.platform_probes, "probe", exec_time))[0]
+                platform = platform.replace(cpu_exponent=rule.cpu_exponent,
+                                            multicore_exponent=rule.multicore_exponent)
+            if host_model:
+                platform = platform.replace(host_cores=cores)
+            platforms[fold.key], reports[fold.key] = platform, report
+        platform = platforms[fold.key]
         flexible = all(p.worker is None for p in cell.placements.values())
         if slots == "all" or (slots == "flexible" and flexible):
             platform = platform.replace(concurrency_limit=measurements.max_running)
-        if cell.workload not in predictors:
-            training = [t for c in measurements.cells if c.workload == cell.workload
-                        for t in _split(c, training_runs, split)[0]]
-            predictors[cell.workload] = fit_predictor(
-                wf, measured_metrics(training, "train", exec_time), platform)
-        behaviour = PlatformScaled(HistoryBehaviour(wf, predictors[cell.workload]), platform)
+        predictor = fit_predictor(wf, measured_metrics(fold.fit_runs, "train", exec_time),
+                                  platform)
+        behaviour = PlatformScaled(HistoryBehaviour(wf, predictor), platform)
         traces = simulate_many(wf, cell.placements, platform, seed=seed,
                                replicates=replicates, behaviour=behaviour)
         makespans = np.array([t.makespan_ms for t in traces])
@@ -444,12 +513,14 @@ def evaluate(measurements: Measurements, *, training_runs: int = 2, replicates: 
         simulated[(cell.workload, cell.planner)] = traces[int(np.argmin(
             np.abs(makespans - sim_ms)))]
         sim_parts = pd.DataFrame([components(t) for t in traces]).mean()
-        trained, held_out_at = _split(cell, training_runs, split)
-        held_out = [cell.runs[i] for i in held_out_at]
-        replay_ms = float(np.median([t.makespan_ms for t in trained]))
-        real_parts = pd.DataFrame([components(t) for t in held_out])
-        for i, trace, parts in zip(held_out_at, held_out, real_parts.to_dict("records"),
+        scored = [cell.runs[i] for i in fold.scored]
+        # The noise floor: each scored run against the median of the cell's other runs,
+        # which no model of the plan can beat without knowing the machine's other work.
+        real_parts = pd.DataFrame([components(t) for t in scored])
+        for i, trace, parts in zip(fold.scored, scored, real_parts.to_dict("records"),
                                    strict=True):
+            rest = [t.makespan_ms for k, t in enumerate(cell.runs) if k != i]
+            replay_ms = float(np.median(rest)) if rest else math.nan
             row: dict[str, Any] = {"workload": cell.workload, "planner": cell.planner,
                                    "run": i, "real_ms": trace.makespan_ms,
                                    "sim_ms": sim_ms,
@@ -458,17 +529,18 @@ def evaluate(measurements: Measurements, *, training_runs: int = 2, replicates: 
             for name in COMPONENTS:
                 row[f"{name}_error"] = _ratio_error(sim_parts[name], parts[name])
             rows.append(row)
-        real_ms = float(np.median([t.makespan_ms for t in held_out]))
+        real_ms = float(np.median([t.makespan_ms for t in scored]))
+        cell_rows = [r for r in rows if (r["workload"], r["planner"]) ==
+                     (cell.workload, cell.planner)]
         entry: dict[str, Any] = {
             "workload": cell.workload, "planner": cell.planner, "tasks": len(wf),
-            "real_ms": real_ms, "sim_ms": sim_ms, "sim_p10_ms": float(np.percentile(makespans, 10)),
+            "real_ms": real_ms, "sim_ms": sim_ms,
+            "sim_p10_ms": float(np.percentile(makespans, 10)),
             "sim_p90_ms": float(np.percentile(makespans, 90)),
             "error": sim_ms / real_ms - 1.0,
-            "median_abs_run_error": float(np.median([abs(sim_ms / t.makespan_ms - 1.0)
-                                                     for t in held_out])),
-            "replay_ms": replay_ms,
-            "median_abs_replay_error": float(np.median([abs(replay_ms / t.makespan_ms - 1.0)
-                                                        for t in held_out])),
+            "median_abs_run_error": float(np.median([abs(r["error"]) for r in cell_rows])),
+            "median_abs_replay_error": float(np.nanmedian([abs(r["replay_error"])
+                                                           for r in cell_rows])),
             "planned_ms": cell.predicted_ms}
         for name in COMPONENTS:
             entry[f"{name}_error"] = _ratio_error(sim_parts[name],
@@ -511,9 +583,10 @@ def run_experiment(workloads: Mapping[str, Workflow] | None = None,
                    progress: Progress | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """:func:`measure` then :func:`evaluate`: ``(runs, summary)`` tables.
 
-    ``runs`` has one row per held-out run (``real_ms``, ``sim_ms``, ``error`` and
-    ``<component>_error``); ``summary`` one row per (workload, planner) with the median
-    real makespan, the simulated one and their error.
+    Evaluated leave-plan-out (``training_runs`` is kept for callers of the earlier
+    split and ignored). ``runs`` has one row per held-out run (``real_ms``, ``sim_ms``,
+    ``error`` and ``<component>_error``); ``summary`` one row per (workload, planner) with
+    the median real makespan, the simulated one and their error.
 
     Examples
     --------
@@ -524,5 +597,5 @@ def run_experiment(workloads: Mapping[str, Workflow] | None = None,
     """
     found = measure(workloads, planners, runs=runs, warmup_runs=warmup_runs,
                     max_running=max_running, redis=redis, seed=seed, progress=progress)
-    result = evaluate(found, training_runs=training_runs, replicates=replicates, seed=seed)
+    result = evaluate(found, holdout="plan", replicates=replicates, seed=seed)
     return result.runs, result.summary

@@ -14,6 +14,7 @@ reached the store (which is when the client, subscribed to it, learns of it).
 from __future__ import annotations
 
 import gc
+import math
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -192,6 +193,10 @@ class Simulation:
         self.storage_bytes = 0
         self.client_bytes = 0
         self._bandwidth: dict[int, float] = {}
+        # Processor sharing on one host (the local emulator), or dedicated vCPUs.
+        self._cpu = (FairShareNetwork(env, platform.host_cores)
+                     if math.isfinite(platform.host_cores) else None)
+        self._cores: dict[int, Endpoint] = {}
         self._handlers: dict[type, Callable[[Any, _Proc], Outcome]] = {
             Fetch: self._fetch, Store: self._store, Track: self._track,
             Notify: self._notify, WaitFor: self._wait_for, Invoke: self._invoke,
@@ -208,7 +213,8 @@ class Simulation:
         """
         env = simpy.Environment()
         network = FairShareNetwork(env, platform.storage_bandwidth_mb_s * _MB_S)
-        storage = Storage(env, network, platform.storage_latency_ms)
+        storage = Storage(env, network, platform.storage_latency_ms,
+                          platform.transfer_overhead_ms)
         faas = FaaSModel(env, platform, rng)
         return cls(spec, env, storage, faas, behaviour, rng, platform, [] if log else None)
 
@@ -404,7 +410,20 @@ class Simulation:
         w.tasks += 1
         self.tasks[tid] = rec
         proc.post = rec
-        return self.env.timeout(ms, Payload(out))
+        if self._cpu is None:
+            return self.env.timeout(ms, Payload(out))
+        # ``ms`` of one core's work, done at the rate the host's cores are shared.
+        done = Event(self.env)
+        core = self._cores.get(id(w))
+        if core is None:
+            core = self._cores[id(w)] = Endpoint(1.0)
+        self._cpu.transfer(ms, core, self._executed, (done, rec, Payload(out)))
+        return done
+
+    def _executed(self, arg: tuple[Event, TaskRun, Payload]) -> None:
+        done, rec, out = arg
+        rec.exec_end_ms = rec.end_ms = self.env.now
+        done.succeed(out)
 
     def _spawn(self, eff: Spawn, proc: _Proc) -> Outcome:
         child = _Proc(proc.worker, proc.task, proc.post)

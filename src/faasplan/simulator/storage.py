@@ -62,15 +62,19 @@ class Storage:
         Carries the bytes of uploads and downloads.
     latency_ms : float
         Round trip of one operation.
+    transfer_overhead_ms : float
+        Added to every upload and download (not to set and channel operations).
     """
 
     def __init__(self, env: simpy.Environment, network: FairShareNetwork,
-                 latency_ms: float) -> None:
-        if latency_ms < 0:
-            raise ValueError(f"storage latency must be >= 0 ms, got {latency_ms}")
+                 latency_ms: float, transfer_overhead_ms: float = 0.0) -> None:
+        if latency_ms < 0 or transfer_overhead_ms < 0:
+            raise ValueError(f"storage latency and transfer overhead must be >= 0 ms, got "
+                             f"{latency_ms} and {transfer_overhead_ms}")
         self.env = env
         self.network = network
         self.latency_ms = latency_ms
+        self._answer_ms = latency_ms + transfer_overhead_ms
         self.data: dict[str, Payload] = {}
         self.stored_at: dict[str, float] = {}
         self.sets: dict[str, set[str]] = {}
@@ -129,11 +133,12 @@ class Storage:
         """Fire the record's event one round trip from now (like a Timeout, value set)."""
         event = record.event
         assert event is not None
-        record.end = self.env.now + self.latency_ms
+        delay = self._answer_ms
+        record.end = self.env.now + delay
         record.event = None  # the record outlives the run (traces are pickled)
         event._ok = True
         event._value = value
-        self.env.schedule(event, NORMAL, self.latency_ms)
+        self.env.schedule(event, NORMAL, delay)
 
     def _start_stream(self, key: str) -> None:
         self._streams[key] = []
