@@ -19,7 +19,7 @@ from typing import Any
 import networkx as nx
 import numpy as np
 import pandas as pd
-from bokeh.models import ColumnDataSource, FactorRange, HoverTool, Range1d
+from bokeh.models import ColumnDataSource, FactorRange, HoverTool, NumeralTickFormatter, Range1d
 from bokeh.models.widgets.tables import DataTable, NumberFormatter, StringFormatter, TableColumn
 from bokeh.plotting import figure
 from bokeh.transform import dodge, factor_cmap
@@ -282,7 +282,8 @@ class BytesPlot:
         self.source = ColumnDataSource(_data({"t": [], "down": [], "up": [], "invoke": []}))
         fig = figure(title="bytes through storage (cumulative)", height=height,
                      sizing_mode="stretch_width", tools="save,reset", name="faasplan-bytes",
-                     x_axis_label="seconds since the run started", y_axis_label="MB")
+                     x_axis_label="seconds since the run started", y_axis_label="bytes")
+        fig.yaxis.formatter = NumeralTickFormatter(format="0.0 b")
         for col, colour, label in (("down", "#3182bd", "downloaded"),
                                    ("up", "#fd8d3c", "uploaded"),
                                    ("invoke", "#756bb1", "invocation requests")):
@@ -302,7 +303,7 @@ class BytesPlot:
         t = [(x[0] - self.model.t0) / 1000.0 for x in ordered]
         data: dict[str, Any] = {"t": t}
         for direction in ("down", "up", "invoke"):
-            data[direction] = np.cumsum([n / 1e6 if d == direction else 0.0
+            data[direction] = np.cumsum([float(n) if d == direction else 0.0
                                          for _, d, n in ordered]).tolist()
         self.source.data = _data(data)
 
