@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args, get_origin
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, create_model
 
 from faasplan.planners.context import Evaluate, PlanningContext, PlatformLike, PredictorLike
-from faasplan.planners.heft import plan_heft
+from faasplan.planners.heft import MAKESPAN_TOLERANCE, plan_heft
 from faasplan.planners.non_uniform import (
     DEFAULT_MAX_EVALUATIONS,
     plan_non_uniform,
@@ -69,7 +69,10 @@ _MEMORY = {"memory_mb": PlannerOption(int | None, None,
 _HEFT = {**_MEMORY,
          "policy": PlannerOption(Literal["cost", "finish"], "cost",
                                  "cost: billed idle time and start-ups priced, within HEFT's "
-                                 "makespan; finish: classic earliest finish")}
+                                 "makespan; finish: classic earliest finish"),
+         "makespan_tolerance": PlannerOption(float, MAKESPAN_TOLERANCE,
+                                             "policy cost: how much longer than the earliest "
+                                             "finish schedule a cheaper one may be")}
 _SAGA = {**_MEMORY,
          "nodes": PlannerOption(int | None, None,
                                 "compute nodes SAGA schedules on (default: the DAG's width)"),
