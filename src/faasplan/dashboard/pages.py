@@ -230,7 +230,8 @@ def history_page(ctx: Context) -> pn.Column:
         wt = store.get(kind.value)
         runs.objects = [pn.pane.Bokeh(table(list(wt.runs), (
             ("run_id", "run"), ("workflow", "workflow"), ("workflow_hash", "structure hash"),
-            ("tasks", "tasks"), ("planner", "planner")), "faasplan-runs", height=140))]
+            ("tasks", "tasks"), ("planner", "planner")), "faasplan-runs",
+            height=min(300, 40 + 28 * len(wt.runs))))]
 
     def start(*_: Any) -> None:
         try:
