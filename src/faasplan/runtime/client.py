@@ -235,7 +235,8 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
     if isinstance(invoker, LocalFaaS) and invoker.pool != signer.pool:
         raise ValueError("the LocalFaaS given as invoker was started with another HMAC key; "
                          "pass the same hmac_key to run()")
-    rid = run_id or f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}"
+    rid = (run_id if run_id is not None
+           else f"{time.strftime('%Y%m%d-%H%M%S')}-{secrets.token_hex(4)}")
     check_ids(rid, workflow.topological_order)
     prepared = prepare_run(workflow, placements, run_id=rid, planner=planner_name(plan),
                            options=opts or WorkerOptions(), lease_ms=cfg.lease_ms,
