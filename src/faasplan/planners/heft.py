@@ -41,6 +41,7 @@ Choosing among those workers (``policy``):
 from __future__ import annotations
 
 import heapq
+import math
 import time
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
@@ -159,6 +160,7 @@ class _Option:
     finish: float
     billed: float
     donor: str | None = None
+    start_up_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -222,11 +224,13 @@ class HeftSchedule:
 
 
 def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
-                  target_ms: float = 0.0) -> HeftSchedule:
+                  target_ms: float = 0.0, one_start_up: bool = False) -> HeftSchedule:
     """One pass of list scheduling (see the module docstring).
 
     With ``policy="cost"`` a task takes the cheapest option whose finish plus the costliest
-    path below it stays within the larger of ``target_ms`` and HEFT's projected makespan.
+    path below it stays within the larger of ``target_ms`` and HEFT's projected makespan;
+    with ``one_start_up`` also no later than its earliest finish plus a new worker's
+    start-up (trading idle time for a new worker, but not filling slack otherwise).
     Workers that may wait for another worker's output while holding a sandbox stay below
     the platform's concurrency limit (above it a run could deadlock): at the limit, a task
     fed from elsewhere joins only a worker that already waits, or a new one.
@@ -260,7 +264,9 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
         options = _options(line, parents, i, exec_ms, comm, prices,
                            new_waiters=len(line.waiting) < may_wait)
         tail = rank[tid] - exec_ms
-        best = _choose(options, policy, horizon - tail)
+        # options[0] is the new worker: its start-up is what reusing a worker saves.
+        delay = options[0].start_up_ms if one_start_up else math.inf
+        best = _choose(options, policy, horizon - tail, delay)
         if best.worker is None:
             worker = f"h{count}"
             count += 1
@@ -284,12 +290,14 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
 
     ``policy`` chooses among the workers a task may join (see the module docstring).
     ``"cost"`` schedules by earliest finish, then again for cost, allowed to lengthen that
-    schedule's makespan (HEFT's estimate) by ``makespan_tolerance``, then by a third of it,
-    then not at all. The first of those whose simulation is cheaper than the earliest-finish
-    schedule's and at most ``1 + makespan_tolerance`` times its SLA makespan is kept, else
-    the earliest-finish schedule (HEFT's estimates are single values; the simulation sees
-    the spread of execution times). The notes give the workers, HEFT's makespan estimate,
-    the worker time it expects to be billed, and which schedule was kept.
+    schedule's makespan (HEFT's estimate) by ``makespan_tolerance``; then so, but with no
+    task later than its earliest finish plus a new worker's start-up; then that without
+    lengthening the makespan. The first of those whose simulation is cheaper than the
+    earliest-finish schedule's and at most ``1 + makespan_tolerance`` times its SLA
+    makespan is kept, else the earliest-finish schedule (HEFT's estimates are single
+    values; the simulation sees the spread of execution times). The notes give the
+    workers, HEFT's makespan estimate, the worker time it expects to be billed, and which
+    schedule was kept.
 
     Raises
     ------
@@ -317,9 +325,9 @@ def _cheaper_schedule(ctx: PlanningContext, memory_mb: int, fastest: HeftSchedul
     """The first cost schedule that simulation confirms (see :func:`plan_heft`)."""
     base = None
     tried: dict[tuple[tuple[str, str], ...], None] = {}
-    for share in (1.0, 1.0 / 3.0, 0.0):
+    for share, one_start_up in ((1.0, False), (1.0, True), (0.0, True)):
         cheap = heft_schedule(ctx, memory_mb, "cost",
-                              fastest.makespan_ms * (1.0 + share * tolerance))
+                              fastest.makespan_ms * (1.0 + share * tolerance), one_start_up)
         key = tuple(cheap.worker_of.items())
         if cheap.worker_of == fastest.worker_of or key in tried:
             continue
@@ -360,7 +368,8 @@ def _options(line: _Timeline, parents: tuple[str, ...], index: int, exec_ms: flo
     donor = line.warm_donor(invoked, prices.keep_alive_ms)
     startup = prices.startup(donor is not None)
     options = [_Option(None, remote + prices.invocation_ms + startup + exec_ms,
-                       startup + prices.fee_ms + download + exec_ms + uploads(None), donor)]
+                       startup + prices.fee_ms + download + exec_ms + uploads(None), donor,
+                       prices.invocation_ms + startup)]
     for w in line.candidates(parents, index):
         if not new_waiters and w not in line.waiting and any(
                 line.worker_of[p] != w for p in parents):
@@ -373,8 +382,9 @@ def _options(line: _Timeline, parents: tuple[str, ...], index: int, exec_ms: flo
     return options
 
 
-def _choose(options: list[_Option], policy: str, latest: float) -> _Option:
-    """The option ``policy`` prefers; ``latest`` is the finish that keeps the horizon.
+def _choose(options: list[_Option], policy: str, latest: float, delay_ms: float) -> _Option:
+    """The option ``policy`` prefers; ``latest`` is the finish that keeps the horizon, and
+    ``"cost"`` finishes at most ``delay_ms`` after the earliest finish.
 
     Ties (of finish, then of price) go to an existing worker, and among those to the first.
     """
@@ -384,7 +394,7 @@ def _choose(options: list[_Option], policy: str, latest: float) -> _Option:
     fastest = min(options, key=key_finish)
     if policy == "finish":
         return fastest
-    limit = max(latest, fastest.finish)
+    limit = max(min(latest, fastest.finish + delay_ms), fastest.finish)
     slack = 1e-9 * max(1.0, abs(limit))
     allowed = [o for o in options if o.finish <= limit + slack]
     return min(allowed, key=lambda o: (o.billed, o.finish, o.worker is None))
