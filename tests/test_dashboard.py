@@ -552,6 +552,32 @@ def test_live_view_of_a_real_run(live_dashboard: tuple[str, Any], redis_server: 
         assert t["state"] == "done" and times == sorted(times)
 
 
+@task
+def broken(a: int) -> int:
+    raise ZeroDivisionError(f"no share for {a}")
+
+
+@pytest.mark.redis
+def test_live_view_shows_the_traceback_of_a_real_failure(live_dashboard: tuple[str, Any],
+                                                         redis_server: Any) -> None:
+    from faasplan.runtime import RemoteTaskError
+
+    url, _ = live_dashboard
+    wf = Workflow(broken(slow_leaf(1)), name="broken_run")
+    # keep_data: the client learns of the failure before the worker's last log entries
+    # reach the stream, and would delete the run's keys at once.
+    with pytest.raises(RemoteTaskError):
+        faasplan.run(wf, None, redis_server.url, timeout_s=60, max_retries=0, keep_data=True)
+    runs = wait_for(lambda: get(url + "api/runs")[1]["runs"], timeout=10)
+    detail = wait_for(lambda: (lambda d: d if d["failures"] else None)(
+        get(url + f"api/runs/{runs[0]['id']}")[1]), timeout=10)
+    assert detail["run"]["status"] == "failed" and detail["run"]["done"] == 1
+    assert [t["state"] for t in detail["tasks"]] == ["done", "failed"]
+    failure = detail["failures"][0]
+    assert failure["task"] == "broken-0" and "ZeroDivisionError: no share for 1" in failure[
+        "traceback"]
+
+
 # -- pages in a real browser ----------------------------------------------------------------------
 def _browser() -> Any:
     from selenium import webdriver

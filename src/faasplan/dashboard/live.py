@@ -85,14 +85,18 @@ class RedisFeed:
         if not streams:
             self._stop.wait(min(self.registry_s, self.block_ms / 1000.0))
             return 0
-        reply: Any = self._client.xread(streams, count=XREAD_COUNT, block=self.block_ms)
+        return self._apply(self._client.xread(streams, count=XREAD_COUNT, block=self.block_ms))
+
+    def _apply(self, reply: Any) -> int:
+        """Fold the entries of an ``XREAD`` reply into their runs' models."""
         applied = 0
         with self.lock:
             for key, entries in reply or ():
                 run_id = _run_of(key)
                 model = self.runs.get(run_id)
                 for entry_id, fields in entries:
-                    self._last_id[run_id] = entry_id
+                    if run_id in self._last_id:
+                        self._last_id[run_id] = entry_id
                     raw = fields.get(b"e")
                     if model is None or raw is None:
                         continue
@@ -125,9 +129,12 @@ class RedisFeed:
                 if run_id not in ids and not model.closed:
                     model.closed = True
             self._trim()
-        # Runs gone from the registry are read no more (their keys are being deleted).
-        for run_id in [r for r in self._last_id if r not in ids]:
-            self._last_id.pop(run_id)
+        # A run leaves the registry before its keys are deleted: read what is left of its
+        # log once more, then no more.
+        gone = {r: self._last_id.pop(r) for r in [r for r in self._last_id if r not in ids]}
+        if gone:
+            self._apply(self._client.xread({RunKeys(r).log: last for r, last in gone.items()},
+                                           count=XREAD_COUNT * 20))
 
     def _trim(self) -> None:
         closed = [r for r, m in self.runs.items() if m.closed]

@@ -186,6 +186,8 @@ class RunModel:
         elif kind == "end":
             worker.ended = ev.end
         elif kind == "fail":
+            # The invocation stops at a failure (no ``end`` follows, no upload will come).
+            worker.ended = ev.end if worker.ended is None else worker.ended
             self.failures.append(Failure(ev.task, ev.worker, ev.end, ev.info))
             if ev.task in self.seen:
                 self.seen[ev.task].failed = ev.end
