@@ -349,7 +349,7 @@ def _add_dashboard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     s = _add(sub, common, "dashboard",
              "serve the web dashboard on 127.0.0.1: live runs on Redis, planner comparisons "
              "on a metrics history, and its JSON API",
-             ["faasplan dashboard --redis redis://127.0.0.1:6379/0 --port 8787 --open",
+             ["faasplan dashboard --redis redis://127.0.0.1:6379/0 --port 8790 --open",
               "faasplan dashboard --metrics runs.parquet",
               "faasplan dashboard --metrics src/faasplan/data/traces/montage_58t.json"],
              cmd_dashboard)
@@ -360,7 +360,8 @@ def _add_dashboard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                         "for the history view")
     s.add_argument("--port", type=lambda t: int(_checked(t, int, lambda v: 0 <= v <= 65535,
                                                          "a port in 0..65535")),
-                   default=8787, help="TCP port on 127.0.0.1 (default: 8787; 0: any free)")
+                   default=8790,
+                   help="TCP port on 127.0.0.1 (default: 8790, beside Dask's 8787; 0: any free)")
     s.add_argument("--open", action="store_true", help="open the dashboard in a browser")
 
 
