@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 import faasplan
 from faasplan import Placement, Workflow, task
 from faasplan.conformance.cases import random_case
-from faasplan.platform import Platform
 from faasplan.planners import Plan
+from faasplan.platform import Platform
 from faasplan.runtime import RuntimeConfig
 from faasplan.simulator import simulate
 from faasplan.worker import RunSpec

@@ -21,8 +21,10 @@ the current predicted trace:
 
 Every candidate must pass :meth:`Plan.validate`; invalid ones are skipped unsimulated.
 With ``cost_budget_usd`` a plan over budget only wins over another over-budget plan (by
-being cheaper). Every starting plan and every candidate is scored by the same evaluation
-(Monte-Carlo replicates with common random numbers), and a candidate replaces the current
+being cheaper); by default the budget is the predicted cost of the best starting plan, so
+the plan returned is no slower and no costlier than the best baseline. Every starting plan
+and every candidate is scored by the same evaluation (Monte-Carlo replicates with common
+random numbers), and a candidate replaces the current
 plan only when it is better, so the plan returned is never dominated, on SLA makespan and
 cost, by any baseline under that evaluation. The search stops after ``max_evaluations``
 evaluations (by default derived from a budget of simulated tasks), so a plan is a pure
@@ -389,6 +391,9 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
         :data:`DEFAULT_TASK_SIMULATIONS` simulated tasks, at least 8.
     cost_budget_usd : float, optional
         Predicted cost a plan may not exceed (when no plan meets it, the cheapest wins).
+        By default the predicted cost of the best starting plan: the search then returns
+        a plan no slower and no costlier than the best baseline, instead of buying small
+        makespan gains with many more workers. ``math.inf`` lifts the cap.
     pareto : bool
         Add the cost/makespan Pareto front of every simulated candidate to the notes
         (see :func:`pareto_front`).
@@ -416,6 +421,10 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
             best_name, best_plan = name, plan
     if best_plan is None:
         raise RuntimeError(f"sim-guided: no starting plan could be simulated: {notes}")
+    if cost_budget_usd is None:
+        cost_budget_usd = float(best_plan.predicted.cost_usd)
+        notes.append(f"cost capped at that of the best starting plan ({best_name}, "
+                     f"{cost_budget_usd:.6g} USD); cost_budget_usd=inf lifts the cap")
     state = _State(ctx, dict(best_plan.placements), best_plan.predicted)
     score = _objective(state.trace, cost_budget_usd)
     rng = np.random.default_rng(ctx.seed)
@@ -457,7 +466,7 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
     if time.perf_counter() - started >= time_budget_s:
         notes.append(f"the wall-clock safety cap of {time_budget_s:g} s ended the search "
                      "before its evaluation budget: the plan depends on the machine's speed")
-    if cost_budget_usd is not None and score[0] == 1:
+    if score[0] == 1:
         notes.append(f"no plan found within the cost budget of {cost_budget_usd:.6g} USD; "
                      "the cheapest is returned")
     if pareto:
