@@ -28,7 +28,8 @@ def test_docs_build_with_warnings_as_errors(tmp_path: Path) -> None:
                                   f"pip install -e '.[dev]'):\n{done.stderr}")
     for page in ("index", "tutorial", "concepts", "changes", "reference/workflow",
                  "reference/planning", "reference/simulation", "reference/predictors",
-                 "reference/report", "reference/runtime", "reference/worker"):
+                 "reference/report", "reference/runtime", "reference/worker",
+                 "reference/conformance", "reference/wfcommons"):
         assert (out / f"{page}.html").is_file(), page
     # the reference is made from the docstrings
     workflow = (out / "reference" / "workflow.html").read_text(encoding="utf-8")

@@ -347,3 +347,12 @@ def test_export_command_bad_input_exits_2(capsys, tmp_path, argv, message):
 def test_export_command_needs_an_output(capsys):
     code, _, err = export(capsys, "faasplan.workloads:gemm")
     assert code == 2 and "--wfformat" in err
+
+
+def test_trace_method_and_function_give_the_same_document():
+    wf = montage()
+    trace = simulate(wf, seed=4)
+    when = datetime(2026, 1, 2, tzinfo=UTC)
+    doc = trace.to_wfformat(wf, executed_at=when)
+    assert doc == trace_to_wfformat(trace, wf, executed_at=when)
+    assert schema_errors(doc) == []

@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from faasplan.predictors.metrics import MetricsRecord
+    from faasplan.workflow import Workflow
 
 TASK_COLUMNS: tuple[str, ...] = (
     "task", "function", "worker", "memory_mb", "start_ms", "exec_start_ms", "exec_end_ms",
@@ -215,6 +216,15 @@ class Trace:
                 tuple(Transfer(int(n), float(d), bool(s)) for n, d, s in ups),
                 state, float(sms)))
         return out
+
+    def to_wfformat(self, workflow: Workflow, **options: Any) -> dict[str, Any]:
+        """This run as a WfFormat 1.5 document (:func:`faasplan.trace.wfformat.trace_to_wfformat`).
+
+        ``workflow`` is the workflow that ran; ``options`` are those of that function.
+        """
+        from faasplan.trace.wfformat import trace_to_wfformat
+
+        return trace_to_wfformat(self, workflow, **options)
 
     def gantt(self, ax: Axes | None = None, title: str | None = None) -> Figure:
         """Plot one lane per worker: start-up, then per task inputs, execution, upload.
