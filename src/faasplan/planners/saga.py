@@ -69,6 +69,9 @@ SCHEDULERS: Mapping[str, str] = {
     "WBA": "WBAScheduler",
 }
 
+#: Speed of a node's link to itself: a transfer of the largest edge (ms) takes ~1e-6 ms.
+LOCAL_SPEED = 1e12
+
 #: Tasks SAGA adds to give a graph one source and one sink; they are not faasplan's.
 _SAGA_ADDED = frozenset({"__super_source__", "__super_sink__"})
 
@@ -151,6 +154,9 @@ def run_saga(scheduler: str, instance: SagaInstance, seed: int = 0
         logging.disable(previous)
     names = [f"n{i}" for i in range(instance.nodes)]
     links = [(a, b, 1.0) for i, a in enumerate(names) for b in names[i + 1:]]
+    # Data on its own node moves for free; a finite speed, because SAGA's SMT scheduler
+    # turns speeds into exact rationals (infinity has none).
+    links += [(n, n, LOCAL_SPEED) for n in names]
     network = saga.Network.create(nodes=[(n, 1.0) for n in names], edges=links)
     schedule = getattr(schedulers, scheduler)().schedule(network, graph)
     out: dict[str, list[tuple[str, float, float]]] = {}
@@ -268,7 +274,8 @@ def schedule_to_placements(workflow: Workflow,
         runs.extend(split_node(workflow, names))
     missing = [t for t in workflow.topological_order if t not in seen]
     if missing:
-        raise ValueError(f"SAGA schedule has no node for tasks {missing[:5]}")
+        raise ValueError(f"SAGA's schedule leaves {len(missing)} tasks unscheduled, e.g. "
+                         f"{missing[:3]}")
     index = {t: i for i, t in enumerate(workflow.topological_order)}
     runs.sort(key=lambda r: min(index[t] for t in r))
     placements = {t: Placement(f"s{k}", memory_mb) for k, run in enumerate(runs) for t in run}
@@ -286,6 +293,8 @@ def plan_saga(ctx: PlanningContext, *, scheduler: str, memory_mb: int | None = N
         The ``saga`` extra is not installed.
     SagaBudgetExceeded
         SAGA gave no schedule within ``time_budget_s``.
+    RuntimeError
+        SAGA failed, or its schedule leaves tasks out or places one twice.
     """
     started = time.perf_counter()
     name = f"saga:{scheduler}"
@@ -302,7 +311,10 @@ def plan_saga(ctx: PlanningContext, *, scheduler: str, memory_mb: int | None = N
     saga_started = time.perf_counter()
     mapping = run_saga_budgeted(cls, instance, time_budget_s, ctx.seed, label=name)
     saga_s = time.perf_counter() - saga_started
-    placements, used = schedule_to_placements(ctx.workflow, mapping, memory)
+    try:
+        placements, used = schedule_to_placements(ctx.workflow, mapping, memory)
+    except ValueError as exc:
+        raise RuntimeError(f"{name}: {exc}") from None
     workers = len({p.worker for p in placements.values()})
     span = max((end for items in mapping.values() for _, _, end in items), default=0.0)
     notes = (f"{workers} workers of {memory} MB for {used} SAGA nodes in use "
