@@ -428,9 +428,12 @@ def test_a_standalone_worker_serves_a_run_with_a_key_file_and_the_url_in_its_env
     key_path = tmp_path / "faasplan.key"
     key = write_key_file(key_path)
     worker = _start_worker(key_path, redis_server.url, "--strict")
+    cmdline = PROC / str(worker.pid) / "cmdline"
     try:
-        shown = (PROC / str(worker.pid) / "cmdline").read_bytes()
-        assert b"worker" in shown and str(key_path).encode() in shown
+        # Between fork and exec the command line is still the parent's, or empty.
+        assert wait_until(lambda: b"faasplan\0worker" in cmdline.read_bytes(), 30.0) is not None
+        shown = cmdline.read_bytes()
+        assert str(key_path).encode() in shown
         for secret in (redis_server.password.encode(), key.hex().encode()):
             assert secret not in shown
         wf = Workflow([getenv(URL_ENV), inc(41)])
