@@ -12,25 +12,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import secrets
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import redis.asyncio as aioredis
+from redis.exceptions import AuthenticationError, OutOfMemoryError, RedisError
 
 from faasplan.runtime.driver import ROW_FIELDS
 from faasplan.runtime.embedded import EmbeddedRedis
 from faasplan.runtime.errors import (
     MissingRequirementsError,
     PayloadAuthError,
+    RedisAuthError,
+    RedisOutOfMemoryError,
+    RedisUnavailableError,
     RemoteTaskError,
     RunError,
+    RunIdInUseError,
     RunStateLostError,
     RunTimeoutError,
     WorkerFailedError,
@@ -39,13 +45,14 @@ from faasplan.runtime.errors import (
 from faasplan.runtime.events import LogStream
 from faasplan.runtime.faas import LocalFaaS
 from faasplan.runtime.invoking import enqueue_many, inline_blob
-from faasplan.runtime.keys import RUNS_KEY, RunKeys, check_ids, pool_pattern
+from faasplan.runtime.keys import RUNS_KEY, RunKeys, check_ids, pool_pattern, pool_queue
 from faasplan.runtime.manifest import (
     PreparedRun,
     QueuedInvocation,
     invocation_id,
     now_ms,
     pack_manifest,
+    payload_context,
     planner_name,
     prepare_run,
     reference_entry,
@@ -53,6 +60,7 @@ from faasplan.runtime.manifest import (
     seal_invocation,
 )
 from faasplan.runtime.redisio import CONNECTION_ERRORS, Scripts, connect, get_stored
+from faasplan.runtime.runstate import server_max_bulk
 from faasplan.runtime.security import Signer, check_redis_url, new_key, parse_key, redact
 from faasplan.runtime.workerproc import event_context
 from faasplan.worker import DAG_KEY, WorkerOptions, initial_invocations, output_key
@@ -64,6 +72,9 @@ if TYPE_CHECKING:
 
     from faasplan.predictors.metrics import MetricsRecord
     from faasplan.trace import Trace
+
+
+log = logging.getLogger("faasplan.runtime.client")
 
 
 @dataclass(frozen=True)
@@ -81,11 +92,17 @@ class Progress:
 class RuntimeConfig:
     """Knobs of the runtime (defaults suit a laptop).
 
-    ``lease_ms``: a worker silent this long is taken for dead (it heartbeats every third).
-    ``stream_chunk_bytes``: chunk size of streamed outputs. ``poll_s``: supervisor period.
-    ``drain_s``: after the sinks are done, how long to wait for the other invocations to
-    report (trace rows). ``max_running``/``max_processes``/``keep_alive_s`` configure the
-    private :class:`~faasplan.runtime.LocalFaaS` started when no invoker is given.
+    ``lease_ms``: a worker silent this long is taken for dead (its heartbeat process
+    renews the lease every third). ``stream_chunk_bytes``: chunk size of streamed
+    outputs. ``poll_s``: supervisor period. ``drain_s``: after the sinks are done, how
+    long to wait for the other invocations to report (trace rows).
+    ``max_running``/``max_processes``/``keep_alive_s`` configure the private
+    :class:`~faasplan.runtime.LocalFaaS` started when no invoker is given.
+    ``outage_s``: how long the client waits out an unreachable Redis (reconnecting with
+    bounded back-off) before failing with :class:`~faasplan.runtime.errors.RedisUnavailableError`.
+    ``key_ttl_s``: every key of a run expires after this, as a last resort against keys
+    left by a client that died (``None``: no expiry); it must exceed ``timeout_s``, and
+    ``keep_data=True`` keeps a run's keys this long.
     """
 
     lease_ms: int = 3000
@@ -95,11 +112,23 @@ class RuntimeConfig:
     max_running: int | None = None
     max_processes: int = 64
     keep_alive_s: float = 60.0
+    outage_s: float = 10.0
+    key_ttl_s: float | None = 86400.0
 
     def __post_init__(self) -> None:
         if self.lease_ms < 100 or self.stream_chunk_bytes < 1 or self.poll_s <= 0:
             raise ValueError(f"RuntimeConfig: lease_ms >= 100, stream_chunk_bytes >= 1 and "
                              f"poll_s > 0 required, got {self}")
+        if not self.outage_s > 0:
+            raise ValueError(f"RuntimeConfig: outage_s must be > 0, got {self.outage_s!r}")
+        if self.key_ttl_s is not None and not self.key_ttl_s >= 1:
+            raise ValueError(f"RuntimeConfig: key_ttl_s must be >= 1 s or None, got "
+                             f"{self.key_ttl_s!r}")
+
+    @property
+    def key_ttl_ms(self) -> int:
+        """``key_ttl_s`` in ms for the scripts (0: no expiry)."""
+        return 0 if self.key_ttl_s is None else int(self.key_ttl_s * 1000)
 
 
 @dataclass(frozen=True)
@@ -144,7 +173,8 @@ def run(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
         keep_data: bool = False, progress: Callable[[Progress], None] | None = None,
         seed: int = 0, options: WorkerOptions | None = None, invoker: Invoker = None,
         config: RuntimeConfig | None = None, run_id: str | None = None,
-        metrics_path: str | os.PathLike[str] | None = None) -> RunResult:
+        metrics_path: str | os.PathLike[str] | None = None, replace: bool = False
+        ) -> RunResult:
     """Execute ``workflow`` under ``plan`` on Redis with FaaS-style worker processes.
 
     Parameters
@@ -181,7 +211,13 @@ def run(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
     config : RuntimeConfig, optional
         Lease, streaming and emulator settings.
     run_id : str, optional
-        Names the run's keys (default: a fresh unique id).
+        Names the run's keys (default: a fresh unique id). A run id whose keys are still
+        in Redis (a run going on, kept with ``keep_data=True``, or left by a client that
+        died) is refused with :class:`~faasplan.runtime.errors.RunIdInUseError`.
+    replace : bool
+        Reuse ``run_id`` even so: the old run's keys are deleted first (a client still
+        running it then fails with :class:`RunStateLostError`). Payloads are bound to the
+        run instance either way, so nothing of an old run is ever taken for this one's.
     metrics_path : path, optional
         Append the run's metrics records to this Parquet file
         (:func:`faasplan.predictors.metrics.save_metrics`).
@@ -193,13 +229,14 @@ def run(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
     Raises
     ------
     RemoteTaskError, WorkerLostError, PayloadAuthError, MissingRequirementsError,
-    RunStateLostError, WorkerFailedError, RunTimeoutError
+    RunStateLostError, WorkerFailedError, RunTimeoutError, RunIdInUseError,
+    RedisAuthError, RedisUnavailableError, RedisOutOfMemoryError
         All subclasses of :class:`RunError`.
     """
     coro = run_async(workflow, plan, redis, hmac_key=hmac_key, timeout_s=timeout_s,
                      max_retries=max_retries, keep_data=keep_data, progress=progress,
                      seed=seed, options=options, invoker=invoker, config=config, run_id=run_id,
-                     metrics_path=metrics_path)
+                     metrics_path=metrics_path, replace=replace)
     try:
         asyncio.get_running_loop()
     except RuntimeError:
@@ -215,7 +252,8 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
                     progress: Callable[[Progress], None] | None = None, seed: int = 0,
                     options: WorkerOptions | None = None, invoker: Invoker = None,
                     config: RuntimeConfig | None = None, run_id: str | None = None,
-                    metrics_path: str | os.PathLike[str] | None = None) -> RunResult:
+                    metrics_path: str | os.PathLike[str] | None = None,
+                    replace: bool = False) -> RunResult:
     """:func:`run` as a coroutine."""
     if not isinstance(workflow, Workflow):
         raise TypeError(f"run() takes a Workflow, got {type(workflow).__name__}")
@@ -226,6 +264,10 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
     if invoker is not None and invoker != "external" and not isinstance(invoker, LocalFaaS):
         raise TypeError(f"invoker must be None, 'external' or a LocalFaaS, got {invoker!r}")
     cfg = config or RuntimeConfig()
+    if cfg.key_ttl_s is not None and timeout_s > cfg.key_ttl_s:
+        raise ValueError(f"timeout_s ({timeout_s:g} s) exceeds RuntimeConfig.key_ttl_s "
+                         f"({cfg.key_ttl_s:g} s): the run's keys would expire while it runs; "
+                         "raise key_ttl_s (or set it to None)")
     opts = options or getattr(plan, "options", None)
     if opts is not None and not isinstance(opts, WorkerOptions):
         raise TypeError(f"options must be a WorkerOptions, got {type(opts).__name__}")
@@ -241,7 +283,7 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
     prepared = prepare_run(workflow, placements, run_id=rid, planner=planner_name(plan),
                            options=opts or WorkerOptions(), lease_ms=cfg.lease_ms,
                            stream_chunk_bytes=cfg.stream_chunk_bytes,
-                           epoch=secrets.token_hex(8))
+                           epoch=secrets.token_hex(8), key_ttl_ms=cfg.key_ttl_ms)
     if isinstance(invoker, LocalFaaS):
         prepared.spec.check_concurrency(invoker.max_processes, "the emulator's max_processes")
     elif invoker is None:
@@ -255,6 +297,8 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
         else:
             check_redis_url(redis)
             url = redis
+        # Before any worker starts: a wrong password or a dead server fails here, fast.
+        await _preflight(url, min(timeout_s, cfg.outage_s), rid)
         faas: LocalFaaS | None = invoker if isinstance(invoker, LocalFaaS) else None
         if invoker is None:
             faas = LocalFaaS(url, key, max_running=cfg.max_running,
@@ -266,7 +310,7 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
         session = _Session(client, url, signer, prepared, faas, cfg, timeout_s=timeout_s,
                            max_retries=max_retries, keep_data=keep_data, progress=progress,
                            seed=seed, private_pool=hmac_key is None,
-                           predicted_ms=_predicted_ms(plan))
+                           predicted_ms=_predicted_ms(plan), replace=replace)
         result = await session.execute()
     if metrics_path is not None:
         from faasplan.predictors.metrics import save_metrics
@@ -282,7 +326,8 @@ class _Session:
                  faas: LocalFaaS | None, cfg: RuntimeConfig, *, timeout_s: float,
                  max_retries: int, keep_data: bool,
                  progress: Callable[[Progress], None] | None, seed: int,
-                 private_pool: bool, predicted_ms: float | None = None) -> None:
+                 private_pool: bool, predicted_ms: float | None = None,
+                 replace: bool = False) -> None:
         self.client = client
         self.url = url
         self.signer = signer
@@ -314,6 +359,9 @@ class _Session:
         self.retries = 0
         self.client_bytes = 0
         self.t0 = 0.0
+        self.replace = replace
+        self.reserved = False
+        self.ttl_ms = cfg.key_ttl_ms
 
     async def execute(self) -> RunResult:
         failed = True
@@ -327,11 +375,15 @@ class _Session:
             result = await self._results()
             net = await self._net_bytes() - net_before
             failed = False
+        except AuthenticationError as exc:
+            raise RedisAuthError(redact(self.url), str(exc), run_id=self.run_id) from exc
         except CONNECTION_ERRORS as exc:
-            raise RunError(f"lost the connection to Redis at {redact(self.url)}: {exc}",
-                           run_id=self.run_id) from exc
+            raise RedisUnavailableError(redact(self.url), f"{type(exc).__name__}: {exc}",
+                                        run_id=self.run_id) from exc
+        except OutOfMemoryError as exc:
+            raise await self._out_of_memory() from exc
         finally:
-            with contextlib.suppress(*CONNECTION_ERRORS):
+            if self.reserved:
                 await self._cleanup(failed)
         from faasplan.runtime.trace import build_real_trace
 
@@ -349,18 +401,46 @@ class _Session:
         # The run starts with the client's first action, as in the simulator: storing the
         # DAG and the large literals is part of the makespan.
         self.t0 = now_ms()
+        await self._reserve()
         k, s = self.keys, self.signer
         items = {k.manifest: pack_manifest(s, self.manifest),
-                 k.data(DAG_KEY): s.seal(k.context(DAG_KEY), self.prepared.encoded.blob)}
+                 k.data(DAG_KEY): s.seal(self._context(DAG_KEY), self.prepared.encoded.blob)}
         for lit_id, data in self.prepared.encoded.payloads.items():
-            items[k.data(lit_id)] = s.seal(k.context(lit_id), data)
+            items[k.data(lit_id)] = s.seal(self._context(lit_id), data)
+        limit = await server_max_bulk(self.client)
+        for key, value in items.items():
+            if len(value) > limit:
+                raise ValueError(f"{key} is {len(value):,} bytes, above the Redis server's "
+                                 f"proto-max-bulk-len of {limit:,} bytes; pass the large "
+                                 "input as a smaller value or raise the server's limit")
         self.client_bytes += sum(len(v) for v in items.values())
-        await self.client.mset(items)
-        # What a live view needs to draw the run (plain JSON: it decides nothing).
+        px = self.ttl_ms or None
         async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.info, run_info_json(self.prepared, self.predicted_ms))
+            for key, value in items.items():
+                pipe.set(key, value, px=px)
+            # What a live view needs to draw the run (plain JSON: it decides nothing).
+            pipe.set(self.keys.info, run_info_json(self.prepared, self.predicted_ms), px=px)
             pipe.zadd(RUNS_KEY, {self.run_id: now_ms()})
             await pipe.execute()
+
+    def _context(self, key: str) -> str:
+        return payload_context(self.run_id, self.manifest.epoch, key)
+
+    async def _reserve(self) -> None:
+        """Take the run id for this run instance, or refuse it while another holds it."""
+        k = self.keys
+        checked = [k.manifest, k.info, k.inv_state, k.inv_items, k.events, k.log, k.abort,
+                   k.owners, k.data(DAG_KEY)]
+        if self.replace:
+            await _unlink_all(self.client, [*checked, k.inv_attempts])
+            await _unlink_matching(self.client, k.pattern)
+            await self.client.zrem(RUNS_KEY, self.run_id)
+        found: Any = await self.scripts.reserve(
+            keys=[k.inv_attempts, RUNS_KEY, *checked],
+            args=[self.manifest.epoch, self.ttl_ms, self.run_id])
+        if found:
+            raise RunIdInUseError(self.run_id, [bytes(f).decode() for f in found])
+        self.reserved = True
 
     async def _start(self) -> None:
         spec, wf = self.prepared.spec, self.prepared.workflow
@@ -380,6 +460,13 @@ class _Session:
                 self.stream.put(ev)
         await self.stream.close()  # the log exists before any worker writes to it
         await enqueue_many(self.client, self.keys, self.signer.pool, batch)
+        if self.ttl_ms:
+            k = self.keys
+            queues = {pool_queue(self.signer.pool, q.invocation.memory_mb) for q, _ in batch}
+            async with self.client.pipeline(transaction=False) as pipe:
+                for key in (k.log, k.inv_state, k.inv_items, k.inv_queue, *queues):
+                    pipe.pexpire(key, self.ttl_ms)
+                await pipe.execute()
 
     # -- waiting -------------------------------------------------------------------------
     async def _wait(self) -> None:
@@ -388,6 +475,7 @@ class _Session:
         next_tick = 0.0
         drain_until: float | None = None
         backoff = 0.05
+        last_ok = loop.time()
         while True:
             now = loop.time()
             if now > deadline:
@@ -402,12 +490,20 @@ class _Session:
                     all_done = await self._supervise()
                     if drain_until is not None and (all_done or now > drain_until):
                         return
-                backoff = 0.05
-            except CONNECTION_ERRORS:
-                # Beyond the client's own retries: keep trying until the deadline; once
-                # back, the supervisor tells a restarted (empty) server from a hiccup.
-                await asyncio.sleep(backoff * (1.0 + self.rng.random()))
-                backoff = min(2.0, backoff * 2)
+                backoff, last_ok = 0.05, loop.time()
+            except AuthenticationError:
+                raise
+            except CONNECTION_ERRORS as exc:
+                # Beyond the client's own retries: wait out a short outage with bounded
+                # back-off; once back, the supervisor tells a restarted (empty) server
+                # from a hiccup. A longer outage fails now, not at the deadline.
+                down = loop.time() - last_ok
+                if down > self.cfg.outage_s:
+                    raise RedisUnavailableError(redact(self.url), f"{type(exc).__name__}: {exc}",
+                                                down, run_id=self.run_id) from exc
+                await asyncio.sleep(min(backoff * (1.0 + self.rng.random()),
+                                        max(0.01, self.cfg.outage_s - down)))
+                backoff = min(1.0, backoff * 2)
 
     async def _pop_events(self, timeout: float) -> list[bytes]:
         first: Any = await self.client.blpop([self.keys.events], timeout=max(0.01, timeout))
@@ -526,7 +622,7 @@ class _Session:
             if raw is None:
                 raise RunStateLostError(f"the output of sink {sink!r} is missing from Redis",
                                         run_id=self.run_id)
-            values.append(self.signer.loads(self.keys.context(key), raw))
+            values.append(self.signer.loads(self._context(key), raw))
         return values[0] if len(values) == 1 else values
 
     async def _net_bytes(self) -> int:
@@ -535,20 +631,44 @@ class _Session:
             int(info.get("total_net_output_bytes", 0))
 
     async def _cleanup(self, failed: bool) -> None:
+        """Delete the run's keys; every step is tried even if an earlier one failed.
+
+        Deleting needs no memory, so it works under ``maxmemory`` too; once the manifest
+        is gone every worker script refuses to write, so nothing comes back.
+        """
+        steps: list[Callable[[], Awaitable[Any]]]
         if self.keep_data:
-            if failed:
-                await self.client.set(self.keys.abort, b"1")
-            return
-        with contextlib.suppress(Exception):
-            await self.stream.close()
-        await self.client.zrem(RUNS_KEY, self.run_id)
-        # Deleting the manifest also tells every worker still waiting to stop.
-        await self.client.set(self.keys.abort, b"1")
-        # The keys it can name, then what a pattern of the escaped run id still finds.
-        await _unlink_all(self.client, self.keys.known(self.prepared.spec.order))
-        await _unlink_matching(self.client, self.keys.pattern)
-        if self.private_pool:
-            await _unlink_matching(self.client, pool_pattern(self.signer.pool))
+            if not failed:
+                return
+            steps = [lambda: self.client.set(self.keys.abort, b"1", px=self.ttl_ms or None)]
+        else:
+            k = self.keys
+            steps = [
+                self.stream.close,
+                # First the manifest: every worker still running stops at its next write.
+                lambda: self.client.unlink(k.manifest, k.inv_attempts),
+                lambda: self.client.zrem(RUNS_KEY, self.run_id),
+                # The keys it can name, then what a pattern of the escaped run id finds.
+                lambda: _unlink_all(self.client, k.known(self.prepared.spec.order)),
+                lambda: _unlink_matching(self.client, k.pattern),
+            ]
+            if self.private_pool:
+                steps.append(lambda: _unlink_matching(self.client,
+                                                      pool_pattern(self.signer.pool)))
+        for step in steps:
+            try:
+                await asyncio.wait_for(step(), self.cfg.outage_s)
+            except (RedisError, OSError, TimeoutError) as exc:
+                log.warning("run %s: clean-up step failed (%s); the keys expire with "
+                            "RuntimeConfig.key_ttl_s", self.run_id, exc)
+
+    async def _out_of_memory(self) -> RunError:
+        used, limit = "?", "?"
+        with contextlib.suppress(RedisError, OSError):
+            info: Any = await self.client.info("memory")
+            used = str(info.get("used_memory_human", "?"))
+            limit = str(info.get("maxmemory_human", "?"))
+        return RedisOutOfMemoryError(redact(self.url), used, limit, run_id=self.run_id)
 
 
 async def _unlink_all(client: aioredis.Redis, keys: list[str], batch: int = 1000) -> None:
@@ -566,6 +686,39 @@ async def _unlink_matching(client: aioredis.Redis, pattern: str) -> None:
             batch = []
     if batch:
         await client.unlink(*batch)
+
+
+_UNREACHABLE: tuple[type[Exception], ...] = (*CONNECTION_ERRORS, TimeoutError, OSError)
+
+
+async def _preflight(url: str, within_s: float, run_id: str) -> None:
+    """Check that Redis at ``url`` answers and accepts the URL's credentials.
+
+    Retries a refused connection with bounded back-off for up to ``within_s``; raises
+    :class:`RedisAuthError` at once when authentication is required or refused, and
+    :class:`RedisUnavailableError` when the server stays unreachable.
+    """
+    client = aioredis.Redis.from_url(url, socket_timeout=max(0.5, within_s),
+                                     socket_connect_timeout=min(5.0, max(0.5, within_s)))
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + within_s
+    backoff = 0.05
+    try:
+        while True:
+            try:
+                await asyncio.wait_for(client.ping(), max(0.2, deadline - loop.time()))
+                return
+            except AuthenticationError as exc:
+                raise RedisAuthError(redact(url), str(exc), run_id=run_id) from None
+            except _UNREACHABLE as exc:
+                if loop.time() + backoff > deadline:
+                    raise RedisUnavailableError(redact(url), f"{type(exc).__name__}: {exc}",
+                                                within_s, run_id=run_id) from None
+                await asyncio.sleep(backoff)
+                backoff = min(1.0, backoff * 2)
+    finally:
+        with contextlib.suppress(Exception):
+            await client.aclose()
 
 
 def _predicted_ms(plan: Any) -> float | None:

@@ -33,15 +33,18 @@ import cloudpickle
 from faasplan.runtime.errors import RunStateLostError
 from faasplan.runtime.events import LogStream, Outbox
 from faasplan.runtime.execution import TaskFailure, call_task, value_nbytes
-from faasplan.runtime.invoking import EXTERNAL_FUNCTION, enqueue, inline_blob
+from faasplan.runtime.invoking import EXTERNAL_FUNCTION, inline_blob
+from faasplan.runtime.keys import pool_queue
 from faasplan.runtime.manifest import (
     QueuedInvocation,
+    embedded_entry,
     invocation_id,
     now_ms,
+    reference_entry,
     seal_invocation,
 )
 from faasplan.runtime.redisio import get_bytes, get_stored, streamed_marker, xread_entries
-from faasplan.runtime.runstate import POLL_S, RunAborted, RunState
+from faasplan.runtime.runstate import POLL_S, RunState, check_write
 from faasplan.worker import (
     DAG_KEY,
     Execute,
@@ -118,6 +121,10 @@ class Driver:
         self._pending_downloads: list[tuple[int, float, bool]] = []
         self._pickled: dict[str, bytes] = {}
         self._pickle_s: dict[str, float] = {}
+        self._final: set[str] = set()
+        # What every write of this invocation carries: the scripts refuse it once the
+        # invocation was claimed again (or the run id was reused).
+        self._fence = (self.inv_id, str(attempt), run.epoch)
         self._spawned: list[asyncio.Task[Any]] = []
         self._on_block = on_block
         self._block_depth = 0
@@ -240,7 +247,7 @@ class Driver:
             await self.run.check_alive()
             raise RunStateLostError("the stored DAG is missing from Redis",
                                     run_id=self.run.manifest.run_id)
-        body = self.run.signer.open(self.keys.context(DAG_KEY), raw)
+        body = self.run.signer.open(self.run.context(DAG_KEY), raw)
         wf = self.run.decode_dag(body)
         if wf not in self.workflows:
             self.workflows.append(wf)
@@ -248,7 +255,7 @@ class Driver:
         return Payload(len(raw), wf)
 
     def _decode_value(self, key: str, raw: bytes) -> Payload:
-        body = self.run.signer.open(self.keys.context(key), raw)
+        body = self.run.signer.open(self.run.context(key), raw)
         size = self.run.manifest.literal_sizes.get(key)
         if size is not None:
             return Payload(size, load_literal(LiteralRef(key, size), bytes(body)))
@@ -297,7 +304,8 @@ class Driver:
                     tag = fields[b"a"]
                     if b"end" in fields:
                         if tag == attempt and len(chunks) == int(fields[b"end"]):
-                            return b"".join(chunks), issued, True
+                            return await self._confirm_streamed(key, tag, chunks, issued,
+                                                                main)
                         continue
                     seq = int(fields[b"i"])
                     if seq == 0:
@@ -305,6 +313,28 @@ class Driver:
                         chunks, attempt, issued = [], tag, time.perf_counter()
                     if tag == attempt and seq == len(chunks):
                         chunks.append(fields[b"d"])
+
+    async def _confirm_streamed(self, key: str, tag: bytes, chunks: list[bytes],
+                                issued: float, main: bool) -> tuple[bytes | None, float, bool]:
+        """The streamed value if its producer's attempt is the one whose output is final.
+
+        A producer taken for dead may have streamed a whole value before its retry
+        streamed another; only the attempt the output key names counts.
+        """
+        marker = streamed_marker(tag.decode())
+        stored = await get_bytes(self.client, self.keys.data(key))
+        if stored is None:
+            stored, issued = await self._wait_marker(key, main)
+        if stored == marker:
+            return b"".join(chunks), issued, True
+        return await get_stored(self.client, self.keys.data(key), self.keys.stream(key)), \
+            issued, False
+
+    async def _wait_marker(self, key: str, main: bool) -> tuple[bytes | None, float]:
+        async with self._blocked(main):
+            raw: bytes = await self.run.waiters.wait(
+                self.keys.pubsub(key), lambda: get_bytes(self.client, self.keys.data(key)))
+        return raw, time.perf_counter()
 
     async def _get(self, key: str) -> bytes | None:
         return await get_stored(self.client, self.keys.data(key), self.keys.stream(key))
@@ -317,20 +347,40 @@ class Driver:
         pickle_s = self._pickle_s.pop(s.key, 0.0)
         if data is None:
             data = cloudpickle.dumps(s.payload.value, protocol=5)
-        sealed = self.run.signer.seal(self.keys.context(s.key), data)
+        sealed = self.run.signer.seal(self.run.context(s.key), data)
         value = sealed
-        if s.stream:
-            # The chunks are the value: the key then only names the attempt that wrote them.
-            value = streamed_marker(await self._stream_out(s.key, sealed))
-        stored = await self.run.scripts.store(
-            keys=[self.keys.data(s.key), self.keys.manifest, self.keys.abort],
-            args=[value, self.keys.pubsub(s.key)])
-        if not stored:
-            raise RunAborted(self.run.manifest.run_id)
+        if s.key in self._final:
+            pass  # an earlier attempt's output is final and this attempt adopted it
+        else:
+            if s.stream:
+                # The chunks are the value: the key then only names the attempt that
+                # wrote them.
+                value = streamed_marker(await self._stream_out(s.key, sealed))
+            else:
+                await self._check_size(s, len(sealed))
+            check_write(await self.run.scripts.store(
+                keys=[self.keys.data(s.key), self.keys.manifest, self.keys.abort,
+                      self.keys.inv_attempts],
+                args=[value, self.keys.pubsub(s.key), *self._fence, self.run.ttl_ms]),
+                self.run.manifest.run_id)
         if rec is not None:
             ms = (time.perf_counter() - t0 + pickle_s) * 1000.0
             rec.uploads.append((len(sealed), ms, s.stream))
             rec.end = now_ms()
+
+    async def _check_size(self, s: Store, nbytes: int) -> None:
+        """Fail the task at once if its output exceeds what one Redis command may carry."""
+        limit = await self.run.max_bulk()
+        if nbytes <= limit:
+            return
+        task = s.task or s.key
+        info = self.run.spec.tasks.get(task)
+        function = info.function if info is not None else "?"
+        raise TaskFailure(
+            task, function, "OutputTooLargeError",
+            f"output {s.key!r} is {nbytes:,} bytes sealed, above the Redis server's "
+            f"proto-max-bulk-len of {limit:,} bytes; return a smaller value, stream it "
+            "(a streamed output travels in chunks), or raise the server's limit", "")
 
     async def _stream_out(self, key: str, sealed: bytes) -> str:
         skey = self.keys.stream(key)
@@ -338,25 +388,31 @@ class Driver:
         step = max(1, self.run.manifest.stream_chunk_bytes)
         count = 0
         for offset in range(0, len(sealed), step):
-            await self.client.xadd(skey, {"a": tag, "i": count, "d": sealed[offset:offset + step]})
+            await self._xadd(skey, "a", tag, "i", count, "d", sealed[offset:offset + step])
             count += 1
-        await self.client.xadd(skey, {"a": tag, "end": count})
+        await self._xadd(skey, "a", tag, "end", count)
         return tag
+
+    async def _xadd(self, skey: str, *fields: Any) -> None:
+        check_write(await self.run.scripts.xadd(
+            keys=[skey, self.keys.manifest, self.keys.inv_attempts],
+            args=[*self._fence, self.run.ttl_ms, len(fields), *fields]),
+            self.run.manifest.run_id)
 
     # -- coordination -------------------------------------------------------------------
     async def _track(self, t: Track, main: bool) -> bool:
-        done = int(await self.run.scripts.track(
-            keys=[self.keys.deps(t.task), self.keys.owners, self.keys.manifest],
-            args=[t.upstream, t.expected, self.inv_id, t.task]))
-        if done < 0:
-            raise RunAborted(self.run.manifest.run_id)
+        done = check_write(int(await self.run.scripts.track(
+            keys=[self.keys.deps(t.task), self.keys.owners, self.keys.manifest,
+                  self.keys.inv_attempts],
+            args=[t.upstream, t.expected, self.inv_id, t.task, self.attempt, self.run.epoch,
+                  self.run.ttl_ms])), self.run.manifest.run_id)
         return done == 1
 
     async def _notify(self, n: Notify, main: bool) -> None:
-        async with self.client.pipeline(transaction=False) as pipe:
-            pipe.set(self.keys.flag(n.channel), b"1")
-            pipe.publish(self.keys.pubsub("chan:" + n.channel), b"1")
-            await pipe.execute()
+        check_write(await self.run.scripts.notify(
+            keys=[self.keys.flag(n.channel), self.keys.manifest, self.keys.inv_attempts],
+            args=[self.keys.pubsub("chan:" + n.channel), *self._fence, self.run.ttl_ms]),
+            self.run.manifest.run_id)
         sink = self.run.sink_channels.get(n.channel)
         if sink is not None:
             self.outbox.put(("sink", sink))
@@ -379,8 +435,15 @@ class Driver:
             blob = inline_blob(self.workflows, self.run.spec, inv) if inv.inline_dag else None
         queued = QueuedInvocation(self.run.manifest.run_id, inv_id, inv, blob, now_ms(),
                                   self.run.manifest.epoch)
-        await enqueue(self.client, self.keys, self.pool, queued,
-                      seal_invocation(self.run.signer, queued))
+        sealed = seal_invocation(self.run.signer, queued)
+        queue = pool_queue(self.pool, inv.memory_mb)
+        entry = (embedded_entry(queued.run_id, sealed) if inv.prewarm else
+                 reference_entry(queued.run_id, queued.epoch, inv_id))
+        check_write(await self.run.scripts.enqueue(
+            keys=[self.keys.inv_state, self.keys.inv_items, self.keys.inv_queue, queue,
+                  self.keys.manifest, self.keys.abort, self.keys.inv_attempts],
+            args=[inv_id, sealed, entry, *self._fence, "1" if inv.prewarm else "0",
+                  self.run.ttl_ms]), self.run.manifest.run_id)
 
     # -- execution ----------------------------------------------------------------------
     async def _execute(self, e: Execute, main: bool) -> Payload:
@@ -402,11 +465,27 @@ class Driver:
             raise outcome
         value, data, exec_ms, pickle_ms = outcome
         payload = Payload(value_nbytes(value, len(data)), value)
+        if self.attempt > 1:
+            payload, data = await self._adopt(e.task, payload, data)
         self._pickled[output_key(e.task)] = data
         self._pickle_s[output_key(e.task)] = pickle_ms / 1000.0
         rec.output_bytes, rec.exec_ms = payload.nbytes, exec_ms
         self.outbox.put(("done", e.task, self.label))
         return payload
+
+    async def _adopt(self, task: str, payload: Payload, data: bytes) -> tuple[Payload, bytes]:
+        """After a retry re-executed ``task``: the output an earlier attempt stored, if any.
+
+        The first stored output of a task is final, so a retried non-deterministic task
+        continues with the value every other consumer sees, not with its new one.
+        """
+        key = output_key(task)
+        raw = await self._get(key)
+        if raw is None:
+            return payload, data
+        self._final.add(key)
+        body = bytes(self.run.signer.open(self.run.context(key), raw))
+        return self._decode_value(key, raw), body
 
     async def _node(self, task: str) -> TaskNode:
         node = self._find(task)

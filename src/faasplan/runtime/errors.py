@@ -119,6 +119,53 @@ class WorkerFailedError(RunError):
             f"--- traceback in the worker ---\n{remote_traceback.rstrip()}", run_id=run_id)
 
 
+class RunIdInUseError(RunError):
+    """The run id names a run whose keys are still in Redis (live, kept, or left over)."""
+
+    def __init__(self, run_id: str, found: Iterable[str]) -> None:
+        self.found = tuple(found)
+        super().__init__(
+            f"this run id is in use: Redis still holds {', '.join(self.found)} of a run with "
+            "the same id (running, kept with keep_data=True, or left by a client that died); "
+            "choose another run id, or pass replace=True to delete the old run's keys first",
+            run_id=run_id)
+
+
+class RedisAuthError(RunError):
+    """Redis refused the client: authentication required, or a wrong password."""
+
+    def __init__(self, url: str, detail: str, *, run_id: str | None = None) -> None:
+        self.url = url
+        super().__init__(
+            f"Redis at {url}: authentication required or refused ({detail}); put the "
+            "password in the URL, e.g. redis://:PASSWORD@host:6379/0", run_id=run_id)
+
+
+class RedisUnavailableError(RunError):
+    """Redis could not be reached, or stayed unreachable longer than the run tolerates."""
+
+    def __init__(self, url: str, detail: str, seconds: float | None = None, *,
+                 run_id: str | None = None) -> None:
+        self.url = url
+        self.seconds = seconds
+        how = f"unreachable for {seconds:.1f} s" if seconds is not None else "unreachable"
+        super().__init__(
+            f"Redis at {url} is {how} ({detail}); check that the server is running and "
+            "reachable (RuntimeConfig.outage_s sets how long an outage is waited out)",
+            run_id=run_id)
+
+
+class RedisOutOfMemoryError(RunError):
+    """Redis refused a write: its ``maxmemory`` is reached (policy ``noeviction``)."""
+
+    def __init__(self, url: str, used: str, limit: str, *, run_id: str | None = None) -> None:
+        self.url = url
+        super().__init__(
+            f"Redis at {url} is out of memory (used {used}, maxmemory {limit}) and refused "
+            "a write of this run; raise maxmemory, free memory on the server, or run a "
+            "workflow with smaller intermediate data", run_id=run_id)
+
+
 class RedisServerNotFoundError(RuntimeError):
     """No ``redis`` was given and no ``redis-server`` executable is installed."""
 

@@ -28,8 +28,11 @@ LOG_MAXLEN = 1_000_000
 class Outbox:
     """Sealed events to the client, pushed in the background in arrival order."""
 
-    def __init__(self, client: aioredis.Redis, keys: RunKeys, signer: Signer, context: str
-                 ) -> None:
+    def __init__(self, client: aioredis.Redis, keys: RunKeys, signer: Signer, context: str,
+                 *, epoch: str = "", ttl_ms: int = 0) -> None:
+        # ``epoch``: push only while the run instance of this epoch owns the run id.
+        self._epoch = epoch
+        self._ttl = str(ttl_ms)
         self._client = client
         self._keys = keys
         self._push = Scripts(client).push
@@ -47,7 +50,9 @@ class Outbox:
     async def _flush(self) -> None:
         while self._items:
             batch, self._items = self._items, []
-            await self._push(keys=[self._keys.events, self._keys.manifest], args=batch)
+            await self._push(keys=[self._keys.events, self._keys.manifest,
+                                   self._keys.inv_attempts],
+                             args=[self._epoch, self._ttl, *batch])
 
     async def close(self) -> None:
         """Wait until every queued event is pushed."""

@@ -33,7 +33,8 @@ def call_task(task: str, node: TaskNode, inputs: Mapping[str, Payload]
     """Run ``node`` on its fetched inputs (in an executor thread); pickle its output.
 
     Returns ``(value, pickled value, exec ms, pickling ms)``, or the :class:`TaskFailure`
-    to raise. Pickling is timed apart: it belongs to the output's upload.
+    to raise, also for ``BaseException`` (``sys.exit``, ``KeyboardInterrupt``). Pickling
+    is timed apart: it belongs to the output's upload.
     """
     def resolve(leaf: Any) -> Any:
         if isinstance(leaf, LiteralRef):
@@ -46,7 +47,9 @@ def call_task(task: str, node: TaskNode, inputs: Mapping[str, Payload]
         value = node.func.fn(*args, **kwargs)
         end = time.perf_counter()
         data = cloudpickle.dumps(value, protocol=5)
-    except Exception as exc:
+    except BaseException as exc:
+        # A task ending the interpreter (sys.exit) or interrupted is still the task's
+        # failure, reported with its traceback; it must not take the worker down with it.
         return TaskFailure(task, node.func.name, type(exc).__name__, str(exc),
                            traceback.format_exc())
     return value, data, (end - start) * 1000.0, (time.perf_counter() - end) * 1000.0

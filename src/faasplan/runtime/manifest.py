@@ -43,7 +43,11 @@ class RunManifest:
     stream_chunk_bytes: int
     epoch: str = ""
     """Random per run() call: a warm worker holding a manifest of an earlier run with the
-    same id notices that it is stale."""
+    same id notices that it is stale, and every sealed payload of the run is bound to it
+    (:func:`payload_context`), so nothing left over by an earlier run with the same id
+    authenticates."""
+    key_ttl_ms: int = 0
+    """Time to live of every key the run's workers create (0: none)."""
 
     def to_spec(self) -> RunSpec:
         """The RunSpec the worker logic runs on."""
@@ -108,7 +112,8 @@ def planner_name(plan: Any) -> str:
 
 def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: str,
                 planner: str, options: WorkerOptions, lease_ms: int,
-                stream_chunk_bytes: int, epoch: str = "") -> PreparedRun:
+                stream_chunk_bytes: int, epoch: str = "", key_ttl_ms: int = 0
+                ) -> PreparedRun:
     """Encode ``wf`` and build the spec and manifest of one run."""
     encoded = encode(wf)
     literals = {tid: tuple((ref.id, ref.nbytes) for ref in refs if ref.id in encoded.payloads)
@@ -122,8 +127,18 @@ def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: st
         planner=planner, requirements=tuple(wf.requirements), sinks=tuple(wf.sinks),
         spec_fields=spec_fields(spec),
         literal_sizes={ref_id: size for refs in literals.values() for ref_id, size in refs},
-        lease_ms=lease_ms, stream_chunk_bytes=stream_chunk_bytes, epoch=epoch)
+        lease_ms=lease_ms, stream_chunk_bytes=stream_chunk_bytes, epoch=epoch,
+        key_ttl_ms=key_ttl_ms)
     return PreparedRun(wf, spec, encoded, manifest)
+
+
+def payload_context(run_id: str, epoch: str, key: str) -> str:
+    """What the MAC of a stored payload is bound to: run id, run instance and key.
+
+    >>> payload_context("nightly", "9f2c", "out:a")
+    'nightly/9f2c/out:a'
+    """
+    return f"{run_id}/{epoch}/{key}"
 
 
 def pack_manifest(signer: Signer, manifest: RunManifest) -> bytes:

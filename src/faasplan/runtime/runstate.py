@@ -12,11 +12,10 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ResponseError
 
 from faasplan.runtime.keys import RunKeys
-from faasplan.runtime.manifest import (
-    RunManifest,
-)
+from faasplan.runtime.manifest import RunManifest, payload_context
 from faasplan.runtime.redisio import Scripts
 from faasplan.runtime.security import Signer
 from faasplan.worker import RunSpec, sink_channel
@@ -27,8 +26,26 @@ POLL_S = 0.5
 """How often a blocked wait re-checks its key and whether the run was aborted."""
 
 
+DEFAULT_MAX_BULK = 512 * 1024 * 1024
+"""Redis's default ``proto-max-bulk-len``: the largest value one command may carry."""
+
+
 class RunAborted(Exception):
     """The run was aborted or its state is gone: stop this invocation quietly."""
+
+
+class Superseded(RunAborted):
+    """This attempt's invocation was claimed again (its worker was taken for dead): stop
+    without writing anything more; the newer attempt carries on."""
+
+
+def check_write(code: int, run_id: str) -> int:
+    """``code`` of a fenced script (:mod:`~faasplan.runtime.redisio`), or the stop it means."""
+    if code == -1:
+        raise RunAborted(run_id)
+    if code == -2:
+        raise Superseded(run_id)
+    return code
 
 
 class Waiters:
@@ -113,6 +130,27 @@ class RunState:
         self.waiters = Waiters(client, self.keys.pubsub_pattern, self.check_alive)
         self.sink_channels = {sink_channel(s): s for s in manifest.sinks}
         self._dag: tuple[bytes, Workflow] | None = None
+        self._max_bulk: int | None = None
+
+    @property
+    def epoch(self) -> str:
+        """The run instance every write of its workers is fenced with."""
+        return self.manifest.epoch
+
+    @property
+    def ttl_ms(self) -> str:
+        """Time to live of the keys the run's workers create, as a script argument."""
+        return str(self.manifest.key_ttl_ms)
+
+    def context(self, key: str) -> str:
+        """MAC context of the run's stored payload ``key`` (bound to the run instance)."""
+        return payload_context(self.manifest.run_id, self.manifest.epoch, key)
+
+    async def max_bulk(self) -> int:
+        """The server's ``proto-max-bulk-len`` (the default when ``CONFIG`` is refused)."""
+        if self._max_bulk is None:
+            self._max_bulk = await server_max_bulk(self.client)
+        return self._max_bulk
 
     async def check_alive(self) -> None:
         """Raise :class:`RunAborted` if the run was aborted or Redis lost its state."""
@@ -133,3 +171,15 @@ class RunState:
     async def close(self) -> None:
         """Release the run's pub/sub connection."""
         await self.waiters.close()
+
+
+async def server_max_bulk(client: aioredis.Redis) -> int:
+    """The largest value ``client``'s server accepts in one command, in bytes."""
+    try:
+        reply: Any = await client.config_get("proto-max-bulk-len")
+    except ResponseError:  # CONFIG renamed or not allowed for this user
+        return DEFAULT_MAX_BULK
+    for name, value in dict(reply or {}).items():
+        if (name.decode() if isinstance(name, bytes) else name) == "proto-max-bulk-len":
+            return int(value)
+    return DEFAULT_MAX_BULK

@@ -18,8 +18,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import logging
 import os
+import select
 import signal
 import socket
 import struct
@@ -29,6 +32,7 @@ import traceback
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from typing import Any
@@ -48,8 +52,8 @@ from faasplan.runtime.manifest import (
     parse_entry,
     unpack_manifest,
 )
-from faasplan.runtime.redisio import MAX_BLOCK_S, connect, get_bytes
-from faasplan.runtime.runstate import RunAborted, RunState
+from faasplan.runtime.redisio import CONNECTION_ERRORS, LEASE, MAX_BLOCK_S, connect, get_bytes
+from faasplan.runtime.runstate import RunAborted, RunState, Superseded
 from faasplan.runtime.security import KEY_ENV, Signer, key_from_env, parse_key, redact
 from faasplan.worker.log import Event, invocation_label
 from faasplan.workflow.requirements import missing_requirements
@@ -75,8 +79,10 @@ class WorkerProcess:
     """Serves invocations one at a time; keeps per-run state while warm."""
 
     def __init__(self, client: aioredis.Redis, signer: Signer,
-                 on_block: Callable[[bool], None] | None = None) -> None:
+                 on_block: Callable[[bool], None] | None = None,
+                 heartbeat: HeartbeatProcess | None = None) -> None:
         self.client = client
+        self.heartbeat = heartbeat
         self.signer = signer
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasplan-task")
@@ -127,7 +133,7 @@ class WorkerProcess:
         attempt, sealed = await run.scripts.claim(
             keys=[run.keys.inv_state, run.keys.lease(inv_id), run.keys.inv_attempts,
                   run.keys.manifest, run.keys.abort, run.keys.events, run.keys.inv_items],
-            args=[inv_id, self.name, run.manifest.lease_ms, claimed])
+            args=[inv_id, self.name, run.manifest.lease_ms, claimed, run.epoch, run.ttl_ms])
         if attempt < 0:
             await self._forget(run.manifest.run_id)
             return  # the run is over
@@ -142,8 +148,8 @@ class WorkerProcess:
                     raise PayloadAuthError(f"{run.manifest.run_id}/inv",
                                            f"entry names {inv_id!r}, body is {queued.inv_id!r}")
             except Exception as exc:
-                await self._end(run, inv_id, "failed", [_bad_entry_event(run.manifest.run_id,
-                                                                         exc)])
+                await self._end(run, inv_id, int(attempt), "failed",
+                                [_bad_entry_event(run.manifest.run_id, exc)])
                 return
         reference = dispatched_at if dispatched_at is not None else queued.enqueued_at
         begin = now_ms()
@@ -166,24 +172,27 @@ class WorkerProcess:
             "startup_state": state, "startup_ms": max(0.0, begin - min(reference, received)),
             "tasks": 0, "attempt": 0, "prewarm": True, "log": log}))
 
-    async def _end(self, run: RunState, inv_id: str, status: str,
+    async def _end(self, run: RunState, inv_id: str, attempt: int, status: str,
                    events: list[tuple[Any, ...]]) -> None:
-        """Push the last events and mark the invocation finished, in one step."""
+        """Push the last events and mark the invocation finished, in one step (only while
+        ``attempt`` is the invocation's current one)."""
         context = event_context(run.manifest.run_id)
         await run.scripts.finish(
             keys=[run.keys.inv_state, run.keys.lease(inv_id), run.keys.manifest,
-                  run.keys.events],
-            args=[inv_id, status, *(self.signer.dumps(context, e) for e in events)])
+                  run.keys.events, run.keys.inv_attempts],
+            args=[inv_id, status, attempt, run.epoch, run.ttl_ms,
+                  *(self.signer.dumps(context, e) for e in events)])
 
     async def _run(self, run: RunState, queued: QueuedInvocation, attempt: int,
                    startup: tuple[str, float], begin: float, received: float) -> None:
-        outbox = Outbox(self.client, run.keys, self.signer,
-                        event_context(run.manifest.run_id))
+        outbox = self._outbox(run)
         inv = queued.invocation
         label = invocation_label(inv)
         stream = LogStream(self.client, run.keys.log)
-        heartbeat = asyncio.create_task(self._heartbeat(run.keys, queued.inv_id,
-                                                        run.manifest.lease_ms))
+        lease = Lease(run.keys.lease(queued.inv_id), run.keys.inv_state, run.keys.inv_attempts,
+                      run.keys.manifest, self.name, run.manifest.lease_ms, queued.inv_id,
+                      attempt, run.epoch)
+        heartbeat = self._start_heartbeat(run, lease)
         driver: Driver | None = None
         status = "done"
         try:
@@ -191,8 +200,23 @@ class WorkerProcess:
                             started_at=begin, executor=self.executor, pool=self.signer.pool,
                             outbox=outbox, on_block=self._on_block, log=stream)
             await driver.run_branch()
+        except Superseded:
+            # Taken for dead and claimed again: the newer attempt reports; this one is
+            # fenced off and must not finish the invocation.
+            log.warning("invocation %s of run %s (attempt %d) was claimed again; stopped",
+                        queued.inv_id, run.manifest.run_id, attempt)
+            await self._stop_heartbeat(heartbeat)
+            return
         except RunAborted:
+            await self._stop_heartbeat(heartbeat)
             await self._forget(run.manifest.run_id)
+            return
+        except CONNECTION_ERRORS as exc:
+            # Redis went away: say nothing (it cannot be told), let the lease expire, and
+            # the client retries the invocation once Redis is back.
+            log.warning("invocation %s of run %s lost Redis (%s); left to its retry",
+                        queued.inv_id, run.manifest.run_id, exc)
+            await self._stop_heartbeat(heartbeat)
             return
         except TaskFailure as f:
             status = "failed"
@@ -212,12 +236,9 @@ class WorkerProcess:
                                              "exc_type": type(exc).__name__,
                                              "message": str(exc),
                                              "traceback": traceback.format_exc()}))
-        finally:
-            heartbeat.cancel()
-        # Wait for the heartbeat to stop: a lease write still in flight must reach Redis
-        # before the end of the invocation deletes the lease, or it outlives the run.
-        with contextlib.suppress(asyncio.CancelledError):
-            await heartbeat
+        # A lease renewal after the end is refused by its script (the invocation is no
+        # longer running), so stopping the heartbeat need not wait for Redis.
+        await self._stop_heartbeat(heartbeat)
         try:
             final: list[tuple[Any, ...]] = [("inv", queued.inv_id, status)]
             if driver is not None:
@@ -230,17 +251,38 @@ class WorkerProcess:
                     "log": [tuple(ev) for ev in driver.events]}))
             await outbox.close()
             await stream.close()
-            await self._end(run, queued.inv_id, status, final)
+            await self._end(run, queued.inv_id, attempt, status, final)
         except Exception:
             log.exception("could not report the end of invocation %s of run %s",
                           queued.inv_id, run.manifest.run_id)
 
-    async def _heartbeat(self, keys: RunKeys, inv_id: str, lease_ms: int) -> None:
+    def _outbox(self, run: RunState) -> Outbox:
+        return Outbox(self.client, run.keys, self.signer, event_context(run.manifest.run_id),
+                      epoch=run.epoch, ttl_ms=run.manifest.key_ttl_ms)
+
+    def _start_heartbeat(self, run: RunState, lease: Lease) -> asyncio.Task[None] | None:
+        if self.heartbeat is not None:
+            self.heartbeat.begin(lease)
+            return None
+        return asyncio.create_task(self._heartbeat(run, lease))
+
+    async def _stop_heartbeat(self, task: asyncio.Task[None] | None) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.end()
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    async def _heartbeat(self, run: RunState, lease: Lease) -> None:
+        """In-process lease renewal, for hosts that run a worker without its heartbeat
+        process (a Dask worker); task code holding the GIL stalls it."""
         while True:
-            await asyncio.sleep(lease_ms / 3000.0)
+            await asyncio.sleep(lease.lease_ms / 3000.0)
             with contextlib.suppress(Exception):
                 # SET, not PEXPIRE: after a Redis restart the lease must come back.
-                await self.client.set(keys.lease(inv_id), self.name, px=lease_ms)
+                if await run.scripts.lease(keys=lease.keys, args=lease.args) != 1:
+                    return
 
     async def _run_state(self, run_id: str, epoch: str) -> RunState | None:
         run = self._runs.get(run_id)
@@ -268,8 +310,7 @@ class WorkerProcess:
             await run.close()
 
     async def _report(self, run: RunState, event: tuple[Any, ...]) -> None:
-        outbox = Outbox(self.client, run.keys, self.signer,
-                        event_context(run.manifest.run_id))
+        outbox = self._outbox(run)
         outbox.put(event)
         await outbox.close()
 
@@ -289,6 +330,129 @@ class WorkerProcess:
             await run.close()
         self._runs.clear()
         self.executor.shutdown(wait=False, cancel_futures=True)
+
+
+# -- the heartbeat process ------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lease:
+    """The lease of one attempt of an invocation, as the ``LEASE`` script renews it."""
+
+    key: str
+    state_key: str
+    attempts_key: str
+    manifest_key: str
+    owner: str
+    lease_ms: int
+    inv_id: str
+    attempt: int
+    epoch: str
+
+    @property
+    def keys(self) -> list[str]:
+        """``KEYS`` of the script."""
+        return [self.key, self.state_key, self.attempts_key, self.manifest_key]
+
+    @property
+    def args(self) -> list[str | int]:
+        """``ARGV`` of the script."""
+        return [self.owner, self.lease_ms, self.inv_id, self.attempt, self.epoch]
+
+
+class HeartbeatProcess:
+    """A child process that renews the lease of the invocation its parent runs.
+
+    Task code holding the GIL (a long regular-expression match, a C extension) stops
+    every thread of the worker, so the lease is renewed from another process: forked
+    before the worker starts any thread, holding its own Redis connection, told of each
+    invocation through a pipe. It stops renewing while its parent is stopped (SIGSTOP:
+    a paused worker is taken for dead and its invocation retried) and exits when the
+    pipe closes (the parent exited or was killed).
+    """
+
+    def __init__(self, url: str) -> None:
+        read_end, self._pipe = os.pipe()
+        parent = os.getpid()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            code = 0
+            try:
+                os.close(self._pipe)
+                _heartbeat_child(url, read_end, parent)
+            except BaseException:
+                code = 1
+            os._exit(code)
+        os.close(read_end)
+        self.pid = pid
+
+    def _send(self, line: str) -> None:
+        with contextlib.suppress(OSError):  # the child is gone: leases lapse, retries follow
+            os.write(self._pipe, line.encode() + b"\n")
+
+    def begin(self, lease: Lease) -> None:
+        """Renew ``lease`` every third of its duration from now on."""
+        self._send(json.dumps(dataclasses.asdict(lease)))
+
+    def end(self) -> None:
+        """Stop renewing (the invocation ended)."""
+        self._send("{}")
+
+    def close(self) -> None:
+        """Stop the child and reap it."""
+        with contextlib.suppress(OSError):
+            os.close(self._pipe)
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(self.pid, 0)
+
+
+def _parent_stopped(pid: int) -> bool:
+    """Whether process ``pid`` is stopped (by SIGSTOP or a tracer); Linux ``/proc`` only."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[0] in ("T", "t")
+
+
+def _heartbeat_child(url: str, pipe: int, parent: int) -> None:
+    import redis as sync_redis
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    # Hold no descriptor of the parent's (its protocol pipes must close when it dies).
+    devnull = os.open(os.devnull, os.O_RDWR)
+    os.dup2(devnull, 0)
+    os.dup2(devnull, 1)
+    os.closerange(3, pipe)
+    os.closerange(pipe + 1, max(pipe + 2, os.sysconf("SC_OPEN_MAX")))
+    client = sync_redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
+    renew = client.register_script(LEASE)
+    lease: Lease | None = None
+    buffer = b""
+    next_at = time.monotonic()
+    while True:
+        timeout = max(0.0, next_at - time.monotonic()) if lease is not None else None
+        readable, _, _ = select.select([pipe], [], [], timeout)
+        if readable:
+            data = os.read(pipe, 65536)
+            if not data or os.getppid() != parent:
+                return
+            buffer += data
+            *lines, buffer = buffer.split(b"\n")
+            for line in lines:
+                fields = json.loads(line)
+                lease = Lease(**fields) if fields else None
+                if lease is not None:
+                    next_at = time.monotonic() + lease.lease_ms / 3000.0
+            continue
+        if lease is None:
+            continue
+        next_at = time.monotonic() + lease.lease_ms / 3000.0
+        if _parent_stopped(parent):
+            continue
+        try:
+            if renew(keys=lease.keys, args=lease.args) != 1:
+                lease = None  # ended, claimed again, or the run is over
+        except sync_redis.RedisError:
+            pass  # Redis away: the lease lapses unless it comes back in time
 
 
 def _bad_entry_event(run_id: str, exc: Exception) -> tuple[Any, ...]:
@@ -318,7 +482,7 @@ def dispatch_frame(cold: bool, dispatched_at: float, entry: bytes) -> bytes:
     return _DISPATCH.pack(b"C" if cold else b"W", dispatched_at) + entry
 
 
-async def _emulated(url: str) -> int:
+async def _emulated(url: str, heartbeat: HeartbeatProcess | None = None) -> int:
     # Keep the protocol streams for ourselves; task code printing goes to stderr.
     proto_in = os.fdopen(os.dup(0), "rb", buffering=0)
     proto_out = os.dup(1)
@@ -337,7 +501,7 @@ async def _emulated(url: str) -> int:
         with contextlib.suppress(OSError):  # the emulator is gone: stdin EOF ends us
             write_frame(proto_out, b"B" if blocked else b"U")
 
-    worker = WorkerProcess(client, Signer(key), on_block=status)
+    worker = WorkerProcess(client, Signer(key), on_block=status, heartbeat=heartbeat)
     write_frame(proto_out, b"R")
     try:
         while (frame := await read_frame(reader)) is not None:
@@ -352,11 +516,11 @@ async def _emulated(url: str) -> int:
 
 
 # -- standalone mode: BLPOP on the pool's queues ----------------------------------------------
-async def _standalone(url: str, key: bytes, memories: Sequence[int], keep_alive_s: float
-                      ) -> int:
+async def _standalone(url: str, key: bytes, memories: Sequence[int], keep_alive_s: float,
+                      heartbeat: HeartbeatProcess | None = None) -> int:
     client = connect(url)
     signer = Signer(key)
-    worker = WorkerProcess(client, signer)
+    worker = WorkerProcess(client, signer, heartbeat=heartbeat)
     queues = [pool_queue(signer.pool, m) for m in memories]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -432,7 +596,7 @@ def serve(args: argparse.Namespace) -> int:
         check_redis_url(args.redis)
         if args.emulated:
             signal.signal(signal.SIGINT, signal.SIG_IGN)  # the emulator decides when to stop
-            return asyncio.run(_emulated(args.redis))
+            return _with_heartbeat(args.redis, lambda hb: _emulated(args.redis, hb))
         if args.hmac_key_file is not None:
             key: bytes | None = parse_key(args.hmac_key_file.read_text())
         else:
@@ -446,7 +610,18 @@ def serve(args: argparse.Namespace) -> int:
         if bad:
             print(f"faasplan worker: --memory must be > 0 MB, got {bad}", file=sys.stderr)
             return 2
-        return asyncio.run(_standalone(args.redis, key, memories, args.keep_alive))
+        return _with_heartbeat(args.redis, lambda hb: _standalone(
+            args.redis, key, memories, args.keep_alive, hb))
     except (ValueError, OSError) as exc:
         print(f"faasplan worker: {exc}", file=sys.stderr)
         return 2
+
+
+def _with_heartbeat(url: str, main: Callable[[HeartbeatProcess | None], Any]) -> int:
+    """Fork the heartbeat process (before any thread exists), then run ``main`` with it."""
+    heartbeat = HeartbeatProcess(url) if hasattr(os, "fork") else None
+    try:
+        return int(asyncio.run(main(heartbeat)))
+    finally:
+        if heartbeat is not None:
+            heartbeat.close()
