@@ -36,6 +36,10 @@ def _say(obj: Any) -> None:
 
 def child_main() -> int:
     """The job's process: read the job from stdin, compare, write JSON lines to stdout."""
+    # Import what a comparison needs before the job arrives: a spare child waits here.
+    import faasplan.dashboard.finished
+    import faasplan.experiments.compare
+    import faasplan.report.html  # noqa: F401
     from faasplan.dashboard.api import clean_json
     from faasplan.dashboard.history import compare_rows
 
@@ -53,10 +57,17 @@ def child_main() -> int:
     return 0
 
 
+def child_process() -> subprocess.Popen[bytes]:
+    """A new job process, importing what it needs while it waits for its job on stdin."""
+    return subprocess.Popen([sys.executable, "-m", "faasplan.dashboard.jobs"],
+                            stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+
+
 class Job:
     """One comparison running in a child process (see the module docs)."""
 
-    def __init__(self, store: HistoryStore, key: str, request: CompareRequest) -> None:
+    def __init__(self, store: HistoryStore, key: str, request: CompareRequest,
+                 process: subprocess.Popen[bytes] | None = None) -> None:
         wf, rows, meta = resolve(store, key, request)  # bad requests fail here, at once
         self.id = f"job-{next(_COUNTER)}"
         self.type = meta["type"]
@@ -68,9 +79,7 @@ class Job:
         self.started = time.time()
         self.future: Future[dict[str, Any]] = Future()
         payload = cloudpickle.dumps((wf, rows, meta, request))
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "faasplan.dashboard.jobs"], stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE)
+        self._process = process if process is not None else child_process()
         self._watcher = threading.Thread(target=self._watch, args=(payload,), daemon=True,
                                          name=f"faasplan-dashboard-{self.id}")
         self._watcher.start()
@@ -144,10 +153,17 @@ class Jobs:
         self.keep = keep
         self._jobs: dict[str, Job] = {}
         self._lock = threading.Lock()
+        # One process started ahead, so that a comparison does not wait for its imports.
+        self._spare: subprocess.Popen[bytes] | None = child_process() if store.types else None
 
     def start(self, key: str, request: CompareRequest) -> Job:
         """Start a comparison of type ``key``; :class:`HistoryError` for a bad request."""
-        job = Job(self.store, key, request)
+        resolve(self.store, key, request)
+        with self._lock:
+            spare, self._spare = self._spare, child_process()
+        if spare is not None and spare.poll() is not None:
+            spare = None
+        job = Job(self.store, key, request, spare)
         with self._lock:
             self._jobs[job.id] = job
             finished = [j for j in self._jobs.values() if j.status != "running"]
@@ -169,6 +185,11 @@ class Jobs:
             jobs = list(self._jobs.values())
         for job in jobs:
             job.cancel()
+        with self._lock:
+            spare, self._spare = self._spare, None
+        if spare is not None:
+            spare.kill()
+            spare.wait(10)
 
 
 if __name__ == "__main__":
