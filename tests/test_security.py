@@ -505,6 +505,26 @@ def test_a_killed_client_leaves_no_server_directory_or_worker(sig: int) -> None:
         f"worker processes {[w for w in workers if alive(w)]} outlived their client"
 
 
+def parent_of(pid: int) -> int:
+    return int((PROC / str(pid) / "stat").read_text().rsplit(")", 1)[1].split()[1])
+
+
+@needs_proc
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_the_server_ends_with_its_supervisor_killed() -> None:
+    server = EmbeddedRedis().start()
+    try:
+        pid = int(redis.Redis.from_url(server.url).info("server")["process_id"])
+        supervisor = parent_of(pid)
+        assert supervisor != os.getpid()
+        os.kill(supervisor, signal.SIGKILL)
+        assert wait_until(lambda: not alive(pid), 5.0) is not None, "the server outlived it"
+    finally:
+        folder = server.directory
+        server.stop()
+    assert folder is not None and not folder.exists()
+
+
 # -- docstring examples -------------------------------------------------------------------
 @pytest.mark.parametrize("module", [keys_module, security_module])
 def test_docstring_examples_run(module: Any) -> None:
