@@ -104,11 +104,20 @@ def strict_mode(environ: Mapping[str, str] | None = None) -> bool:
 
 
 def _period(data: bytes) -> int:
-    """The length of the shortest pattern ``data`` repeats (``len(data)`` if none)."""
-    for p in range(1, len(data) // 2 + 1):
-        if all(data[i] == data[i - p] for i in range(p, len(data))):
-            return p
-    return len(data)
+    """The length of the shortest pattern ``data`` repeats at least twice (else its length).
+
+    From the longest proper prefix that is also a suffix (Knuth-Morris-Pratt), in linear time.
+    """
+    border = [0] * len(data)
+    k = 0
+    for i in range(1, len(data)):
+        while k and data[i] != data[k]:
+            k = border[k - 1]
+        if data[i] == data[k]:
+            k += 1
+        border[i] = k
+    period = len(data) - (border[-1] if data else 0)
+    return period if 2 * period <= len(data) else len(data)
 
 
 def _frequency_bits(data: bytes) -> float:
