@@ -155,8 +155,20 @@ def history_dashboard() -> Iterator[str]:
     stop()
 
 
+@pytest.fixture(scope="module")
+def dash_redis(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """A redis-server of this module's own: its tests empty it and count the runs on it."""
+    from conftest_redis import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("dashboard-redis"))
+    server.start()
+    yield server
+    server.stop()
+
+
 @pytest.fixture
-def live_dashboard(redis_server: Any) -> Iterator[tuple[str, Any]]:
+def live_dashboard(dash_redis: Any) -> Iterator[tuple[str, Any]]:
+    redis_server = dash_redis
     client = redis_server.client()
     client.flushall()
     url, stop = serve(redis_url=redis_server.url)
@@ -550,13 +562,13 @@ def slow_tree(leaves: int = 4) -> Workflow:
 
 
 @pytest.mark.redis
-def test_live_view_of_a_real_run(live_dashboard: tuple[str, Any], redis_server: Any) -> None:
+def test_live_view_of_a_real_run(live_dashboard: tuple[str, Any], dash_redis: Any) -> None:
     url, _ = live_dashboard
     wf = slow_tree(4)
     plan = faasplan.plan(wf, planner="wukong")
     result: dict[str, Any] = {}
     runner = threading.Thread(target=lambda: result.setdefault(
-        "run", faasplan.run(wf, plan, redis_server.url, timeout_s=120)))
+        "run", faasplan.run(wf, plan, dash_redis.url, timeout_s=120)))
     runner.start()
     seen = []
     while runner.is_alive():
@@ -588,7 +600,7 @@ def broken(a: int) -> int:
 
 @pytest.mark.redis
 def test_live_view_shows_the_traceback_of_a_real_failure(live_dashboard: tuple[str, Any],
-                                                         redis_server: Any) -> None:
+                                                         dash_redis: Any) -> None:
     from faasplan.runtime import RemoteTaskError
 
     url, _ = live_dashboard
@@ -596,7 +608,7 @@ def test_live_view_shows_the_traceback_of_a_real_failure(live_dashboard: tuple[s
     # keep_data: the client learns of the failure before the worker's last log entries
     # reach the stream, and would delete the run's keys at once.
     with pytest.raises(RemoteTaskError):
-        faasplan.run(wf, None, redis_server.url, timeout_s=60, max_retries=0, keep_data=True)
+        faasplan.run(wf, None, dash_redis.url, timeout_s=60, max_retries=0, keep_data=True)
     runs = wait_for(lambda: get(url + "api/runs")[1]["runs"], timeout=10)
     detail = wait_for(lambda: (lambda d: d if d["failures"] else None)(
         get(url + f"api/runs/{runs[0]['id']}")[1]), timeout=10)
