@@ -263,6 +263,10 @@ def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     s.add_argument("--metrics-out", default=None, help="metrics file (overrides --out)")
     s.add_argument("--gantt", default=None, help="Gantt chart PNG path (overrides --out)")
     s.add_argument("--keep-data", action="store_true", help="keep intermediate data in Redis")
+    s.add_argument("--dask", default=None, metavar="ADDRESS",
+                   help="run the sandboxes as tasks on the Dask cluster at ADDRESS (e.g. "
+                        "tcp://127.0.0.1:8786) instead of local worker processes; its workers "
+                        "must reach Redis, so pass --redis for a cluster beyond this host")
     _add_json(s)
 
 
@@ -916,9 +920,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if server is not None and not args.json:
         _console().print(f"redis: {server.describe()}")
     kwargs: dict[str, Any] = {"timeout_s": args.timeout, "keep_data": args.keep_data}
-    with _progress("run", bar=not args.json) as update:
-        kwargs["progress"] = lambda p: update("tasks", p.done, p.total)
-        result = run(setup.workflow, plan, redis=args.redis, **kwargs)
+    with contextlib.ExitStack() as stack:
+        url = args.redis
+        if args.dask:
+            from faasplan.runtime import DaskInvoker, EmbeddedRedis, new_key
+
+            # The invoker serves one Redis and one key: both must exist before the run.
+            if url is None:
+                url = stack.enter_context(EmbeddedRedis()).url
+            kwargs["hmac_key"] = hmac_key = new_key()
+            kwargs["invoker"] = stack.enter_context(DaskInvoker(args.dask, url, hmac_key))
+        with _progress("run", bar=not args.json) as update:
+            kwargs["progress"] = lambda p: update("tasks", p.done, p.total)
+            result = run(setup.workflow, plan, redis=url, **kwargs)
     metrics_path, gantt_path = _run_files(args, result.run_id)
     if metrics_path is not None:
         from faasplan.experiments.history import remember_workflow

@@ -6,6 +6,8 @@ The worker processes run the same :func:`faasplan.worker.execute_branch` as the 
 * :func:`run` — execute a workflow under a plan and return a :class:`RunResult`
   (result, measured :class:`~faasplan.simulator.Trace`, metrics records);
 * :class:`LocalFaaS` — the local FaaS emulator (per-memory pools of worker processes);
+* :class:`DaskInvoker` — the same invoker with an existing Dask cluster as its sandboxes
+  (needs the ``dask`` extra);
 * :func:`worker_main` — ``faasplan worker --redis URL``: a worker joining a pool;
 * :class:`EmbeddedRedis` — the private ``redis-server`` used when no URL is given.
 
@@ -20,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from faasplan.runtime.client import Progress, RunResult, RuntimeConfig, run, run_async
+    from faasplan.runtime.dask_invoker import DaskInvoker
     from faasplan.runtime.embedded import EmbeddedRedis
     from faasplan.runtime.errors import (
         InsecureRedisError,
@@ -41,6 +44,7 @@ if TYPE_CHECKING:
 _LAZY = {
     "run": "client", "run_async": "client", "RunResult": "client", "Progress": "client",
     "RuntimeConfig": "client",
+    "DaskInvoker": "dask_invoker",
     "EmbeddedRedis": "embedded",
     "LocalFaaS": "faas", "FaaSStats": "faas",
     "worker_main": "workerproc",
@@ -56,6 +60,7 @@ _LAZY = {
 
 __all__ = [
     "KEY_ENV",
+    "DaskInvoker",
     "EmbeddedRedis",
     "FaaSStats",
     "InsecureRedisError",
