@@ -17,16 +17,18 @@ import gc
 import math
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
 from typing import Any
 
 import numpy as np
 import simpy
-from simpy.events import Event
+from simpy.events import URGENT, Event
 
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import TaskBehaviour
+from faasplan.simulator.clock import Done, call_later, call_soon, on_event, run_queue
 from faasplan.simulator.errors import SimulationError, SimulationStuckError
-from faasplan.simulator.faas import FaaSModel
+from faasplan.simulator.faas import FaaSModel, Sandbox
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.simulator.storage import Storage, TransferRecord
 from faasplan.worker import (
@@ -97,24 +99,6 @@ class TaskRun:
         self.output_bytes = output_bytes
         self.startup_state = "none"
         self.startup_ms = 0.0
-
-
-class _Proc:
-    """A branch being driven: its worker and which task its effects are working for.
-
-    ``task``/``pre_start``: the task whose inputs it is gathering and since when.
-    ``post``: after executing a task, the effects that follow (upload, tracking,
-    delegation) extend that task's ``end_ms``.
-    """
-
-    __slots__ = ("post", "pre_start", "task", "worker")
-
-    def __init__(self, worker: WorkerRun, task: str | None = None,
-                 post: TaskRun | None = None) -> None:
-        self.worker = worker
-        self.task = task
-        self.post = post
-        self.pre_start = 0.0
 
 
 class _Now:
@@ -194,10 +178,18 @@ class Simulation:
         self.client_bytes = 0
         self._bandwidth: dict[int, float] = {}
         # Processor sharing on one host (the local emulator), or dedicated vCPUs.
-        self._cpu = (FairShareNetwork(env, platform.host_cores)
+        self._cpu = (FairShareNetwork(env, platform.host_cores, plain_callbacks=True)
                      if math.isfinite(platform.host_cores) else None)
         self._cores: dict[int, Endpoint] = {}
-        self._handlers: dict[type, Callable[[Any, _Proc], Outcome]] = {
+        # Built-in storage operations queue their answer as a plain callback; an operation
+        # a subclass overrides is followed through the SimPy event it returns.
+        kind = type(storage)
+        self._fast_fetch = kind.fetch is Storage.fetch
+        self._fast_store = kind.store is Storage.store
+        self._fast_track = kind.track is Storage.track
+        self._fast_notify = kind.notify is Storage.notify
+        self._fast_wait = kind.wait_for is Storage.wait_for
+        self._handlers: dict[type, Callable[[Any, _Proc, Done], Outcome | None]] = {
             Fetch: self._fetch, Store: self._store, Track: self._track,
             Notify: self._notify, WaitFor: self._wait_for, Invoke: self._invoke,
             Execute: self._execute, Spawn: self._spawn, Join: self._join,
@@ -212,7 +204,8 @@ class Simulation:
         ``log``: record the decision log (kept in the result's ``log``).
         """
         env = simpy.Environment()
-        network = FairShareNetwork(env, platform.storage_bandwidth_mb_s * _MB_S)
+        network = FairShareNetwork(env, platform.storage_bandwidth_mb_s * _MB_S,
+                                   plain_callbacks=True)
         storage = Storage(env, network, platform.storage_latency_ms,
                           platform.transfer_overhead_ms)
         faas = FaaSModel(env, platform, rng)
@@ -226,7 +219,7 @@ class Simulation:
         self.env.process(self._client())
         try:
             with gc_paused():
-                self.env.run()
+                run_queue(self.env)
         finally:
             self._handlers = {}  # the bound methods in it make a cycle through self
         self._check_finished()
@@ -249,8 +242,10 @@ class Simulation:
         uploads = []
         for key, nbytes in self._client_payloads():
             self.client_bytes += nbytes
-            uploads.append(self.storage.store(key, Payload(nbytes), endpoint,
-                                              TransferRecord(self.env.now)))
+            upload = self.storage.store(key, Payload(nbytes), endpoint,
+                                        TransferRecord(self.env.now))
+            assert upload is not None  # without ``done`` a store returns its event
+            uploads.append(upload)
         yield from uploads
         for inv in initial_invocations(self.spec):
             if self.log is not None:
@@ -282,6 +277,10 @@ class Simulation:
             missing)
 
     # -- workers --------------------------------------------------------------------------
+    # A worker is a chain of callbacks on the event queue, not a SimPy process: each step
+    # is queued at the same (time, priority) and in the same order as the SimPy events it
+    # replaces, so runs are identical, without a process object, an event object and a
+    # generator resumption per step.
     def _launch(self, inv: Invocation) -> None:
         label = invocation_label(inv, len(self.workers))
         bw = self._bandwidth.get(inv.memory_mb)
@@ -290,21 +289,33 @@ class Simulation:
                 self.platform.worker_bandwidth_mb_s(inv.memory_mb) * _MB_S
         w = WorkerRun(label, inv, self.env.now, Endpoint(bw))
         self.workers.append(w)
-        self.env.process(self._worker(w))
+        call_soon(self.env, self._invoked, w, URGENT)  # where a process would initialize
 
-    def _worker(self, w: WorkerRun) -> Generator[Any, Any, None]:
-        env = self.env
-        yield env.timeout(self.faas.invocation_ms(w.invocation))
-        arrived = env.now
+    def _invoked(self, w: WorkerRun) -> None:
+        call_later(self.env, self.faas.invocation_ms(w.invocation), self._arrived, w)
+
+    def _arrived(self, w: WorkerRun) -> None:
+        arrived = self.env.now
         slot = self.faas.admit()
-        if slot is not None:
-            yield slot
+        if slot is None:
+            self._admitted(w, arrived)
+        else:
+            on_event(slot, lambda _: self._admitted(w, arrived))
+
+    def _admitted(self, w: WorkerRun, arrived: float) -> None:
+        env = self.env
         w.queued_ms = env.now - arrived
         w.boot_ms = env.now
         sandbox = self.faas.start(w.memory_mb)
         w.container, w.state, w.startup_ms = sandbox.container, sandbox.state, sandbox.startup_ms
         if sandbox.startup_ms > 0:
-            yield env.timeout(sandbox.startup_ms)
+            call_later(env, sandbox.startup_ms, self._started, (w, sandbox))
+        else:
+            self._started((w, sandbox))
+
+    def _started(self, arg: tuple[WorkerRun, Sandbox]) -> None:
+        w, sandbox = arg
+        env = self.env
         w.start_ms = env.now
         branch = execute_branch(self.spec, w.invocation)
         log = self.log
@@ -312,34 +323,43 @@ class Simulation:
             log.append(LogEvent(w.label, "start", None, None, w.memory_mb, w.boot_ms, env.now,
                              w.state))
             branch = logged(branch, w.label, log.append, self._now)
-        yield from self._drive(branch, _Proc(w))
+        proc = _Proc(self, w, branch, partial(self._ended, w, sandbox))
+        self._step(proc, None)
+
+    def _ended(self, w: WorkerRun, sandbox: Sandbox, _result: Any) -> None:
+        env = self.env
         w.end_ms = env.now
-        if log is not None:
-            log.append(LogEvent(w.label, "end", None, None, 0, env.now, env.now))
+        if self.log is not None:
+            self.log.append(LogEvent(w.label, "end", None, None, 0, env.now, env.now))
         self.faas.release(sandbox)
 
-    def _drive(self, branch: Generator[Any, Any, Any], proc: _Proc
-               ) -> Generator[Any, Any, Any]:
-        """Feed ``branch`` the results of its effects until it returns."""
+    def _step(self, proc: _Proc, value: Any) -> None:
+        """Feed ``proc``'s branch ``value`` and the results of its effects while they are
+        available at once; return when it waits for one (or ends)."""
         handlers = self._handlers
         env = self.env
-        send = branch.send
-        value: Any = None
+        send = proc.send
         while True:
             try:
                 effect = send(value)
             except StopIteration as stop:
-                return stop.value
+                proc.finish(stop.value)
+                return
             try:
-                handler = handlers[type(effect)]
+                handler = handlers[effect.__class__]
             except KeyError:
                 raise SimulationError(f"worker {proc.worker.label!r} yielded {effect!r}, "
                                       f"which is not an effect the simulator knows") from None
-            outcome = handler(effect, proc)
-            if outcome.__class__ is _Now:
+            outcome = handler(effect, proc, proc.wake)
+            if outcome is None:
+                return  # the handler has queued ``proc.wake`` with the result
+            if isinstance(outcome, _Now):
                 value = outcome.value
+            elif outcome.callbacks is not None:
+                outcome.callbacks.append(proc.on_event)
+                return
             else:
-                value = yield outcome
+                value = _event_value(outcome)
             if proc.post is not None:
                 proc.post.end_ms = env.now
 
@@ -347,53 +367,80 @@ class Simulation:
         return float(self.env.now)
 
     # -- effects --------------------------------------------------------------------------
+    # A handler either returns the result (``_Now``), returns a SimPy event that will
+    # carry it, or returns ``None`` after queueing ``done(result)`` itself.
     def _switch(self, proc: _Proc, task: str) -> None:
         if proc.task != task:
             proc.task = task
             proc.pre_start = self.env.now
             proc.post = None
 
-    def _fetch(self, eff: Fetch, proc: _Proc) -> Outcome:
+    def _fetch(self, eff: Fetch, proc: _Proc, done: Done) -> Outcome | None:
         record = TransferRecord(self.env.now)
         tid = eff.task
         if tid is not None:
-            self._switch(proc, tid)
-            self.downloads.setdefault(tid, []).append((eff.key, record))
+            if proc.task != tid:
+                self._switch(proc, tid)
+            try:
+                self.downloads[tid].append((eff.key, record))
+            except KeyError:
+                self.downloads[tid] = [(eff.key, record)]
+        if self._fast_fetch:
+            self.storage.fetch(eff.key, proc.worker.endpoint, record, wait=eff.wait,
+                               stream=eff.stream, task=tid, done=done)
+            return None
         return self.storage.fetch(eff.key, proc.worker.endpoint, record, wait=eff.wait,
                                   stream=eff.stream, task=tid)
 
-    def _store(self, eff: Store, proc: _Proc) -> Outcome:
+    def _store(self, eff: Store, proc: _Proc, done: Done) -> Outcome | None:
         record = TransferRecord(self.env.now)
         if eff.task is not None:
             self.uploads.setdefault(eff.task, []).append(record)
         self.storage_bytes += eff.payload.nbytes
+        if self._fast_store:
+            self.storage.store(eff.key, eff.payload, proc.worker.endpoint, record,
+                               stream=eff.stream, done=done)
+            return None
         return self.storage.store(eff.key, eff.payload, proc.worker.endpoint, record,
                                   stream=eff.stream)
 
-    def _track(self, eff: Track, proc: _Proc) -> Outcome:
+    def _track(self, eff: Track, proc: _Proc, done: Done) -> Outcome | None:
+        if self._fast_track:
+            self.storage.track(eff.task, eff.upstream, eff.expected, done=done)
+            return None
         return self.storage.track(eff.task, eff.upstream, eff.expected)
 
-    def _notify(self, eff: Notify, proc: _Proc) -> Outcome:
+    def _notify(self, eff: Notify, proc: _Proc, done: Done) -> Outcome | None:
+        if self._fast_notify:
+            self.storage.notify(eff.channel, done=done)
+            return None
         return self.storage.notify(eff.channel)
 
-    def _wait_for(self, eff: WaitFor, proc: _Proc) -> Outcome:
+    def _wait_for(self, eff: WaitFor, proc: _Proc, done: Done) -> Outcome | None:
         if eff.task is not None:
             self._switch(proc, eff.task)  # waiting belongs to the task's input phase
+        if self._fast_wait:
+            return _NONE if self.storage.wait_for(eff.channel, done=done) is None else None
         ev = self.storage.wait_for(eff.channel)
-        return _NONE if ev is None else ev
+        return _NONE if not isinstance(ev, Event) else ev
 
-    def _invoke(self, eff: Invoke, proc: _Proc) -> Outcome:
+    def _invoke(self, eff: Invoke, proc: _Proc, done: Done) -> Outcome | None:
         self._launch(eff.invocation)
         call = self.platform.invoke_call_ms
-        return self.env.timeout(call) if call > 0 else _NONE
+        if call > 0:
+            call_later(self.env, call, done, None)
+            return None
+        return _NONE
 
-    def _execute(self, eff: Execute, proc: _Proc) -> Outcome:
+    def _execute(self, eff: Execute, proc: _Proc, done: Done) -> Outcome | None:
         tid = eff.task
-        if tid in self.tasks:
-            first = self.tasks[tid].worker.label
+        tasks = self.tasks
+        if tid in tasks:
+            first = tasks[tid].worker.label
             raise SimulationError(f"task {tid!r} executed twice (by {first!r} and "
                                   f"{proc.worker.label!r})")
-        self._switch(proc, tid)
+        if proc.task != tid:
+            self._switch(proc, tid)
         w = proc.worker
         input_bytes = 0
         for p in eff.inputs.values():
@@ -402,70 +449,140 @@ class Simulation:
         out = self.behaviour.output_bytes(tid, input_bytes, self.rng)
         if not ms >= 0:
             raise SimulationError(f"behaviour gave task {tid!r} an execution time of {ms!r} ms")
-        now = self.env.now
-        rec = TaskRun(tid, w, proc.pre_start, now, ms, input_bytes, out)
+        rec = TaskRun(tid, w, proc.pre_start, self.env.now, ms, input_bytes, out)
         if w.fresh:
             w.fresh = False
             rec.startup_state, rec.startup_ms = w.state, w.startup_ms
         w.tasks += 1
-        self.tasks[tid] = rec
+        tasks[tid] = rec
         proc.post = rec
         if self._cpu is None:
-            return self.env.timeout(ms, Payload(out))
+            call_later(self.env, ms, done, Payload(out))
+            return None
         # ``ms`` of one core's work, done at the rate the host's cores are shared.
-        done = Event(self.env)
         core = self._cores.get(id(w))
         if core is None:
             core = self._cores[id(w)] = Endpoint(1.0)
         self._cpu.transfer(ms, core, self._executed, (done, rec, Payload(out)))
-        return done
+        return None
 
-    def _executed(self, arg: tuple[Event, TaskRun, Payload]) -> None:
+    def _executed(self, arg: tuple[Done, TaskRun, Payload]) -> None:
         done, rec, out = arg
         rec.exec_end_ms = rec.end_ms = self.env.now
-        done.succeed(out)
+        call_soon(self.env, done, out)
 
-    def _spawn(self, eff: Spawn, proc: _Proc) -> Outcome:
-        child = _Proc(proc.worker, proc.task, proc.post)
-        return _Now(self.env.process(self._drive(eff.branch, child)))
+    def _spawn(self, eff: Spawn, proc: _Proc, done: Done) -> Outcome | None:
+        handle = Event(self.env)  # fired like a finished process: at once, queued
+        child = _Proc(self, proc.worker, eff.branch, handle.succeed, proc.task, proc.post)
+        call_soon(self.env, self._step_first, child, URGENT)
+        return _Now(handle)
 
-    def _join(self, eff: Join, proc: _Proc) -> Outcome:
+    def _step_first(self, proc: _Proc) -> None:
+        self._step(proc, None)
+
+    def _join(self, eff: Join, proc: _Proc, done: Done) -> Outcome | None:
         if eff.task is not None:
             self._switch(proc, eff.task)  # pre-loaded inputs: the task's input phase
-        return self._gather(list(eff.handles))
+        gather = _Gather(self.env, len(eff.handles), done)
+        for i, handle in enumerate(eff.handles):
+            gather.add(i, handle)
+        return gather.outcome()
 
-    def _parallel(self, eff: Parallel, proc: _Proc) -> Outcome:
+    def _parallel(self, eff: Parallel, proc: _Proc, done: Done) -> Outcome | None:
         handlers = self._handlers
-        return self._gather([handlers[type(e)](e, proc) for e in eff.effects])
+        gather = _Gather(self.env, len(eff.effects), done)
+        for i, e in enumerate(eff.effects):
+            gather.add(i, handlers[e.__class__](e, proc, partial(gather.put, i)))
+        return gather.outcome()
 
-    def _sleep(self, eff: Sleep, proc: _Proc) -> Outcome:
-        return self.env.timeout(eff.ms)
-
-    def _gather(self, items: list[Any]) -> Outcome:
-        """One outcome for several: their values in order, once all are available."""
-        pending = [it for it in items if it.__class__ is not _Now and not _done(it)]
-        if not pending:
-            return _Now([_value(it) for it in items])
-        out = Event(self.env)
-        left = len(pending)
-
-        def one(_: Event) -> None:
-            nonlocal left
-            left -= 1
-            if left == 0:
-                out.succeed([_value(it) for it in items])
-
-        for ev in pending:
-            ev.callbacks.append(one)
-        return out
+    def _sleep(self, eff: Sleep, proc: _Proc, done: Done) -> Outcome | None:
+        if eff.ms < 0:
+            raise ValueError(f"Negative delay {eff.ms}")
+        call_later(self.env, eff.ms, done, None)
+        return None
 
 
-def _done(ev: Event) -> bool:
-    return ev.callbacks is None  # processed by the environment
+class _Proc:
+    """A branch being driven: its worker and which task its effects are working for.
+
+    ``task``/``pre_start``: the task whose inputs it is gathering and since when.
+    ``post``: after executing a task, the effects that follow (upload, tracking,
+    delegation) extend that task's ``end_ms``. ``finish`` gets the branch's return value.
+    """
+
+    __slots__ = ("finish", "on_event", "post", "pre_start", "send", "sim", "task", "wake",
+                 "worker")
+
+    def __init__(self, sim: Simulation, worker: WorkerRun, branch: Generator[Any, Any, Any],
+                 finish: Callable[[Any], Any], task: str | None = None,
+                 post: TaskRun | None = None) -> None:
+        self.sim = sim
+        self.worker = worker
+        self.send = branch.send
+        self.finish = finish
+        self.task = task
+        self.post = post
+        self.pre_start = 0.0
+        self.wake = self._wake  # bound once: queued with every result
+        self.on_event = self._on_event
+
+    def _wake(self, value: Any) -> None:
+        post = self.post
+        if post is not None:
+            post.end_ms = self.sim.env.now
+        self.sim._step(self, value)
+
+    def _on_event(self, event: Event) -> None:
+        self._wake(_event_value(event))
 
 
-def _value(item: Any) -> Any:
-    return item.value
+class _Gather:
+    """The results of several outcomes, in order, once all are available.
+
+    Like a SimPy condition: when the last pending one arrives, the list is queued for
+    ``done`` at the current time (behind what is already queued then).
+    """
+
+    __slots__ = ("done", "env", "left", "values")
+
+    def __init__(self, env: simpy.Environment, n: int, done: Done) -> None:
+        self.env = env
+        self.done = done
+        self.values: list[Any] = [None] * n
+        self.left = 1  # released by ``outcome``
+
+    def add(self, i: int, outcome: Outcome | None) -> None:
+        if outcome is None:
+            self.left += 1  # its handler queued ``put(i, ...)``
+        elif isinstance(outcome, _Now):
+            self.values[i] = outcome.value
+        elif outcome.callbacks is None:
+            self.values[i] = _event_value(outcome)
+        else:
+            self.left += 1
+            outcome.callbacks.append(partial(self._put_event, i))
+
+    def put(self, i: int, value: Any) -> None:
+        self.values[i] = value
+        self.left -= 1
+        if self.left == 0:
+            call_soon(self.env, self.done, self.values)
+
+    def _put_event(self, i: int, event: Event) -> None:
+        self.put(i, _event_value(event))
+
+    def outcome(self) -> Outcome | None:
+        """``_Now`` with the values if all were available at once, else ``None``."""
+        self.left -= 1
+        if self.left == 0:
+            return _Now(self.values)
+        return None
+
+
+def _event_value(event: Event) -> Any:
+    if not event._ok:
+        raise event._value
+    return event._value
 
 
 def dag_nbytes(spec: RunSpec) -> int:

@@ -26,6 +26,7 @@ from heapq import heappop, heappush
 from typing import Any
 
 import simpy
+from simpy.events import NORMAL
 
 Done = Callable[[Any], None]
 
@@ -75,9 +76,14 @@ class FairShareNetwork:
         Time is ``env.now`` in ms.
     capacity : float
         The server's throughput in bytes per ms, shared by all transfers.
+    plain_callbacks : bool
+        Queue wake-ups as plain callbacks (:mod:`faasplan.simulator.clock`) instead of
+        SimPy timeouts; the environment must then be run with
+        :func:`~faasplan.simulator.clock.run_queue`.
     """
 
-    def __init__(self, env: simpy.Environment, capacity: float) -> None:
+    def __init__(self, env: simpy.Environment, capacity: float, *,
+                 plain_callbacks: bool = False) -> None:
         if not capacity > 0:
             raise ValueError(f"server capacity must be > 0 bytes/ms, got {capacity!r}")
         self.env = env
@@ -88,6 +94,7 @@ class FairShareNetwork:
         self._seq = 0
         self._wake_event: Any = None
         self._wake_at = INF
+        self._plain = plain_callbacks
 
     def transfer(self, nbytes: float, endpoint: Endpoint, on_done: Done, arg: Any = None
                  ) -> None:
@@ -172,10 +179,16 @@ class FairShareNetwork:
         when = env.now + delay
         if when >= self._wake_at:
             return  # a wake-up is due no later; it reschedules if it comes early
+        self._wake_at = when
+        if self._plain:
+            # A fresh token per wake-up: the entries it supersedes find a different one.
+            token = self._wake_event = object()
+            queue: list[Any] = env._queue
+            heappush(queue, (when, NORMAL, next(env._eid), self._wake, token))
+            return
         ev = env.timeout(delay)
         ev.callbacks.append(self._wake)
         self._wake_event = ev
-        self._wake_at = when
 
     def _wake(self, event: Any) -> None:
         if event is not self._wake_event:

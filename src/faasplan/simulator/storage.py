@@ -15,11 +15,13 @@ server relays anyway); a reader arriving after the upload ended does a normal do
 
 from __future__ import annotations
 
+from heapq import heappush
 from typing import Any
 
 import simpy
 from simpy.events import NORMAL, Event
 
+from faasplan.simulator.clock import Done, call_later
 from faasplan.simulator.errors import SimulationError
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.worker import Payload
@@ -28,11 +30,12 @@ from faasplan.worker import Payload
 class TransferRecord:
     """One upload or download: requested, data available, finished (ms), bytes, streamed.
 
-    While the transfer is under way it also holds the event to fire and the payload.
+    While the transfer is under way it also holds the event to fire (or the callback to
+    call) and the payload.
     """
 
-    __slots__ = ("end", "event", "issued", "key", "nbytes", "payload", "ready", "stream",
-                 "streamed")
+    __slots__ = ("done", "end", "event", "issued", "key", "nbytes", "payload", "ready",
+                 "stream", "streamed")
 
     def __init__(self, issued: float) -> None:
         self.issued = issued
@@ -43,6 +46,7 @@ class TransferRecord:
         self.stream = False
         self.key = ""
         self.event: Event | None = None
+        self.done: Done | None = None
         self.payload: Payload | None = None
 
     @property
@@ -81,17 +85,24 @@ class Storage:
         self.notified: dict[str, float] = {}
         self._waiting: dict[str, list[tuple[Endpoint, TransferRecord]]] = {}
         self._streams: dict[str, list[TransferRecord]] = {}
-        self._listeners: dict[str, list[Event]] = {}
+        self._listeners: dict[str, list[Event | Done]] = {}
 
     # -- data -----------------------------------------------------------------------------
     def fetch(self, key: str, endpoint: Endpoint, record: TransferRecord, *,
-              wait: bool = False, stream: bool = False, task: str | None = None) -> Event:
+              wait: bool = False, stream: bool = False, task: str | None = None,
+              done: Done | None = None) -> Event | None:
         """Download ``key`` -> event with the :class:`Payload`.
 
         ``wait``: block until the key is stored (or, with ``stream``, until a streamed
-        upload of it starts). Without ``wait`` a missing key is an error.
+        upload of it starts). Without ``wait`` a missing key is an error. ``done``: call
+        ``done(payload)`` then instead (queued where the event would fire; see
+        :mod:`faasplan.simulator.clock`) and return ``None``.
         """
-        event = record.event = Event(self.env)
+        event = None
+        if done is None:
+            event = record.event = Event(self.env)
+        else:
+            record.done = done
         record.key = key
         payload = self.data.get(key)
         if payload is not None:
@@ -109,9 +120,14 @@ class Storage:
         return event
 
     def store(self, key: str, payload: Payload, endpoint: Endpoint, record: TransferRecord,
-              *, stream: bool = False) -> Event:
-        """Upload ``payload`` under ``key`` -> event (value ``None``) when acknowledged."""
-        event = record.event = Event(self.env)
+              *, stream: bool = False, done: Done | None = None) -> Event | None:
+        """Upload ``payload`` under ``key`` -> event (value ``None``) when acknowledged
+        (``done``: call ``done(None)`` then instead, and return ``None``)."""
+        event = None
+        if done is None:
+            event = record.event = Event(self.env)
+        else:
+            record.done = done
         record.key = key
         record.payload = payload
         record.nbytes = payload.nbytes
@@ -131,14 +147,21 @@ class Storage:
 
     def _answer(self, record: TransferRecord, value: Any) -> None:
         """Fire the record's event one round trip from now (like a Timeout, value set)."""
+        env = self.env
+        delay = self._answer_ms
+        record.end = at = env._now + delay
+        done = record.done
+        if done is not None:
+            record.done = None  # the record outlives the run (traces are pickled)
+            queue: list[Any] = env._queue
+            heappush(queue, (at, NORMAL, next(env._eid), done, value))
+            return
         event = record.event
         assert event is not None
-        delay = self._answer_ms
-        record.end = self.env.now + delay
-        record.event = None  # the record outlives the run (traces are pickled)
+        record.event = None
         event._ok = True
         event._value = value
-        self.env.schedule(event, NORMAL, delay)
+        env.schedule(event, NORMAL, delay)
 
     def _start_stream(self, key: str) -> None:
         self._streams[key] = []
@@ -175,11 +198,13 @@ class Storage:
             self._download(payload, endpoint, rec)
 
     # -- sets and channels ------------------------------------------------------------------
-    def track(self, task: str, upstream: str, expected: int) -> Event:
+    def track(self, task: str, upstream: str, expected: int, *, done: Done | None = None
+              ) -> Event | None:
         """Add ``upstream`` to ``task``'s set -> event with "the set just reached expected".
 
         Applied atomically when issued (operations reach the server in issue order); the
-        answer arrives one round trip later.
+        answer arrives one round trip later (``done``: passed to ``done`` then instead,
+        and ``None`` returned).
         """
         members = self.sets.get(task)
         if members is None:
@@ -187,27 +212,53 @@ class Storage:
         before = len(members)
         members.add(upstream)
         ready = len(members) == expected and len(members) != before
-        return self.env.timeout(self.latency_ms, ready)
+        if done is None:
+            return self.env.timeout(self.latency_ms, ready)
+        call_later(self.env, self.latency_ms, done, ready)
+        return None
 
-    def notify(self, channel: str) -> Event:
-        """Signal ``channel``; it counts as notified, and listeners wake, a round trip later."""
+    def notify(self, channel: str, *, done: Done | None = None) -> Event | None:
+        """Signal ``channel``; it counts as notified, and listeners wake, a round trip later.
+
+        -> event fired then (``done``: ``done(None)`` called then instead, ``None`` returned).
+        """
+        env = self.env
         lat = self.latency_ms
-        self.notified.setdefault(channel, self.env.now + lat)
-        for ev in self._listeners.pop(channel, ()):
-            ev._ok = True
-            ev._value = None
-            self.env.schedule(ev, NORMAL, lat)
-        return self.env.timeout(lat)
+        self.notified.setdefault(channel, env.now + lat)
+        for listener in self._listeners.pop(channel, ()):
+            if isinstance(listener, Event):
+                listener._ok = True
+                listener._value = None
+                env.schedule(listener, NORMAL, lat)
+            else:
+                call_later(env, lat, listener, None)
+        if done is None:
+            return env.timeout(lat)
+        call_later(env, lat, done, None)
+        return None
 
-    def wait_for(self, channel: str) -> Event | None:
-        """Event fired when ``channel`` is notified, or ``None`` if it already was."""
+    def wait_for(self, channel: str, *, done: Done | None = None) -> Event | bool | None:
+        """Event fired when ``channel`` is notified, or ``None`` if it already was.
+
+        ``done``: call ``done(None)`` when it is notified and return ``True``, or return
+        ``None`` without calling it if it already was.
+        """
         at = self.notified.get(channel)
-        now = self.env.now
+        env = self.env
+        now = env.now
         if at is not None:
-            return None if at <= now else self.env.timeout(at - now)
-        event = Event(self.env)
-        self._listeners.setdefault(channel, []).append(event)
-        return event
+            if at <= now:
+                return None
+            if done is None:
+                return env.timeout(at - now)
+            call_later(env, at - now, done, None)
+            return True
+        if done is None:
+            event = Event(env)
+            self._listeners.setdefault(channel, []).append(event)
+            return event
+        self._listeners.setdefault(channel, []).append(done)
+        return True
 
     def blocked(self) -> dict[str, list[str]]:
         """What is still waited for: keys never stored and channels never notified."""
