@@ -15,7 +15,6 @@ import hashlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -320,7 +319,3 @@ def _plain(value: Any) -> Any:
         return None
     return value
 
-
-def default_path_label(paths: Sequence[str]) -> str:
-    """The file names of ``paths``, for a page title."""
-    return ", ".join(Path(p).name for p in paths) or "no metrics given"

@@ -148,17 +148,23 @@ class RunModel:
     """``(end ms, "down" | "up" | "invoke", bytes)`` of every transfer through storage."""
     events: int = 0
     last_t: float = 0.0
+    index: dict[str, int] = field(init=False, repr=False)
+    """Task id -> its position in :attr:`tasks`."""
+    seen: dict[str, _Seen] = field(init=False, repr=False)
+    downstream: dict[str, list[str]] = field(init=False, repr=False)
+    invoked: dict[str, float] = field(init=False, repr=False)
+    """Worker label -> when its invocation was requested (ms)."""
 
     def __post_init__(self) -> None:
         self.index = {t.id: i for i, t in enumerate(self.tasks)}
         self.seen = {t.id: _Seen() for t in self.tasks}
-        self.downstream: dict[str, list[str]] = {t.id: [] for t in self.tasks}
+        self.downstream = {t.id: [] for t in self.tasks}
         for t in self.tasks:
             for up in t.upstream:
                 if up in self.downstream:
                     self.downstream[up].append(t.id)
         self.last_t = self.t0
-        self.invoked: dict[str, float] = {}
+        self.invoked = {}
 
     # -- folding events ---------------------------------------------------------------------
     def apply(self, ev: Event) -> None:
