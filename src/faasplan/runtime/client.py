@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import redis.asyncio as aioredis
-from redis.exceptions import AuthenticationError, OutOfMemoryError, RedisError
+from redis.exceptions import AuthenticationError, RedisError
 
 from faasplan.runtime.driver import ROW_FIELDS
 from faasplan.runtime.embedded import EmbeddedRedis
@@ -59,7 +59,13 @@ from faasplan.runtime.manifest import (
     resolve_placements,
     seal_invocation,
 )
-from faasplan.runtime.redisio import CONNECTION_ERRORS, Scripts, connect, get_stored
+from faasplan.runtime.redisio import (
+    CONNECTION_ERRORS,
+    Scripts,
+    connect,
+    get_stored,
+    is_out_of_memory,
+)
 from faasplan.runtime.runstate import server_max_bulk
 from faasplan.runtime.security import Signer, check_redis_url, new_key, parse_key, redact
 from faasplan.runtime.workerproc import event_context
@@ -289,6 +295,7 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
     elif invoker is None:
         prepared.spec.check_concurrency(cfg.max_processes,
                                         "RuntimeConfig.max_processes of the local emulator")
+    outcome = {"ok": False}
     async with contextlib.AsyncExitStack() as stack:
         if redis is None:
             server = await asyncio.to_thread(EmbeddedRedis().start)
@@ -304,14 +311,18 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
             faas = LocalFaaS(url, key, max_running=cfg.max_running,
                              max_processes=cfg.max_processes, keep_alive_s=cfg.keep_alive_s)
             await asyncio.to_thread(faas.start)
-            stack.push_async_callback(asyncio.to_thread, faas.close)
-        client = connect(url)
+            # A failed run's invocations still in flight are of no use: stop them soon.
+            stack.push_async_callback(lambda: asyncio.to_thread(
+                faas.close, 10.0 if outcome["ok"] else 2.0))
+        # Few retries per command: the session waits out outages itself (outage_s).
+        client = connect(url, retries=3)
         stack.push_async_callback(client.aclose)
         session = _Session(client, url, signer, prepared, faas, cfg, timeout_s=timeout_s,
                            max_retries=max_retries, keep_data=keep_data, progress=progress,
                            seed=seed, private_pool=hmac_key is None,
                            predicted_ms=_predicted_ms(plan), replace=replace)
         result = await session.execute()
+        outcome["ok"] = True
     if metrics_path is not None:
         from faasplan.predictors.metrics import save_metrics
 
@@ -380,8 +391,10 @@ class _Session:
         except CONNECTION_ERRORS as exc:
             raise RedisUnavailableError(redact(self.url), f"{type(exc).__name__}: {exc}",
                                         run_id=self.run_id) from exc
-        except OutOfMemoryError as exc:
-            raise await self._out_of_memory() from exc
+        except RedisError as exc:
+            if is_out_of_memory(exc):
+                raise await self._out_of_memory() from exc
+            raise
         finally:
             if self.reserved:
                 await self._cleanup(failed)
@@ -569,6 +582,9 @@ class _Session:
             return MissingRequirementsError(info["worker"], info["missing"], run_id=rid)
         if kind == "lost":
             return RunStateLostError(info["message"], run_id=rid)
+        if kind == "oom":
+            return RedisOutOfMemoryError(redact(self.url), info.get("used", "?"),
+                                         info.get("limit", "?"), run_id=rid)
         return WorkerFailedError(info.get("invocation", "?"), info.get("exc_type", "?"),
                                  info.get("message", ""), info.get("traceback", ""), run_id=rid)
 
@@ -601,6 +617,9 @@ class _Session:
             args=[inv, queue or b"", self.max_retries,
                   reference_entry(self.run_id, self.manifest.epoch, inv)])
         if code == 2:
+            if await self._memory_full():
+                # Its worker could not even report: Redis refused its writes.
+                raise await self._out_of_memory()
             raise WorkerLostError(inv, int(attempts), self._unfinished(), run_id=self.run_id)
         if code == 3:
             raise WorkerFailedError(inv, "KeyError", "its queue entry is missing from Redis",
@@ -661,6 +680,17 @@ class _Session:
             except (RedisError, OSError, TimeoutError) as exc:
                 log.warning("run %s: clean-up step failed (%s); the keys expire with "
                             "RuntimeConfig.key_ttl_s", self.run_id, exc)
+                if isinstance(exc, (*CONNECTION_ERRORS, TimeoutError)):
+                    return  # Redis is away: the other steps would wait for it too
+
+    async def _memory_full(self) -> bool:
+        """Whether the server is within 10 % of its ``maxmemory`` (0: no limit)."""
+        try:
+            info: Any = await self.client.info("memory")
+        except RedisError:
+            return False
+        limit = int(info.get("maxmemory", 0) or 0)
+        return limit > 0 and int(info.get("used_memory", 0)) >= 0.9 * limit
 
     async def _out_of_memory(self) -> RunError:
         used, limit = "?", "?"

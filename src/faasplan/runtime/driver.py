@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import pickle
 import time
 import uuid
@@ -427,6 +428,9 @@ class Driver:
 
     async def _invoke(self, i: Invoke, main: bool) -> None:
         inv = i.invocation
+        if inv.carried:
+            inv = dataclasses.replace(inv, carried={
+                key: await self._commit_carried(key, p) for key, p in inv.carried.items()})
         if inv.prewarm:
             inv_id = invocation_id(inv, uuid.uuid4().hex[:12])
             blob = None
@@ -472,6 +476,26 @@ class Driver:
         rec.output_bytes, rec.exec_ms = payload.nbytes, exec_ms
         self.outbox.put(("done", e.task, self.label))
         return payload
+
+    async def _commit_carried(self, key: str, payload: Payload) -> Payload:
+        """Make a result an invocation carries final before it leaves this worker.
+
+        A carried value is published as surely as a stored one: it is stored first (SET
+        NX), and if an earlier attempt's value is already there, that one travels.
+        """
+        data = self._pickled.get(key)
+        if data is None:
+            data = cloudpickle.dumps(payload.value, protocol=5)
+        sealed = self.run.signer.seal(self.run.context(key), data)
+        stored = check_write(await self.run.scripts.store(
+            keys=[self.keys.data(key), self.keys.manifest, self.keys.abort,
+                  self.keys.inv_attempts],
+            args=[sealed, self.keys.pubsub(key), *self._fence, self.run.ttl_ms]),
+            self.run.manifest.run_id)
+        if stored:
+            return payload
+        raw = await self._get(key)
+        return payload if raw is None else self._decode_value(key, raw)
 
     async def _adopt(self, task: str, payload: Payload, data: bytes) -> tuple[Payload, bytes]:
         """After a retry re-executed ``task``: the output an earlier attempt stored, if any.

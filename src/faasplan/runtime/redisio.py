@@ -8,7 +8,7 @@ from typing import Any, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, OutOfMemoryError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -24,6 +24,12 @@ CONNECTION_ERRORS: tuple[type[Exception], ...] = (RedisConnectionError, RedisTim
 # must exceed it so a healthy blocking read is not mistaken for a dead server.
 MAX_BLOCK_S = 1.0
 _SOCKET_TIMEOUT_S = 15.0
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether Redis refused a command (or a script's write) for lack of memory."""
+    return isinstance(exc, OutOfMemoryError) or (
+        isinstance(exc, RedisError) and "OOM command not allowed" in str(exc))
 
 
 class _Retry(Retry):

@@ -52,7 +52,14 @@ from faasplan.runtime.manifest import (
     parse_entry,
     unpack_manifest,
 )
-from faasplan.runtime.redisio import CONNECTION_ERRORS, LEASE, MAX_BLOCK_S, connect, get_bytes
+from faasplan.runtime.redisio import (
+    CONNECTION_ERRORS,
+    LEASE,
+    MAX_BLOCK_S,
+    connect,
+    get_bytes,
+    is_out_of_memory,
+)
 from faasplan.runtime.runstate import RunAborted, RunState, Superseded
 from faasplan.runtime.security import KEY_ENV, Signer, key_from_env, parse_key, redact
 from faasplan.worker.log import Event, invocation_label
@@ -232,6 +239,10 @@ class WorkerProcess:
             outbox.put(("fail", "lost", {"message": str(exc)}))
         except Exception as exc:
             status = "failed"
+            if is_out_of_memory(exc):
+                await self._stop_heartbeat(heartbeat)
+                await self._report_oom(run, queued.inv_id, attempt, exc)
+                return
             outbox.put(("fail", "internal", {"invocation": queued.inv_id,
                                              "exc_type": type(exc).__name__,
                                              "message": str(exc),
@@ -255,6 +266,29 @@ class WorkerProcess:
         except Exception:
             log.exception("could not report the end of invocation %s of run %s",
                           queued.inv_id, run.manifest.run_id)
+
+    async def _report_oom(self, run: RunState, inv_id: str, attempt: int, exc: Exception,
+                          tries: int = 20, pause_s: float = 0.25) -> None:
+        """Tell the client that Redis refused a write for lack of memory.
+
+        The report is a write too: it is tried again for a few seconds, as memory comes
+        and goes with the requests in flight (a large value counts while it arrives).
+        """
+        info: dict[str, Any] = {"invocation": inv_id, "message": str(exc)}
+        with contextlib.suppress(Exception):
+            memory: Any = await self.client.info("memory")
+            info["used"] = str(memory.get("used_memory_human", "?"))
+            info["limit"] = str(memory.get("maxmemory_human", "?"))
+        for _ in range(tries):
+            try:
+                await self._end(run, inv_id, attempt, "failed", [("fail", "oom", info)])
+                return
+            except Exception as again:
+                if not is_out_of_memory(again):
+                    break
+                await asyncio.sleep(pause_s)
+        log.error("invocation %s of run %s: Redis is out of memory and refused the report",
+                  inv_id, run.manifest.run_id)
 
     def _outbox(self, run: RunState) -> Outbox:
         return Outbox(self.client, run.keys, self.signer, event_context(run.manifest.run_id),
@@ -502,6 +536,7 @@ async def _emulated(url: str, heartbeat: HeartbeatProcess | None = None) -> int:
             write_frame(proto_out, b"B" if blocked else b"U")
 
     worker = WorkerProcess(client, Signer(key), on_block=status, heartbeat=heartbeat)
+    orphaned = asyncio.create_task(_exit_when_orphaned(os.getppid()))
     write_frame(proto_out, b"R")
     try:
         while (frame := await read_frame(reader)) is not None:
@@ -510,9 +545,23 @@ async def _emulated(url: str, heartbeat: HeartbeatProcess | None = None) -> int:
                                dispatched_at=dispatched_at)
             write_frame(proto_out, b"D")
     finally:
+        orphaned.cancel()
         await worker.close()
         await client.aclose()
     return 0
+
+
+async def _exit_when_orphaned(parent: int, period_s: float = 0.5) -> None:
+    """End this emulated worker at once when the emulator's process is gone.
+
+    A graceful stop closes stdin and lets the invocation in flight finish; a dead client
+    (SIGKILL) cannot, and nothing it started must outlive it.
+    """
+    while True:
+        await asyncio.sleep(period_s)
+        if os.getppid() != parent:
+            log.warning("the emulator (pid %d) is gone; exiting", parent)
+            os._exit(1)
 
 
 # -- standalone mode: BLPOP on the pool's queues ----------------------------------------------
