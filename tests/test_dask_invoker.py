@@ -13,6 +13,7 @@ import os
 import pickle
 import re
 import signal
+import socket
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -137,6 +138,16 @@ def test_empty_cluster_address_is_refused() -> None:
         DaskInvoker("", "redis://127.0.0.1:1/0", new_key())
     with pytest.raises(TypeError, match="got int"):
         DaskInvoker(8786, "redis://127.0.0.1:1/0", new_key())
+
+
+def test_unreachable_scheduler_says_where(redis_server: Any) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    invoker = DaskInvoker(f"tcp://127.0.0.1:{port}", redis_server.url, new_key(),
+                          connect_timeout_s=1.0)
+    with pytest.raises(RuntimeError, match=rf"could not start on tcp://127.0.0.1:{port}: "):
+        invoker.start()
 
 
 @pytest.mark.parametrize("workload", sorted(REGISTRY))

@@ -105,7 +105,7 @@ class DaskInvoker(LocalFaaS):
     def __init__(self, address_or_client: Any, redis_url: str, hmac_key: bytes | str, *,
                  max_running: int | None = None, keep_alive_s: float = 600.0,
                  memory_resource: str | None = None, security: Any = None,
-                 connect_timeout_s: float = 30.0) -> None:
+                 connect_timeout_s: float = 20.0) -> None:
         if max_running is not None and max_running < 1:
             raise ValueError(f"DaskInvoker: max_running must be >= 1, got {max_running}")
         if keep_alive_s < 0:
@@ -125,12 +125,24 @@ class DaskInvoker(LocalFaaS):
         _check_transport(self.address, self.security)
 
     def start(self) -> DaskInvoker:
-        """Connect to the cluster, install the key on its workers, start dispatching."""
-        try:
+        """Connect to the cluster, install the key on its workers, start dispatching.
+
+        Raises
+        ------
+        RuntimeError
+            The scheduler cannot be reached, or has no worker, within the timeouts.
+        """
+        if self._thread is not None:
+            return self
+        with contextlib.suppress(RuntimeError):  # reported below, with the address
             super().start()
-        except RuntimeError as exc:
+        # Connecting and waiting for a worker may take longer than the emulator waits.
+        self._ready.wait(2 * self.connect_timeout_s + 5.0)
+        if self._error is not None or not self._ready.is_set():
+            cause = self._error or TimeoutError(f"no answer in {2 * self.connect_timeout_s} s")
+            self._closing = True
             raise RuntimeError(f"DaskInvoker could not start on {self.address}: "
-                               f"{exc.__cause__ or exc}") from exc.__cause__
+                               f"{type(cause).__name__}: {cause}") from cause
         return self
 
     def __enter__(self) -> DaskInvoker:
