@@ -166,6 +166,46 @@ CASES = [
         t, lambda d: [e.update(runtimeInSeconds=0) for e in
                       d["workflow"]["execution"]["tasks"]])], "runtimeInSeconds"),
     ("validate a broken trace", lambda t: ["validate", scenario(t, "{", "v.json")], "v.json"),
+    # sizes beyond any machine, nesting beyond the parser, workloads beyond memory
+    ("trace size 1e308", lambda t: ["simulate", trace(
+        t, lambda d: d["workflow"]["specification"]["files"][0].update(sizeInBytes=1e308))],
+     "files[0].sizeInBytes"),
+    ("trace size 2**80", lambda t: ["simulate", trace(
+        t, lambda d: d["workflow"]["specification"]["files"][0].update(sizeInBytes=2**80))],
+     "files[0].sizeInBytes"),
+    ("trace runtime 1e308", lambda t: ["simulate", trace(
+        t, lambda d: exec_task(d).update(runtimeInSeconds=1e308))], "runtimeInSeconds"),
+    ("deeply nested json list", lambda t: ["simulate", scenario(
+        t, "[" * 100_000 + "]" * 100_000, "deep.json")], "deep.json"),
+    ("deeply nested json object", lambda t: ["simulate", scenario(
+        t, '{"a":' * 50_000 + "1" + "}" * 50_000, "deep2.json")], "deep2.json"),
+    ("nested trace beyond the bound", lambda t: ["simulate", trace(
+        t, lambda d: d.update(extra=json.loads("[" * 100 + "]" * 100)))], "extra"),
+    ("param 2**80", lambda t: ["compare", scenario(
+        t, '[workflow]\nworkload = "tree_reduction"\nparams = { leaf_size = '
+           f'{2**80} }}\n')], "workflow.params.leaf_size"),
+    ("param 1e308", lambda t: ["compare", scenario(
+        t, '[workflow]\nworkload = "tree_reduction"\nparams = { leaf_size = 1e308 }\n')],
+     "leaf_size"),
+    ("leaves 1e8", lambda t: ["simulate", scenario(
+        t, '[workflow]\nworkload = "tree_reduction"\nparams = { leaves = 1e8 }\n')],
+     "leaves"),
+    ("leaves 100000000", lambda t: ["simulate", scenario(
+        t, '[workflow]\nworkload = "tree_reduction"\nparams = { leaves = 100000000 }\n')],
+     "workflow.params"),
+    ("gemm beyond memory", lambda t: ["simulate", scenario(
+        t, '[workflow]\nworkload = "gemm"\nparams = { n = 100000000 }\n')],
+     "workflow.params"),
+    ("memory size 2**80", lambda t: ["compare", scenario(
+        t, GOOD + f"[history]\nmemory_sizes = [{2**80}]\n")], "history.memory_sizes[0]"),
+    ("cold start 1e308", lambda t: ["compare", scenario(
+        t, GOOD + "[platform]\ncold_start_ms = 1e308\n")], "platform.cold_start_ms"),
+    ("seed 2**80", lambda t: ["compare", scenario(
+        t, GOOD + f"[scenario]\nseed = {2**80}\n")], "scenario.seed"),
+    ("negative seed shown with its key", lambda t: ["compare", scenario(
+        t, GOOD + "[scenario]\nseed = -39595\n")], "scenario.seed"),
+    ("unknown wukong option", lambda t: ["compare", scenario(
+        t, GOOD + "[planning.options.wukong]\nfoo = 1\n")], "planning.options.wukong.foo"),
 ]
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import math
 import os
 import tomllib
 from collections.abc import Callable
@@ -64,8 +65,95 @@ def load_scenario(path: str | os.PathLike[str]) -> LoadedScenario:
     return LoadedScenario(validate_scenario(data, str(p)), str(p), p.resolve().parent)
 
 
+MAX_NUMBER = 2**53
+"""Largest magnitude of a number in a scenario or trace: sizes, times, seeds and counts
+beyond it are not meaningful, and overflow the C integers of numpy and pandas."""
+
+MAX_DEPTH = 64
+"""Deepest nesting accepted in a scenario or a trace (real ones nest about six deep)."""
+
+MAX_TASKS = 1_000_000
+MAX_DATA_BYTES = 16 * 2**30
+"""A built-in workload estimated above either is refused before it is built."""
+
+
+def check_numbers(data: Any, source: str, root: str = "") -> None:
+    """Refuse numbers beyond :data:`MAX_NUMBER` (or not finite) and nesting deeper than
+    :data:`MAX_DEPTH`, naming ``source`` and the key path. Iterative: any depth is safe.
+    """
+    stack: list[tuple[str, Any, int]] = [(root, data, 0)]
+    while stack:
+        key, value, depth = stack.pop()
+        if depth > MAX_DEPTH:
+            raise ScenarioError(source, key or "(top level)",
+                                f"nested more than {MAX_DEPTH} levels deep",
+                                "scenarios and WfFormat traces are shallow documents")
+        if isinstance(value, dict):
+            stack.extend((f"{key}.{k}" if key else str(k), v, depth + 1)
+                         for k, v in value.items())
+        elif isinstance(value, list | tuple):
+            stack.extend((f"{key}[{i}]", v, depth + 1) for i, v in enumerate(value))
+        elif isinstance(value, int | float) and not isinstance(value, bool) and not (
+                math.isfinite(value) and abs(value) <= MAX_NUMBER):
+            shown = f"{value:.3g}" if isinstance(value, float) or abs(value) > 10**12 \
+                else str(value)
+            raise ScenarioError(source, key or "(top level)",
+                                f"{shown} is out of range (at most 2**53 in magnitude)",
+                                "sizes are in bytes and times in seconds or ms; check the "
+                                "unit")
+
+
+def check_json_document(path: Path, source: str) -> None:
+    """Parse a JSON (or gzipped JSON) file once to refuse what would break its loader:
+    nesting too deep for the parser, numbers out of range (:func:`check_numbers`)."""
+    import gzip
+    import json
+
+    try:
+        raw = gzip.decompress(path.read_bytes()) if path.name.endswith(".gz") else \
+            path.read_bytes()
+        doc = json.loads(raw)
+    except RecursionError:
+        raise ScenarioError(source, "", f"JSON nested too deeply to parse (more than "
+                            f"{MAX_DEPTH} levels are never valid here)",
+                            "check that this is a WfFormat trace") from None
+    except (ValueError, OSError, EOFError):
+        return  # the loader reports malformed files with its own message
+    check_numbers(doc, source)
+
+
+def check_workload_size(name: str, params: dict[str, Any], source: str) -> None:
+    """Refuse a built-in workload whose size estimate exceeds :data:`MAX_TASKS` tasks or
+    :data:`MAX_DATA_BYTES` bytes of data, before building it."""
+    p = {k: v for k, v in params.items() if isinstance(v, int | float)
+         and not isinstance(v, bool)}
+    estimates: dict[str, Callable[[dict[str, Any]], tuple[float, float]]] = {
+        "tree_reduction": lambda q: (2 * q.get("leaves", 64),
+                                     8 * q.get("leaves", 64) * q.get("leaf_size", 1024)),
+        "gemm": lambda q: (max(1, q.get("n", 256) / max(1, q.get("block", 64))) ** 3,
+                           24 * q.get("n", 256) ** 2),
+        "wordcount": lambda q: (2 * q.get("chunks", 8), 0),
+        "image_pipeline": lambda q: (4 * q.get("images", 4),
+                                     24 * q.get("images", 4) * q.get("size", 128) ** 2),
+        "montage_like": lambda q: (4 * q.get("width", 8) ** 2,
+                                   8 * (q.get("width", 8) * (q.get("tile", 32)
+                                                            + q.get("overlap", 8))) ** 2),
+    }
+    estimate = estimates.get(name)
+    if estimate is None:
+        return
+    tasks, nbytes = estimate(p)
+    if tasks > MAX_TASKS or nbytes > MAX_DATA_BYTES:
+        raise ScenarioError(
+            source, "workflow.params",
+            f"{name} with {params} would have about {tasks:.3g} tasks and {nbytes:.3g} bytes "
+            f"of data, beyond what can be built in memory (at most {MAX_TASKS:,} tasks and "
+            f"{MAX_DATA_BYTES / 2**30:.0f} GiB)", "use smaller parameters")
+
+
 def validate_scenario(data: dict[str, Any], source: str) -> Scenario:
     """Validate a scenario mapping; errors name ``source`` and the key path."""
+    check_numbers(data, source)
     try:
         scenario = Scenario.model_validate(data)
     except ValidationError as exc:
@@ -132,6 +220,7 @@ def load_target(target: str) -> LoadedScenario:
         p = Path(target)
         if not p.is_file():
             raise ScenarioError(target, "", "file not found", "give a WfFormat JSON trace path")
+        check_json_document(p, target)
         section = {"wfformat": str(p.resolve())}
         name = trace_stem(p)
     elif ":" in target:
@@ -182,6 +271,7 @@ def build_workflow(loaded: LoadedScenario, *, recorded_profile: bool = True) -> 
         if not path.is_file():
             raise ScenarioError(src, "workflow.wfformat", f"file not found: {path}",
                                 "paths are relative to the scenario file")
+        check_json_document(path, str(path))
         try:
             return load_wfformat(path)
         except WorkflowError as exc:
@@ -198,6 +288,7 @@ def build_workflow(loaded: LoadedScenario, *, recorded_profile: bool = True) -> 
                                 f"choose from {', '.join(REGISTRY)}")
         fn: Callable[..., Any] = REGISTRY[section.workload]
         key = "workflow.workload"
+        check_workload_size(section.workload, section.params, src)
     else:
         assert section.target is not None
         fn = resolve_callable(section.target, src)
