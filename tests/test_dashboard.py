@@ -211,6 +211,16 @@ def test_states_follow_the_events() -> None:
     assert s["bytes"] == {"down": 10, "up": 10, "invoke": 0}
 
 
+def test_output_used_on_its_own_worker_is_done() -> None:
+    m = RunModel("r", "wf", "wukong", [TaskInfo("a", "m.f"), TaskInfo("b", "m.f", ("a",))])
+    m.apply(Event("w", "execute", "a", None, 10, 0, 5))
+    assert m.state("a") == "storing"  # flexible: b may run elsewhere, from storage
+    m.apply(Event("w", "execute", "b", None, 10, 5, 9))
+    assert m.changes("a")[-1] == ("done", 5) and m.state("b") == "storing"  # b is a sink
+    m.apply(Event("w", "store", "b", "out:b", 10, 9, 11))
+    assert (m.state("b"), m.summary()["status"]) == ("done", "done")
+
+
 def test_failure_keeps_the_traceback() -> None:
     m = diamond()
     m.apply(Event("wa", "fail", "a", None, 0, 1100, 1100, "Traceback...\nValueError: x"))
@@ -554,6 +564,19 @@ def slow_add(a: int, b: int) -> int:
     return a + b
 
 
+@task
+def slow_inc(a: int) -> int:
+    time.sleep(0.4)
+    return a + 1
+
+
+def slow_chain(n: int) -> Workflow:
+    node = slow_leaf(0)
+    for _ in range(n - 1):
+        node = slow_inc(node)
+    return Workflow(node, name="slow_chain")
+
+
 def slow_tree(leaves: int = 4) -> Workflow:
     level = [slow_leaf(i) for i in range(leaves)]
     while len(level) > 1:
@@ -730,6 +753,35 @@ def test_live_page_shows_a_run_advancing_in_a_browser(live_dashboard: tuple[str,
     workers = {r[0]: r for r in final["rows"] if r and r[0].startswith("flex-t")}
     assert sorted(workers) == [f"flex-t{i}" for i in range(8)]
     assert all(r[4] == "idle" and r[5] == "1" for r in workers.values()), workers
+
+
+@pytest.mark.redis
+def test_live_page_fills_in_during_a_real_run(live_dashboard: tuple[str, Any],
+                                              dash_redis: Any) -> None:
+    url, _ = live_dashboard
+    wf = slow_chain(7)  # one worker runs it (cheap); about 3 s of tasks after start-up
+    driver = _browser()
+    try:
+        driver.get(url)  # no run yet: the page picks the newest run when one appears
+        wait_for(lambda: "Runs" in driver.title or driver.execute_script(
+            "return !!(window.Bokeh && Bokeh.documents.length)"), 60, 0.2)
+        result: dict[str, Any] = {}
+        runner = threading.Thread(target=lambda: result.setdefault(
+            "run", faasplan.run(wf, None, dash_redis.url, timeout_s=120)))
+        runner.start()
+        samples = []
+        while runner.is_alive():
+            states = driver.execute_script(STATES_JS)
+            samples.append((round(time.time(), 2), len(states), states.count("done")))
+            time.sleep(0.2)
+        runner.join()
+        wait_for(lambda: driver.execute_script(STATES_JS).count("done") == len(wf), 30, 0.2)
+        time.sleep(1.0)
+        driver.save_screenshot(str(ARTIFACTS / "live-real-run.png"))
+    finally:
+        driver.quit()
+    assert result["run"].result == 6
+    assert any(0 < n < len(wf) for _, _, n in samples), samples  # (time, tasks drawn, done)
 
 
 # -- the notebook view in a real Jupyter kernel ---------------------------------------------------

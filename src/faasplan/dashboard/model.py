@@ -17,7 +17,8 @@ state        from
 ``storing``  the end of its execution, when an upload was seen or is still
              expected (a dependent or the client needs it, and its worker has not
              ended)
-``done``     the end of its upload, else the end of its execution
+``done``     the end of its upload, else the end of its execution (once no upload is
+             expected, or a dependent started on the same worker)
 ``failed``   a ``fail`` event naming the task
 ===========  ===================================================================
 
@@ -233,9 +234,17 @@ class RunModel:
         s = self.seen[task]
         if s.store_end is not None:
             return s.store_end
-        if s.exec_end is not None and not self._expects_store(task, s):
+        if s.exec_end is None:
+            return None
+        if not self._expects_store(task, s) or self._used_locally(task, s):
             return s.exec_end
         return None
+
+    def _used_locally(self, task: str, s: _Seen) -> bool:
+        """Whether a dependent of ``task`` started on the worker that executed it (its
+        output was there; an upload for other dependents may still follow)."""
+        return any(self.seen[d].worker == s.worker and self.seen[d].first is not None
+                   for d in self.downstream[task])
 
     def _expects_store(self, task: str, s: _Seen) -> bool:
         """Whether an upload of ``task`` may still come (decided once its worker ended)."""
