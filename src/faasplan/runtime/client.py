@@ -5,6 +5,20 @@ initial invocations, then waits on the run's event list while a supervisor watch
 invocations' leases. It never waits forever: a task error, a lost worker beyond
 ``max_retries``, a tampered payload, missing requirements, lost Redis state and the
 overall ``timeout_s`` all end the run with an exception naming the task(s) concerned.
+
+What retries assume: re-running a task is harmless apart from its output. The first
+stored output of a task is final (``SET NX``; a result carried inside an invocation is
+stored first), and a retry that re-executes a task continues with that stored value, so
+every consumer sees one version even of a non-deterministic task. Every write of a worker
+carries its invocation's attempt and the run instance's epoch, and the scripts refuse a
+stale one: a worker paused past its lease stops at its next write. Side effects of task
+code (files, services) may still happen more than once; a task's outputs computed by an
+attempt that died before storing them may differ from the retry's.
+
+A run id is reserved for one run instance: its keys still in Redis (a run going on, one
+kept with ``keep_data=True``, or one whose client died) refuse the run unless
+``replace=True``, and sealed payloads are bound to the instance, so nothing of an earlier
+run with the same id authenticates. Every key expires after ``RuntimeConfig.key_ttl_s``.
 """
 
 from __future__ import annotations
