@@ -76,9 +76,12 @@ def run_queue(env: simpy.Environment) -> None:
     pop = heappop
     while queue:
         item = pop(queue)
-        env._now = item[0]
-        if len(item) == 5:
-            item[3](item[4])
+        try:
+            env._now, _, _, fn, arg = item
+        except ValueError:  # a SimPy event: (time, priority, id, event)
+            env._now = item[0]
+        else:
+            fn(arg)
             continue
         event = item[3]
         callbacks, event.callbacks = event.callbacks, None

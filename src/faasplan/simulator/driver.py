@@ -18,11 +18,12 @@ import math
 from collections.abc import Callable, Generator, Iterable, Iterator
 from contextlib import contextmanager
 from functools import partial
+from heapq import heappush
 from typing import Any
 
 import numpy as np
 import simpy
-from simpy.events import URGENT, Event
+from simpy.events import NORMAL, URGENT, Event
 
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import TaskBehaviour
@@ -221,7 +222,7 @@ class Simulation:
             with gc_paused():
                 run_queue(self.env)
         finally:
-            self._handlers = {}  # the bound methods in it make a cycle through self
+            self._handlers.clear()  # the bound methods in it make a cycle through self
         self._check_finished()
         notified = self.storage.notified
         makespan = 0.0
@@ -323,8 +324,7 @@ class Simulation:
             log.append(LogEvent(w.label, "start", None, None, w.memory_mb, w.boot_ms, env.now,
                              w.state))
             branch = logged(branch, w.label, log.append, self._now)
-        proc = _Proc(self, w, branch, partial(self._ended, w, sandbox))
-        self._step(proc, None)
+        _Proc(self, w, branch, partial(self._ended, w, sandbox)).step(None)
 
     def _ended(self, w: WorkerRun, sandbox: Sandbox, _result: Any) -> None:
         env = self.env
@@ -334,34 +334,8 @@ class Simulation:
         self.faas.release(sandbox)
 
     def _step(self, proc: _Proc, value: Any) -> None:
-        """Feed ``proc``'s branch ``value`` and the results of its effects while they are
-        available at once; return when it waits for one (or ends)."""
-        handlers = self._handlers
-        env = self.env
-        send = proc.send
-        while True:
-            try:
-                effect = send(value)
-            except StopIteration as stop:
-                proc.finish(stop.value)
-                return
-            try:
-                handler = handlers[effect.__class__]
-            except KeyError:
-                raise SimulationError(f"worker {proc.worker.label!r} yielded {effect!r}, "
-                                      f"which is not an effect the simulator knows") from None
-            outcome = handler(effect, proc, proc.wake)
-            if outcome is None:
-                return  # the handler has queued ``proc.wake`` with the result
-            if isinstance(outcome, _Now):
-                value = outcome.value
-            elif outcome.callbacks is not None:
-                outcome.callbacks.append(proc.on_event)
-                return
-            else:
-                value = _event_value(outcome)
-            if proc.post is not None:
-                proc.post.end_ms = env.now
+        """Feed ``proc``'s branch ``value`` (see :meth:`_Proc.step`)."""
+        proc.step(value)
 
     def _now(self) -> float:
         return float(self.env.now)
@@ -372,11 +346,11 @@ class Simulation:
     def _switch(self, proc: _Proc, task: str) -> None:
         if proc.task != task:
             proc.task = task
-            proc.pre_start = self.env.now
+            proc.pre_start = self.env._now
             proc.post = None
 
     def _fetch(self, eff: Fetch, proc: _Proc, done: Done) -> Outcome | None:
-        record = TransferRecord(self.env.now)
+        record = TransferRecord(self.env._now)
         tid = eff.task
         if tid is not None:
             if proc.task != tid:
@@ -393,7 +367,7 @@ class Simulation:
                                   stream=eff.stream, task=tid)
 
     def _store(self, eff: Store, proc: _Proc, done: Done) -> Outcome | None:
-        record = TransferRecord(self.env.now)
+        record = TransferRecord(self.env._now)
         if eff.task is not None:
             self.uploads.setdefault(eff.task, []).append(record)
         self.storage_bytes += eff.payload.nbytes
@@ -449,7 +423,8 @@ class Simulation:
         out = self.behaviour.output_bytes(tid, input_bytes, self.rng)
         if not ms >= 0:
             raise SimulationError(f"behaviour gave task {tid!r} an execution time of {ms!r} ms")
-        rec = TaskRun(tid, w, proc.pre_start, self.env.now, ms, input_bytes, out)
+        env = self.env
+        rec = TaskRun(tid, w, proc.pre_start, env._now, ms, input_bytes, out)
         if w.fresh:
             w.fresh = False
             rec.startup_state, rec.startup_ms = w.state, w.startup_ms
@@ -457,7 +432,8 @@ class Simulation:
         tasks[tid] = rec
         proc.post = rec
         if self._cpu is None:
-            call_later(self.env, ms, done, Payload(out))
+            queue: list[Any] = env._queue
+            heappush(queue, (env._now + ms, NORMAL, next(env._eid), done, Payload(out)))
             return None
         # ``ms`` of one core's work, done at the rate the host's cores are shared.
         core = self._cores.get(id(w))
@@ -478,7 +454,7 @@ class Simulation:
         return _Now(handle)
 
     def _step_first(self, proc: _Proc) -> None:
-        self._step(proc, None)
+        proc.step(None)
 
     def _join(self, eff: Join, proc: _Proc, done: Done) -> Outcome | None:
         if eff.task is not None:
@@ -510,13 +486,15 @@ class _Proc:
     delegation) extend that task's ``end_ms``. ``finish`` gets the branch's return value.
     """
 
-    __slots__ = ("finish", "on_event", "post", "pre_start", "send", "sim", "task", "wake",
-                 "worker")
+    __slots__ = ("env", "finish", "handlers", "on_event", "post", "pre_start", "send", "sim",
+                 "task", "wake", "worker")
 
     def __init__(self, sim: Simulation, worker: WorkerRun, branch: Generator[Any, Any, Any],
                  finish: Callable[[Any], Any], task: str | None = None,
                  post: TaskRun | None = None) -> None:
         self.sim = sim
+        self.env = sim.env
+        self.handlers = sim._handlers
         self.worker = worker
         self.send = branch.send
         self.finish = finish
@@ -526,11 +504,47 @@ class _Proc:
         self.wake = self._wake  # bound once: queued with every result
         self.on_event = self._on_event
 
+    def close(self) -> None:
+        """Drop the bound methods that refer back to this object, once the branch ended
+        (so reference counting frees it, without the cyclic collector)."""
+        del self.wake, self.on_event
+
     def _wake(self, value: Any) -> None:
         post = self.post
         if post is not None:
-            post.end_ms = self.sim.env.now
-        self.sim._step(self, value)
+            post.end_ms = self.env._now
+        self.step(value)
+
+    def step(self, value: Any) -> None:
+        """Send the branch ``value`` and the results of its effects while they are
+        available at once; return when it waits for one (or ends)."""
+        handlers = self.handlers
+        env = self.env
+        send = self.send
+        while True:
+            try:
+                effect = send(value)
+            except StopIteration as stop:
+                self.close()
+                self.finish(stop.value)
+                return
+            try:
+                handler = handlers[effect.__class__]
+            except KeyError:
+                raise SimulationError(f"worker {self.worker.label!r} yielded {effect!r}, "
+                                      f"which is not an effect the simulator knows") from None
+            outcome = handler(effect, self, self.wake)
+            if outcome is None:
+                return  # the handler has queued ``self.wake`` with the result
+            if isinstance(outcome, _Now):
+                value = outcome.value
+            elif outcome.callbacks is not None:
+                outcome.callbacks.append(self.on_event)
+                return
+            else:
+                value = _event_value(outcome)
+            if self.post is not None:
+                self.post.end_ms = env._now
 
     def _on_event(self, event: Event) -> None:
         self._wake(_event_value(event))

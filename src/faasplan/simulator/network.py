@@ -102,7 +102,13 @@ class FairShareNetwork:
         if nbytes <= 0:
             on_done(arg)
             return
-        self._advance(self.env.now)
+        now = self.env._now
+        dt = now - self._last
+        if dt > 0:  # :meth:`_advance`, inlined
+            for cl in self._classes.values():
+                if cl.rate != INF:
+                    cl.served += cl.rate * dt
+            self._last = now
         c = endpoint.cls
         local = endpoint.offset if c is None else c.served + endpoint.offset
         self._seq += 1
@@ -174,9 +180,10 @@ class FairShareNetwork:
                 d = 0.0 if rate == INF else (heap[0][0] - c.served) / rate
                 if d < delay:
                     delay = d
-        delay = max(delay, 0.0)
+        if delay < 0.0:
+            delay = 0.0
         env = self.env
-        when = env.now + delay
+        when = env._now + delay
         if when >= self._wake_at:
             return  # a wake-up is due no later; it reschedules if it comes early
         self._wake_at = when
@@ -193,10 +200,10 @@ class FairShareNetwork:
     def _wake(self, event: Any) -> None:
         if event is not self._wake_event:
             return  # superseded by a later start or end
-        now = self.env.now
+        now = self.env._now
         self._advance(now)
         self._wake_at = INF
-        tol = _TIME_TOLERANCE * max(1.0, now)
+        tol = _TIME_TOLERANCE * (now if now > 1.0 else 1.0)
         done: list[tuple[Done, Any]] = []
         for c in list(self._classes.values()):
             slack = INF if c.rate == INF else tol * c.rate

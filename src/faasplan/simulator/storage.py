@@ -137,13 +137,21 @@ class Storage:
         return event
 
     def _download(self, payload: Payload, endpoint: Endpoint, record: TransferRecord) -> None:
-        record.ready = self.env.now
+        record.ready = self.env._now
         record.nbytes = payload.nbytes
         record.payload = payload
         self.network.transfer(payload.nbytes, endpoint, self._downloaded, record)
 
     def _downloaded(self, record: TransferRecord) -> None:
-        self._answer(record, record.payload)
+        done = record.done
+        if done is None:
+            self._answer(record, record.payload)
+            return
+        env = self.env  # :meth:`_answer`, inlined: one call per download
+        record.end = at = env._now + self._answer_ms
+        record.done = None
+        queue: list[Any] = env._queue
+        heappush(queue, (at, NORMAL, next(env._eid), done, record.payload))
 
     def _answer(self, record: TransferRecord, value: Any) -> None:
         """Fire the record's event one round trip from now (like a Timeout, value set)."""
@@ -189,7 +197,7 @@ class Storage:
         payload = record.payload
         assert payload is not None
         self.data[key] = payload
-        self.stored_at[key] = self.env.now
+        self.stored_at[key] = self.env._now
         self._answer(record, None)
         for rec in self._streams.pop(key, ()):
             rec.nbytes = payload.nbytes
@@ -212,9 +220,11 @@ class Storage:
         before = len(members)
         members.add(upstream)
         ready = len(members) == expected and len(members) != before
+        env = self.env
         if done is None:
-            return self.env.timeout(self.latency_ms, ready)
-        call_later(self.env, self.latency_ms, done, ready)
+            return env.timeout(self.latency_ms, ready)
+        queue: list[Any] = env._queue
+        heappush(queue, (env._now + self.latency_ms, NORMAL, next(env._eid), done, ready))
         return None
 
     def notify(self, channel: str, *, done: Done | None = None) -> Event | None:
