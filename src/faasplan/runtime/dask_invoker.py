@@ -347,7 +347,7 @@ class _SandboxHost:
         except ValueError:
             run_id = ""  # the sandbox logs and drops it
         last = self.served.get(run_id)
-        cold = last is None or time.monotonic() - last > self.keep_alive_s
+        cold = last is None or time.monotonic() - last >= self.keep_alive_s
         self._touch(run_id)  # an invocation starting now in another thread is warm
         sandbox = self.idle.pop() if self.idle else WorkerProcess(self.client, self.signer)
         try:
