@@ -1,10 +1,28 @@
-"""Benchmark of the Redis runtime: per-task overhead against Dask, and bytes through Redis.
+"""Benchmark of the Redis runtime: faasplan against Dask like for like, and bytes through Redis.
 
-Part ``overhead``: a tree reduction with tiny tasks (default 1024 leaves, 2047 tasks) on
-warm worker processes, against Dask distributed on a ``LocalCluster`` of 2 worker
-processes in the same run. Both get 2 execution slots (``LocalFaaS(max_running=2)``;
-Dask: 2 processes x 1 thread). Per-task overhead is ``(makespan x 2 - sum of task
-execution times) / tasks``: the time a slot spends per task on anything but the task.
+Part ``overhead``: tree reductions of tiny tasks (by default 128, 512 and 2048 leaves: 255,
+1,023 and 4,095 tasks) run by faasplan and by Dask distributed in the same run, measured
+the same way:
+
+* **same start and end**: the caller's ``time.perf_counter`` around ``faasplan.run()``
+  (whose first action is storing the DAG) and around ``client.compute(graph).result()``
+  (graph submission to the result gathered at the client). Building the graph object
+  (``Workflow`` / ``dask.delayed``) is outside both;
+* **same workers**: 2 worker processes running 1 task at a time each —
+  ``LocalFaaS(max_running=2, max_processes=2)`` and ``LocalCluster(n_workers=2,
+  threads_per_worker=1, processes=True)``; a third row runs faasplan on those same Dask
+  processes through :class:`faasplan.runtime.DaskInvoker`;
+* **same warmth**: one discarded run per system and size first; then the repeats are
+  interleaved (faasplan, Dask, faasplan on Dask, again), so that the machine's load
+  changes touch every system alike; every result is checked against ``run_local``.
+
+Reported per size: median wall ms per task, faasplan's own ``makespan_ms`` (from storing
+the DAG to the last sink's announcement) next to its wall time and the gap between them,
+and the ratio faasplan/Dask of the medians.
+
+Part ``gap``: where ``run()``'s wall time beyond ``makespan_ms`` goes, from wall-clock
+stamps taken around the client's phases (set-up and encoding, storing, waiting, draining,
+reading the result, clean-up, building the trace).
 
 Part ``bytes``: network traffic of the Redis server (``INFO stats``) for a tree reduction
 and GEMM, all tasks flexible vs. every task with CLUSTER (and DELAYED_IO on one upstream
@@ -12,23 +30,29 @@ of each fan-in).
 
 Run::
 
-    python benchmarks/bench_runtime.py            # both parts, markdown on stdout
-    python benchmarks/bench_runtime.py --part overhead --leaves 256 --repeats 2
+    python benchmarks/bench_runtime.py                 # all parts, markdown on stdout
+    python benchmarks/bench_runtime.py --part overhead --leaves 128 --repeats 2
+    python benchmarks/bench_runtime.py --part gap --leaves 512
+
+The overhead part ends with one summary line, ``runtime: X ms/task vs Dask Y ms/task
+(ratio R), wall-clock, same run``, for the largest size.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import os
 import statistics
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
 
-from faasplan.runtime import LocalFaaS, new_key, run
+from faasplan.runtime import DaskInvoker, LocalFaaS, new_key, run
 from faasplan.runtime.embedded import EmbeddedRedis
 from faasplan.worker import Opt, Payload, Placement, RunSpec
 from faasplan.worker.inmemory import DeadlockError, run_in_memory
@@ -37,6 +61,7 @@ from faasplan.workflow.local import profile, run_local
 from faasplan.workloads import gemm, tree_reduction
 
 SLOTS = 2
+"""Worker processes of each system, each running one task at a time."""
 
 
 def _same(a: Any, b: Any) -> bool:
@@ -44,42 +69,6 @@ def _same(a: Any, b: Any) -> bool:
 
 
 # -- overhead --------------------------------------------------------------------------------
-def faasplan_times(wf: Workflow, repeats: int, max_running: int) -> tuple[list[float], float]:
-    """Makespans (ms) of ``repeats`` runs on warm workers, and the tasks' summed exec ms."""
-    key = new_key()
-    expected = run_local(wf)
-    makespans, exec_ms = [], 0.0
-    with EmbeddedRedis() as server, LocalFaaS(server.url, key, max_running=max_running,
-                                              max_processes=4 * max_running) as faas:
-        run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=600)  # warm-up
-        for _ in range(repeats):
-            result = run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=600)
-            assert _same(result.result, expected), "faasplan returned a wrong result"
-            makespans.append(result.makespan_ms)
-            exec_ms = float(result.trace.tasks["exec_ms"].sum())
-    return makespans, exec_ms
-
-
-def dask_times(wf: Workflow, repeats: int) -> list[float]:
-    """Wall-clock ms of ``repeats`` computations of ``wf`` on a 2-process LocalCluster."""
-    import dask
-    from distributed import Client, LocalCluster
-
-    expected = run_local(wf)
-    out = []
-    with LocalCluster(n_workers=SLOTS, threads_per_worker=1, processes=True,
-                      dashboard_address=None) as cluster, Client(cluster) as client:
-        for attempt in range(repeats + 1):  # the first computation warms the workers up
-            sink = _dask_graph(wf, prefix=f"r{attempt}-", delayed=dask.delayed)
-            start = time.perf_counter()
-            value = client.compute(sink).result()
-            elapsed = (time.perf_counter() - start) * 1000.0
-            assert _same(value, expected), "dask returned a wrong result"
-            if attempt:
-                out.append(elapsed)
-    return out
-
-
 def _dask_graph(wf: Workflow, prefix: str, delayed: Callable[..., Any]) -> Any:
     nodes: dict[str, Any] = {}
     for tid in wf.topological_order:
@@ -91,35 +80,201 @@ def _dask_graph(wf: Workflow, prefix: str, delayed: Callable[..., Any]) -> Any:
     return nodes[wf.sinks[0]]
 
 
-def overhead(leaves: int, leaf_size: int, repeats: int) -> list[str]:
+class Systems:
+    """The three systems of the comparison, set up once and kept warm between runs."""
+
+    def __init__(self, stack: contextlib.ExitStack) -> None:
+        import dask
+        from distributed import Client, LocalCluster
+
+        self.delayed = dask.delayed
+        self.key = new_key()
+        self.url = stack.enter_context(EmbeddedRedis()).url
+        self.faas = stack.enter_context(LocalFaaS(self.url, self.key, max_running=SLOTS,
+                                                  max_processes=SLOTS))
+        cluster = stack.enter_context(LocalCluster(n_workers=SLOTS, threads_per_worker=1,
+                                                   processes=True, dashboard_address=None))
+        self.client = stack.enter_context(Client(cluster))
+        self.on_dask = stack.enter_context(DaskInvoker(cluster, self.url, self.key))
+        self._graphs = 0
+
+    def faasplan(self, wf: Workflow, invoker: Any) -> tuple[float, Any]:
+        """Wall ms of one ``run()`` (caller's clock) and its result."""
+        start = time.perf_counter()
+        result = run(wf, None, self.url, hmac_key=self.key, invoker=invoker, timeout_s=900)
+        return (time.perf_counter() - start) * 1000.0, result
+
+    def dask(self, wf: Workflow) -> tuple[float, Any]:
+        """Wall ms of one ``client.compute(graph).result()`` and the value."""
+        self._graphs += 1
+        sink = _dask_graph(wf, prefix=f"r{self._graphs}-", delayed=self.delayed)
+        start = time.perf_counter()
+        value = self.client.compute(sink).result()
+        return (time.perf_counter() - start) * 1000.0, value
+
+
+def compare(systems: Systems, leaves: int, leaf_size: int, repeats: int,
+            on_dask_max_tasks: int) -> dict[str, Any]:
+    """Interleaved warm runs of one tree reduction on the three systems.
+
+    faasplan on Dask runs only up to ``on_dask_max_tasks`` tasks (it is the slowest).
+    """
     wf = tree_reduction(leaves=leaves, leaf_size=leaf_size)
-    n = len(wf)
-    ours, exec_ms = faasplan_times(wf, repeats, max_running=SLOTS)
-    wide, _ = faasplan_times(wf, repeats, max_running=4 * SLOTS)
-    theirs = dask_times(wf, repeats)
-    local_exec = sum(p.exec_ms for p in profile(wf).values())
+    expected = run_local(wf)
+    walls: dict[str, list[float]] = {"faasplan": [], "dask": [], "on_dask": []}
+    makespans: dict[str, list[float]] = {"faasplan": [], "on_dask": []}
+    invokers = [("faasplan", systems.faas)]
+    if len(wf) <= on_dask_max_tasks:
+        invokers.append(("on_dask", systems.on_dask))
+    for attempt in range(repeats + 1):  # the first round warms every system up
+        for name, invoker in invokers:
+            wall, result = systems.faasplan(wf, invoker)
+            assert _same(result.result, expected), f"{name} returned a wrong result"
+            if attempt:
+                walls[name].append(wall)
+                makespans[name].append(result.makespan_ms)
+            if name == "faasplan":
+                wall, value = systems.dask(wf)
+                assert _same(value, expected), "Dask returned a wrong result"
+                if attempt:
+                    walls["dask"].append(wall)
+    return {"tasks": len(wf), "leaves": leaves, "walls": walls, "makespans": makespans}
 
-    def per_task(makespan: float, busy: float) -> float:
-        return (makespan * SLOTS - busy) / n
 
+def overhead_rows(results: list[dict[str, Any]], repeats: int) -> list[str]:
+    med = statistics.median
     rows = [
-        f"Tree reduction, {leaves} leaves x {leaf_size} float64 ({n} tasks), median of "
-        f"{repeats} warm runs, 2 execution slots:",
+        f"Tree reductions of 16-float64 leaves, median of {repeats} warm interleaved runs; "
+        f"{SLOTS} worker processes x 1 task at a time for every system. Wall = the caller's "
+        "clock around `run()` / `client.compute(graph).result()`.",
         "",
-        "| system | makespan ms | ms per task (wall) | per-task overhead ms |",
-        "|---|---:|---:|---:|",
+        "| tasks | faasplan wall ms/task | faasplan makespan ms/task | wall - makespan "
+        "(% of wall) | Dask wall ms/task | faasplan / Dask (wall) | faasplan on Dask "
+        "(DaskInvoker) wall ms/task |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    m_ours, m_wide, m_dask = (statistics.median(x) for x in (ours, wide, theirs))
-    rows.append(f"| faasplan runtime (LocalFaaS, max_running=2) | {m_ours:.0f} | "
-                f"{m_ours / n:.2f} | {per_task(m_ours, exec_ms):.2f} |")
-    rows.append(f"| faasplan runtime (LocalFaaS, max_running=8) | {m_wide:.0f} | "
-                f"{m_wide / n:.2f} | {per_task(m_wide, exec_ms):.2f} |")
-    rows.append(f"| Dask distributed LocalCluster (2 processes x 1 thread) | {m_dask:.0f} | "
-                f"{m_dask / n:.2f} | {per_task(m_dask, local_exec):.2f} |")
-    rows += ["", f"Overhead ratio faasplan/Dask (2 slots each): "
-             f"{per_task(m_ours, exec_ms) / per_task(m_dask, local_exec):.1f}x "
-             f"(all runs, ms: faasplan {[round(x) for x in ours]}, "
-             f"Dask {[round(x) for x in theirs]})"]
+    for r in results:
+        n = r["tasks"]
+        w, d = med(r["walls"]["faasplan"]), med(r["walls"]["dask"])
+        on_dask = f"{med(r['walls']['on_dask']) / n:.2f}" if r["walls"]["on_dask"] else "-"
+        m = med(r["makespans"]["faasplan"])
+        gaps = [a - b for a, b in zip(r["walls"]["faasplan"], r["makespans"]["faasplan"],
+                                      strict=True)]
+        rows.append(f"| {n:,} | {w / n:.2f} | {m / n:.2f} | {med(gaps):.0f} ms "
+                    f"({100 * med(gaps) / w:.0f} %) | {d / n:.2f} | {w / d:.2f} | {on_dask} |")
+    rows += ["", "All runs (wall ms):", ""]
+    for r in results:
+        runs = "; ".join(f"{k} {[round(x) for x in v]}" for k, v in r["walls"].items() if v)
+        spans = [round(x) for x in r["makespans"]["faasplan"]]
+        rows.append(f"- {r['tasks']:,} tasks: {runs}; faasplan makespan_ms {spans}")
+    return rows
+
+
+def summary_line(result: dict[str, Any]) -> str:
+    n = result["tasks"]
+    ours = statistics.median(result["walls"]["faasplan"]) / n
+    theirs = statistics.median(result["walls"]["dask"]) / n
+    return (f"runtime: {ours:.2f} ms/task vs Dask {theirs:.2f} ms/task (ratio "
+            f"{ours / theirs:.2f}), wall-clock, same run ({n:,} tasks)")
+
+
+# -- gap: where run()'s wall time beyond makespan_ms goes -----------------------------------
+PHASES = ("resolve_placements", "prepare_run", "_net_bytes", "_store_run", "_start", "_wait",
+          "_results", "_cleanup", "build_real_trace")
+"""Client functions stamped (those ``faasplan.runtime.client`` has; missing ones skipped)."""
+
+
+@contextlib.contextmanager
+def stamped(log: list[tuple[str, float, float]]) -> Iterator[None]:
+    """Record (name, start ms, end ms), wall clock, of every call to the client's phases."""
+    import faasplan.runtime.client as client_module
+    import faasplan.runtime.trace as trace_module
+
+    def wrap(fn: Callable[..., Any], name: str) -> Callable[..., Any]:
+        if asyncio_iscoroutinefunction(fn):
+            @functools.wraps(fn)
+            async def timed_async(*args: Any, **kwargs: Any) -> Any:
+                start = time.time() * 1000.0
+                try:
+                    return await fn(*args, **kwargs)
+                finally:
+                    log.append((name, start, time.time() * 1000.0))
+            return timed_async
+
+        @functools.wraps(fn)
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            start = time.time() * 1000.0
+            try:
+                return fn(*args, **kwargs)
+            finally:
+                log.append((name, start, time.time() * 1000.0))
+        return timed
+
+    patched: list[tuple[Any, str, Any]] = []
+    session = getattr(client_module, "_Session", None)
+    for name in PHASES:
+        for owner in (client_module, session, trace_module):
+            if owner is not None and name in vars(owner):
+                original = vars(owner)[name]
+                patched.append((owner, name, original))
+                setattr(owner, name, wrap(original, name))
+                break
+    try:
+        yield
+    finally:
+        for owner, name, original in reversed(patched):
+            setattr(owner, name, original)
+
+
+def asyncio_iscoroutinefunction(fn: Any) -> bool:
+    import inspect
+
+    return inspect.iscoroutinefunction(fn)
+
+
+def gap(leaves: int, leaf_size: int, repeats: int) -> list[str]:
+    """Median ms per client phase of warm ``run()`` calls on LocalFaaS, and the makespan."""
+    wf = tree_reduction(leaves=leaves, leaf_size=leaf_size)
+    key = new_key()
+    per: dict[str, list[float]] = {}
+    with EmbeddedRedis() as server, LocalFaaS(server.url, key, max_running=SLOTS,
+                                              max_processes=SLOTS) as faas:
+        run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=900)  # warm-up
+        for _ in range(repeats):
+            log: list[tuple[str, float, float]] = []
+            with stamped(log):
+                call = time.time() * 1000.0
+                result = run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=900)
+                back = time.time() * 1000.0
+            t0 = next(s for name, s, _ in log if name == "_store_run")
+            end_of = {name: e for name, _, e in log}
+            sums: dict[str, float] = {}
+            for name, s, e in log:
+                sums[name] = sums.get(name, 0.0) + (e - s)
+            announced = t0 + result.makespan_ms
+            parts = {
+                "wall (caller)": back - call,
+                "makespan_ms": result.makespan_ms,
+                "before the first action (checks, prepare_run, connect, INFO)": t0 - call,
+                "  of which prepare_run (encoding)": sums.get("prepare_run", 0.0),
+                "after the last sink's announcement, in _wait (drain)":
+                    end_of["_wait"] - announced,
+                "_results (read the sink's output)": sums.get("_results", 0.0),
+                "_cleanup (unlink the run's keys)": sums.get("_cleanup", 0.0),
+                "build_real_trace": sums.get("build_real_trace", 0.0),
+                "after build_real_trace (INFO, closing, asyncio.run's end)":
+                    back - max(e for _, _, e in log),
+            }
+            for name, value in parts.items():
+                per.setdefault(name, []).append(value)
+    n = len(wf)
+    wall = statistics.median(per["wall (caller)"])
+    rows = [f"Tree reduction, {leaves} leaves ({n:,} tasks), LocalFaaS {SLOTS} processes, "
+            f"median of {repeats} warm runs:", "", "| part of `run()` | ms | % of wall |",
+            "|---|---:|---:|"]
+    for name, values in per.items():
+        value = statistics.median(values)
+        rows.append(f"| {name} | {value:.0f} | {100 * value / wall:.1f} |")
     return rows
 
 
@@ -168,23 +323,39 @@ def traffic(workflows: dict[str, Workflow]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["overhead", "bytes", "all"], default="all")
-    p.add_argument("--leaves", type=int, default=1024)
+    p.add_argument("--part", choices=["overhead", "gap", "bytes", "all"], default="all")
+    p.add_argument("--leaves", type=int, action="append", default=None,
+                   help="leaves of one tree size (repeatable; default 128, 512, 2048)")
     p.add_argument("--leaf-size", type=int, default=16)
-    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--on-dask-max-tasks", type=int, default=1100,
+                   help="largest tree run by faasplan on Dask (DaskInvoker; default 1100)")
     args = p.parse_args(argv)
+    sizes = args.leaves or [128, 512, 2048]
     out: list[str] = []
+    summary = ""
     if args.part in ("overhead", "all"):
-        out += ["## Per-task overhead", "", *overhead(args.leaves, args.leaf_size,
-                                                      args.repeats), ""]
+        with contextlib.ExitStack() as stack:
+            systems = Systems(stack)
+            results = [compare(systems, n, args.leaf_size, args.repeats,
+                               args.on_dask_max_tasks) for n in sizes]
+        out += ["## faasplan vs Dask, like for like", "",
+                *overhead_rows(results, args.repeats), ""]
+        summary = summary_line(max(results, key=lambda r: r["tasks"]))
+    if args.part in ("gap", "all"):
+        out += ["## run() wall time vs makespan_ms", "",
+                *gap(sizes[len(sizes) // 2], args.leaf_size, args.repeats), ""]
     if args.part in ("bytes", "all"):
+        leaves = min(max(sizes), 1024)
         out += ["## Bytes through Redis", "",
-                *traffic({f"tree_reduction({args.leaves}, 1024)":
-                          tree_reduction(leaves=args.leaves, leaf_size=1024),
+                *traffic({f"tree_reduction({leaves}, 1024)":
+                          tree_reduction(leaves=leaves, leaf_size=1024),
                           "gemm(256, 64)": gemm(256, 64)}), ""]
     load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
     out.append(f"Machine: {os.cpu_count()} CPUs, load average at the end {load}; "
                f"Python {sys.version.split()[0]}.")
+    if summary:
+        out += ["", summary]
     print("\n".join(out))
     return 0
 
