@@ -775,7 +775,13 @@ def test_live_page_fills_in_during_a_real_run(live_dashboard: tuple[str, Any],
             samples.append((round(time.time(), 2), len(states), states.count("done")))
             time.sleep(0.2)
         runner.join()
-        wait_for(lambda: driver.execute_script(STATES_JS).count("done") == len(wf), 30, 0.2)
+        try:
+            wait_for(lambda: driver.execute_script(STATES_JS).count("done") == len(wf), 60,
+                     0.2)
+        except AssertionError:
+            pytest.fail(f"the page never showed {len(wf)} tasks done: it shows "
+                        f"{driver.execute_script(STATES_JS)}; the API says "
+                        f"{get(url + 'api/runs')[1]}")
         time.sleep(1.0)
         driver.save_screenshot(str(ARTIFACTS / "live-real-run.png"))
     finally:
