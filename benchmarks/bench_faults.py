@@ -121,7 +121,12 @@ class Server:
 
 
 class Bench:
-    """The shared server and emulator, and the trial kinds."""
+    """The shared server and emulator, and the trial kinds.
+
+    Workflows are built with ``detect=False``: requirement detection parses module source,
+    which failed here once under CPython 3.11.7 with "AST constructor recursion depth
+    mismatch" while the emulator's thread and trial threads were running.
+    """
 
     def __init__(self, seed: int) -> None:
         self.rng = np.random.default_rng(seed)
@@ -177,18 +182,19 @@ class Bench:
         marker = self.tmp / secrets.token_hex(4)
         root = noisy(1, task_id="root")
         wf = Workflow([agree(echo(root, str(marker), task_id="left"),
-                             echo(root, task_id="right"), task_id="same")])
+                             echo(root, task_id="right"), task_id="same")], detect=False)
         plan = {"root": Placement("w0", 1024), "left": Placement("w0", 1024),
                 "right": Placement("w1", 1024), "same": Placement("w1", 1024)}
         return self.go(wf, plan).result, True
 
     def reused_id(self) -> tuple[Any, Any]:
         rid = f"bench-reused-{secrets.token_hex(3)}"
-        self.go(Workflow([napping(1, 0.0, task_id="a")]), run_id=rid, keep_data=True)
+        self.go(Workflow([napping(1, 0.0, task_id="a")], detect=False), run_id=rid,
+                keep_data=True)
         if self.rng.random() < 0.5:
-            self.go(Workflow([napping(10, 0.0, task_id="a")]), run_id=rid)  # refused
+            self.go(Workflow([napping(10, 0.0, task_id="a")], detect=False), run_id=rid)  # refused
             raise AssertionError("a run id in use was accepted")
-        return self.go(Workflow([napping(10, 0.0, task_id="a")]), run_id=rid,
+        return self.go(Workflow([napping(10, 0.0, task_id="a")], detect=False), run_id=rid,
                        replace=True).result, 11
 
     def wrong_password(self) -> tuple[Any, Any]:
@@ -209,7 +215,7 @@ class Bench:
                 raw: Any = client.get(key)
                 data = bytes(raw or b"")
                 if data:
-                    client.set(key, data[:-1] + bytes([data[-1] ^ 0xFF]))
+                    client.set(key, data[:-1] + bytes([data[-1] ^ 0xFF]), xx=True)
                     return
                 time.sleep(0.002)
 
@@ -225,23 +231,31 @@ class Bench:
         rid = f"bench-control-{secrets.token_hex(3)}"
         client = self.server.client()
         a, b = napping(1, 0.3, task_id="a"), napping(2, 0.3, task_id="b")
-        wf = Workflow([agree(a, b, task_id="join")])
+        wf = Workflow([agree(a, b, task_id="join")], detect=False)
         target = (f"fp:{rid}:deps:join", f"fp:{rid}:inv")[int(self.rng.integers(2))]
 
         def forge() -> None:
-            time.sleep(0.1)
+            # Once the run holds its id (an earlier key would only get the id refused).
+            deadline = time.monotonic() + 10
+            while not client.exists(f"fp:{rid}:manifest") and time.monotonic() < deadline:
+                time.sleep(0.005)
             if target.endswith(":inv"):
                 client.hset(target, "t:join", "done")
             else:
                 client.sadd(target, "forged")
 
-        threading.Thread(target=forge).start()
-        return self.go(wf, run_id=rid, timeout_s=8).result, False
+        forger = threading.Thread(target=forge)
+        forger.start()
+        try:
+            return self.go(wf, run_id=rid, timeout_s=8).result, False
+        finally:
+            forger.join()
 
     def kill_redis(self) -> tuple[Any, Any]:
         server = Server()
         try:
-            wf = Workflow([napping(napping(1, 0.5, task_id="a"), 20.0, task_id="b")])
+            wf = Workflow([napping(napping(1, 0.5, task_id="a"), 20.0, task_id="b")],
+                          detect=False)
             threading.Timer(float(self.rng.uniform(1.0, 2.0)), server.kill).start()
             return run(wf, redis=server.url, timeout_s=45, config=CONFIG).result, 3
         finally:
@@ -252,7 +266,8 @@ class Bench:
     def max_memory(self) -> tuple[Any, Any]:
         server = Server("--maxmemory", "12mb", "--maxmemory-policy", "noeviction")
         try:
-            wf = Workflow([blob(3 * 2**20 + i, task_id=f"part{i}") for i in range(6)])
+            wf = Workflow([blob(3 * 2**20 + i, task_id=f"part{i}") for i in range(6)],
+                          detect=False)
             try:
                 expected = [b"x" * (3 * 2**20 + i) for i in range(6)]
                 return run(wf, redis=server.url, timeout_s=45, config=CONFIG).result, expected
@@ -266,7 +281,8 @@ class Bench:
     def too_large(self) -> tuple[Any, Any]:
         self.server.client().config_set("proto-max-bulk-len", "1mb")
         try:
-            return self.go(Workflow([blob(2 * 2**20, task_id="big")])).result, b"x" * 2**21
+            wf = Workflow([blob(2 * 2**20, task_id="big")], detect=False)
+            return self.go(wf).result, b"x" * 2**21
         finally:
             self.server.client().config_set("proto-max-bulk-len", "512mb")
 

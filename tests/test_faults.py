@@ -436,7 +436,14 @@ def test_tampered_control_key_ends_in_a_bounded_error(go: Callable[..., Any],
     client = redis_server.client()
     a, b = napping(1, 0.3, task_id="a"), napping(2, 0.3, task_id="b")
     wf = Workflow([agree(a, b, task_id="join")])
-    threading.Timer(0.1, lambda: client.sadd(f"fp:{rid}:deps:join", "forged")).start()
+    def forge() -> None:
+        # Once the run holds its id (an earlier key would only get the id refused).
+        deadline = time.monotonic() + 10
+        while not client.exists(f"fp:{rid}:manifest") and time.monotonic() < deadline:
+            time.sleep(0.005)
+        client.sadd(f"fp:{rid}:deps:join", "forged")
+
+    threading.Thread(target=forge).start()
     start = time.monotonic()
     # A forged member completes the fan-in early (the join then waits for, or misses,
     # its other input), or keeps it from ever completing (the timeout): the right
