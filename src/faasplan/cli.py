@@ -492,12 +492,14 @@ class ProgressLog:
 
 def _check_planners(names: Sequence[str], flag: str) -> None:
     """Unknown planner names given with ``flag`` are bad input naming the flag."""
-    from faasplan.planners import planner_names
+    from faasplan.planners import get_planner
 
     for name in names:
-        if name not in planner_names():
-            raise BadInput(f"{flag}: unknown planner {name!r}; choose from "
-                           f"{', '.join(planner_names())} (see 'faasplan planners')")
+        try:
+            get_planner(name)
+        except (KeyError, ImportError) as exc:  # unknown, or saga:NAME without the extra
+            message = exc.args[0] if exc.args else str(exc)
+            raise BadInput(f"{flag}: {message} (see 'faasplan planners')") from None
 
 
 MANIFEST = ".faasplan-files.json"
@@ -1094,16 +1096,21 @@ def cmd_calibrate(args: argparse.Namespace) -> int:
 def cmd_planners(args: argparse.Namespace) -> int:
     """List registered planners and the options a scenario may give them."""
     from faasplan.planners import PLANNERS
+    from faasplan.planners.registry import EXTRA_PLANNERS
 
+    entries = [*PLANNERS.values(), *EXTRA_PLANNERS.values()]
     rows = [{"planner": e.name, "description": e.description,
              "options": {k: {"type": o.type_name, "default": o.default, "help": o.help}
-                         for k, o in e.options.items()}} for e in PLANNERS.values()]
+                         for k, o in e.options.items()}} for e in entries]
     if args.json:
         _print_json(rows)
     else:
         _table([{**r, "options": ", ".join(r["options"]) or "-"} for r in rows],
                ["planner", "description", "options"], "planners")
         _console().print("options go in a scenario: [planning.options.NAME] key = value")
+        if not EXTRA_PLANNERS:
+            _console().print("SAGA's schedulers (saga:HEFT, saga:CPoP, ...) come with "
+                             "pip install 'faasplan[saga]'")
     return EXIT_OK
 
 

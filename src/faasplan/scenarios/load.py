@@ -180,19 +180,22 @@ def _scenario_error(exc: ValidationError, source: str) -> ScenarioError:
 
 
 def _check_planners(scenario: Scenario, source: str) -> None:
-    from faasplan.planners import PLANNERS
+    from faasplan.planners import get_planner
     from faasplan.planners.registry import PlannerOptionsError
 
-    for i, name in enumerate(scenario.planning.planners or ()):
-        if name not in PLANNERS:
-            raise ScenarioError(source, f"planning.planners[{i}]", f"unknown planner {name!r}",
-                                f"choose from {', '.join(PLANNERS)}")
-    for name, options in scenario.planning.options.items():
-        if name not in PLANNERS:
-            raise ScenarioError(source, f"planning.options.{name}", f"unknown planner {name!r}",
-                                f"choose from {', '.join(PLANNERS)}")
+    def entry(name: str, key: str) -> Any:
         try:
-            PLANNERS[name].validate_options(options)
+            return get_planner(name)
+        except (KeyError, ImportError) as exc:  # unknown, or saga:NAME without the extra
+            raise ScenarioError(source, key, f"planner {name!r} is not available",
+                                exc.args[0] if exc.args else str(exc)) from None
+
+    for i, name in enumerate(scenario.planning.planners or ()):
+        entry(name, f"planning.planners[{i}]")
+    for name, options in scenario.planning.options.items():
+        planner = entry(name, f"planning.options.{name}")
+        try:
+            planner.validate_options(options)
         except PlannerOptionsError as exc:
             raise ScenarioError(source, f"planning.options.{name}.{exc.key}", exc.message,
                                 f"options {name} accepts: {exc.accepted}") from None
