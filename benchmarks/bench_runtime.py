@@ -257,6 +257,8 @@ def gap(leaves: int, leaf_size: int, repeats: int) -> list[str]:
                 "makespan_ms": result.makespan_ms,
                 "before the first action (checks, prepare_run, connect, INFO)": t0 - call,
                 "  of which prepare_run (encoding)": sums.get("prepare_run", 0.0),
+                "  of which resolve_placements": sums.get("resolve_placements", 0.0),
+                "INFO stats, before and after (Redis traffic)": sums.get("_net_bytes", 0.0),
                 "after the last sink's announcement, in _wait (drain)":
                     end_of["_wait"] - announced,
                 "_results (read the sink's output)": sums.get("_results", 0.0),
@@ -265,6 +267,10 @@ def gap(leaves: int, leaf_size: int, repeats: int) -> list[str]:
                 "after build_real_trace (INFO, closing, asyncio.run's end)":
                     back - max(e for _, _, e in log),
             }
+            accounted = sum(v for k, v in parts.items()
+                            if not k.startswith(("wall", "  of which", "INFO")))
+            parts["between those parts (the decision log re-timed, INFO after the run)"] = \
+                parts["wall (caller)"] - accounted
             for name, value in parts.items():
                 per.setdefault(name, []).append(value)
     n = len(wf)
