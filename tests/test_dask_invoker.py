@@ -97,8 +97,10 @@ def cluster() -> Iterator[LocalCluster]:
 
 @pytest.fixture(scope="module")
 def specs(cluster: LocalCluster) -> _TaskSpecs:
-    plugin = _TaskSpecs(cluster.scheduler)
-    cluster.scheduler.add_plugin(plugin, name="faasplan-test-specs")
+    scheduler = cluster.scheduler
+    assert scheduler is not None
+    plugin = _TaskSpecs(scheduler)
+    scheduler.add_plugin(plugin, name="faasplan-test-specs")
     return plugin
 
 
@@ -229,6 +231,7 @@ def test_invocations_spread_over_both_workers(go: Callable[..., Any], cluster: L
     result = go(wf)
     assert same(result.result, run_local(wf))
     assert result.trace.workers["container"].nunique() == 2
+    assert cluster.scheduler is not None
     assert dask_pool[0].workers_used == set(cluster.scheduler.workers)
     assert dask_pool[0].max_processes == 4  # 2 processes x 2 threads
 
