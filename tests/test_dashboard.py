@@ -849,3 +849,49 @@ def test_cli_serves_until_interrupted() -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+SLOW_FLOW = '''
+import time
+from faasplan import Workflow, task
+
+@task
+def step(x):
+    time.sleep(1.5)
+    return x + 1
+
+def build():
+    return Workflow(step(step(step(0))), name="slow-chain")
+'''
+
+
+def test_run_with_dashboard_serves_the_run_live(tmp_path: Path) -> None:
+    (tmp_path / "slowflow.py").write_text(SLOW_FLOW)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path),
+                                                        os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "faasplan", "run", "slowflow:build",
+                             "--dashboard", "0", "--no-files", "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env, cwd=tmp_path)
+    try:
+        assert proc.stderr is not None
+        url = None
+        for line in proc.stderr:
+            if line.startswith("faasplan dashboard: http://127.0.0.1:"):
+                url = line.split()[2]
+                break
+        assert url is not None, "no dashboard URL printed"
+
+        def listed() -> Any:
+            status, body = get(url + "api/runs")
+            runs = body.get("runs", []) if status == 200 else []
+            return runs or None
+
+        runs = wait_for(listed, timeout=60.0, every=0.2)
+        assert runs[0]["workflow"] == "slow-chain"
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0
+        assert json.loads(out)["result"] == 3
+    finally:
+        if proc.poll() is None:
+            proc.kill()

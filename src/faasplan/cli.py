@@ -78,6 +78,10 @@ def _positive_float(text: str) -> float:
     return float(_checked(text, float, lambda v: v > 0, "a number > 0"))
 
 
+def _port(text: str) -> int:
+    return int(_checked(text, int, lambda v: 0 <= v <= 65535, "a port in 0..65535"))
+
+
 def _sla(text: str) -> str:
     from faasplan.scenarios.schema import SLA_PATTERN
 
@@ -267,6 +271,11 @@ def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
                    help="run the sandboxes as tasks on the Dask cluster at ADDRESS (e.g. "
                         "tcp://127.0.0.1:8786) instead of local worker processes; its workers "
                         "must reach Redis, so pass --redis for a cluster beyond this host")
+    s.add_argument("--dashboard", nargs="?", const=8790, default=None, metavar="PORT",
+                   type=_port,
+                   help="serve the live dashboard of this run on 127.0.0.1:PORT (default 8790; "
+                        "0: any free port) and print its URL; it stops with the run, so use "
+                        "--redis and 'faasplan dashboard --redis URL' to keep watching")
     _add_json(s)
 
 
@@ -362,9 +371,7 @@ def _add_dashboard(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     s.add_argument("--metrics", nargs="+", default=[], metavar="FILE",
                    help="metrics stores (.parquet) and/or WfFormat traces (.json, .json.gz) "
                         "for the history view")
-    s.add_argument("--port", type=lambda t: int(_checked(t, int, lambda v: 0 <= v <= 65535,
-                                                         "a port in 0..65535")),
-                   default=8790,
+    s.add_argument("--port", type=_port, default=8790,
                    help="TCP port on 127.0.0.1 (default: 8790, beside Dask's 8787; 0: any free)")
     s.add_argument("--open", action="store_true", help="open the dashboard in a browser")
 
@@ -932,6 +939,8 @@ def cmd_run(args: argparse.Namespace) -> int:
                 url = stack.enter_context(EmbeddedRedis()).url
             kwargs["hmac_key"] = hmac_key = new_key()
             kwargs["invoker"] = stack.enter_context(DaskInvoker(args.dask, url, hmac_key))
+        if args.dashboard is not None:
+            url = _run_dashboard(stack, url, args.dashboard)
         with _progress("run", bar=not args.json) as update:
             kwargs["progress"] = lambda p: update("tasks", p.done, p.total)
             result = run(setup.workflow, plan, redis=url, **kwargs)
@@ -972,6 +981,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _console().print(f"{key}: {out[key]}")
         print(textwrap.shorten(repr(result.result), 400))
     return EXIT_OK
+
+
+def _run_dashboard(stack: contextlib.ExitStack, url: str | None, port: int) -> str:
+    """Start the live dashboard for a run (and the Redis it watches); returns that Redis."""
+    from faasplan.runtime import EmbeddedRedis
+
+    try:
+        from faasplan.dashboard import serve
+    except ImportError as exc:
+        raise BadInput(f"--dashboard: {exc}") from None
+    if url is None:  # the dashboard must know the server before the run starts
+        url = stack.enter_context(EmbeddedRedis()).url
+    try:
+        address, stop = serve(redis_url=url, port=port)
+    except ImportError as exc:
+        raise BadInput(f"--dashboard: {exc}") from None
+    except OSError as exc:
+        raise BadInput(f"--dashboard {port}: cannot listen on 127.0.0.1 ({exc}); choose "
+                       "another port, or 0 for any free one") from None
+    stack.callback(stop)
+    print(f"faasplan dashboard: {address} (stops when the run ends)", file=sys.stderr,
+          flush=True)
+    return url
 
 
 #: A real makespan this far from the prediction (as a ratio either way) gets advice.
