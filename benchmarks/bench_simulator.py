@@ -40,6 +40,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -136,11 +137,11 @@ def cases(names: list[str] | None = None) -> tuple[list[tuple[str, Workflow]], l
     for name, stem in TRACES.items():
         path = find_trace(stem)
         if path is None:
-            where = f"in {SHARED_TRACES}" if SHARED_TRACES.is_dir() else \
+            where = f"none in {SHARED_TRACES}" if SHARED_TRACES.is_dir() else \
                 f"and {SHARED_TRACES} is missing"
-            notes.append(f"{name}: no trace {stem!r}: none ships with faasplan, none {where}")
+            notes.append(f"{name}: no trace {stem!r}: none ships with faasplan, {where}")
         else:
-            makers[name] = lambda path=path: load_wfformat(path)
+            makers[name] = partial(load_wfformat, path)
     chosen = [n for n in makers if names is None or n in names]
     return [(n, makers[n]()) for n in chosen], notes
 

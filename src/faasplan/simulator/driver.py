@@ -333,10 +333,6 @@ class Simulation:
             self.log.append(LogEvent(w.label, "end", None, None, 0, env.now, env.now))
         self.faas.release(sandbox)
 
-    def _step(self, proc: _Proc, value: Any) -> None:
-        """Feed ``proc``'s branch ``value`` (see :meth:`_Proc.step`)."""
-        proc.step(value)
-
     def _now(self) -> float:
         return float(self.env.now)
 
