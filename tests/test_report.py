@@ -23,8 +23,8 @@ from matplotlib.colors import to_rgba
 from matplotlib.figure import Figure
 
 import faasplan
-from faasplan import api
 from faasplan.data import trace_path
+from faasplan.experiments import planning as api
 from faasplan.experiments.compare import Comparison, Setup
 from faasplan.planners import Plan
 from faasplan.predictors import Predictor
