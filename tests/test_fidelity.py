@@ -137,3 +137,20 @@ def test_evaluate_needs_a_held_out_run(measured):
 def test_measure_rejects_no_runs():
     with pytest.raises(ValueError, match="need runs >= 1"):
         measure({}, runs=0)
+
+
+def test_core_time_shares_the_host_while_intervals_overlap():
+    from faasplan.experiments.fidelity import core_ms
+
+    # Two cores: alone a task has a whole core; three at once share two.
+    starts = np.array([0.0, 0.0, 0.0, 10.0])
+    ends = np.array([3.0, 3.0, 3.0, 12.0])
+    assert core_ms(starts, ends, 2.0) == pytest.approx([2.0, 2.0, 2.0, 2.0])
+    assert core_ms(starts, ends, 8.0) == pytest.approx(ends - starts)
+
+
+def test_measured_core_time_is_at_most_the_interval(measured):
+    trace = measured.cells[0].runs[0]
+    interval = measured_metrics([trace], "x").set_index("task")["exec_ms"]
+    core = measured_metrics([trace], "x", host_cores=1.0).set_index("task")["exec_ms"]
+    assert (core <= interval + 1e-9).all() and (core > 0).any()

@@ -250,22 +250,49 @@ def _planning_models(wf: Workflow, probe_runs: Sequence[Trace]) -> tuple[Predict
 
 # -- calibration and fitting -------------------------------------------------------------------
 def measured_metrics(traces: Sequence[Trace], label: str,
-                     exec_time: Literal["interval", "function"] = "interval") -> pd.DataFrame:
+                     exec_time: Literal["interval", "function"] = "interval",
+                     host_cores: float | None = None) -> pd.DataFrame:
     """Metrics records of measured runs, one frame (run ids ``label-0``, ``label-1``, ...).
 
     ``exec_time="interval"`` replaces each ``exec_ms`` by the task's execution interval
     (``exec_end_ms - exec_start_ms``): the function plus pickling its output, the span
     the simulator's execution effect stands for. ``"function"`` keeps the function alone.
+    With ``host_cores``, each time is the core time the task had: its interval, counted at
+    ``min(1, host_cores / executions running)`` while others ran beside it on the host
+    (:func:`core_ms`), which is what a simulator with that host model shares out again.
     """
     frames = []
     for i, trace in enumerate(traces):
         frame = records_to_frame(trace.metrics(f"{label}-{i}", label))
         if exec_time == "interval":
             tasks = trace.tasks.set_index("task")
-            spans = tasks["exec_end_ms"] - tasks["exec_start_ms"]
+            if host_cores is not None:
+                spans = pd.Series(core_ms(tasks["exec_start_ms"].to_numpy(dtype=float),
+                                          tasks["exec_end_ms"].to_numpy(dtype=float),
+                                          host_cores), index=tasks.index)
+            else:
+                spans = tasks["exec_end_ms"] - tasks["exec_start_ms"]
             frame["exec_ms"] = spans.loc[frame["task"]].clip(lower=0.0).to_numpy()
         frames.append(frame)
     return pd.concat(frames, ignore_index=True)
+
+
+def core_ms(starts: np.ndarray, ends: np.ndarray, cores: float) -> np.ndarray:
+    """Per interval, its length counted at ``min(1, cores / intervals open)`` at each moment.
+
+    >>> core_ms(np.array([0.0, 0.0, 0.0, 0.0]), np.array([4.0, 4.0, 4.0, 4.0]), 2.0)
+    array([2., 2., 2., 2.])
+    """
+    ends = np.maximum(ends, starts)
+    cuts = np.unique(np.concatenate([starts, ends]))
+    if cuts.size < 2:
+        return ends - starts
+    left, right = cuts[:-1], cuts[1:]
+    mid = (left + right) / 2.0
+    inside = (starts[:, None] <= mid[None, :]) & (mid[None, :] < ends[:, None])
+    running = inside.sum(axis=0)
+    share = np.minimum(1.0, cores / np.maximum(running, 1))
+    return (inside * ((right - left) * share)[None, :]).sum(axis=1)
 
 
 def calibrated_platform(metrics: pd.DataFrame, traces: Sequence[Trace], *,
@@ -477,6 +504,8 @@ def evaluate(measurements: Measurements, *, holdout: Holdout = "plan", training_
                              f"out), got {training_runs}")
     folds = _folds(measurements, holdout, training_runs, split, scope)
     cores = float(measurements.settings.get("cpus") or os.cpu_count() or 1)
+    # With the host model, fit on core time: the simulator shares the cores out again.
+    host = cores if host_model and exec_time == "interval" else None
     platforms: dict[str, Platform] = {}
     reports: dict[str, dict[str, Any]] = {}
     rows: list[dict[str, Any]] = []
@@ -486,14 +515,15 @@ def evaluate(measurements: Measurements, *, holdout: Holdout = "plan", training_
         cell = fold.cell
         wf = measurements.workflows[cell.workload]
         if fold.key not in platforms:
-            frame = measured_metrics(fold.platform_runs, "train", exec_time)
+            frame = measured_metrics(fold.platform_runs, "train", exec_time, host)
             if calibrate_platform:
                 platform, report = calibrated_platform(frame, fold.platform_runs,
                                                        warm_pool=warm_pool)
             else:
                 platform, report = Platform(), {}
             if memory_rule == "probe" and calibrate_platform and fold.platform_probes:
-                rule = calibrate(measured_metrics(fold.platform_probes, "probe", exec_time))[0]
+                rule = calibrate(measured_metrics(fold.platform_probes, "probe", exec_time,
+                                                  host))[0]
                 platform = platform.replace(cpu_exponent=rule.cpu_exponent,
                                             multicore_exponent=rule.multicore_exponent)
             if host_model:
@@ -503,7 +533,7 @@ def evaluate(measurements: Measurements, *, holdout: Holdout = "plan", training_
         flexible = all(p.worker is None for p in cell.placements.values())
         if slots == "all" or (slots == "flexible" and flexible):
             platform = platform.replace(concurrency_limit=measurements.max_running)
-        predictor = fit_predictor(wf, measured_metrics(fold.fit_runs, "train", exec_time),
+        predictor = fit_predictor(wf, measured_metrics(fold.fit_runs, "train", exec_time, host),
                                   platform)
         behaviour = PlatformScaled(HistoryBehaviour(wf, predictor), platform)
         traces = simulate_many(wf, cell.placements, platform, seed=seed,
