@@ -11,6 +11,7 @@ process or file behind.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import secrets
@@ -325,10 +326,16 @@ def test_task_ending_the_interpreter_is_a_task_failure(go: Callable[..., Any], h
 def test_gil_held_by_c_code_keeps_the_lease(go: Callable[..., Any]) -> None:
     # About 3 s in one regular-expression match (which never releases the GIL) against
     # a 1 s lease: the heartbeat process keeps it, so nothing is retried.
-    start = time.monotonic()
-    result = go(Workflow([regex_bomb(25, task_id="bomb")]), max_retries=0)
+    # The match doubles its time with every extra character: size it on this machine so
+    # that it holds the GIL for about 3 s, three leases, however fast the machine is.
+    t0 = time.perf_counter()
+    re.match(r"(a+)+$", "a" * 20 + "b")
+    base = max(time.perf_counter() - t0, 1e-4)
+    n = 20 + max(0, math.ceil(math.log2(3.0 / base)))
+    result = go(Workflow([regex_bomb(n, task_id="bomb")]), max_retries=0)
     assert result.result == 0 and result.retries == 0
-    assert time.monotonic() - start > 1.5
+    held_ms = float(result.trace.tasks["exec_ms"].iloc[0])
+    assert held_ms > 1500.0, f"the match took only {held_ms:.0f} ms (n={n})"
 
 
 def test_output_above_the_servers_limit_fails_at_once(server_factory: Callable[..., Server]

@@ -126,7 +126,8 @@ def test_saved_measurements_evaluate_the_same(measured, evaluated, tmp_path):
     again = evaluate(Measurements.load(path), replicates=4)
     # The reloaded workflow encodes to a few bytes more or less (code pickled again),
     # which moves the simulated DAG upload by microseconds.
-    pd.testing.assert_frame_equal(again.runs, evaluated.runs, check_exact=False, rtol=1e-4)
+    pd.testing.assert_frame_equal(again.runs, evaluated.runs, check_exact=False, rtol=1e-3,
+                                  atol=1e-3)
 
 
 def test_evaluate_needs_a_held_out_run(measured):

@@ -44,8 +44,14 @@ MAX_GANTT_BARS = 30_000
 PLANNER_PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b",
                    "#e377c2", "#7f7f7f", "#bcbd22", "#17becf")
 
-_STATE_CMAP = factor_cmap("state", palette=[STATE_COLOURS[s] for s in STATES], factors=STATES)
-_PHASE_CMAP = factor_cmap("phase", palette=[PHASE_COLOURS[p] for p in PHASES], factors=PHASES)
+def _state_cmap() -> Any:
+    """A colour mapper by task state; a new one per figure (a Bokeh model has one document)."""
+    return factor_cmap("state", palette=[STATE_COLOURS[s] for s in STATES], factors=STATES)
+
+
+def _phase_cmap() -> Any:
+    """A colour mapper by Gantt phase; a new one per figure."""
+    return factor_cmap("phase", palette=[PHASE_COLOURS[p] for p in PHASES], factors=PHASES)
 
 
 def _data(columns: dict[str, Any]) -> Any:
@@ -103,7 +109,7 @@ class DagPlot:
                      x_range=Range1d(start=-0.05, end=1.3),
                      y_range=Range1d(start=-depth + 0.4, end=0.6))
         fig.segment("x0", "y0", "x1", "y1", source=self.edges, color="#bbbbbb", line_width=0.7)
-        nodes_r = fig.scatter("x", "y", source=self.source, size="size", color=_STATE_CMAP,
+        nodes_r = fig.scatter("x", "y", source=self.source, size="size", color=_state_cmap(),
                               line_color="#333333", legend_field="state")
         if len(nodes) <= MAX_LABELLED_NODES and not self.grouped:
             fig.text("x", "y", text="label", source=self.source, text_font_size="7pt",
@@ -172,13 +178,14 @@ class GanttPlot:
                      x_axis_label="seconds since the run started", y_axis_label="worker")
         self.figure = fig
         shift = 0.0 if predicted is None else -0.15
+        phase = _phase_cmap()
         bar_r = fig.hbar(y=dodge("worker", shift, range=self.y_range), left="start", right="end",
                         height=0.6 if predicted is None else 0.45, source=self.source,
-                        color=_PHASE_CMAP, legend_field="phase")
+                        color=phase, legend_field="phase")
         if predicted is not None:
             self.predicted = ColumnDataSource(_data(predicted))
             fig.hbar(y=dodge("worker", 0.27, range=self.y_range), left="start", right="end",
-                     height=0.25, source=self.predicted, fill_alpha=0.15, color=_PHASE_CMAP,
+                     height=0.25, source=self.predicted, fill_alpha=0.15, color=phase,
                      line_color="#222222", line_width=0.6, legend_label="predicted (outlined)")
             self._add_lanes(predicted["worker"])
         fig.add_tools(HoverTool(renderers=[bar_r], tooltips=[
