@@ -393,10 +393,9 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     print(f"faasplan dashboard: {url} (history: {url}history; API: {url}api/runs); "
           "Ctrl-C stops it", flush=True)
     try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
+        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it ends
+            while True:
+                time.sleep(3600)
     finally:
         stop()
     return EXIT_OK
@@ -499,14 +498,12 @@ class ProgressLog:
 
 def _check_planners(names: Sequence[str], flag: str) -> None:
     """Unknown planner names given with ``flag`` are bad input naming the flag."""
-    from faasplan.planners import get_planner
+    from faasplan.planners.registry import planner_unavailable
 
     for name in names:
-        try:
-            get_planner(name)
-        except (KeyError, ImportError) as exc:  # unknown, or saga:NAME without the extra
-            message = exc.args[0] if exc.args else str(exc)
-            raise BadInput(f"{flag}: {message} (see 'faasplan planners')") from None
+        problem = planner_unavailable(name)
+        if problem is not None:
+            raise BadInput(f"{flag}: {problem} (see 'faasplan planners')")
 
 
 MANIFEST = ".faasplan-files.json"

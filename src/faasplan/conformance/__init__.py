@@ -131,12 +131,11 @@ def check(workflow: Workflow, plan: Any = None, *, redis: str | None = None, see
     tables: dict[str, pd.DataFrame] = {}
 
     # 1. the in-memory reference, executing the task functions
-    preload = {lit: Payload(len(data), load_literal(LiteralRef(lit, len(data)), data))
+    # Literals as the runtime's workers see them: the manifest's sizes, the loaded values.
+    sizes = prepared.manifest.literal_sizes
+    preload = {lit: Payload(sizes.get(lit, len(data)),
+                            load_literal(LiteralRef(lit, sizes.get(lit, len(data))), data))
                for lit, data in prepared.encoded.payloads.items()}
-    sizes = {lit: size for refs in spec.tasks.values() for lit, size in refs.literals}
-    for lit, p in list(preload.items()):
-        if lit in sizes:
-            preload[lit] = Payload(sizes[lit], p.value)
     outputs: dict[str, int] = {}
     decoded = decode(prepared.encoded.blob)  # what a worker holds: literals by reference
 

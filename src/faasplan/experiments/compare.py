@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from faasplan.experiments.planning import fit_history, has_history, make_evaluator, training_history
-from faasplan.planners import Plan, get_planner, planner_names, run_planner
+from faasplan.planners import Plan, planner_names, run_planner
+from faasplan.planners.registry import planner_unavailable
 from faasplan.predictors import Predictor, load_history, records_to_frame, single_type
 from faasplan.scenarios import LoadedScenario, ScenarioError, build_workflow
 from faasplan.simulator import GroundTruth, Platform, TaskBehaviour, Trace, simulate_many
@@ -123,12 +124,10 @@ def prepare(loaded: LoadedScenario, *, planners: Sequence[str] | None = None,
     n_records = len(frame)
     names = tuple(planners or sc.planning.planners or planner_names())
     for i, name in enumerate(names):
-        try:
-            get_planner(name)
-        except (KeyError, ImportError) as exc:  # unknown, or saga:NAME without the extra
+        problem = planner_unavailable(name)
+        if problem is not None:
             raise ScenarioError(loaded.source, f"planning.planners[{i}]",
-                                f"planner {name!r} is not available",
-                                exc.args[0] if exc.args else str(exc)) from None
+                                f"planner {name!r} is not available", problem)
     reps = sc.scenario.replicates if replicates is None else replicates
     if reps < 1:
         raise ScenarioError(loaded.source, "scenario.replicates", f"must be >= 1, got {reps}")

@@ -199,6 +199,15 @@ def get_planner(name: str) -> PlannerEntry:
                    + ("" if EXTRA_PLANNERS else " (and saga:NAME with the saga extra)"))
 
 
+def planner_unavailable(name: str) -> str | None:
+    """Why ``name`` cannot be planned with (unknown, or its extra is missing), else ``None``."""
+    try:
+        get_planner(name)
+    except (KeyError, ImportError) as exc:  # ImportError: saga:NAME without the extra
+        return str(exc.args[0]) if exc.args else str(exc)
+    return None
+
+
 def run_planner(name: str, workflow: Workflow, predictor: PredictorLike, platform: PlatformLike,
                 *, sla: str, seed: int, evaluate: Evaluate, history: bool = True,
                 **options: Any) -> Plan:

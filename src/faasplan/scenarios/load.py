@@ -181,14 +181,13 @@ def _scenario_error(exc: ValidationError, source: str) -> ScenarioError:
 
 def _check_planners(scenario: Scenario, source: str) -> None:
     from faasplan.planners import get_planner
-    from faasplan.planners.registry import PlannerOptionsError
+    from faasplan.planners.registry import PlannerOptionsError, planner_unavailable
 
     def entry(name: str, key: str) -> Any:
-        try:
-            return get_planner(name)
-        except (KeyError, ImportError) as exc:  # unknown, or saga:NAME without the extra
-            raise ScenarioError(source, key, f"planner {name!r} is not available",
-                                exc.args[0] if exc.args else str(exc)) from None
+        problem = planner_unavailable(name)
+        if problem is not None:
+            raise ScenarioError(source, key, f"planner {name!r} is not available", problem)
+        return get_planner(name)
 
     for i, name in enumerate(scenario.planning.planners or ()):
         entry(name, f"planning.planners[{i}]")
