@@ -206,14 +206,27 @@ def test_draw_is_the_inverse_cdf_of_the_predicted_distribution(
     rng = np.random.default_rng(0)
     for i, tid in enumerate(models.order):
         dist = models.distribution(tid, REF, 1000)
+        # the within-run spread is narrower than the marginal one it is part of
+        assert dist.within_residuals.quantile(0.9) <= dist.residuals.quantile(0.9) * 1.05
         assert behaviour.exec_ms(tid, REF, 1000, rng) == pytest.approx(
-            dist.quantile(row[i]) * behaviour.run_factor)
+            dist.median_ms * dist.within_residuals.quantile(row[i]) * behaviour.run_factor)
     # the median whole-run draw is (about) no run effect; other draws scale every task
     assert behaviour.run_factor == pytest.approx(1.0, rel=0.05)
     effects = chain_predictor.run_effects
     assert models.replicate(row, 1.0).run_factor == pytest.approx(max(effects.values))
     with pytest.raises(ValueError, match="one draw per task"):
         models.replicate(row[:-1])
+    # one factor per function, shared by its tasks: the top draw of every function
+    fus = np.ones(len(models.functions))
+    shared = models.replicate(row, 0.5, fus)
+    for fn, factor in shared.function_factors.items():
+        assert factor == pytest.approx(max(chain_predictor.function_effect(fn).values))
+    for i, tid in enumerate(models.order):
+        fn = models.function(tid)
+        assert shared.exec_ms(tid, REF, 1000, rng) == pytest.approx(
+            behaviour.exec_ms(tid, REF, 1000, rng) * shared.function_factors[fn])
+    with pytest.raises(ValueError, match="one draw per function"):
+        models.replicate(row, 0.5, fus[:-1])
 
 
 def test_plan_carries_ordered_percentiles(chain_wf: Workflow,

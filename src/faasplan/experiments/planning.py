@@ -71,8 +71,9 @@ class MonteCarloEvaluator:
     """``evaluate(placements) -> Trace``: Monte-Carlo replicates of sampled behaviour.
 
     Each replicate draws every task's execution time from the predictor's distribution
-    (task level, then function level; see :mod:`faasplan.predictors.hierarchy`), scales
-    them by one whole-run speed factor drawn from the history's run effects, and
+    (task level, then function level; see :mod:`faasplan.predictors.hierarchy`, within-run
+    spread), scales each function's tasks by one factor drawn for that function and every
+    task by one whole-run speed factor, both from the history's effects, and
     simulates the plan, cold starts sampled from the platform's distribution. The draws are
     common random numbers: every candidate of one planning call meets the same draws. The
     returned trace is the replicate closest to the SLA quantile of the makespans, with
@@ -95,8 +96,10 @@ class MonteCarloEvaluator:
         self.models = SampledModels(workflow, predictor)
         draws = self.models.uniforms(self.seed, self.final_replicates)
         run_draws = self.models.run_uniforms(self.seed, self.final_replicates)
-        self._behaviours = [self.models.replicate(row, float(u))
-                            for row, u in zip(draws, run_draws, strict=True)]
+        function_draws = self.models.function_uniforms(self.seed, self.final_replicates)
+        self._behaviours = [self.models.replicate(row, float(u), fu)
+                            for row, u, fu in zip(draws, run_draws, function_draws,
+                                                  strict=True)]
         self.simulator = Simulator(workflow, platform, self._behaviours[0])
         self.simulations = 0
 

@@ -63,36 +63,41 @@ def critical_path_draws(workflow: Workflow, predictor: Any, memory_mb: float,
                         input_bytes: dict[str, float] | None = None
                         ) -> tuple[np.ndarray, pd.DataFrame]:
     """Monte-Carlo draws of the longest path of execution times alone (no transfers, no
-    start-ups), each task drawn independently from its predicted distribution at
-    ``memory_mb`` and every task of a replicate scaled by one draw of the history's
-    whole-run speed factors. Returns the draws and the per-task table."""
+    start-ups). In each replicate a task's time is its within-run draw at ``memory_mb``,
+    times one factor drawn per function and one whole-run speed factor, as in the
+    planners' Monte-Carlo evaluator (:class:`faasplan.simulator.SampledBehaviour`).
+    Returns the draws and the per-task table."""
     inputs = input_bytes if input_bytes is not None else propagate_input_bytes(workflow,
                                                                                predictor)
     wf_hash = workflow.structure_hash
+    run = _draw(predictor.run_effects, rng.random(replicates))
+    shared: dict[str, np.ndarray] = {}
     finish: dict[str, np.ndarray] = {}
     rows = []
     for tid in workflow.topological_order:
         fn = workflow.node(tid).func.name
+        if fn not in shared:
+            shared[fn] = run * _draw(predictor.function_effect(fn), rng.random(replicates))
         dist = predictor.exec_distribution(fn, inputs[tid], memory_mb, wf_hash, tid)
-        values = np.asarray(dist.residuals.values, dtype=float)
-        u = rng.random(replicates)
-        draws = dist.median_ms * np.interp(u * (len(values) - 1), np.arange(len(values)),
-                                           values)
+        draws = dist.median_ms * _draw(dist.within_residuals, rng.random(replicates))
         ready = np.zeros(replicates)
         for up in workflow.upstream(tid):
             ready = np.maximum(ready, finish[up])
-        finish[tid] = ready + draws
+        finish[tid] = ready + draws * shared[fn]
         rows.append({"task": tid, "function": fn, "exec_ms_p50": dist.quantile(0.5),
                      "exec_ms_p90": dist.quantile(0.9), "samples": int(dist.samples),
                      "source": dist.source})
     sinks = [t for t in workflow.topological_order if not workflow.downstream(t)]
     path = np.max(np.vstack([finish[t] for t in sinks]), axis=0)
-    # One whole-run speed factor per replicate scales every task, hence the path.
-    effects = np.asarray(predictor.run_effects.values, dtype=float)
-    if len(effects) > 1:
-        u = rng.random(replicates)
-        path = path * np.interp(u * (len(effects) - 1), np.arange(len(effects)), effects)
     return path, pd.DataFrame(rows)
+
+
+def _draw(dist: Any, u: np.ndarray) -> np.ndarray:
+    """Inverse-CDF draws of an empirical distribution (linear between order statistics)."""
+    values = np.asarray(dist.values, dtype=float)
+    if len(values) == 1:
+        return np.full(len(u), values[0])
+    return np.interp(u * (len(values) - 1), np.arange(len(values)), values)
 
 
 def predict_workflow(workflow: Workflow, history: pd.DataFrame, *, platform: Any = None,

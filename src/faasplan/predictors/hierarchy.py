@@ -19,15 +19,32 @@ clamped when the best fit lies on a bound.
 
 Every model keeps the empirical distribution of its *out-of-sample* multiplicative
 residuals (observed / predicted; out-of-fold for the function level, within-task spread for
-the task level), so quantiles and random draws describe errors on data the model did not
-see.
+the task level), so a task's quantiles describe errors on data the model did not see.
+
+Joint draws (a Monte-Carlo replicate of a whole run) split a residual into three parts, as a
+random-effects model does, because the tasks of one run are not independent:
+
+* a **run effect**, shared by every task of the run (same machines, same load);
+* a **function-in-run effect**, shared by the tasks of one function in that run (same
+  input data, same code path), a log-space deviation from the run effect;
+* a **within-run residual**, drawn per task. For a function with many samples it depends
+  on the input size (:class:`WithinResiduals`): small inputs spread more, in ratio, than
+  large ones, and drawing every task from one pooled spread over-states the slowest of many
+  parallel tasks, which is what a critical path runs through.
+
+A new run is not one of the past runs, so the two effects are drawn from a smoothed
+predictive distribution (:func:`smoothed_effects`): the observed effects widened for the
+few of them there are, plus a Gaussian kernel.
 """
 
 from __future__ import annotations
 
+import bisect
+import itertools
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
@@ -59,6 +76,15 @@ KNN_K = 5
 FOLDS = 5
 #: Largest believed size exponent of the power-law candidate.
 SIZE_EXPONENT_MAX = 2.0
+#: Within-run residuals depend on input size for functions with at least
+#: ``BINNED_SAMPLES`` samples, in bins of at least ``WITHIN_BIN`` samples (at most eight).
+WITHIN_BIN = 100
+BINNED_SAMPLES = 4 * WITHIN_BIN
+MAX_WITHIN_BINS = 8
+#: Points of the Gaussian kernel of :func:`smoothed_effects` per observed effect.
+KERNEL_POINTS = 16
+_KERNEL = np.asarray([NormalDist().inv_cdf((j + 0.5) / KERNEL_POINTS)
+                      for j in range(KERNEL_POINTS)])
 _MIN_MS = 1e-3
 _EXPONENT_GRID = np.linspace(0.0, 1.0, 21)
 _UNIT = Empirical.constant(1.0)
@@ -282,6 +308,61 @@ def fit_function(input_bytes: np.ndarray, log_ms_ref: np.ndarray, groups: np.nda
                          n, errors, ("size_exponent",) if clamped and best == "power" else ())
 
 
+@dataclass(frozen=True, slots=True)
+class WithinResiduals:
+    """Within-run residual factors of one function, by input size.
+
+    ``bins[i]`` holds the residuals of similar input sizes; ``edges`` are the log input
+    sizes between consecutive bins (one fewer than the bins).
+    """
+
+    edges: tuple[float, ...]
+    bins: tuple[Empirical, ...]
+
+    @classmethod
+    def of(cls, log_input: np.ndarray, log_residual: np.ndarray) -> WithinResiduals:
+        """Bin ``log_residual`` by ``log_input`` (one bin below :data:`BINNED_SAMPLES`)."""
+        n = len(log_residual)
+        count = 1
+        if n >= BINNED_SAMPLES:
+            count = min(MAX_WITHIN_BINS, n // WITHIN_BIN)
+        order = np.argsort(log_input, kind="stable")
+        chunks = np.array_split(order, count)
+        edges = tuple(float((log_input[a[-1]] + log_input[b[0]]) / 2.0)
+                      for a, b in itertools.pairwise(chunks))
+        return cls(edges, tuple(Empirical.of(np.exp(log_residual[c]).tolist())
+                                for c in chunks))
+
+    def at(self, input_bytes: float) -> Empirical:
+        """The residual distribution for a task with ``input_bytes`` of input."""
+        lx = math.log(max(float(input_bytes), 1.0))
+        return self.bins[bisect.bisect_left(self.edges, lx)]
+
+
+def smoothed_effects(log_effects: np.ndarray) -> Empirical:
+    """The predictive distribution of a new group's effect from the observed ones.
+
+    A smoothed bootstrap: each observed log effect is convolved with a Gaussian kernel of
+    Silverman's bandwidth, discretised on :data:`KERNEL_POINTS` normal quantiles, and the
+    result is rescaled about the mean to the variance a new draw has, ``s^2 (k + 1) / k``
+    for ``k`` observations of sample variance ``s^2`` (``k - 1`` degrees of freedom). A new
+    run may so be slower or faster than any past one, without the kernel's own variance
+    widening it further. Fewer than two observations: the unit distribution.
+    """
+    v = np.asarray(log_effects, dtype=float)
+    k = len(v)
+    if k < 2 or not np.isfinite(v).all():
+        return _UNIT
+    sd = float(np.std(v, ddof=1))
+    if sd <= 0.0:
+        return Empirical.constant(float(np.exp(v[0])))
+    bandwidth = float(np.std(v)) * (4.0 / (3.0 * k)) ** 0.2
+    centre = float(np.mean(v))
+    values = (v[:, None] - centre + bandwidth * _KERNEL[None, :]).ravel()
+    values *= sd * math.sqrt((k + 1) / k) / float(np.std(values))
+    return Empirical.of(np.exp(centre + values).tolist())
+
+
 # -- task level ---------------------------------------------------------------------------
 @dataclass(frozen=True, slots=True)
 class TaskModel:
@@ -297,12 +378,16 @@ class ExecDistribution:
     """A predicted execution time: median and multiplicative residual distribution.
 
     ``source`` is ``"task"``, ``"function:<candidate>"``, ``"hint"`` or ``"default"``.
+    ``residuals`` is the marginal spread (what :meth:`quantile` reads); ``within`` the
+    within-run spread of a joint draw (:meth:`draw_within`), which the run's shared effects
+    multiply (``None``: the marginal one).
     """
 
     median_ms: float
     residuals: Empirical
     samples: int
     source: str
+    within: Empirical | None = None
 
     def quantile(self, q: float) -> float:
         """The ``q`` quantile of the execution time (ms)."""
@@ -313,8 +398,17 @@ class ExecDistribution:
         return self.median_ms * self.residuals.at(sla)
 
     def draw(self, u: float) -> float:
-        """The time at uniform draw ``u`` in [0, 1] (inverse-CDF sampling)."""
+        """The time at uniform draw ``u`` in [0, 1] (inverse-CDF sampling, marginal)."""
         return self.median_ms * self.residuals.quantile(min(max(u, 0.0), 1.0))
+
+    @property
+    def within_residuals(self) -> Empirical:
+        """The within-run spread (the marginal one when none was fitted)."""
+        return self.within if self.within is not None else self.residuals
+
+    def draw_within(self, u: float) -> float:
+        """The time at uniform draw ``u`` before the run's shared effects multiply it."""
+        return self.median_ms * self.within_residuals.quantile(min(max(u, 0.0), 1.0))
 
 
 @dataclass(frozen=True, eq=False)
@@ -329,9 +423,17 @@ class Hierarchy:
     pooled_residuals: Empirical
     shrink: Mapping[str, float] = field(default_factory=dict)
     run_effects: Empirical = _UNIT
-    """Whole-run speed factors: how much slower or faster each past run was as a whole
-    than the function models say (median over its tasks), centred on 1. A replicate
-    draws one for all its tasks, because tasks of one run share a machine and its load."""
+    """Whole-run speed factors: how much slower or faster a new run may be as a whole than
+    the function models say (each past run's median over its tasks, centred on 1, then
+    smoothed by :func:`smoothed_effects`). A replicate draws one for all its tasks, because
+    tasks of one run share a machine and its load."""
+    function_effects: Mapping[str, Empirical] = field(default_factory=dict)
+    """Per function, the factor shared by its tasks in one run on top of the run effect
+    (smoothed like :attr:`run_effects`); absent: 1."""
+    within: Mapping[str, WithinResiduals] = field(default_factory=dict)
+    """Per function, its within-run residuals by input size (joint draws)."""
+    task_within: Mapping[str, Empirical] = field(default_factory=dict)
+    """Per function, the within-task spread across runs once both effects are removed."""
 
     def rule_for(self, function: str) -> MemoryRule:
         """The memory rule of ``function`` (the pooled one if it has none of its own)."""
@@ -344,8 +446,10 @@ class Hierarchy:
         if model is None:
             return None
         median = model.point_ms(input_bytes) * self.rule_for(function).factor(memory_mb)
+        within = self.within.get(function)
         return ExecDistribution(median, model.residuals, model.samples,
-                                f"function:{model.kind}")
+                                f"function:{model.kind}",
+                                None if within is None else within.at(input_bytes))
 
     def task_exec(self, workflow_hash: str, task_id: str, function: str, input_bytes: float,
                   memory_mb: float) -> ExecDistribution | None:
@@ -364,7 +468,8 @@ class Hierarchy:
         else:
             log_med = log_own
         resid = self.task_residuals.get(function, self.pooled_residuals)
-        return ExecDistribution(math.exp(log_med), resid, own.samples, "task")
+        return ExecDistribution(math.exp(log_med), resid, own.samples, "task",
+                                self.task_within.get(function))
 
     def summary(self) -> pd.DataFrame:
         """One row per function: chosen candidate, CV errors, memory exponents, clamps."""
@@ -463,9 +568,10 @@ def fit_hierarchy(df: pd.DataFrame, rule: MemoryRule) -> Hierarchy:
             task_resid[name] = pooled
     for name in models:
         task_resid.setdefault(name, pooled if all_within else models[name].residuals)
-    effects = _run_effects(df, models, function_rules, pooled_rule, log_ms, memory, input_bytes)
+    effects = _decompose(df, models, function_rules, pooled_rule, log_ms, memory, input_bytes,
+                         keys)
     return Hierarchy(pooled_rule, models, function_rules, tasks, task_resid, pooled, shrink,
-                     effects)
+                     effects.run, effects.functions, effects.within, effects.task_within)
 
 
 #: Fewest past runs (each with this many tasks) for whole-run effects to be estimated.
@@ -473,28 +579,70 @@ MIN_RUNS = 3
 MIN_RUN_TASKS = 3
 
 
-def _run_effects(df: pd.DataFrame, models: Mapping[str, FunctionModel],
-                 rules: Mapping[str, MemoryRule], pooled: MemoryRule, log_ms: np.ndarray,
-                 memory: np.ndarray, input_bytes: np.ndarray) -> Empirical:
-    """Each run's median log residual against the function models, centred (see
-    :attr:`Hierarchy.run_effects`); the unit distribution with too few runs."""
+@dataclass(frozen=True)
+class _Effects:
+    run: Empirical
+    functions: dict[str, Empirical]
+    within: dict[str, WithinResiduals]
+    task_within: dict[str, Empirical]
+
+
+def _decompose(df: pd.DataFrame, models: Mapping[str, FunctionModel],
+               rules: Mapping[str, MemoryRule], pooled: MemoryRule, log_ms: np.ndarray,
+               memory: np.ndarray, input_bytes: np.ndarray, keys: np.ndarray) -> _Effects:
+    """Split each observation's log residual against its function model into a run effect,
+    a function-in-run effect and a within-run residual (see the module docstring).
+
+    Run effects need :data:`MIN_RUNS` runs of :data:`MIN_RUN_TASKS` modelled tasks (else
+    none is removed); a function's effect needs it seen in two runs.
+    """
     runs = df["run_id"].astype(str).to_numpy()
     functions = df["function"].astype(str).to_numpy()
     resid = np.full(len(df), np.nan)
+    ref = np.full(len(df), np.nan)
     for fn, rows in pd.Series(range(len(df))).groupby(functions).indices.items():
         model = models.get(str(fn))
         if model is None:
             continue
         rule = rules.get(str(fn), pooled)
-        predicted = model.points_ms(input_bytes[rows]) * np.exp(rule.log_factor(memory[rows]))
-        resid[rows] = log_ms[rows] - np.log(np.maximum(predicted, _MIN_MS))
-    frame = pd.DataFrame({"run": runs, "r": resid}).dropna()
+        ref[rows] = log_ms[rows] - rule.log_factor(memory[rows])
+        predicted = model.points_ms(input_bytes[rows])
+        resid[rows] = ref[rows] - np.log(np.maximum(predicted, _MIN_MS))
+    frame = pd.DataFrame({"run": runs, "f": functions, "r": resid, "ref": ref, "key": keys,
+                          "lx": np.log(np.maximum(input_bytes, 1.0))}).dropna()
     sizes = frame.groupby("run")["r"].size()
     medians = frame.groupby("run")["r"].median()[sizes >= MIN_RUN_TASKS]
-    if len(medians) < MIN_RUNS:
-        return _UNIT
-    centred = medians.to_numpy() - float(np.median(medians.to_numpy()))
-    return Empirical.of(np.exp(centred).tolist())
+    run = _UNIT
+    frame["e"] = 0.0
+    if len(medians) >= MIN_RUNS:
+        centred = medians - float(np.median(medians.to_numpy()))
+        frame["e"] = frame["run"].map(centred).fillna(0.0)
+        run = smoothed_effects(centred.to_numpy())
+    group = (frame["r"] - frame["e"]).groupby([frame["f"], frame["run"]]).median()
+    group = group - group.groupby(level=0).transform("median")
+    index = pd.MultiIndex.from_arrays([frame["f"], frame["run"]])
+    frame["g"] = group.reindex(index).to_numpy()
+    out_functions: dict[str, Empirical] = {}
+    out_within: dict[str, WithinResiduals] = {}
+    task_dev: dict[str, list[float]] = {}
+    for fn, sub in frame.groupby("f", sort=True):
+        name = str(fn)
+        per_run = group.loc[name].to_numpy()
+        if len(per_run) >= 2:
+            out_functions[name] = smoothed_effects(per_run)
+        w = (sub["r"] - sub["e"] - sub["g"]).to_numpy()
+        out_within[name] = WithinResiduals.of(sub["lx"].to_numpy(), w)
+        z = (sub["ref"] - sub["e"] - sub["g"]).to_numpy()
+        for idx in pd.Series(range(len(sub))).groupby(sub["key"].to_numpy()).indices.values():
+            if len(idx) >= 2:
+                y = z[idx]
+                dev = (y - np.median(y)) * math.sqrt(len(y) / (len(y) - 1))
+                task_dev.setdefault(name, []).extend(dev.tolist())
+    pooled_dev = [v for values in task_dev.values() for v in values]
+    task_within = {name: Empirical.of(np.exp(values if len(values) >= MIN_OWN_WITHIN
+                                             else pooled_dev).tolist())
+                   for name, values in task_dev.items()}
+    return _Effects(run, out_functions, out_within, task_within)
 
 
 def quantiles(values: Sequence[float], qs: Sequence[float] = (0.1, 0.5, 0.9)

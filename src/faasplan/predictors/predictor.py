@@ -250,6 +250,13 @@ class Predictor:
             return Empirical.constant(1.0)
         return self._hierarchy.run_effects
 
+    def function_effect(self, function: str) -> Empirical:
+        """The factor shared by ``function``'s tasks within one run, on top of the run
+        effect (the unit distribution when the history cannot tell)."""
+        if self._hierarchy is None:
+            return Empirical.constant(1.0)
+        return self._hierarchy.function_effects.get(function, Empirical.constant(1.0))
+
     def task_output_bytes(self, workflow_hash: str, task_id: str) -> float | None:
         """The median output size recorded for a task seen before (None if unseen)."""
         if self._hierarchy is None:

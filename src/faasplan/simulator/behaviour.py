@@ -202,7 +202,13 @@ class Distributions(Protocol):
     def exec_distribution(self, function: str, input_bytes: float, memory_mb: float,
                           workflow_hash: str | None = None, task_id: str | None = None
                           ) -> Any:
-        """An object with ``draw(u) -> ms`` for ``u`` uniform in [0, 1]."""
+        """An object with ``draw_within(u) -> ms`` for ``u`` uniform in [0, 1]: the
+        task's time before its run's shared factors multiply it."""
+        ...
+
+    def function_effect(self, function: str) -> Any:
+        """The factor shared by a function's tasks in one run: an object with
+        ``quantile(u)``."""
         ...
 
     def task_output_bytes(self, workflow_hash: str, task_id: str) -> float | None:
@@ -235,6 +241,7 @@ class SampledModels:
         self._hash = workflow.structure_hash
         self._function = {tid: node.func.name for tid, node in workflow.tasks.items()}
         self._hint = {tid: node.func.io for tid, node in workflow.tasks.items()}
+        self.functions = tuple(sorted({node.func.name for node in workflow.tasks.values()}))
         self._dist: dict[tuple[str, int, int], Any] = {}
         self._out: dict[tuple[str, int], int] = {}
 
@@ -247,6 +254,10 @@ class SampledModels:
                                                     memory_mb, self._hash, task_id)
             self._dist[key] = dist
         return dist
+
+    def function(self, task_id: str) -> str:
+        """The function name of ``task_id``."""
+        return self._function[task_id]
 
     def output_bytes(self, task_id: str, input_bytes: int) -> int:
         """The task's recorded median output if seen before, else the function's median."""
@@ -273,39 +284,60 @@ class SampledModels:
         rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0x2C4]))
         return rng.random(int(replicates))
 
+    def function_uniforms(self, seed: int, replicates: int) -> np.ndarray:
+        """``replicates x functions`` uniform draws (columns in :attr:`functions` order)
+        for the factors a function's tasks share within one run."""
+        rng = np.random.default_rng(np.random.SeedSequence([int(seed), 0xF7]))
+        return rng.random((int(replicates), len(self.functions)))
+
     def run_factor(self, u: float) -> float:
         """The whole-run speed factor at uniform draw ``u`` (1 without run effects)."""
         return float(self.predictor.run_effects.quantile(min(max(u, 0.0), 1.0)))
 
-    def replicate(self, row: np.ndarray, run_u: float = 0.5) -> SampledBehaviour:
-        """The behaviour of one replicate whose task draws are ``row`` and whose whole-run
-        draw is ``run_u``."""
-        return SampledBehaviour(self, row, self.run_factor(run_u))
+    def function_factors(self, us: np.ndarray | None) -> dict[str, float]:
+        """Each function's shared factor at its uniform draw (all 1 for ``None``)."""
+        if us is None:
+            return {}
+        if len(us) != len(self.functions):
+            raise ValueError(f"need one draw per function ({len(self.functions)}), "
+                             f"got {len(us)}")
+        return {fn: float(self.predictor.function_effect(fn).quantile(
+            min(max(float(u), 0.0), 1.0))) for fn, u in zip(self.functions, us, strict=True)}
+
+    def replicate(self, row: np.ndarray, run_u: float = 0.5,
+                  function_us: np.ndarray | None = None) -> SampledBehaviour:
+        """The behaviour of one replicate whose task draws are ``row``, whose whole-run
+        draw is ``run_u`` and whose per-function draws are ``function_us``."""
+        return SampledBehaviour(self, row, self.run_factor(run_u),
+                                self.function_factors(function_us))
 
 
 class SampledBehaviour:
     """Tasks behave as one Monte-Carlo draw from a predictor's distributions.
 
-    Each task's execution time is its distribution's inverse CDF at the task's own uniform
-    draw, so a task keeps its draw whatever the plan or the order of events (common random
-    numbers across candidate plans), times the replicate's whole-run factor
+    Each task's execution time is its within-run distribution's inverse CDF at the task's
+    own uniform draw, so a task keeps its draw whatever the plan or the order of events
+    (common random numbers across candidate plans), times the factor its function shares
+    in this replicate (``function_factors``) and the replicate's whole-run factor
     ``run_factor``. Output sizes are the predicted medians.
     """
 
-    def __init__(self, models: SampledModels, row: np.ndarray, run_factor: float = 1.0
-                 ) -> None:
+    def __init__(self, models: SampledModels, row: np.ndarray, run_factor: float = 1.0,
+                 function_factors: Mapping[str, float] | None = None) -> None:
         if len(row) != len(models.order):
             raise ValueError(f"SampledBehaviour needs one draw per task ({len(models.order)}),"
                              f" got {len(row)}")
         self.models = models
         self.row = row
         self.run_factor = float(run_factor)
+        self.function_factors = dict(function_factors or {})
 
     def exec_ms(self, task_id: str, memory_mb: int, input_bytes: int,
                 rng: np.random.Generator) -> float:
         """The task's draw from its predicted distribution (``rng`` is not used)."""
         dist = self.models.distribution(task_id, memory_mb, input_bytes)
-        ms = float(dist.draw(float(self.row[self.models.index[task_id]]))) * self.run_factor
+        shared = self.run_factor * self.function_factors.get(self.models.function(task_id), 1.0)
+        ms = float(dist.draw_within(float(self.row[self.models.index[task_id]]))) * shared
         if not (math.isfinite(ms) and ms >= 0):
             raise ValueError(f"predictor gave execution time {ms!r} ms for task {task_id!r} "
                              f"(input {input_bytes} B, {memory_mb} MB)")
