@@ -618,6 +618,9 @@ def _decompose(df: pd.DataFrame, models: Mapping[str, FunctionModel],
         centred = medians - float(np.median(medians.to_numpy()))
         frame["e"] = frame["run"].map(centred).fillna(0.0)
         run = smoothed_effects(centred.to_numpy())
+    # Centred per function: the effects are pure deviations shared within a run, and a
+    # function model's own offset stays in its within-run residuals (a task-level model
+    # has none: its median is the task's own).
     group = (frame["r"] - frame["e"]).groupby([frame["f"], frame["run"]]).median()
     group = group - group.groupby(level=0).transform("median")
     index = pd.MultiIndex.from_arrays([frame["f"], frame["run"]])
