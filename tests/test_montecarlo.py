@@ -13,10 +13,12 @@ import pytest
 import faasplan
 from faasplan import Placement, Plan, Platform, TaskProfile, Workflow, task
 from faasplan.experiments.planning import (
+    MC_FINAL_BATCH,
     MonteCarloEvaluator,
     fit_history,
     make_evaluator,
     monte_carlo_summary,
+    quantile_settled,
     training_history,
 )
 from faasplan.experiments.predict import (
@@ -122,9 +124,13 @@ def test_evaluator_counts_replicates_and_summarises_them(chain_wf: Workflow,
     search, final = ev(flexible(chain_wf)), ev.final(flexible(chain_wf))
     assert len(search.replicate_makespans_ms) == 8
     assert len(final.replicate_makespans_ms) == 30
-    assert ev.simulations == 38
-    # The search's replicates are the first replicates of the final score.
+    # The search's replicates are the first replicates of the final score, and the final
+    # score of the plan just searched reuses them instead of simulating them again.
     assert final.replicate_makespans_ms[:8] == search.replicate_makespans_ms
+    assert ev.simulations == 30
+    other = {t: Placement(None, 2 * REF) for t in chain_wf}
+    ev.final(other)
+    assert ev.simulations == 60
     reps = np.asarray(final.replicate_makespans_ms)
     assert final.makespan_ms == pytest.approx(float(np.quantile(reps, 0.95)))
 
@@ -221,7 +227,7 @@ def test_draw_is_the_inverse_cdf_of_the_predicted_distribution(
     shared = models.replicate(row, 0.5, fus)
     for fn, factor in shared.function_factors.items():
         assert factor == pytest.approx(max(chain_predictor.function_effect(fn).values))
-    for i, tid in enumerate(models.order):
+    for tid in models.order:
         fn = models.function(tid)
         assert shared.exec_ms(tid, REF, 1000, rng) == pytest.approx(
             behaviour.exec_ms(tid, REF, 1000, rng) * shared.function_factors[fn])
@@ -437,3 +443,35 @@ def test_critical_path_of_a_chain_is_a_sum_of_draws() -> None:
     half, _ = critical_path_draws(wf, predictor, REF / 2, 10, np.random.default_rng(0))
     assert np.allclose(half, 2 * 5 * 400.0, rtol=1e-6)
     assert math.isfinite(float(table["exec_ms_p90"].max()))
+
+
+def test_final_score_stops_once_the_quantile_is_settled(chain_wf: Workflow,
+                                                        chain_predictor: Predictor) -> None:
+    platform = Platform()
+    # Tasks of 1 s that never vary: only cold starts differ, one batch settles the p95.
+    steady = history_predictor(chain_wf, 0.001, 6, memory_sizes=(REF,))
+    quiet = MonteCarloEvaluator(chain_wf, steady, platform, "p95", seed=3)
+    settled = quiet.final(flexible(chain_wf))
+    assert len(settled.replicate_makespans_ms) == MC_FINAL_BATCH < quiet.final_replicates
+    assert quantile_settled(settled.replicate_makespans_ms, "p95")
+    # Noisy tasks (sigma 0.3): the quantile is not settled before the size's bound.
+    noisy = MonteCarloEvaluator(chain_wf, chain_predictor, platform, "p95", seed=3)
+    scored = noisy.final(flexible(chain_wf))
+    assert len(scored.replicate_makespans_ms) == noisy.final_replicates
+    assert not quantile_settled(scored.replicate_makespans_ms[:MC_FINAL_BATCH], "p95")
+    # Batches continue the same replicates as one call over all of them would.
+    whole = noisy.simulator.run_each(flexible(chain_wf), noisy.seed,
+                                     noisy._behaviours[:noisy.final_replicates])
+    assert tuple(t.makespan_ms for t in whole) == scored.replicate_makespans_ms
+    again = MonteCarloEvaluator(chain_wf, chain_predictor, platform, "p95", seed=3)
+    assert again.final(flexible(chain_wf)).replicate_makespans_ms == \
+        scored.replicate_makespans_ms
+
+
+def test_quantile_settled_follows_the_spread_and_the_count() -> None:
+    rng = np.random.default_rng(0)
+    narrow = np.exp(rng.normal(9.0, 0.005, 16)).tolist()
+    wide = np.exp(rng.normal(9.0, 0.2, 64)).tolist()
+    assert quantile_settled(narrow, "p95") and quantile_settled(narrow, "average")
+    assert not quantile_settled(wide, "p99")
+    assert not quantile_settled(narrow[:MC_FINAL_BATCH - 1], "p95")  # too few to tell

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -51,7 +51,12 @@ def has_history(predictor: Predictor) -> bool:
 MC_SEARCH_TASK_BUDGET = 1_000
 MC_FINAL_TASK_BUDGET = 20_000
 MC_SEARCH_REPLICATES = (4, 16)
-MC_FINAL_REPLICATES = (20, 64)
+MC_FINAL_REPLICATES = (8, 64)
+#: A plan's final score adds replicates in batches of ``MC_FINAL_BATCH`` until the SLA
+#: quantile is known to within ``MC_QUANTILE_TOLERANCE`` (relative half-width of its 95 %
+#: confidence interval) or the replicate bound for the workflow's size is reached.
+MC_FINAL_BATCH = 8
+MC_QUANTILE_TOLERANCE = 0.03
 
 EvaluatorMode = Literal["montecarlo", "per-task-sla"]
 EVALUATOR_MODES: tuple[str, ...] = ("montecarlo", "per-task-sla")
@@ -102,18 +107,61 @@ class MonteCarloEvaluator:
                                                   strict=True)]
         self.simulator = Simulator(workflow, platform, self._behaviours[0])
         self.simulations = 0
+        self._last: tuple[dict[str, Placement], tuple[Trace, ...]] | None = None
 
     def __call__(self, placements: Mapping[str, Placement]) -> Any:
         return self._score(placements, self.replicates)
 
     def final(self, placements: Mapping[str, Placement]) -> Any:
-        """The score of a chosen plan, with :attr:`final_replicates` replicates."""
-        return self._score(placements, self.final_replicates)
+        """The score of a chosen plan: replicates in batches of :data:`MC_FINAL_BATCH`
+        until :func:`quantile_settled` or :attr:`final_replicates` (a pure function of the
+        plan, the predictor and the seed: the stopping rule reads makespans, not clocks)."""
+        traces: list[Trace] = []
+        last = self._last
+        if last is not None and last[0] == placements:
+            traces = list(last[1])  # the search's replicates are the first ones: reuse them
+        while len(traces) < self.final_replicates:
+            k = min(MC_FINAL_BATCH, self.final_replicates - len(traces))
+            batch = self._behaviours[len(traces):len(traces) + k]
+            traces += self.simulator.run_each(placements, self.seed, batch, first=len(traces))
+            self.simulations += k
+            if quantile_settled([t.makespan_ms for t in traces], self.sla):
+                break
+        return monte_carlo_summary(traces, self.sla)
 
     def _score(self, placements: Mapping[str, Placement], k: int) -> Any:
         traces = self.simulator.run_each(placements, self.seed, self._behaviours[:k])
         self.simulations += k
+        self._last = (dict(placements), tuple(traces))
         return monte_carlo_summary(traces, self.sla)
+
+
+def quantile_settled(makespans: Sequence[float], sla: str,
+                     tolerance: float | None = None) -> bool:
+    """Whether the SLA quantile of ``makespans`` is known to within ``tolerance`` (default
+    :data:`MC_QUANTILE_TOLERANCE`).
+
+    The half-width of the 95 % confidence interval of a sample quantile is
+    ``1.96 sqrt(q (1 - q) / K) / f(x_q)``; with log makespans taken as normal of standard
+    deviation ``s``, ``f(x_q) = phi(z_q) / s`` in log space, so the relative half-width is
+    about ``1.96 s sqrt(q (1 - q) / K) / phi(z_q)`` (for the mean: ``1.96 s / sqrt(K)``).
+    Needs :data:`MC_FINAL_BATCH` replicates.
+
+    >>> quantile_settled([1000.0] * 8, "p95"), quantile_settled([900.0, 1100.0] * 4, "p95")
+    (True, False)
+    """
+    values = np.log(np.maximum(np.asarray(makespans, dtype=float), 1e-9))
+    k = len(values)
+    if k < MC_FINAL_BATCH:
+        return False
+    s = float(np.std(values, ddof=1))
+    q = parse_sla(sla)
+    if q is None:
+        half = 1.96 * s / math.sqrt(k)
+    else:
+        q = min(max(q, 0.01), 0.99)
+        half = 1.96 * s * math.sqrt(q * (1 - q) / k) / NormalDist().pdf(NormalDist().inv_cdf(q))
+    return half <= (MC_QUANTILE_TOLERANCE if tolerance is None else tolerance)
 
 
 def monte_carlo_summary(traces: list[Trace], sla: str) -> Trace:

@@ -89,15 +89,18 @@ class Simulator:
         """One full trace per replicate."""
         return self._runs(self.spec(plan), seed, replicates, full=replicates)
 
-    def run_each(self, plan: PlanLike, seed: int, behaviours: Sequence[TaskBehaviour]
-                 ) -> list[Trace]:
-        """One full trace per behaviour: replicate ``i`` runs ``behaviours[i]`` with the
-        ``i``-th generator of ``seed`` (Monte-Carlo replicates of sampled task behaviour,
-        with the same random numbers for every plan simulated this way)."""
+    def run_each(self, plan: PlanLike, seed: int, behaviours: Sequence[TaskBehaviour],
+                 *, first: int = 0) -> list[Trace]:
+        """One full trace per behaviour: replicate ``first + i`` runs ``behaviours[i]`` with
+        the ``(first + i)``-th generator of ``seed`` (Monte-Carlo replicates of sampled task
+        behaviour, with the same random numbers for every plan simulated this way; a batch
+        starting at ``first`` continues an earlier one)."""
         if not behaviours:
             raise ValueError("run_each needs at least one behaviour")
+        if first < 0:
+            raise ValueError(f"first must be >= 0, got {first!r}")
         spec = self.spec(plan)
-        rngs = replicate_rngs(seed, len(behaviours))
+        rngs = replicate_rngs(seed, first + len(behaviours))[first:]
         results = [Simulation.create(spec, self.platform, b, rng, log=self.log).run()
                    for b, rng in zip(behaviours, rngs, strict=True)]
         makespans = tuple(r.makespan_ms for r in results)
