@@ -7,6 +7,7 @@ SLA (``PredictedBehaviour``), exactly as :func:`faasplan.plan` wires it.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,7 +19,7 @@ from faasplan.data import trace_path
 from faasplan.planners import Plan, PlanError, PlanningContext, planner_names, run_planner
 from faasplan.planners.heft import upward_ranks
 from faasplan.planners.non_uniform import critical_tasks
-from faasplan.planners.sim_guided import START_PLANNERS, pareto_front
+from faasplan.planners.sim_guided import REFERENCE_PLANNERS, START_PLANNERS, pareto_front
 from faasplan.predictors import ExecModel, Predictor
 from faasplan.simulator import Platform, PredictedBehaviour, simulate
 from faasplan.worker import Opt, Placement
@@ -298,8 +299,21 @@ def test_sim_guided_is_at_least_as_good_as_every_start(make):
     plan = run("sim-guided", wf, predictor, max_evaluations=60)
     starts = start_plans(context(wf, predictor))
     assert len(starts) >= 4
+    eps = 1 + 1e-9
     for name, start in starts.items():
-        assert plan.predicted_makespan_ms <= start.predicted_makespan_ms * (1 + 1e-9), name
+        # never dominated by a start: as fast, or cheaper
+        assert (plan.predicted_makespan_ms <= start.predicted_makespan_ms * eps
+                or plan.predicted_cost_usd < start.predicted_cost_usd), name
+    # no slower and no costlier than the fastest of wukong, uniform and heft
+    ref = min((starts[n] for n in REFERENCE_PLANNERS),
+              key=lambda p: (p.predicted_makespan_ms, p.predicted_cost_usd))
+    assert plan.predicted_makespan_ms <= ref.predicted_makespan_ms * eps
+    assert plan.predicted_cost_usd <= ref.predicted_cost_usd * eps
+    assert any("cost capped" in n for n in plan.notes)
+    # without the cap: at least as fast as every start
+    free = run("sim-guided", wf, predictor, max_evaluations=60, cost_budget_usd=math.inf)
+    for name, start in starts.items():
+        assert free.predicted_makespan_ms <= start.predicted_makespan_ms * eps, name
 
 
 def test_sim_guided_improves_on_its_start_in_a_fan_out():

@@ -21,8 +21,9 @@ the current predicted trace:
 
 Every candidate must pass :meth:`Plan.validate`; invalid ones are skipped unsimulated.
 With ``cost_budget_usd`` a plan over budget only wins over another over-budget plan (by
-being cheaper); by default the budget is the predicted cost of the best starting plan, so
-the plan returned is no slower and no costlier than the best baseline. Every starting plan
+being cheaper); by default the budget is the predicted cost of the fastest of ``wukong``,
+``uniform`` and ``heft``, so the plan returned is no slower and no costlier than the best
+of them. Every starting plan
 and every candidate is scored by the same evaluation (Monte-Carlo replicates with common
 random numbers), and a candidate replaces the current
 plan only when it is better, so the plan returned is never dominated, on SLA makespan and
@@ -339,6 +340,12 @@ START_PLANNERS: tuple[tuple[str, Callable[..., Plan]], ...] = (
     ("non-uniform-opt", plan_non_uniform_opt))
 
 
+#: The plans the default cost budget is anchored on: the fastest of them (at the SLA,
+#: then the cheapest) sets the budget, so the plan returned is no slower and no costlier
+#: than it under the search's evaluation.
+REFERENCE_PLANNERS = ("wukong", "uniform", "heft")
+
+
 def _starts(ctx: PlanningContext, started: float, budget_s: float, max_evaluations: int,
             notes: list[str]) -> list[tuple[str, Plan]]:
     """Plans of every starting planner, scored by the search's own evaluation.
@@ -391,9 +398,10 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
         :data:`DEFAULT_TASK_SIMULATIONS` simulated tasks, at least 8.
     cost_budget_usd : float, optional
         Predicted cost a plan may not exceed (when no plan meets it, the cheapest wins).
-        By default the predicted cost of the best starting plan: the search then returns
-        a plan no slower and no costlier than the best baseline, instead of buying small
-        makespan gains with many more workers. ``math.inf`` lifts the cap.
+        By default the predicted cost of the fastest of :data:`REFERENCE_PLANNERS`: the
+        search then returns a plan no slower and no costlier than the best of those
+        baselines, instead of buying small makespan gains with many more workers.
+        ``math.inf`` lifts the cap (the fastest plan found, whatever it costs).
     pareto : bool
         Add the cost/makespan Pareto front of every simulated candidate to the notes
         (see :func:`pareto_front`).
@@ -411,20 +419,25 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
     points: list[tuple[float, float]] = []
     seen: set[int] = set()
     notes: list[str] = []
+    starts = _starts(ctx, started, time_budget_s, max_evaluations, notes)
+    if not starts:
+        raise RuntimeError(f"sim-guided: no starting plan could be simulated: {notes}")
+    if cost_budget_usd is None:
+        refs = [(n, p) for n, p in starts if n in REFERENCE_PLANNERS] or starts
+        ref_name, ref = min(refs, key=lambda item: _objective(item[1].predicted, None))
+        cost_budget_usd = float(ref.predicted.cost_usd)
+        notes.append(f"cost capped at that of the fastest of {', '.join(REFERENCE_PLANNERS)} "
+                     f"({ref_name}, {cost_budget_usd:.6g} USD); cost_budget_usd=inf lifts "
+                     f"the cap")
     best_name, best_plan = "", None
-    for name, plan in _starts(ctx, started, time_budget_s, max_evaluations, notes):
+    for name, plan in starts:
         trace = plan.predicted
         points.append((float(trace.cost_usd), float(trace.makespan_ms)))
         seen.add(_key(plan.placements))
         if best_plan is None or _better(_objective(trace, cost_budget_usd),
                                         _objective(best_plan.predicted, cost_budget_usd)):
             best_name, best_plan = name, plan
-    if best_plan is None:
-        raise RuntimeError(f"sim-guided: no starting plan could be simulated: {notes}")
-    if cost_budget_usd is None:
-        cost_budget_usd = float(best_plan.predicted.cost_usd)
-        notes.append(f"cost capped at that of the best starting plan ({best_name}, "
-                     f"{cost_budget_usd:.6g} USD); cost_budget_usd=inf lifts the cap")
+    assert best_plan is not None
     state = _State(ctx, dict(best_plan.placements), best_plan.predicted)
     score = _objective(state.trace, cost_budget_usd)
     rng = np.random.default_rng(ctx.seed)
