@@ -895,3 +895,331 @@ def test_run_with_dashboard_serves_the_run_live(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+# -- plan against actual, and running a plan from the history view ------------------------------
+def test_prediction_of_a_plan_lines_up_with_the_actual_run() -> None:
+    from faasplan.dashboard import prediction_from_json, prediction_from_trace
+
+    wf = faasplan.workloads.tree_reduction(leaves=4)
+    plan = faasplan.plan(wf, planner="uniform")
+    prediction = prediction_from_trace(plan.predicted, wf)
+    assert prediction_from_json(json.loads(json.dumps(prediction.to_json()))) == prediction
+    actual = faasplan.simulate(wf, plan, seed=3)
+    model = model_from_trace(actual, wf, prediction=prediction)
+    assert model.predicted_makespan_ms == pytest.approx(plan.predicted.makespan_ms)
+    rows = {r["task"]: r for r in model.plan_vs_actual()}
+    assert set(rows) == set(wf.topological_order)
+    predicted = plan.predicted.tasks.set_index("task")
+    measured = actual.tasks.set_index("task")
+    for tid, r in rows.items():
+        assert r["predicted_exec"] == pytest.approx(predicted.loc[tid, "exec_ms"] / 1000,
+                                                    abs=1e-6)
+        assert r["actual_exec"] == pytest.approx(measured.loc[tid, "exec_ms"] / 1000, abs=1e-6)
+        assert r["exec_ratio"] == pytest.approx(measured.loc[tid, "exec_ms"]
+                                                / predicted.loc[tid, "exec_ms"], rel=1e-4)
+        assert r["predicted_end"] == pytest.approx(predicted.loc[tid, "end_ms"] / 1000,
+                                                   abs=1e-6)
+    detail = {t["task"]: t for t in model.detail()["tasks"]}
+    assert all(detail[t]["predicted"]["worker"] == predicted.loc[t, "worker"] for t in rows)
+    # the predicted Gantt has an execution bar per task
+    bars = [t for t, ph in zip(prediction.segments["task"], prediction.segments["phase"],
+                               strict=True) if ph == "execution"]
+    assert sorted(bars) == sorted(wf.topological_order)
+
+
+def test_plan_vs_actual_of_a_live_model_fills_in_as_tasks_execute() -> None:
+    from faasplan.dashboard import PredictedTask, Prediction
+
+    m = diamond()
+    m.prediction = Prediction(50.0, {"a": PredictedTask("wa", 0, 1, 11, 12),
+                                     "b": PredictedTask("wb", 0, 1, 21, 22),
+                                     "c": PredictedTask("wa", 22, 23, 43, 50)}, {})
+    assert [r["exec_ratio"] for r in m.plan_vs_actual()] == [None, None, None]
+    m.apply_all([Event("wa", "start", None, None, 1024, 1000, 1001, "cold"),
+                 Event("wa", "execute", "a", None, 10, 1001, 1021),
+                 Event("wa", "store", "a", "out:a", 10, 1021, 1022)])
+    a, b, c = m.plan_vs_actual()
+    assert a["exec_ratio"] == pytest.approx(2.0) and a["actual_exec"] == pytest.approx(0.02)
+    assert a["end_error"] == pytest.approx(0.022 - 0.012)
+    assert b["exec_ratio"] is None and c["actual_end"] is None
+    assert c["predicted_start"] == pytest.approx(0.022)
+
+
+@pytest.mark.parametrize(("body", "match"), [
+    ({}, "planner must be one of"),
+    ({"planner": "nope"}, "planner must be one of"),
+    ({"planner": "heft", "sla": "p0x"}, "sla must be"),
+    ({"planner": "heft", "time_scale": 0}, "time_scale must be"),
+    ({"planner": "heft", "time_scale": "fast"}, "time_scale must be"),
+    ({"planner": "heft", "timeout_s": -1}, "timeout_s must be"),
+    ({"planner": "heft", "replicates": 3}, "unknown field"),
+    ("heft", "JSON object"),
+])
+def test_run_request_names_the_bad_field(body: Any, match: str) -> None:
+    from faasplan.dashboard import RunRequest
+
+    with pytest.raises(HistoryError, match=match):
+        RunRequest.parse(body)
+
+
+@pytest.fixture(scope="module")
+def tree_store(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A metrics store with its workflow catalog: simulated runs of a 7-task tree."""
+    from faasplan.cli import main
+
+    folder = tmp_path_factory.mktemp("tree-store")
+    scenario = folder / "tree.toml"
+    scenario.write_text("[workflow]\nworkload = 'tree_reduction'\nparams = { leaves = 4 }\n",
+                        encoding="utf-8")
+    store = folder / "runs.parquet"
+    assert main(["simulate", str(scenario), "--replicates", "2", "--metrics-out", str(store),
+                 "--json"]) == 0
+    return store
+
+
+@pytest.fixture(scope="module")
+def tree_trace(tree_store: Path) -> Path:
+    """The same tree as a WfFormat trace (no code: synthetic tasks)."""
+    from faasplan.cli import main
+
+    out = tree_store.parent / "tree-trace.json"
+    assert main(["export", str(tree_store.parent / "tree.toml"), "--planner", "wukong",
+                 "--wfformat", str(out), "--json"]) == 0
+    return out
+
+
+def test_run_support_says_what_can_run(tree_store: Path, tree_trace: Path,
+                                       tmp_path: Path) -> None:
+    from faasplan.dashboard import run_support
+
+    code = HistoryStore([str(tree_store)])
+    assert run_support(code, next(iter(code.types)))[0] == "code"
+    synthetic = HistoryStore([str(tree_trace)])
+    mode, why = run_support(synthetic, next(iter(synthetic.types)))
+    assert mode == "synthetic" and "sleeps its predicted execution time" in why
+    bare = tmp_path / "bare.parquet"  # the records without the catalog of definitions
+    shutil.copy(tree_store, bare)
+    unknown = HistoryStore([str(bare)])
+    mode, why = run_support(unknown, next(iter(unknown.types)))
+    assert mode is None and "cannot be run" in why
+
+
+def test_plan_run_of_a_synthetic_type_sleeps_the_predicted_times(tree_trace: Path) -> None:
+    from faasplan.dashboard import RunRequest, plan_run
+    from faasplan.dashboard.history import resolve
+
+    store = HistoryStore([str(tree_trace)])
+    request = RunRequest.parse({"planner": "uniform", "time_scale": 50})
+    wf, rows, _ = resolve(store, next(iter(store.types)), request.as_compare())
+    to_run, plan, prediction = plan_run(wf, rows, request)
+    assert to_run.structure_hash == wf.structure_hash
+    plan.validate(to_run)  # the plan of the type applies to the sleeping copy
+    for tid in to_run.topological_order:
+        node = to_run.tasks[tid]
+        assert node.kwargs["sleep"] is True
+        assert node.kwargs["runtime_ms"] == pytest.approx(
+            50 * plan.predicted.tasks.set_index("task").loc[tid, "exec_ms"])
+        # the prediction is the simulator's run of the plan with exactly those times
+        assert prediction.tasks[tid].exec_ms == pytest.approx(node.kwargs["runtime_ms"])
+    assert prediction.source == "simulated at time scale 50"
+    root = to_run.tasks[to_run.roots[0]]
+    started = time.perf_counter()
+    out = root.func.fn(*root.args, **root.kwargs)  # what a worker calls
+    assert time.perf_counter() - started >= root.kwargs["runtime_ms"] / 1000
+    assert out.nbytes == root.kwargs["output_bytes"]
+
+
+@pytest.fixture
+def redis_dashboard(dash_redis: Any) -> Iterator[Callable[..., str]]:
+    """Serve dashboards on the module's (emptied) redis-server with the given histories."""
+    client = dash_redis.client()
+    client.flushall()
+    client.close()
+    stops: list[Callable[[], None]] = []
+
+    def open_dashboard(*metrics: Path) -> str:
+        url, stop = serve(redis_url=dash_redis.url, metrics=[str(m) for m in metrics])
+        stops.append(stop)
+        return url
+
+    yield open_dashboard
+    for stop in stops:
+        stop()
+
+
+def _only_type(url: str) -> str:
+    types = get(url + "api/history")[1]["types"]
+    assert len(types) == 1, types
+    return str(types[0]["id"])
+
+
+def _finished(url: str, started: dict[str, Any], timeout: float = 120.0) -> dict[str, Any]:
+    """The run a ``POST .../run`` answer names, once it is no longer running; a job that
+    failed before its run appeared fails the test with the job's error."""
+    def done() -> Any:
+        status, body = get(url + f"api/runs/{started['run']}")
+        if status == 200 and body["run"]["status"] != "running":
+            return body
+        job = get(url + f"api/jobs/{started['job']}")[1]
+        if job["status"] == "failed":
+            pytest.fail(f"the run job failed: {job.get('error')}")
+        return None
+
+    return wait_for(done, timeout=timeout, every=0.2)
+
+
+@pytest.mark.redis
+def test_api_runs_a_plan_from_the_history_for_real(redis_dashboard: Callable[..., str],
+                                                   tree_store: Path) -> None:
+    url = redis_dashboard(tree_store)
+    key = _only_type(url)
+    status, out = send(url + f"api/history/{key}/run", {"planner": "wukong", "sla": "p90"})
+    assert status == 202, out
+    run_id = out["run"]
+    assert out["live"] == f"./?run={run_id}"
+    detail = _finished(url, out)
+    assert detail["run"]["status"] == "done"
+    assert detail["run"]["done"] == detail["run"]["total"] == 7
+    assert detail["run"]["planner"] == "wukong"
+    assert all("predicted" in t for t in detail["tasks"])
+    status, pva = get(url + f"api/runs/{run_id}/plan-vs-actual")
+    assert status == 200 and pva["predicted"] and pva["source"] == "plan"
+    assert {r["task"] for r in pva["tasks"]} == {t["task"] for t in detail["tasks"]}
+    for r in pva["tasks"]:
+        for field in ("predicted_exec", "actual_exec", "exec_ratio", "predicted_end",
+                      "actual_end", "end_error"):
+            assert r[field] is not None and np.isfinite(r[field]), (field, r)
+        assert r["exec_ratio"] > 0
+        assert r["exec_ratio"] == pytest.approx(r["actual_exec"] / r["predicted_exec"],
+                                                rel=1e-3)
+    assert pva["exec_ratio"]["executed"] == 7
+    job = wait_for(lambda: (lambda j: j if j["status"] != "running" else None)(
+        get(url + f"api/jobs/{out['job']}")[1]), timeout=30)
+    assert job["status"] == "done" and job["kind"] == "run" and job["run"] == run_id
+    assert job["result"]["makespan_ms"] > 0
+    assert pva["predicted_makespan_s"] == pytest.approx(
+        job["result"]["predicted_makespan_ms"] / 1000, rel=1e-6)
+
+
+@pytest.mark.redis
+def test_api_runs_a_wfformat_type_as_sleeping_tasks(redis_dashboard: Callable[..., str],
+                                                    tree_trace: Path) -> None:
+    url = redis_dashboard(tree_trace)
+    key = _only_type(url)
+    # the trace's tasks took about 0.1 s: each sleeps its predicted time x 3
+    status, out = send(url + f"api/history/{key}/run", {"planner": "uniform",
+                                                        "time_scale": 3})
+    assert status == 202, out
+    detail = _finished(url, out)
+    assert detail["run"]["status"] == "done" and detail["run"]["done"] == 7
+    pva = get(url + f"api/runs/{out['run']}/plan-vs-actual")[1]
+    assert pva["source"] == "simulated at time scale 3"
+    assert detail["run"]["expected_end_s"] == pva["predicted_makespan_s"]
+    ratios = [r["exec_ratio"] for r in pva["tasks"]]
+    assert len(ratios) == 7 and all(r is not None and np.isfinite(r) for r in ratios)
+    # each task slept its predicted time: it took at least that, and not much more
+    assert min(ratios) >= 0.95 and pva["exec_ratio"]["median"] < 3.0, ratios
+
+
+@pytest.mark.redis
+def test_api_run_bad_requests_get_4xx_with_a_message(redis_dashboard: Callable[..., str],
+                                                     history_dashboard: str,
+                                                     tree_store: Path, tmp_path: Path) -> None:
+    url = redis_dashboard(tree_store)
+    key = _only_type(url)
+    status, out = send(url + "api/history/ffffffff/run", {"planner": "heft"})
+    assert status == 404 and "unknown workflow type" in out["error"]
+    status, out = send(url + f"api/history/{key}/run", {"planner": "nope"})
+    assert status == 400 and "planner must be one of" in out["error"]
+    status, out = send(url + f"api/history/{key}/run", None, raw=b"{")
+    assert status == 400 and "not JSON" in out["error"]
+    status, out = get(url + "api/runs/nothing/plan-vs-actual")
+    assert status == 404 and "unknown run 'nothing'" in out["error"]
+    # no Redis configured: 409, saying how to start the dashboard
+    other = get(history_dashboard + "api/history")[1]["types"][0]["id"]
+    status, out = send(history_dashboard + f"api/history/{other}/run", {"planner": "heft"})
+    assert status == 409 and "--redis URL" in out["error"]
+    # a type whose code is not known: the records without the catalog of definitions
+    bare = tmp_path / "bare.parquet"
+    shutil.copy(tree_store, bare)
+    url2 = redis_dashboard(bare)
+    status, out = send(url2 + f"api/history/{_only_type(url2)}/run", {"planner": "heft"})
+    assert status == 422 and "cannot be run" in out["error"]
+
+
+# Sets a Bokeh widget's value by its title (what typing into it does), from the page.
+SET_INPUT_JS = """
+const [title, value] = arguments;
+for (const m of Bokeh.documents[0].all_models)
+  if (m.title === title && m.value !== undefined) { m.value = value; return true; }
+return false;
+"""
+
+
+@pytest.mark.redis
+def test_history_page_runs_a_plan_and_shows_it_live_in_a_browser(
+        redis_dashboard: Callable[..., str], tree_trace: Path) -> None:
+    url = redis_dashboard(tree_trace)
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    driver = _browser()
+    try:
+        driver.get(url + "history")
+        wait_for(lambda: "Run on Redis" in _buttons(driver), 60, 0.2)
+        # synthetic tasks: each sleeps its predicted time x 25 (about 2.5 s)
+        assert driver.execute_script(SET_INPUT_JS, "time scale (synthetic tasks)", 25.0)
+        time.sleep(0.5)
+        driver.save_screenshot(str(ARTIFACTS / "history-run-button.png"))
+        _buttons(driver)["Run on Redis"].click()
+        wait_for(lambda: "?run=" in driver.current_url, 60, 0.2)
+        run_id = driver.current_url.split("?run=")[1]
+        samples = []
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            states = driver.execute_script(STATES_JS)
+            samples.append(states.count("done"))
+            if states and states.count("done") == len(states):
+                break
+            time.sleep(0.2)
+        # the plan-vs-actual table as drawn: a row per task, each with its ratio (once the
+        # last update lands)
+        tasks = {f"make_leaf-{i}" for i in range(4)} | {f"add-{i}" for i in range(3)}
+
+        def table_done() -> Any:
+            page = driver.execute_script(PAGE_JS)
+            shown = [r for r in page["rows"] if len(r) == 11 and r[0] in tasks]
+            return (page, shown) if len(shown) == 7 and all(
+                r[2] == "done" and r[7] != "-" for r in shown) else None
+
+        final, shown = wait_for(table_done, 30, 0.3)
+        points = driver.execute_script(POINTS_JS)
+        time.sleep(1.0)
+        driver.save_screenshot(str(ARTIFACTS / "live-plan-vs-actual.png"))
+        driver.execute_script("window.scrollTo(0, document.body.scrollHeight)")
+        time.sleep(0.5)
+        driver.save_screenshot(str(ARTIFACTS / "live-plan-vs-actual-table.png"))
+    finally:
+        driver.quit()
+    assert samples[-1] == 7, samples
+    assert any(0 < s < 7 for s in samples), samples  # the live view advanced while it ran
+    assert samples == sorted(samples)
+    assert {"faasplan-dag", "faasplan-gantt", "faasplan-pva-plot"} <= set(final["named"])
+    detail = get(url + f"api/runs/{run_id}")[1]
+    assert detail["run"]["status"] == "done" and detail["run"]["planner"] == "wukong"
+    # the page shows the API's numbers: a table row and a point per task
+    pva = {r["task"]: r for r in get(url + f"api/runs/{run_id}/plan-vs-actual")[1]["tasks"]}
+    assert {r[0] for r in shown} == set(pva) == set(points)
+    for row in shown:
+        assert float(row[7]) == pytest.approx(pva[row[0]]["exec_ratio"], abs=1e-3)
+        assert points[row[0]] == pytest.approx(pva[row[0]]["exec_ratio"], rel=1e-6)
+
+
+# The points of the actual-against-predicted scatter: task -> actual / predicted.
+POINTS_JS = """
+for (const m of Bokeh.documents[0].all_models)
+  if (m.data && m.data.ratio !== undefined && m.data.task !== undefined) {
+    const out = {};
+    m.data.task.forEach((t, i) => { out[t] = m.data.ratio[i]; });
+    return out; }
+return {};
+"""

@@ -6,7 +6,9 @@ planners on the workflow types a metrics history has seen.
 * :func:`view` — the same run view inline in Jupyter, for a finished run or a trace;
 * :class:`RunModel` — the state of a run folded from its decision-log events, which every
   view draws; :class:`RedisFeed` keeps one per run on a Redis server;
-* :class:`HistoryStore` and :func:`compare_type` — the history view's data.
+* :class:`HistoryStore` and :func:`compare_type` — the history view's data;
+  :func:`plan_run` plans a type for a real run (the history view's run button), with the
+  :class:`Prediction` that the live view lines up with what happens.
 
 The pages are Panel layouts of Bokeh figures (Panel and Bokeh are the ``dashboard`` extra:
 ``pip install 'faasplan[dashboard]'``); the model, the feed and the history need neither.
@@ -16,9 +18,26 @@ from __future__ import annotations
 
 from typing import Any
 
-from faasplan.dashboard.finished import model_from_trace, plan_vs_actual
-from faasplan.dashboard.history import CompareRequest, HistoryError, HistoryStore, compare_type
-from faasplan.dashboard.model import PHASES, STATES, RunModel, TaskInfo, model_from_info
+from faasplan.dashboard.finished import model_from_trace, plan_vs_actual, prediction_from_trace
+from faasplan.dashboard.history import (
+    CompareRequest,
+    HistoryError,
+    HistoryStore,
+    RunRequest,
+    compare_type,
+    plan_run,
+    run_support,
+)
+from faasplan.dashboard.model import (
+    PHASES,
+    STATES,
+    PredictedTask,
+    Prediction,
+    RunModel,
+    TaskInfo,
+    model_from_info,
+    prediction_from_json,
+)
 
 __all__ = [
     "PHASES",
@@ -26,12 +45,19 @@ __all__ = [
     "CompareRequest",
     "HistoryError",
     "HistoryStore",
+    "PredictedTask",
+    "Prediction",
     "RunModel",
+    "RunRequest",
     "TaskInfo",
     "compare_type",
     "model_from_info",
     "model_from_trace",
+    "plan_run",
     "plan_vs_actual",
+    "prediction_from_json",
+    "prediction_from_trace",
+    "run_support",
     "serve",
     "view",
 ]

@@ -5,14 +5,28 @@
                                            "status", "done", "total", "started", "ended",
                                            ...}]}``, oldest first
 ``GET /api/runs/{id}``                     ``{"run", "tasks": [{"task", "state", "changes":
-                                           [{"state", "t"}]}], "workers": [{"worker",
-                                           "timeline", ...}], "failures"}``; times in
-                                           seconds since the run started
+                                           [{"state", "t"}], "predicted"}], "workers":
+                                           [{"worker", "timeline", ...}], "failures"}``;
+                                           times in seconds since the run started;
+                                           ``predicted`` (``worker``, ``start``,
+                                           ``exec_start``, ``exec_end``, ``end``) when the
+                                           plan's prediction is known
+``GET /api/runs/{id}/plan-vs-actual``      ``{"run", "predicted", "source",
+                                           "predicted_makespan_s", "tasks": [{"task",
+                                           "predicted_exec", "actual_exec", "exec_ratio",
+                                           "predicted_end", "actual_end", "end_error",
+                                           ...}], "exec_ratio": {"median", "min", "max"}}``
 ``GET /api/history``                       the workflow types of the metrics history
 ``POST /api/history/{type}/compare``       body ``{"planners": [...], "sla": "p95"}``
                                            (also ``replicates``, ``seed``, ``workflow``);
                                            waits and returns the comparison
 ``POST /api/history/{type}/jobs``          the same, started as a job: ``202 {"id", ...}``
+``POST /api/history/{type}/run``           body ``{"planner": "heft", "sla": "p95"}`` (also
+                                           ``seed``, ``workflow``, ``time_scale``,
+                                           ``timeout_s``): plans the type and runs the plan
+                                           on the dashboard's Redis, as a job: ``202
+                                           {"run", "job", "live"}``; ``409`` without
+                                           ``--redis``, ``422`` for a type without code
 ``GET /api/jobs/{id}``                     a job's status and progress (and its result)
 ``DELETE /api/jobs/{id}``                  cancel a job
 =========================================  =================================================
@@ -30,7 +44,7 @@ from typing import Any
 
 from tornado.web import RequestHandler
 
-from faasplan.dashboard.history import CompareRequest, HistoryError, HistoryStore
+from faasplan.dashboard.history import CompareRequest, HistoryError, HistoryStore, RunRequest
 from faasplan.dashboard.jobs import Job, Jobs
 from faasplan.dashboard.live import RedisFeed
 
@@ -42,6 +56,26 @@ class Context:
     feed: RedisFeed | None
     store: HistoryStore
     jobs: Jobs
+    redis_url: str | None = None
+    """Where runs started from the history view go (never shown: it may hold a password)."""
+
+    def start_run(self, key: str, request: RunRequest) -> Job:
+        """Plan type ``key`` and run it on the dashboard's Redis; the live feed gets the
+        plan's prediction. :class:`HistoryError` for a request that cannot be served."""
+        feed = self.feed
+        return self.jobs.start_run(key, request, self.redis_url if feed is not None else None,
+                                   feed.expect if feed is not None else None)
+
+    def unknown_run(self, run_id: str) -> str:
+        """Why run ``run_id`` has no view (yet)."""
+        job = self.jobs.for_run(run_id)
+        if job is not None and job.status == "running":
+            return f"run {run_id!r} is being prepared ({job.id}: {job.stage}); retry soon"
+        if job is not None:
+            return f"run {run_id!r} did not start: {job.error[1] if job.error else job.status}"
+        where = f"on {self.feed.where}" if self.feed is not None else \
+            "(no Redis given: --redis URL)"
+        return f"unknown run {run_id!r} {where}; GET /api/runs lists the runs"
 
 
 def clean_json(value: Any) -> Any:
@@ -101,10 +135,21 @@ class RunHandler(_Handler):
         feed = self.ctx.feed
         detail = feed.detail(run_id) if feed is not None else None
         if detail is None:
-            where = f"on {feed.where}" if feed is not None else "(no Redis given: --redis URL)"
-            self.fail(404, f"unknown run {run_id!r} {where}; GET /api/runs lists the runs")
+            self.fail(404, self.ctx.unknown_run(run_id))
             return
         self.reply(detail)
+
+
+class PlanVsActualHandler(_Handler):
+    """``GET /api/runs/{id}/plan-vs-actual``."""
+
+    def get(self, run_id: str) -> None:
+        feed = self.ctx.feed
+        out = feed.plan_vs_actual(run_id) if feed is not None else None
+        if out is None:
+            self.fail(404, self.ctx.unknown_run(run_id))
+            return
+        self.reply(out)
 
 
 class HistoryHandler(_Handler):
@@ -145,6 +190,18 @@ class JobsHandler(_Handler):
         self.reply(job.to_json(), 202)
 
 
+class StartRunHandler(_Handler):
+    """``POST /api/history/{type}/run``: plan the type and run the plan for real."""
+
+    def post(self, key: str) -> None:
+        try:
+            job = self.ctx.start_run(key, RunRequest.parse(self.body()))
+        except HistoryError as exc:
+            self.fail(exc.status, str(exc))
+            return
+        self.reply({"run": job.run_id, "job": job.id, "live": f"./?run={job.run_id}"}, 202)
+
+
 class JobHandler(_Handler):
     """``GET`` / ``DELETE /api/jobs/{id}``."""
 
@@ -179,9 +236,11 @@ def patterns(ctx: Context) -> list[tuple[str, type[RequestHandler], dict[str, An
     return [
         (r"/api/runs/?", RunsHandler, kw),
         (r"/api/runs/([^/]+)/?", RunHandler, kw),
+        (r"/api/runs/([^/]+)/plan-vs-actual/?", PlanVsActualHandler, kw),
         (r"/api/history/?", HistoryHandler, kw),
         (r"/api/history/([^/]+)/compare/?", CompareHandler, kw),
         (r"/api/history/([^/]+)/jobs/?", JobsHandler, kw),
+        (r"/api/history/([^/]+)/run/?", StartRunHandler, kw),
         (r"/api/jobs/([^/]+)/?", JobHandler, kw),
         (r"/api/(.*)", NotFoundHandler, kw),
     ]

@@ -408,3 +408,103 @@ def counts_line(states: Sequence[str]) -> str:
     """``"3 done, 2 running, ..."`` for a status line (non-zero states, in state order)."""
     c = Counter(states)
     return ", ".join(f"{c[s]} {s}" for s in STATES if c[s])
+
+
+PVA_FIELDS = (("task", "task"), ("function", "function"), ("state", "state"),
+              ("predicted_worker", "predicted worker"), ("actual_worker", "actual worker"),
+              ("predicted_exec", "predicted exec (s)"), ("actual_exec", "actual exec (s)"),
+              ("exec_ratio", "exec ratio"), ("predicted_end", "predicted end (s)"),
+              ("actual_end", "actual end (s)"), ("end_error", "end error (s)"))
+"""Columns of the plan-against-actual table (:meth:`RunModel.plan_vs_actual` rows)."""
+
+_TEXT_FIELDS = frozenset({"task", "function", "state", "predicted_worker", "actual_worker"})
+
+MIN_EXEC_S = 1e-4
+"""Execution times below this are drawn at it (the error plot has log axes)."""
+
+MAX_ERROR_FUNCTIONS = len(PLANNER_PALETTE)
+
+
+MAX_PVA_ROWS = 200
+"""Rows of the plan-against-actual table on a page (the API has every task)."""
+
+_STATE_ORDER = {"running": 0, "storing": 1, "failed": 2, "done": 3, "ready": 4, "waiting": 5}
+
+
+class PlanVsActualPlot:
+    """Plan against actual, per task: actual against predicted execution time, and a table.
+
+    Both are fed from :meth:`RunModel.plan_vs_actual`. The scatter has log axes, one colour
+    per function (the legend) and the line where actual equals predicted; its points are
+    sent again when an execution ended. The table is a pandas frame the page shows as HTML
+    (a Bokeh ``DataTable`` does not redraw rows that change): :meth:`frame` gives it when
+    a row changed, running tasks first, then the latest done, cut to
+    :data:`MAX_PVA_ROWS` rows.
+    """
+
+    def __init__(self, model: RunModel, height: int = 360) -> None:
+        self.model = model
+        rows = model.plan_vs_actual()
+        self.rows: list[dict[str, Any]] = []
+        self._shown: list[dict[str, Any]] | None = None
+        functions = list(dict.fromkeys(r["function"] for r in rows))
+        self.functions = (functions if len(functions) <= MAX_ERROR_FUNCTIONS
+                          else [*functions[:MAX_ERROR_FUNCTIONS - 1], "other"])
+        self.points = ColumnDataSource(_data({k: [] for k in ("task", "function", "x", "y",
+                                                              "ratio")}))
+        self.diagonal = ColumnDataSource(_data({"x": [], "y": []}))
+        fig = figure(title="execution time per task: actual against the plan's prediction",
+                     height=height, sizing_mode="stretch_width", x_axis_type="log",
+                     y_axis_type="log", tools="pan,wheel_zoom,box_zoom,reset,save",
+                     name="faasplan-pva-plot", x_axis_label="predicted execution (s)",
+                     y_axis_label="actual execution (s)")
+        fig.line("x", "y", source=self.diagonal, color="#444444", line_dash="dashed",
+                 legend_label="actual = predicted")
+        dots = fig.scatter("x", "y", source=self.points, size=8, alpha=0.8,
+                           line_color="#333333",
+                           color=factor_cmap("function", palette=list(PLANNER_PALETTE),
+                                             factors=self.functions),
+                           legend_field="function")
+        fig.add_tools(HoverTool(renderers=[dots], tooltips=[
+            ("task", "@task"), ("function", "@function"), ("predicted", "@x{0.000} s"),
+            ("actual", "@y{0.000} s"), ("actual / predicted", "@ratio{0.00}")]))
+        fig.legend.title = "function"
+        fig.add_layout(fig.legend[0], "right")
+        self.figure = fig
+        self.update()
+
+    def update(self) -> None:
+        """Take the model's rows; send the points when an execution ended."""
+        rows = self.model.plan_vs_actual()
+        executed = [r for r in rows if r["exec_ratio"] is not None]
+        if len(executed) != len(self.points.data["task"]):
+            known = set(self.functions)
+            xs = [max(MIN_EXEC_S, r["predicted_exec"]) for r in executed]
+            ys = [max(MIN_EXEC_S, r["actual_exec"]) for r in executed]
+            self.points.data = _data({
+                "task": [r["task"] for r in executed],
+                "function": [r["function"] if r["function"] in known else "other"
+                             for r in executed],
+                "x": xs, "y": ys, "ratio": [r["exec_ratio"] for r in executed]})
+            if xs:
+                lo, hi = min(min(xs), min(ys)) / 1.5, max(max(xs), max(ys)) * 1.5
+                self.diagonal.data = _data({"x": [lo, hi], "y": [lo, hi]})
+        self.rows = rows
+
+    def frame(self) -> pd.DataFrame | None:
+        """The table (see the class docs), or ``None`` when it did not change."""
+        rows = self.rows
+        if len(rows) > MAX_PVA_ROWS:
+            rows = sorted(rows, key=lambda r: (_STATE_ORDER.get(r["state"], 9),
+                                               -(r["actual_end"] or 0.0)))[:MAX_PVA_ROWS]
+        if rows == self._shown:
+            return None
+        self._shown = rows
+        return pd.DataFrame({title: [_cell(r[k], k) for r in rows] for k, title in PVA_FIELDS})
+
+
+def _cell(value: Any, field: str) -> str:
+    """A table cell: text as is, a number with 3 decimals, ``-`` for one not known yet."""
+    if value is None:
+        return "-"
+    return str(value) if field in _TEXT_FIELDS else f"{float(value):,.3f}"

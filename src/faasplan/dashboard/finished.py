@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from faasplan.dashboard.model import RunModel, TaskInfo
+from faasplan.dashboard.model import SEGMENT_COLUMNS, PredictedTask, Prediction, RunModel, TaskInfo
 from faasplan.trace import Trace
 from faasplan.worker.log import Event
 from faasplan.workflow import Workflow
@@ -41,19 +41,42 @@ def as_trace(run_or_trace: Any) -> Trace:
 
 
 def model_from_trace(trace: Trace, workflow: Workflow | None = None, *, run_id: str = "",
-                     planner: str = "", predicted_makespan_ms: float | None = None
-                     ) -> RunModel:
+                     planner: str = "", predicted_makespan_ms: float | None = None,
+                     prediction: Prediction | None = None) -> RunModel:
     """The :class:`RunModel` of a finished run (closed: nothing more will arrive).
 
     Edges come from ``workflow`` when given, else from the inputs each execution read
-    (in the decision log), else there are none.
+    (in the decision log), else there are none. ``prediction`` (see
+    :func:`prediction_from_trace`) is the plan's predicted run, for plan against actual.
     """
     tasks = _task_infos(trace, workflow)
+    if predicted_makespan_ms is None and prediction is not None:
+        predicted_makespan_ms = prediction.makespan_ms
     model = RunModel(run_id or trace.workflow_name or "trace", trace.workflow_name, planner,
-                     tasks, 0.0, predicted_makespan_ms)
+                     tasks, 0.0, predicted_makespan_ms, prediction)
     model.apply_all(trace.log if trace.log else events_from_tables(trace))
     model.closed = True
     return model
+
+
+def prediction_from_trace(predicted: Trace, workflow: Workflow | None = None,
+                          source: str = "plan") -> Prediction:
+    """The :class:`~faasplan.dashboard.model.Prediction` of a plan's predicted trace (for
+    instance ``plan.predicted``, or :func:`faasplan.simulate` of the plan): per task its
+    predicted start, execution and end, and the predicted Gantt bars."""
+    rows: Any = predicted.tasks.drop_duplicates("task")
+    tasks = {str(r.task): PredictedTask(str(r.worker), float(r.start_ms), float(r.exec_start_ms),
+                                        float(r.exec_end_ms), float(r.end_ms))
+             for r in rows.itertuples(index=False)}
+    model = model_from_trace(predicted, workflow)
+    segments: dict[str, list[Any]] = {k: [] for k in SEGMENT_COLUMNS}
+    for seg in model.segments:
+        segments["worker"].append(seg.worker)
+        segments["phase"].append(seg.phase)
+        segments["task"].append(seg.task or "")
+        segments["start"].append(round(seg.start / 1000.0, 6))
+        segments["end"].append(round(seg.end / 1000.0, 6))
+    return Prediction(float(predicted.makespan_ms), tasks, segments, source)
 
 
 def _task_infos(trace: Trace, workflow: Workflow | None) -> list[TaskInfo]:

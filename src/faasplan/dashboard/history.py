@@ -319,3 +319,183 @@ def _plain(value: Any) -> Any:
         return None
     return value
 
+
+
+# -- a real run of a planned type -----------------------------------------------------------------
+MAX_TIME_SCALE = 1000.0
+DEFAULT_RUN_TIMEOUT_S = 3600.0
+
+
+@dataclass(frozen=True)
+class RunRequest:
+    """What ``POST /api/history/{type}/run`` asks for, checked.
+
+    ``time_scale`` applies to synthetic tasks only (a type known from WfFormat traces):
+    each sleeps its predicted execution time times ``time_scale``.
+    """
+
+    planner: str
+    sla: str = "p95"
+    seed: int = 0
+    workflow: str | None = None
+    time_scale: float = 1.0
+    timeout_s: float = DEFAULT_RUN_TIMEOUT_S
+
+    @classmethod
+    def parse(cls, body: Any) -> RunRequest:
+        """Check a request body; :class:`HistoryError` (400) names the bad field and value."""
+        from faasplan.planners import planner_names
+        from faasplan.scenarios.schema import SLA_PATTERN
+
+        if not isinstance(body, dict):
+            raise HistoryError(f"the body must be a JSON object, got {type(body).__name__}")
+        allowed = ("planner", "sla", "seed", "workflow", "time_scale", "timeout_s")
+        unknown = sorted(set(body) - set(allowed))
+        if unknown:
+            raise HistoryError(f"unknown field(s) {unknown}; allowed: {', '.join(allowed)}")
+        planner = body.get("planner")
+        if not isinstance(planner, str) or planner not in planner_names():
+            raise HistoryError(f"planner must be one of {', '.join(planner_names())}, got "
+                               f"{planner!r}")
+        sla = body.get("sla", "p95")
+        if not isinstance(sla, str) or not SLA_PATTERN.match(sla):
+            raise HistoryError(f"sla must be 'average' or a percentile like 'p95', got {sla!r}")
+        seed = body.get("seed", 0)
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise HistoryError(f"seed must be an integer >= 0, got {seed!r}")
+        workflow = body.get("workflow")
+        if workflow is not None and not isinstance(workflow, str):
+            raise HistoryError(f"workflow must be a structure hash, got {workflow!r}")
+        scale = body.get("time_scale", 1.0)
+        if (not isinstance(scale, int | float) or isinstance(scale, bool)
+                or not 0 < scale <= MAX_TIME_SCALE):
+            raise HistoryError(f"time_scale must be a number in (0, {MAX_TIME_SCALE:g}], got "
+                               f"{scale!r}")
+        timeout = body.get("timeout_s", DEFAULT_RUN_TIMEOUT_S)
+        if (not isinstance(timeout, int | float) or isinstance(timeout, bool)
+                or not 0 < timeout <= 24 * 3600):
+            raise HistoryError(f"timeout_s must be a number of seconds in (0, 86400], got "
+                               f"{timeout!r}")
+        return cls(planner, sla, seed, workflow, float(scale), float(timeout))
+
+    def as_compare(self) -> CompareRequest:
+        """The same planner, SLA, seed and workflow as a comparison request (to resolve)."""
+        return CompareRequest((self.planner,), self.sla, 1, self.seed, self.workflow)
+
+
+def is_synthetic(wf: Workflow) -> bool:
+    """Whether every task of ``wf`` is a stand-in of a WfFormat trace task
+    (:func:`faasplan.workflow.wfformat.synthetic_task`): the trace has no code to run."""
+    from faasplan.workflow.wfformat import synthetic_task
+
+    return len(wf) > 0 and all(n.func.fn is synthetic_task for n in wf.tasks.values())
+
+
+def run_support(store: HistoryStore, key: str) -> tuple[str | None, str]:
+    """How type ``key`` can be run for real: ``("code", why)``, ``("synthetic", why)``, or
+    ``(None, why not)``; ``why`` is a sentence for the page."""
+    wt = store.get(key)
+    if not wt.hashes:
+        return None, (f"workflow type {wt.name!r} cannot be run: its code is not known (give "
+                      "its WfFormat trace, or a metrics store written with a workflow "
+                      "catalog by faasplan simulate/run --metrics-out)")
+    wf = store.workflows[wt.hashes[0]]
+    if is_synthetic(wf):
+        return "synthetic", ("the type comes from a WfFormat trace, which records no code: "
+                             "each task runs as a synthetic task that sleeps its predicted "
+                             "execution time (times the time scale) and returns an output of "
+                             "its recorded size")
+    return "code", "runs the workflow's own task functions, from the metrics store's catalog"
+
+
+class FixedBehaviour:
+    """Tasks take exactly the given execution times and output sizes (a plan's prediction
+    replayed by the simulator)."""
+
+    def __init__(self, exec_ms: dict[str, float], output_bytes: dict[str, int]) -> None:
+        self._exec = exec_ms
+        self._out = output_bytes
+
+    def exec_ms(self, task_id: str, memory_mb: int, input_bytes: int,
+                rng: np.random.Generator) -> float:
+        """The given execution time of ``task_id``."""
+        return self._exec[task_id]
+
+    def output_bytes(self, task_id: str, input_bytes: int, rng: np.random.Generator) -> int:
+        """The given output size of ``task_id``."""
+        return self._out[task_id]
+
+
+def sleeping_copy(wf: Workflow, exec_ms: dict[str, float]) -> Workflow:
+    """A synthetic workflow (:func:`is_synthetic`) whose tasks sleep ``exec_ms[task]`` when
+    run, with the same task ids, functions and edges (so a plan of ``wf`` applies)."""
+    from faasplan.workflow.task import TaskNode, TaskProfile
+
+    new: dict[int, TaskNode] = {}
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, TaskNode):
+            return new[id(value)]
+        if isinstance(value, tuple):
+            return tuple(swap(v) for v in value)
+        if isinstance(value, list):
+            return [swap(v) for v in value]
+        if isinstance(value, dict):
+            return {k: swap(v) for k, v in value.items()}
+        return value
+
+    for tid in wf.topological_order:
+        node = wf.tasks[tid]
+        ms = float(exec_ms[tid])
+        kwargs = {**swap(node.kwargs), "runtime_ms": ms, "sleep": True}
+        old = node.profile
+        profile = TaskProfile(exec_ms=ms, output_bytes=old.output_bytes if old is not None
+                              else int(kwargs.get("output_bytes", 0)))
+        new[id(node)] = TaskNode(node.func, swap(node.args), kwargs, tid, profile)
+    return Workflow([new[id(wf.tasks[s])] for s in wf.sinks], name=wf.name, detect=False)
+
+
+def plan_run(wf: Workflow, rows: pd.DataFrame, request: RunRequest,
+             progress: Progress | None = None) -> tuple[Workflow, Any, Any]:
+    """Plan ``wf`` for a real run as the history view compares it.
+
+    The predictors are fitted on ``rows`` as in :func:`compare_rows`. Returns the workflow
+    to run (``wf`` itself, or for a synthetic one :func:`sleeping_copy` sleeping the plan's
+    predicted execution times times ``request.time_scale``), the plan, and the
+    :class:`~faasplan.dashboard.model.Prediction` of the run: the plan's predicted trace,
+    or for a time scale other than 1 the simulator's run of the plan with the scaled times.
+    """
+    from faasplan.dashboard.finished import prediction_from_trace
+    from faasplan.experiments.compare import Setup, plan_with, planning_platform
+    from faasplan.experiments.history import HistoryBehaviour
+    from faasplan.experiments.planning import fit_history
+    from faasplan.platform import Platform
+    from faasplan.simulator import simulate
+
+    if progress is not None:
+        progress("fitting", 0, 3)
+    believed = planning_platform(rows, Platform())
+    predictor = fit_history(wf, rows, believed)
+    setup = Setup(f"{wf.name} ({wf.structure_hash})", wf, Platform(),
+                  HistoryBehaviour(wf, predictor), predictor, (request.planner,), request.sla,
+                  1, request.seed, {}, len(rows), believed)
+    if progress is not None:
+        progress("planning", 1, 3)
+    plan = plan_with(setup, request.planner)
+    predicted = plan.predicted
+    if predicted is None:
+        predicted = simulate(wf, plan, believed, seed=request.seed,
+                             behaviour=HistoryBehaviour(wf, predictor))
+    if not is_synthetic(wf):
+        return wf, plan, prediction_from_trace(predicted, wf)
+    rows_p = predicted.tasks.drop_duplicates("task").set_index("task")
+    scale = request.time_scale
+    exec_ms = {t: float(rows_p.loc[t, "exec_ms"]) * scale for t in wf.topological_order}
+    to_run = sleeping_copy(wf, exec_ms)
+    if scale == 1.0:
+        return to_run, plan, prediction_from_trace(predicted, wf)
+    out = {t: int(rows_p.loc[t, "output_bytes"]) for t in wf.topological_order}
+    scaled = simulate(to_run, plan, believed, seed=request.seed,
+                      behaviour=FixedBehaviour(exec_ms, out))
+    return to_run, plan, prediction_from_trace(scaled, wf,
+                                               source=f"simulated at time scale {scale:g}")

@@ -16,6 +16,11 @@ the streams of every listed run with one blocking ``XREAD`` from the last id it 
 cost of following a run is the size of its log, never a scan of its keys. A run that left
 the registry stays in :attr:`RedisFeed.runs` as it was last read (closed), so a finished
 run stays viewable.
+
+The ``info`` key carries the plan's predicted makespan but not its per-task prediction:
+the dashboard knows that of the runs it started itself (:meth:`RedisFeed.expect`, from the
+history view's run button), or of a run whose ``info`` has a ``prediction``
+(:func:`faasplan.dashboard.model.prediction_from_json`).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import statistics
 import threading
 import time
 from collections.abc import Callable
@@ -30,7 +36,7 @@ from typing import Any
 
 import redis
 
-from faasplan.dashboard.model import RunModel, model_from_info
+from faasplan.dashboard.model import Prediction, RunModel, model_from_info
 from faasplan.runtime.events import event_from_json
 from faasplan.runtime.keys import RUNS_KEY, RunKeys
 from faasplan.runtime.security import redact
@@ -70,7 +76,7 @@ class RedisFeed:
         self.lock = threading.Lock()
         self.error: str | None = None
         self._last_id: dict[str, bytes] = {}
-        self._pending: dict[str, float] = {}  # listed runs whose info is not there yet
+        self._expected: dict[str, Prediction] = {}  # predictions of runs not seen yet
         self._next_registry = 0.0
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -123,6 +129,9 @@ class RedisFeed:
             for run_id, raw in zip(new, infos, strict=True):
                 model = _model(run_id, raw, ids[run_id])
                 if model is not None:
+                    expected = self._expected.pop(run_id, None)
+                    if expected is not None:
+                        model.prediction = expected
                     self.runs[run_id] = model
                     self._last_id.setdefault(run_id, b"0-0")
             for run_id, model in self.runs.items():
@@ -148,6 +157,25 @@ class RedisFeed:
         with self.lock:
             models = sorted(self.runs.values(), key=lambda m: m.t0)
             return [m.summary(now) for m in models]
+
+    def expect(self, run_id: str, prediction: Prediction) -> None:
+        """Give run ``run_id`` (seen already, or to come) the plan's per-task prediction."""
+        with self.lock:
+            model = self.runs.get(run_id)
+            if model is not None:
+                model.prediction = prediction
+            else:
+                self._expected[run_id] = prediction
+                for old in list(self._expected)[:max(0, len(self._expected) - MAX_CLOSED_RUNS)]:
+                    del self._expected[old]
+
+    def plan_vs_actual(self, run_id: str) -> dict[str, Any] | None:
+        """``GET /api/runs/{id}/plan-vs-actual``, or ``None`` for a run never seen."""
+        with self.lock:
+            model = self.runs.get(run_id)
+            if model is None:
+                return None
+            return plan_vs_actual_json(model, time.time() * 1000.0)
 
     def detail(self, run_id: str) -> dict[str, Any] | None:
         """``GET /api/runs/{id}``, or ``None`` for a run never seen."""
@@ -205,3 +233,20 @@ def _model(run_id: str, raw: Any, started_ms: float) -> RunModel | None:
     info.setdefault("run_id", run_id)
     info.setdefault("started_ms", started_ms)
     return model_from_info(info)
+
+
+def plan_vs_actual_json(model: RunModel, now_ms: float | None = None) -> dict[str, Any]:
+    """The plan-against-actual answer of ``model``: its summary line, where the prediction
+    comes from, the per-task rows of :meth:`RunModel.plan_vs_actual`, and over the tasks
+    executed so far the median and range of ``exec_ratio``."""
+    rows = model.plan_vs_actual()
+    ratios = sorted(r["exec_ratio"] for r in rows if r["exec_ratio"] is not None)
+    p = model.prediction
+    return {"run": model.summary(now_ms), "predicted": p is not None,
+            "source": None if p is None else p.source,
+            "predicted_makespan_s": None if p is None else round(p.makespan_ms / 1000.0, 6),
+            "tasks": rows,
+            "exec_ratio": {"executed": len(ratios),
+                           "median": statistics.median(ratios) if ratios else None,
+                           "min": ratios[0] if ratios else None,
+                           "max": ratios[-1] if ratios else None}}

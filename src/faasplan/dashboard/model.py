@@ -25,10 +25,15 @@ state        from
 Times are kept in the events' unit (wall-clock ms for a live run, ms since the start for a
 trace) and reported in seconds since the run's start. The model is pure: no I/O, no
 plotting, so the JSON API, the web pages and the notebook view read the same numbers.
+
+A run whose plan is known carries its :class:`Prediction` (the plan's predicted trace:
+per task when it should start, execute and end, in ms since the run's start):
+:meth:`RunModel.plan_vs_actual` lines up the prediction with what happened so far.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -118,6 +123,69 @@ class Failure:
     traceback: str
 
 
+@dataclass(frozen=True)
+class PredictedTask:
+    """When the plan predicted a task to run (ms since the run's start) and where."""
+
+    worker: str
+    start: float
+    exec_start: float
+    exec_end: float
+    end: float
+
+    @property
+    def exec_ms(self) -> float:
+        """Predicted execution time."""
+        return self.exec_end - self.exec_start
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """The plan's predicted run: per task its :class:`PredictedTask`, and its Gantt bars.
+
+    ``segments`` are Gantt columns (``worker``, ``phase``, ``task``, ``start``, ``end``; in
+    seconds since the run's start), drawn as outlines over the actual Gantt.
+    """
+
+    makespan_ms: float
+    tasks: Mapping[str, PredictedTask]
+    segments: Mapping[str, Sequence[Any]]
+    source: str = "plan"
+    """Where the prediction comes from (shown on the page)."""
+
+    def to_json(self) -> dict[str, Any]:
+        """A plain-JSON form (:func:`prediction_from_json` reads it back)."""
+        return {"makespan_ms": self.makespan_ms, "source": self.source,
+                "tasks": {t: [p.worker, p.start, p.exec_start, p.exec_end, p.end]
+                          for t, p in self.tasks.items()},
+                "segments": {k: list(v) for k, v in self.segments.items()}}
+
+
+SEGMENT_COLUMNS = ("worker", "phase", "task", "start", "end")
+
+
+def prediction_from_json(obj: Mapping[str, Any]) -> Prediction:
+    """The :class:`Prediction` of :meth:`Prediction.to_json`.
+
+    Raises
+    ------
+    ValueError
+        ``obj`` is not of that shape (the message says what is wrong).
+    """
+    try:
+        tasks = {str(t): PredictedTask(str(v[0]), float(v[1]), float(v[2]), float(v[3]),
+                                       float(v[4]))
+                 for t, v in dict(obj["tasks"]).items()}
+        raw = obj.get("segments") or {}
+        segments = {k: list(raw.get(k, ())) for k in SEGMENT_COLUMNS}
+        if len({len(v) for v in segments.values()}) > 1:
+            raise ValueError("its segments columns differ in length")
+        return Prediction(float(obj["makespan_ms"]), tasks, segments,
+                          str(obj.get("source", "plan")))
+    except (KeyError, IndexError, TypeError) as exc:
+        raise ValueError(f"not a prediction: {type(exc).__name__}: {exc}") from None
+
+
 @dataclass
 class RunModel:
     """The state of one run (see the module docstring).
@@ -132,6 +200,8 @@ class RunModel:
         The run's start, in the events' unit (ms).
     predicted_makespan_ms : float, optional
         The plan's prediction, for the expected end.
+    prediction : Prediction, optional
+        The plan's predicted run, per task (for plan against actual); may be set later.
     """
 
     run_id: str
@@ -140,6 +210,7 @@ class RunModel:
     tasks: Sequence[TaskInfo]
     t0: float = 0.0
     predicted_makespan_ms: float | None = None
+    prediction: Prediction | None = None
     closed: bool = False
     """The run's keys are gone (or the trace is finished): nothing more will arrive."""
     segments: list[Segment] = field(default_factory=list)
@@ -332,7 +403,10 @@ class RunModel:
         """
         ended = self.ended_at()
         last = ended if ended is not None else (now_ms if now_ms is not None else self.last_t)
-        predicted = self.predicted_makespan_ms
+        # The per-task prediction, when known, is what the page overlays: its end is the
+        # expected end (for a run of scaled synthetic tasks it differs from the plan's).
+        predicted = (self.prediction.makespan_ms if self.prediction is not None
+                     else self.predicted_makespan_ms)
         busy = sum(1 for w in self.workers.values() if w.busy)
         return {
             "id": self.run_id, "workflow": self.workflow, "planner": self.planner,
@@ -354,12 +428,19 @@ class RunModel:
                 {"phase": seg.phase, "task": seg.task, "start": self.seconds(seg.start),
                  "end": self.seconds(seg.end)})
         tasks = []
+        predicted = self.prediction.tasks if self.prediction is not None else {}
         for t in self.tasks:
             changes = self.changes(t.id)
-            tasks.append({"task": t.id, "function": t.function,
-                          "worker": self.seen[t.id].worker or t.worker,
-                          "state": changes[-1][0],
-                          "changes": [{"state": s, "t": self.seconds(ms)} for s, ms in changes]})
+            row: dict[str, Any] = {
+                "task": t.id, "function": t.function,
+                "worker": self.seen[t.id].worker or t.worker, "state": changes[-1][0],
+                "changes": [{"state": s, "t": self.seconds(ms)} for s, ms in changes]}
+            p = predicted.get(t.id)
+            if p is not None:
+                row["predicted"] = {"worker": p.worker, "start": _s(p.start),
+                                    "exec_start": _s(p.exec_start),
+                                    "exec_end": _s(p.exec_end), "end": _s(p.end)}
+            tasks.append(row)
         workers = [{"worker": w.label, "memory_mb": w.memory_mb, "startup": w.startup,
                     "startup_s": round(w.startup_ms / 1000.0, 6),
                     "started": self.seconds(w.started), "ended": self.seconds(w.ended),
@@ -370,6 +451,42 @@ class RunModel:
         return {"run": self.summary(now_ms), "tasks": tasks, "workers": workers,
                 "failures": failures}
 
+    def plan_vs_actual(self) -> list[dict[str, Any]]:
+        """Per task, the plan's predicted times beside the actual ones seen so far.
+
+        Rows in task order, times in seconds since the run's start: ``predicted_start``,
+        ``predicted_exec``, ``predicted_end`` (and ``predicted_worker``); ``actual_start``
+        (its first effect), ``actual_exec`` and ``actual_end`` (its output available), each
+        ``None`` until seen; ``exec_ratio`` (actual over predicted execution time) and
+        ``end_error`` (actual minus predicted end) once known. Empty without a prediction.
+        """
+        if self.prediction is None:
+            return []
+        out = []
+        for t in self.tasks:
+            p = self.prediction.tasks.get(t.id)
+            if p is None:
+                continue
+            s = self.seen[t.id]
+            done = self.seconds(self.available(t.id))
+            actual_exec = (None if s.exec_start is None or s.exec_end is None
+                           else (s.exec_end - s.exec_start) / 1000.0)
+            predicted_exec = p.exec_ms / 1000.0
+            ratio = (actual_exec / predicted_exec if actual_exec is not None
+                     and predicted_exec > 0 else None)
+            out.append({
+                "task": t.id, "function": short_name(t.function), "state": self.state(t.id),
+                "predicted_worker": p.worker, "actual_worker": s.worker,
+                "predicted_start": _s(p.start), "predicted_exec": round(predicted_exec, 6),
+                "predicted_end": _s(p.end),
+                "actual_start": self.seconds(s.first), "actual_exec": None
+                if actual_exec is None else round(actual_exec, 6),
+                "actual_end": done,
+                "exec_ratio": None if ratio is None else round(ratio, 6),
+                "end_error": None if done is None else round(done - _s(p.end), 6),
+            })
+        return out
+
     def function_counts(self) -> dict[str, dict[str, int]]:
         """Function -> state -> number of its tasks in that state (the aggregate view)."""
         out: dict[str, dict[str, int]] = {}
@@ -377,6 +494,11 @@ class RunModel:
             counts = out.setdefault(short_name(t.function), dict.fromkeys(STATES, 0))
             counts[state] += 1
         return out
+
+
+def _s(ms: float) -> float:
+    """ms since the run's start -> seconds (as :meth:`RunModel.seconds` reports)."""
+    return round(ms / 1000.0, 6)
 
 
 def _monotone(changes: list[tuple[str, float]]) -> list[tuple[str, float]]:
@@ -402,9 +524,17 @@ def tasks_from_info(info: Mapping[str, Any]) -> list[TaskInfo]:
 
 
 def model_from_info(info: Mapping[str, Any]) -> RunModel:
-    """An empty model of the run a live ``info`` key describes."""
+    """An empty model of the run a live ``info`` key describes.
+
+    An ``info`` with a ``prediction`` (the shape of :meth:`Prediction.to_json`) gives the
+    model its per-task prediction; a malformed one is left out.
+    """
     predicted = info.get("predicted_makespan_ms")
+    prediction = None
+    if isinstance(info.get("prediction"), Mapping):
+        with contextlib.suppress(ValueError):
+            prediction = prediction_from_json(info["prediction"])
     return RunModel(str(info.get("run_id", "")), str(info.get("workflow", "")),
                     str(info.get("planner", "")), tasks_from_info(info),
                     float(info.get("started_ms") or 0.0),
-                    None if predicted is None else float(predicted))
+                    None if predicted is None else float(predicted), prediction)

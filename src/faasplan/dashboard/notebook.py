@@ -7,8 +7,7 @@ from typing import Any
 
 import panel as pn
 
-from faasplan.dashboard.figures import segments_json
-from faasplan.dashboard.finished import as_trace, model_from_trace, plan_vs_actual
+from faasplan.dashboard.finished import as_trace, model_from_trace, prediction_from_trace
 from faasplan.dashboard.pages import RunView
 
 
@@ -29,12 +28,6 @@ def run_view(run_or_trace: Any, workflow: Any = None, plan: Any = None) -> pn.Co
     predicted = getattr(plan, "predicted", None) if plan is not None else None
     model = model_from_trace(trace, workflow, run_id=str(getattr(run_or_trace, "run_id", "")),
                              planner=str(planner),
-                             predicted_makespan_ms=None if predicted is None
-                             else float(predicted.makespan_ms))
-    bars: dict[str, list[Any]] | None = None
-    pva: list[dict[str, Any]] | None = None
-    if predicted is not None:
-        bars = segments_json(model_from_trace(predicted, workflow).detail()["workers"])
-        pva = [{str(k): v for k, v in row.items()}
-               for row in plan_vs_actual(predicted, trace).to_dict(orient="records")]
-    return RunView(model, predicted=bars, plan_vs_actual=pva).layout
+                             prediction=None if predicted is None
+                             else prediction_from_trace(predicted, workflow))
+    return RunView(model).layout

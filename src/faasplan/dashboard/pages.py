@@ -2,16 +2,19 @@
 
 * :class:`RunView` — one run: status line, progress, DAG by state (by function beyond
   :data:`~faasplan.dashboard.figures.MAX_DAG_TASKS` tasks), Gantt per worker, workers,
-  bytes through storage, failures with tracebacks; with a plan, its predicted Gantt
-  overlaid and the per-task error. :meth:`RunView.update` sends only what changed.
+  bytes through storage, failures with tracebacks; with the plan's prediction, the
+  predicted Gantt overlaid (outlined) and the per-task error, live.
+  :meth:`RunView.update` sends only what changed.
 * :func:`live_page` — ``/``: the runs on the Redis server, the chosen one updated live.
-* :func:`history_page` — ``/history``: workflow types of the metrics history, and planner
-  comparisons run as cancellable jobs with progress.
+* :func:`history_page` — ``/history``: workflow types of the metrics history, planner
+  comparisons run as cancellable jobs with progress, and a button that runs the chosen
+  plan on the dashboard's Redis and opens its live view.
 """
 
 from __future__ import annotations
 
 import html
+import statistics
 import time
 from collections.abc import Callable
 from typing import Any
@@ -21,10 +24,12 @@ import panel as pn
 from faasplan.dashboard.api import Context
 from faasplan.dashboard.figures import (
     MAX_DAG_TASKS,
+    MAX_PVA_ROWS,
     BytesPlot,
     DagPlot,
     FunctionPlot,
     GanttPlot,
+    PlanVsActualPlot,
     WorkersTable,
     cdf_figure,
     counts_line,
@@ -32,7 +37,7 @@ from faasplan.dashboard.figures import (
     segments_json,
     table,
 )
-from faasplan.dashboard.history import CompareRequest, HistoryError
+from faasplan.dashboard.history import CompareRequest, HistoryError, RunRequest, run_support
 from faasplan.dashboard.jobs import Job
 from faasplan.dashboard.model import RunModel
 
@@ -72,23 +77,24 @@ class RunView:
     Parameters
     ----------
     model : RunModel
-        The run; read under ``lock`` when given (a live model is written by another thread).
-    predicted : dict, optional
-        Gantt columns of the plan's predicted run (:func:`segments_json`), overlaid.
-    plan_vs_actual : list of dict, optional
-        Rows of :func:`faasplan.dashboard.finished.plan_vs_actual`.
+        The run; read under the feed's lock when live (another thread writes it). With
+        ``model.prediction`` the plan's predicted Gantt is overlaid on the actual one and
+        the per-task error is shown, both updated as the run goes.
     """
 
-    def __init__(self, model: RunModel, predicted: dict[str, list[Any]] | None = None,
-                 plan_vs_actual: list[dict[str, Any]] | None = None) -> None:
+    def __init__(self, model: RunModel) -> None:
         self.model = model
+        prediction = model.prediction
+        self.predicted = prediction is not None
         self.status = pn.pane.Markdown(sizing_mode="stretch_width", name="faasplan-status")
         self.progress = pn.indicators.Progress(value=0, max=max(1, len(model.tasks)),
                                                sizing_mode="stretch_width", height=18)
         self.dag = DagPlot(model)
-        self.gantt = GanttPlot(model, predicted=predicted,
-                               title="Gantt per worker" + (" (actual, and predicted above)"
-                                                           if predicted else ""))
+        self.gantt = GanttPlot(model, predicted=None if prediction is None
+                               else {k: list(v) for k, v in prediction.segments.items()},
+                               title="Gantt per worker" + (
+                                   " (actual filled; the plan's prediction outlined above)"
+                                   if prediction is not None else ""))
         self.functions = FunctionPlot(model) if len(model.tasks) > MAX_DAG_TASKS else None
         self.bytes = BytesPlot(model)
         self.workers = WorkersTable(model)
@@ -104,11 +110,20 @@ class RunView:
                                    self.workers_pane),
                          pn.pane.Bokeh(self.bytes.figure), sizing_mode="stretch_width"),
                   self.failures]
-        if plan_vs_actual:
-            parts += [pn.pane.Markdown("**plan vs actual, per task** (error = actual / "
-                                       "predicted - 1)"),
-                      pn.pane.Bokeh(table(plan_vs_actual, PVA_COLUMNS, "faasplan-pva",
-                                          height=260))]
+        self.pva = PlanVsActualPlot(model) if prediction is not None else None
+        self.pva_pane: pn.pane.DataFrame | None = None
+        if self.pva is not None and prediction is not None:
+            self.pva_pane = pn.pane.DataFrame(self.pva.frame(), index=False,
+                                              sizing_mode="stretch_width", max_height=420,
+                                              css_classes=["faasplan-pva"])
+            shown = ("" if len(model.tasks) <= MAX_PVA_ROWS else
+                     f"; the table shows {MAX_PVA_ROWS} of {len(model.tasks)} tasks, running "
+                     "first: every task is in the API")
+            parts += [pn.pane.Markdown(
+                f"**plan vs actual, per task** (prediction: {html.escape(prediction.source)};"
+                " exec ratio = actual / predicted execution time; end error = actual - "
+                f"predicted end{shown})", sizing_mode="stretch_width"),
+                pn.pane.Bokeh(self.pva.figure), self.pva_pane]
         self.layout = pn.Column(*parts, sizing_mode="stretch_width")
         self.update()
 
@@ -125,6 +140,11 @@ class RunView:
             self.workers_pane.object = workers
         if self.functions is not None:
             self.functions.update(m)
+        if self.pva is not None and self.pva_pane is not None:
+            self.pva.update()
+            frame = self.pva.frame()
+            if frame is not None:
+                self.pva_pane.object = frame
         self.progress.value = s["done"]
         expected = s["expected_end_s"]
         busy = f"{s['busy_workers']} busy / {s['workers']}"
@@ -138,6 +158,12 @@ class RunView:
                 f"{_mb(b['invoke'])}  \n{counts_line(states)}")
         if self.gantt.truncated:
             text += " · Gantt shows its first bars only"
+        if self.pva is not None:
+            ratios = sorted(r["exec_ratio"] for r in self.pva.rows
+                            if r["exec_ratio"] is not None)
+            if ratios:
+                text += (f" · actual / predicted execution: median "
+                         f"{statistics.median(ratios):.2f} over {len(ratios)} task(s)")
         if text != self.status.object:
             self.status.object = text
         if len(m.failures) and not self.failures.object:
@@ -176,7 +202,7 @@ def live_page(ctx: Context) -> pn.Column:
             select.value, state["pick"] = state["pick"], None
         elif select.value not in ids and ids:
             select.value = ids[-1]
-        note.object = feed.error or ("" if ids else "waiting for a run...")
+        note.object = feed.error or _waiting(ctx, state["pick"], bool(ids))
         run_id = select.value
         if run_id is None:
             return
@@ -184,15 +210,33 @@ def live_page(ctx: Context) -> pn.Column:
             model = feed.runs.get(run_id)
             if model is None:
                 return
-            if state["run"] != run_id:
+            view: RunView | None = state["view"]
+            if (state["run"] != run_id or view is None
+                    or view.predicted != (model.prediction is not None)):
                 state["view"], state["run"] = RunView(model), run_id
                 body.objects = [state["view"].layout]
             else:
-                state["view"].update(time.time() * 1000.0)
+                view.update(time.time() * 1000.0)
 
     refresh()
     pn.state.add_periodic_callback(refresh, period=LIVE_PERIOD_MS)
     return page
+
+
+def _waiting(ctx: Context, pick: str | None, any_run: bool) -> str:
+    """The live page's note while the run asked for (``?run=ID``) is not on Redis yet."""
+    if pick is None:
+        return "" if any_run else "waiting for a run..."
+    job = ctx.jobs.for_run(pick)
+    if job is None:
+        return f"waiting for run {html.escape(pick)}..."
+    if job.status == "running":
+        planner = str(getattr(job.request, "planner", ""))
+        return (f"run **{html.escape(pick)}** ({html.escape(planner)}): "
+                f"{html.escape(job.stage)} {job.done}/{job.total} · "
+                f"{time.time() - job.started:,.1f} s")
+    error = job.error[1] if job.error else job.status
+    return f"run **{html.escape(pick)}** did not start: {html.escape(error)}"
 
 
 def history_page(ctx: Context) -> pn.Column:
@@ -222,9 +266,59 @@ def history_page(ctx: Context) -> pn.Column:
                                       height=18)
     status = pn.pane.Markdown("", sizing_mode="stretch_width", name="faasplan-job-status")
     results = pn.Column(sizing_mode="stretch_width")
+    run_planner = pn.widgets.Select(name="plan to run", options=list(planner_names()),
+                                    value=planners.value[0] if planners.value else "wukong",
+                                    width=180)
+    time_scale = pn.widgets.FloatInput(name="time scale (synthetic tasks)", value=1.0,
+                                       start=0.001, end=1000.0, step=0.1, width=200)
+    run_go = pn.widgets.Button(name="Run on Redis", button_type="success", width=150)
+    run_note = pn.pane.Markdown("", sizing_mode="stretch_width", name="faasplan-run-note")
     page.extend([kind, runs, pn.Row(planners, sla, replicates, go, stop), progress, status,
-                 results])
+                 pn.pane.Markdown("**Run a plan for real** (plans the type with the chosen "
+                                  "planner at the SLA above, runs the plan on the dashboard's "
+                                  "Redis and opens its live view, predicted against actual)",
+                                  sizing_mode="stretch_width"),
+                 pn.Row(run_planner, time_scale, run_go, run_note,
+                        sizing_mode="stretch_width"), results])
     state: dict[str, Any] = {"job": None, "poll": None}
+
+    def show_run_support(*_: Any) -> None:
+        mode, why = run_support(store, kind.value)
+        time_scale.visible = mode == "synthetic"
+        if ctx.feed is None:
+            run_go.disabled = True
+            run_go.description = ("no Redis server: start the dashboard with --redis URL to "
+                                  "run plans for real")
+            run_note.object = ("*Running a plan needs a Redis server: start the dashboard "
+                               "with* `--redis URL`.")
+        elif mode is None:
+            run_go.disabled, run_go.description = True, why
+            run_note.object = f"*{html.escape(why)}*"
+        else:
+            run_go.disabled = False
+            run_go.description = (f"plan with the chosen planner at the SLA and run the plan "
+                                  f"on {ctx.feed.where}")
+            run_note.object = (f"runs on {html.escape(ctx.feed.where)}: {html.escape(why)}; "
+                               "the live view opens when it starts")
+
+    def run_plan(*_: Any) -> None:
+        body: dict[str, Any] = {"planner": run_planner.value, "sla": sla.value}
+        if time_scale.visible:
+            body["time_scale"] = float(time_scale.value or 1.0)
+        try:
+            job = ctx.start_run(kind.value, RunRequest.parse(body))
+        except HistoryError as exc:
+            run_note.object = f"**cannot run:** {html.escape(str(exc))}"
+            return
+        run_go.disabled = True
+        run_note.object = (f"run **{job.run_id}** started ({job.id}): opening "
+                           f"[its live view](./?run={job.run_id})...")
+        location = pn.state.location
+        if location is not None:
+            path = location.pathname or "/"
+            base = path[:-len("history")] if path.endswith("history") else path
+            location.param.update(pathname=base or "/", search=f"?run={job.run_id}",
+                                  reload=True)
 
     def show_runs(*_: Any) -> None:
         wt = store.get(kind.value)
@@ -265,13 +359,17 @@ def history_page(ctx: Context) -> pn.Column:
         go.disabled, stop.disabled, progress.active = False, True, False
         if job.result is not None:
             results.objects = comparison_panes(job.result)
+            run_planner.value = job.result["best"]["planner"]
         elif job.error is not None:
             status.object += f" · {html.escape(job.error[1])}"
 
     kind.param.watch(show_runs, "value")
+    kind.param.watch(show_run_support, "value")
     go.on_click(start)
     stop.on_click(cancel)
+    run_go.on_click(run_plan)
     show_runs()
+    show_run_support()
     return page
 
 

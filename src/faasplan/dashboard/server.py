@@ -67,7 +67,7 @@ def serve(redis_url: str | None = None, metrics: Sequence[str] = (), port: int =
         raise ValueError(f"port must be in 0..65535 (0: any free port), got {port}")
     store = HistoryStore(list(metrics))
     feed = RedisFeed(redis_url) if redis_url else None
-    ctx = Context(feed, store, Jobs(store))
+    ctx = Context(feed, store, Jobs(store), redis_url if feed is not None else None)
     runner = _ServerThread(ctx, int(port))
     runner.start()
     if feed is not None:
