@@ -13,6 +13,8 @@ missing. Nothing here is fitted or tuned on the instance it is evaluated on:
   instance, predict the largest from its structure and workflow inputs alone. Per-task
   MdAPE, p90 coverage, critical-path p50 / recorded, and whether the recorded critical path
   (longest path of recorded runtimes) lies inside the predicted [p10, p90].
+* **rolling** (model selection, the largest instances never read): on the smaller
+  instances of each scaling family, predict instance ``i`` from instances ``0..i-1``.
 * **promises** (the real single traces shipped in ``faasplan.data``): each planner's
   predicted p95 / ground-truth p95, with
 ``faasplan.experiments.compare`` (training history simulated
@@ -46,7 +48,7 @@ from faasplan.simulator import GroundTruth, Platform, simulate_many
 
 FAMILIES = Path(__file__).resolve().parents[1].parent / "shared" / "traces" / "families"
 SCALING = ("epigenomics-hep-100k", "montage-2mass", "seismology", "cycles-9p")
-SECTIONS = ("repeats", "scaling", "promises", "regret")
+SECTIONS = ("repeats", "scaling", "rolling", "promises", "regret")
 
 
 def mdape(pred: np.ndarray, actual: np.ndarray) -> float:
@@ -152,6 +154,28 @@ def scaling(platform: Platform, seed: int) -> list[dict[str, object]]:
     return out
 
 
+def rolling(platform: Platform, seed: int) -> list[dict[str, object]]:
+    """The model-selection set: on the training instances of each scaling family only
+    (the largest never read), predict instance ``i`` from instances ``0..i-1``, i >= 3."""
+    out = []
+    for family in SCALING:
+        paths = sorted((FAMILIES / family).glob("*.json"), key=_size_key)[:-1]
+        for i in range(3, len(paths)):
+            target, train = paths[i], paths[:i]
+            wf = faasplan.load_wfformat(target)
+            pred = fit_history(wf, records_from_wfformat(train), platform)
+            draws, _ = critical_path_draws(wf, pred, platform.reference_memory_mb, 1000,
+                                           np.random.default_rng(seed))
+            recorded = recorded_critical_path(wf, recorded_runtimes(target))
+            p10, p50, p90 = (float(np.quantile(draws, q)) for q in (0.1, 0.5, 0.9))
+            out.append({"family": family, "target": target.stem, "tasks": len(wf),
+                        "train_runs": len(train), "cp_recorded_s": recorded / 1000.0,
+                        "cp_p10_s": p10 / 1000.0, "cp_p50_s": p50 / 1000.0,
+                        "cp_p90_s": p90 / 1000.0, "cp_ratio": p50 / recorded,
+                        "inside": bool(p10 <= recorded <= p90)})
+    return out
+
+
 def promises(seed: int, replicates: int, traces: list[str]) -> list[dict[str, object]]:
     from faasplan.experiments.compare import compare, prepare
     from faasplan.scenarios import load_target
@@ -210,10 +234,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown sections {unknown}; choose from {', '.join(SECTIONS)}",
               file=sys.stderr)
         return 2
-    needs_families = bool(set(only) & {"repeats", "scaling", "regret"})
+    needs_families = bool(set(only) & {"repeats", "scaling", "rolling", "regret"})
     if needs_families and not FAMILIES.is_dir():
-        print(f"error: {FAMILIES} is missing: the repeats, scaling and regret sections read "
-              "the real trace families there (not shipped with faasplan); run with "
+        print(f"error: {FAMILIES} is missing: the repeats, scaling, rolling and regret "
+              "sections read the real trace families there (not shipped with faasplan); run with "
               "--only promises, or put the families beside the project", file=sys.stderr)
         return 2
     platform = Platform()
@@ -240,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
                            f"{int(frame['inside'].sum())}/{len(frame)} families; median "
                            f"|cp p50 / recorded - 1| {err:.1f} %; cp ratios "
                            f"{', '.join(f'{r:.2f}' for r in frame['cp_ratio'])}")
+        elif section == "rolling":
+            frame = pd.DataFrame(rolling(platform, args.seed))
+            print(frame.round(3).to_string(index=False))
+            err = (frame["cp_ratio"] - 1.0).abs().median() * 100.0
+            summary.append(f"rolling (training instances only): recorded critical path "
+                           f"inside [p10, p90] in {frame['inside'].mean() * 100:.0f} % of "
+                           f"{len(frame)}; median |cp p50 / recorded - 1| {err:.1f} %")
         elif section == "promises":
             frame = pd.DataFrame(promises(args.seed, args.replicates,
                                           [t for t in args.traces.split(",") if t]))
