@@ -17,7 +17,10 @@ the planners' default), three plans are made at the p95 SLA:
 
 Reported per plan: predicted p95 makespan and mean cost (the evaluator's final score),
 planned workers opened (for SAGA, with the nodes its schedule used), sandboxes (the cold
-starts of the predicted run: later workers reuse warm sandboxes), and planning time;
+starts of the predicted run: later workers reuse warm sandboxes), and planning time; per
+workload the DAG's width (its largest antichain, :func:`faasplan.planners.heft.antichain_width`:
+the most tasks that can run at once) and, as *levels*, the most tasks at one depth (the
+lower bound of the width that SAGA's network is sized by);
 ratios are against ``saga:HEFT`` (or, when SAGA exceeds its time budget, the ``finish``
 policy). The targets checked at the end (issue "HEFT that stops paying for idle
 workers"): cost <= SAGA HEFT's at p95 within +-2 %, and at most as many workers as the
@@ -42,6 +45,7 @@ import faasplan
 from faasplan.data import trace_names, trace_path
 from faasplan.experiments.planning import fit_history, make_evaluator, training_history
 from faasplan.planners import Plan, run_planner
+from faasplan.planners.heft import antichain_width
 from faasplan.planners.saga import SagaBudgetExceeded, dag_width, saga_installed
 from faasplan.simulator import GroundTruth, Platform
 from faasplan.workflow import Workflow
@@ -84,10 +88,12 @@ def one_plan(name: str, wf: Workflow, predictor: Any, platform: Platform, evalua
     return plan, time.perf_counter() - started, ""
 
 
-def row_for(label: str, wf: Workflow, width: int, policy: str, plan: Plan | None, secs: float,
-            why: str, ref: Plan | None) -> list[str]:
+def row_for(label: str, wf: Workflow, widths: tuple[int, int], policy: str, plan: Plan | None,
+            secs: float, why: str, ref: Plan | None) -> list[str]:
+    """One table row; ``widths`` is (antichain width, most tasks at one depth)."""
+    head = [label, str(len(wf)), str(widths[0]), str(widths[1]), policy]
     if plan is None:
-        return [label, str(len(wf)), str(width), policy, why, "", "", "", "", "", f"{secs:.2f}"]
+        return [*head, why, "", "", "", "", "", f"{secs:.2f}"]
     p95 = plan.predicted_quantiles["p95"]
     cost = plan.predicted_cost_usd
     if ref is not None:
@@ -99,7 +105,7 @@ def row_for(label: str, wf: Workflow, width: int, policy: str, plan: Plan | None
     used = re.search(r"for (\d+) SAGA nodes in use", " ".join(plan.notes))
     if used:
         workers += f" ({used.group(1)} nodes)"
-    return [label, str(len(wf)), str(width), policy, f"{p95 / 1000:.2f}", f"{cost * 1e3:.4f}",
+    return [*head, f"{p95 / 1000:.2f}", f"{cost * 1e3:.4f}",
             ratio95, ratioc, workers, sandboxes(plan), f"{secs:.2f}"]
 
 
@@ -114,7 +120,8 @@ def bench(label: str, source: Path | int, training_runs: int, saga_budget: float
     platform = Platform()
     truth = GroundTruth(wf, platform)
     predictor = fit_history(wf, training_history(wf, platform, truth, training_runs))
-    width = dag_width(wf)
+    width = antichain_width(wf)
+    levels = dag_width(wf)
     plans: dict[str, tuple[Plan | None, float, str]] = {}
     for policy in ("finish", "cost"):
         evaluate = make_evaluator(wf, predictor, platform, "p95", 0)
@@ -126,7 +133,7 @@ def bench(label: str, source: Path | int, training_runs: int, saga_budget: float
     else:
         plans["saga:HEFT"] = (None, 0.0, "no saga extra")
     ref = plans["saga:HEFT"][0] or plans["finish"][0]
-    rows = [row_for(label, wf, width, name, *plans[name], ref) for name in plans]
+    rows = [row_for(label, wf, (width, levels), name, *plans[name], ref) for name in plans]
     return rows, verdict(label, width, plans["cost"][0], plans["saga:HEFT"][0])
 
 
@@ -165,7 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for label in labels:
         if label not in known and label.startswith("layered_"):
             known[label] = int(label.removeprefix("layered_"))
-    header = ["workload", "tasks", "width", "planner", "p95 s", "cost mUSD", "p95 ratio",
+    header = ["workload", "tasks", "width", "levels", "planner", "p95 s", "cost mUSD", "p95 ratio",
               "cost ratio", "workers", "sandboxes", "plan s"]
     rows: list[list[str]] = []
     verdicts: list[str] = []

@@ -19,7 +19,13 @@ where it finishes earliest. Here:
   worker holding a task that shares a parent with it (fan-out siblings), or, for a root, a
   worker holding roots. Otherwise it gets a new worker;
 * workers that may wait for another worker's output while holding a sandbox stay below
-  the platform's concurrency limit, the bound under which a run cannot deadlock.
+  the platform's concurrency limit, the bound under which a run cannot deadlock;
+* at most :func:`antichain_width` workers are opened (the most tasks that can ever run at
+  once), unless that bound lengthens the makespan (see :func:`plan_heft`). Once that many
+  exist, a task joins an existing worker: by appending it, or, when every worker that may
+  reach it has already moved past it in topological order, by inserting it into such a
+  worker's sequence at its place in that order (as insertion-based HEFT does; the later
+  tasks of that worker shift when the task does not fit in an idle gap).
 
 Choosing among those workers (``policy``):
 
@@ -40,15 +46,21 @@ Choosing among those workers (``policy``):
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import math
 import time
 from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+from scipy.sparse import csr_matrix
+from scipy.sparse.csgraph import maximum_flow
 
 from faasplan.planners.context import PlanningContext
 from faasplan.planners.plan import Plan
 from faasplan.worker import Placement
+from faasplan.workflow import Workflow
 
 
 @runtime_checkable
@@ -106,21 +118,71 @@ class _Timeline:
     # Workers with a task after their first that is fed by another worker: they may wait
     # while holding a sandbox.
     waiting: set[str] = field(default_factory=set)
+    # Per worker: its tasks' topological indices and ids, in that (its running) order; per
+    # task: when its inputs are in on its worker, and its execution time.
+    seq_index: dict[str, list[int]] = field(default_factory=dict)
+    seq_tasks: dict[str, list[str]] = field(default_factory=dict)
+    ready_at: dict[str, float] = field(default_factory=dict)
+    exec_of: dict[str, float] = field(default_factory=dict)
 
     def place(self, tid: str, index: int, worker: str, finish: float,
-              parents: tuple[str, ...]) -> None:
+              parents: tuple[str, ...], ready: float, exec_ms: float) -> None:
+        """Append ``tid`` to ``worker`` (new or existing), or insert it in its sequence when
+        the worker has tasks later in topological order; those then start no earlier than
+        ``tid``'s finish."""
         if worker in self.avail and any(self.worker_of[p] != worker for p in parents):
             self.waiting.add(worker)
         self.worker_of[tid] = worker
         self.finish[tid] = finish
-        self.avail[worker] = finish
-        self.last_index[worker] = index
+        self.ready_at[tid] = ready
+        self.exec_of[tid] = exec_ms
+        indices = self.seq_index.setdefault(worker, [])
+        tasks = self.seq_tasks.setdefault(worker, [])
+        k = bisect.bisect_left(indices, index)
+        indices.insert(k, index)
+        tasks.insert(k, tid)
+        if k + 1 < len(tasks):
+            self._shift(tasks, k)
+        else:
+            self.avail[worker] = finish
+            self.last_index[worker] = index
         for p in parents:
             if self.worker_of[p] != worker:
                 self.stored.add(p)
         for p in parents or ("",):
             self.holders.setdefault(p, {})[worker] = None
-        heapq.heappush(self.idle, (finish, worker))
+        heapq.heappush(self.idle, (self.avail[worker], worker))
+
+    def _shift(self, tasks: list[str], k: int) -> None:
+        """Re-time the tasks after position ``k`` of one worker's sequence."""
+        free = self.finish[tasks[k]]
+        for u in tasks[k + 1:]:
+            end = max(free, self.ready_at[u]) + self.exec_of[u]
+            if end <= self.finish[u]:
+                break  # it fits in the gap: nothing later moves
+            self.finish[u] = free = end
+        last = tasks[-1]
+        self.avail[self.worker_of[last]] = self.finish[last]
+
+    def insertion_slot(self, worker: str, index: int) -> tuple[int, float, float]:
+        """(position, previous task's finish or -inf when first, next task's start) of a
+        task of topological ``index`` in ``worker``'s sequence."""
+        indices = self.seq_index[worker]
+        k = bisect.bisect_left(indices, index)
+        tasks = self.seq_tasks[worker]
+        after = tasks[k] if k < len(tasks) else None
+        start = math.inf if after is None else self.finish[after] - self.exec_of[after]
+        return k, (self.finish[tasks[k - 1]] if k > 0 else -math.inf), start
+
+    def still_continues(self, wf: Workflow, worker: str, tid: str) -> bool:
+        """Whether ``worker``'s first task may follow ``tid`` by continuation (a root after
+        a root, or a task sharing a parent with ``tid`` or with another task there)."""
+        first = self.seq_tasks[worker][0]
+        ups = wf.upstream(first)
+        if not ups:
+            return not wf.upstream(tid)
+        mine = {tid, *self.seq_tasks[worker]}
+        return any(c != first and c in mine for u in ups for c in wf.downstream(u))
 
     def warm_donor(self, at: float, keep_alive_ms: float) -> str | None:
         """A worker idle at ``at`` (within keep-alive) whose sandbox is not handed on yet."""
@@ -135,25 +197,28 @@ class _Timeline:
                 return w if free <= at <= free + keep_alive_ms else None
         return None
 
-    def candidates(self, parents: tuple[str, ...], index: int) -> list[str]:
+    def candidates(self, parents: tuple[str, ...], index: int, *, behind: bool = False
+                   ) -> list[str]:
         """Workers that may take the task by continuation, in a deterministic order.
 
         A worker holding an upstream task, a fan-out sibling, or (for a root) a root —
-        and whose last task comes before ``index`` in topological order.
+        and whose last task comes before ``index`` in topological order (with ``behind``:
+        those whose last task comes after it instead, to insert the task into).
         """
         found: dict[str, None] = {}
         for p in parents:
             found[self.worker_of[p]] = None
         for p in parents or ("",):
             found.update(self.holders.get(p, {}))
-        return [w for w in found if self.last_index[w] < index]
+        return [w for w in found if (self.last_index[w] > index) == behind]
 
 
 @dataclass(frozen=True)
 class _Option:
     """One place for a task: ``worker`` (``None``: a new one), its finish, its price.
 
-    ``donor`` is the worker whose warm sandbox a new worker would take over.
+    ``donor`` is the worker whose warm sandbox a new worker would take over; ``ready``
+    when the task's inputs are in on that worker.
     """
 
     worker: str | None
@@ -161,6 +226,10 @@ class _Option:
     billed: float
     donor: str | None = None
     start_up_ms: float = 0.0
+    ready: float = 0.0
+    # For a task inserted before a worker's later tasks: how much it delays them (``finish``
+    # includes it, so choices see it).
+    delay_ms: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -188,6 +257,45 @@ class _Prices:
 
     def startup(self, warm: bool) -> float:
         return self.warm_ms if warm else self.cold_ms
+
+
+def antichain_width(workflow: Workflow) -> int:
+    """The DAG's width: the most tasks no two of which depend on each other, at least 1.
+
+    No schedule runs more tasks at once. By Dilworth's theorem it equals the fewest chains
+    (paths that may skip over tasks) covering every task, computed exactly as ``n`` minus a
+    maximum flow: from the sink side through every edge, with vertex capacities that let a
+    chain pass through a task already covered (``O(edges)`` memory; no transitive closure).
+
+    >>> from faasplan.workloads import tree_reduction
+    >>> antichain_width(tree_reduction(leaves=8))
+    8
+    """
+    order = workflow.topological_order
+    n = len(order)
+    if n <= 1:
+        return 1
+    at = {t: i for i, t in enumerate(order)}
+    # Vertices: task i entering (i) and leaving (n + i), source 2n, sink 2n + 1. One unit
+    # from the sink to a task's exit ends its chain there; one unit from a task's entry to
+    # the source starts a chain there; a unit along an edge joins the two chains.
+    source, sink = 2 * n, 2 * n + 1
+    rows: list[int] = []
+    cols: list[int] = []
+    caps: list[int] = []
+    for t in order:
+        i = at[t]
+        rows += [sink, i, i]
+        cols += [n + i, n + i, source]
+        caps += [1, n, 1]
+        for d in workflow.downstream(t):
+            rows.append(n + i)
+            cols.append(at[d])
+            caps.append(n)
+    graph = csr_matrix((np.asarray(caps, dtype=np.int32), (rows, cols)),
+                       shape=(2 * n + 2, 2 * n + 2))
+    merged = int(maximum_flow(graph, sink, source, method="dinic").flow_value)
+    return max(1, n - merged)
 
 
 def upward_ranks(ctx: PlanningContext, memory_mb: int) -> dict[str, float]:
@@ -224,7 +332,8 @@ class HeftSchedule:
 
 
 def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
-                  target_ms: float = 0.0, one_start_up: bool = False) -> HeftSchedule:
+                  target_ms: float = 0.0, one_start_up: bool = False,
+                  max_workers: int | None = None) -> HeftSchedule:
     """One pass of list scheduling (see the module docstring).
 
     With ``policy="cost"`` a task takes the cheapest option whose finish plus the costliest
@@ -234,20 +343,25 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
     Workers that may wait for another worker's output while holding a sandbox stay below
     the platform's concurrency limit (above it a run could deadlock): at the limit, a task
     fed from elsewhere joins only a worker that already waits, or a new one.
+    Once ``max_workers`` workers exist (``None``: no bound), a task joins one of them,
+    appended or inserted at its place in topological order.
 
     Raises
     ------
     ValueError
-        ``policy`` is not one of :data:`POLICIES`.
+        ``policy`` is not one of :data:`POLICIES`, or ``max_workers`` is below 1.
     """
     if policy not in POLICIES:
         raise ValueError(f"heft: unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
+    if max_workers is not None and max_workers < 1:
+        raise ValueError(f"heft: max_workers must be >= 1, got {max_workers}")
     wf = ctx.workflow
     platform = _cost_platform(ctx)
     rank = upward_ranks(ctx, memory_mb)
     comm = edge_costs(ctx, memory_mb)
     prices = _Prices.of(platform, memory_mb)
     may_wait = platform.concurrency_limit - 1
+    cap = math.inf if max_workers is None else max_workers
     index = {t: i for i, t in enumerate(wf.topological_order)}
     missing = {t: len(wf.upstream(t)) for t in wf.topological_order}
     ready = [(-rank[t], index[t], t) for t in wf.roots]
@@ -261,11 +375,15 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
         _, i, tid = heapq.heappop(ready)
         parents = wf.upstream(tid)
         exec_ms = ctx.exec_ms(tid, memory_mb)
-        options = _options(line, parents, i, exec_ms, comm, prices,
-                           new_waiters=len(line.waiting) < may_wait)
-        tail = rank[tid] - exec_ms
+        new_waiters = len(line.waiting) < may_wait
+        options = _options(line, parents, i, exec_ms, comm, prices, new_waiters=new_waiters)
         # options[0] is the new worker: its start-up is what reusing a worker saves.
         delay = options[0].start_up_ms if one_start_up else math.inf
+        if count >= cap:
+            joined = options[1:] + _insertions(wf, line, tid, i, exec_ms, comm, options[0],
+                                               new_waiters=new_waiters)
+            options = joined or options
+        tail = rank[tid] - exec_ms
         best = _choose(options, policy, horizon - tail, delay)
         if best.worker is None:
             worker = f"h{count}"
@@ -276,7 +394,7 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
             worker = best.worker
         horizon = max(horizon, best.finish + tail)
         billed += best.billed
-        line.place(tid, i, worker, best.finish, parents)
+        line.place(tid, i, worker, best.finish - best.delay_ms, parents, best.ready, exec_ms)
         for d in wf.downstream(tid):
             missing[d] -= 1
             if missing[d] == 0:
@@ -285,8 +403,17 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
 
 
 def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
-              policy: str = "cost", makespan_tolerance: float = MAKESPAN_TOLERANCE) -> Plan:
-    """HEFT list scheduling onto planned workers of ``memory_mb`` (default: the platform's).
+              policy: str = "cost", makespan_tolerance: float = MAKESPAN_TOLERANCE,
+              max_workers: int | None = None) -> Plan:
+    """HEFT list scheduling onto planned workers of ``memory_mb`` (default: the platform's),
+    at most ``max_workers`` of them (never more than the DAG's :func:`antichain_width`).
+
+    Without ``max_workers``, the bound is the width whenever it keeps the makespan: the
+    earliest-finish schedule bounded to the width is kept only if its simulated SLA
+    makespan is within ``1 + makespan_tolerance`` of the unbounded one's; otherwise (a
+    planned worker may only take tasks it reaches by continuation, so a bound can leave
+    tasks waiting for the few workers allowed to take them) the plan is unbounded and the
+    notes say by how much the bound would have slowed it.
 
     ``policy`` chooses among the workers a task may join (see the module docstring).
     ``"cost"`` schedules by earliest finish, then again for cost, allowed to lengthen that
@@ -302,32 +429,61 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
     Raises
     ------
     ValueError
-        ``policy`` is not one of :data:`POLICIES`, or the tolerance is negative.
+        ``policy`` is not one of :data:`POLICIES`, the tolerance is negative, or
+        ``max_workers`` is below 1.
     """
     if policy not in POLICIES:
         raise ValueError(f"heft: unknown policy {policy!r}; choose one of {', '.join(POLICIES)}")
     if makespan_tolerance < 0:
         raise ValueError(f"heft: makespan_tolerance must be >= 0, got {makespan_tolerance}")
+    if max_workers is not None and max_workers < 1:
+        raise ValueError(f"heft: max_workers must be >= 1, got {max_workers}")
     started = time.perf_counter()
     memory = memory_mb or ctx.platform.default_memory_mb
-    fastest = heft_schedule(ctx, memory, "finish")
+    width = antichain_width(ctx.workflow)
+    fastest, cap, base, bound = _bounded_fastest(ctx, memory, width, max_workers,
+                                                 makespan_tolerance)
     chosen, why = fastest, ""
     if policy == "cost":
-        chosen, why = _cheaper_schedule(ctx, memory, fastest, makespan_tolerance)
-    notes = (f"{chosen.workers} workers of {memory} MB (policy {policy}); HEFT's own makespan "
-             f"estimate {chosen.makespan_ms:.1f} ms, billed worker time "
+        chosen, why = _cheaper_schedule(ctx, memory, fastest, makespan_tolerance, cap, base)
+    notes = (f"{chosen.workers} workers of {memory} MB (policy {policy}; {bound}); HEFT's "
+             f"own makespan estimate {chosen.makespan_ms:.1f} ms, billed worker time "
              f"{chosen.billed_ms / 1000:.1f} s{why}",)
     return ctx.finish("heft", _placements(ctx, chosen, memory), started, notes=notes)
 
 
+def _bounded_fastest(ctx: PlanningContext, memory_mb: int, width: int,
+                     max_workers: int | None, tolerance: float
+                     ) -> tuple[HeftSchedule, int | None, Any, str]:
+    """The earliest-finish schedule under the bound :func:`plan_heft` settles on: (schedule,
+    bound or ``None``, its simulated trace if one was needed, a note on the bound)."""
+    if max_workers is not None:
+        cap = min(max_workers, width)
+        return (heft_schedule(ctx, memory_mb, "finish", max_workers=cap), cap, None,
+                f"at most {cap}, the DAG's width is {width}")
+    free = heft_schedule(ctx, memory_mb, "finish")
+    if free.workers <= width:
+        return free, width, None, f"at most {width}, the DAG's width"
+    bounded = heft_schedule(ctx, memory_mb, "finish", max_workers=width)
+    trial = ctx.simulate(_placements(ctx, bounded, memory_mb))
+    base = ctx.simulate(_placements(ctx, free, memory_mb))
+    slower = trial.makespan_ms / base.makespan_ms if base.makespan_ms > 0 else 1.0
+    if slower <= 1.0 + tolerance:
+        return bounded, width, trial, f"at most {width}, the DAG's width"
+    return free, None, base, (f"unbounded: at most {width} workers, the DAG's width, "
+                              f"simulated {slower:.3f}x the makespan")
+
+
 def _cheaper_schedule(ctx: PlanningContext, memory_mb: int, fastest: HeftSchedule,
-                      tolerance: float) -> tuple[HeftSchedule, str]:
-    """The first cost schedule that simulation confirms (see :func:`plan_heft`)."""
-    base = None
+                      tolerance: float, cap: int | None, base: Any = None
+                      ) -> tuple[HeftSchedule, str]:
+    """The first cost schedule that simulation confirms (see :func:`plan_heft`);
+    ``base`` is ``fastest``'s simulated trace when it is known already."""
     tried: dict[tuple[tuple[str, str], ...], None] = {}
     for share, one_start_up in ((1.0, False), (1.0, True), (0.0, True)):
         cheap = heft_schedule(ctx, memory_mb, "cost",
-                              fastest.makespan_ms * (1.0 + share * tolerance), one_start_up)
+                              fastest.makespan_ms * (1.0 + share * tolerance), one_start_up,
+                              max_workers=cap)
         key = tuple(cheap.worker_of.items())
         if cheap.worker_of == fastest.worker_of or key in tried:
             continue
@@ -338,7 +494,7 @@ def _cheaper_schedule(ctx: PlanningContext, memory_mb: int, fastest: HeftSchedul
         if trial.cost_usd <= base.cost_usd and slower <= 1.0 + tolerance:
             return cheap, (f"; simulated {trial.cost_usd / base.cost_usd:.3f}x the cost and "
                            f"{slower:.3f}x the makespan of earliest finish")
-    if base is None:
+    if not tried:
         return fastest, ""
     return fastest, (f"; kept earliest finish: {len(tried)} cheaper schedules simulated more "
                      f"than {1.0 + tolerance:.3f}x its makespan")
@@ -357,29 +513,73 @@ def _options(line: _Timeline, parents: tuple[str, ...], index: int, exec_ms: flo
     Without ``new_waiters``, a worker that does not wait yet is left out when the task
     would make it wait for an input produced elsewhere.
     """
-    def uploads(worker: str | None) -> float:
-        # A producer uploads once, when its first consumer runs on another worker.
-        return sum(comm[p] / 2.0 for p in parents
-                   if p not in line.stored and line.worker_of[p] != worker)
-
     remote = max((line.finish[p] + comm[p] for p in parents), default=0.0)
     download = max((comm[p] / 2.0 for p in parents), default=0.0)
     invoked = remote - download + prices.invocation_ms
     donor = line.warm_donor(invoked, prices.keep_alive_ms)
     startup = prices.startup(donor is not None)
-    options = [_Option(None, remote + prices.invocation_ms + startup + exec_ms,
-                       startup + prices.fee_ms + download + exec_ms + uploads(None), donor,
-                       prices.invocation_ms + startup)]
+    start = remote + prices.invocation_ms + startup
+    options = [_Option(None, start + exec_ms,
+                       startup + prices.fee_ms + download + exec_ms
+                       + _uploads(line, parents, comm, None), donor,
+                       prices.invocation_ms + startup, start)]
     for w in line.candidates(parents, index):
-        if not new_waiters and w not in line.waiting and any(
-                line.worker_of[p] != w for p in parents):
+        if not new_waiters and _would_wait(line, parents, w):
             continue
-        local = max((line.finish[p] + (0.0 if line.worker_of[p] == w else comm[p])
-                     for p in parents), default=0.0)
+        local = _local_ready(line, parents, comm, w)
         free = line.avail[w]
         finish = max(free, local) + exec_ms
-        options.append(_Option(w, finish, finish - free + uploads(w)))
+        options.append(_Option(w, finish, finish - free + _uploads(line, parents, comm, w),
+                               ready=local))
     return options
+
+
+def _insertions(wf: Workflow, line: _Timeline, tid: str, index: int, exec_ms: float,
+                comm: dict[str, float], fresh: _Option, *, new_waiters: bool) -> list[_Option]:
+    """Every worker that may reach the task by continuation but has tasks after it in
+    topological order: the task inserted in its sequence, priced by the delay it causes.
+
+    Inserted first, the task starts as ``fresh`` (a new worker) would, and the worker's
+    old first task must still be reachable by continuation.
+    """
+    parents = wf.upstream(tid)
+    options = []
+    for w in line.candidates(parents, index, behind=True):
+        if not new_waiters and _would_wait(line, parents, w):
+            continue
+        k, free, next_start = line.insertion_slot(w, index)
+        if k == 0:
+            if not line.still_continues(wf, w, tid):
+                continue
+            local, finish = fresh.ready, fresh.finish
+        else:
+            local = _local_ready(line, parents, comm, w)
+            finish = max(free, local) + exec_ms
+        delay = max(0.0, finish - next_start)
+        # Filling an idle gap adds nothing to the bill; a shift adds the delay.
+        options.append(_Option(w, finish + delay, delay + _uploads(line, parents, comm, w),
+                               ready=local, delay_ms=delay))
+    return options
+
+
+def _uploads(line: _Timeline, parents: tuple[str, ...], comm: dict[str, float],
+             worker: str | None) -> float:
+    """Uploads the task's placement adds: a producer uploads once, when its first consumer
+    runs on another worker."""
+    return sum(comm[p] / 2.0 for p in parents
+               if p not in line.stored and line.worker_of[p] != worker)
+
+
+def _local_ready(line: _Timeline, parents: tuple[str, ...], comm: dict[str, float],
+                 worker: str) -> float:
+    """When the task's inputs are in on ``worker``."""
+    return max((line.finish[p] + (0.0 if line.worker_of[p] == worker else comm[p])
+                for p in parents), default=0.0)
+
+
+def _would_wait(line: _Timeline, parents: tuple[str, ...], worker: str) -> bool:
+    """Whether the task would make ``worker``, not waiting yet, wait for another worker."""
+    return worker not in line.waiting and any(line.worker_of[p] != worker for p in parents)
 
 
 def _choose(options: list[_Option], policy: str, latest: float, delay_ms: float) -> _Option:
