@@ -7,7 +7,7 @@ import json
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from functools import cached_property
 from types import MappingProxyType
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
@@ -95,6 +95,25 @@ class Workflow:
         self._up = MappingProxyType(up)
         self._down = MappingProxyType({k: tuple(v) for k, v in down.items()})
         self.graph: nx.DiGraph = nx.freeze(g)
+
+    # -- pickling -----------------------------------------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        """The nodes with their ids (a workflow finds its task ids by node identity, which
+        unpickling does not keep, so :meth:`__setstate__` rebuilds that index)."""
+        order = [self._nodes[t] for t in self._order]
+        named = {id(n): n for n in order}
+        for n in order:
+            for u in n.upstream:
+                named.setdefault(id(u), u)
+        return {"name": self.name, "order": order, "external": self.external_inputs,
+                "requirements": self.requirements,
+                "ids": [(n, self._ids[key]) for key, n in named.items()]}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Rebuild the workflow from :meth:`__getstate__`'s nodes and ids."""
+        ids = {id(n): tid for n, tid in state["ids"]}
+        self._init(list(state["order"]), ids, frozenset(state["external"]), state["name"])
+        self.requirements = tuple(state["requirements"])
 
     # -- basic access -------------------------------------------------------------------
     def __len__(self) -> int:
