@@ -295,3 +295,22 @@ def test_cli_run_on_dask(capsys: pytest.CaptureFixture[str], cluster: LocalClust
     data = json.loads(capsys.readouterr().out)
     assert np.allclose(data["result"], run_local(REGISTRY["gemm"]()))
     assert data["tasks"] == len(REGISTRY["gemm"]())
+
+
+def test_cli_run_with_invoker_dask(capsys: pytest.CaptureFixture[str], cluster: LocalCluster,
+                                   specs: _TaskSpecs) -> None:
+    # The acceptance command: --invoker dask with the cluster's address.
+    specs.specs.clear()
+    code = main(["run", "faasplan.workloads:gemm", "--invoker", "dask",
+                 "--dask", cluster.scheduler_address, "--json", "--no-files"])
+    assert code == 0
+    data = json.loads(capsys.readouterr().out)
+    assert np.allclose(data["result"], run_local(REGISTRY["gemm"]()))
+    assert specs.specs, "no invocation reached the Dask scheduler"
+
+
+def test_cli_invoker_dask_without_an_address_exits_2(capsys: pytest.CaptureFixture[str]
+                                                      ) -> None:
+    assert main(["run", "faasplan.workloads:gemm", "--invoker", "dask"]) == 2
+    assert "--invoker dask needs the cluster's scheduler: add --dask ADDRESS" in \
+        capsys.readouterr().err

@@ -18,7 +18,6 @@ from faasplan.planners.saga import (
     dag_width,
     saga_instance,
     schedule_to_placements,
-    split_node,
 )
 from faasplan.predictors import Predictor
 from faasplan.simulator import Platform
@@ -97,31 +96,35 @@ def test_dag_width_of_a_diamond():
 
 
 # -- converting a schedule ------------------------------------------------------------------
-def test_a_sequence_in_topological_order_is_one_worker():
-    wf = diamond()
-    assert split_node(wf, ["a", "b", "c", "d"]) == [["a", "b", "c", "d"]]
-
-
-def test_a_sequence_against_topological_order_is_split():
+def test_a_node_is_one_worker_running_saga_s_order():
     wf = diamond()
     order = wf.topological_order
     later, earlier = sorted(["b", "c"], key=order.index, reverse=True)
-    assert split_node(wf, ["a", later, earlier, "d"]) == [["a", later], [earlier, "d"]]
+    # SAGA runs the sibling that comes later in faasplan's topological order first.
+    p = schedule_to_placements(wf, {"n0": [("a", 0, 1), (later, 1, 2), (earlier, 2, 3),
+                                           ("d", 3, 4)]}, 1024)
+    assert p.worker_orders == {"s0": ("a", later, earlier, "d")}
+    assert {pl.worker for pl in p.values()} == {"s0"}
+    plan_ = Plan("saga:test", p)
+    plan_.validate(wf)
+    assert plan_.workers == {"s0": ("a", later, earlier, "d")}
 
 
-def test_a_task_unreachable_by_continuation_starts_a_new_worker():
+def test_tasks_unrelated_on_one_node_stay_on_one_worker():
     x, y = op(task_id="x"), op(task_id="y")
     wf = Workflow([op(x, task_id="x1"), op(y, task_id="y1")], name="two", detect=False)
-    order = wf.topological_order
-    seq = sorted(["x", "y", "x1", "y1"], key=order.index)
-    runs = split_node(wf, seq)
-    # Roots join roots; x1 and y1 share no parent and have no upstream with each other.
-    for run in runs:
-        non_roots = [t for t in run if wf.upstream(t)]
-        assert all(any(u in run for u in wf.upstream(t)) for t in non_roots[1:])
-    placements, used = schedule_to_placements(wf, {"n0": [(t, 0, 0) for t in seq]}, 1024)
-    assert used == 1
-    Plan("saga:test", placements).validate(wf)
+    seq = ["x", "x1", "y", "y1"]
+    p = schedule_to_placements(wf, {"n0": [(t, i, i + 1) for i, t in enumerate(seq)]}, 1024)
+    assert p.worker_orders == {"s0": tuple(seq)}
+    Plan("saga:test", p).validate(wf)
+
+
+def test_a_task_of_no_duration_follows_its_predecessor_at_the_same_instant():
+    wf = diamond()
+    p = schedule_to_placements(wf, {"n0": [("b", 1, 1), ("a", 1, 1), ("c", 1, 2),
+                                           ("d", 2, 3)]}, 1024)
+    assert p.worker_orders["s0"][0] == "a"
+    Plan("saga:test", p).validate(wf)
 
 
 def test_worker_ids_do_not_depend_on_saga_s_node_names():
@@ -130,7 +133,7 @@ def test_worker_ids_do_not_depend_on_saga_s_node_names():
                                     "n1": [("c", 1, 2)]}, 1024)
     b = schedule_to_placements(wf, {"n7": [("c", 1, 2)],
                                     "n1": [("a", 0, 1), ("b", 1, 2), ("d", 3, 4)]}, 1024)
-    assert a == b
+    assert a == b and a.worker_orders == b.worker_orders
 
 
 def test_a_schedule_missing_or_repeating_a_task_is_refused():
@@ -140,6 +143,8 @@ def test_a_schedule_missing_or_repeating_a_task_is_refused():
     with pytest.raises(ValueError, match="places task 'b' twice"):
         schedule_to_placements(wf, {"n0": [("a", 0, 1), ("b", 1, 2)],
                                     "n1": [("b", 1, 2), ("c", 2, 3), ("d", 3, 4)]}, 1024)
+    with pytest.raises(ValueError, match="places task 'zz', not in workflow"):
+        schedule_to_placements(wf, {"n0": [("a", 0, 1), ("zz", 1, 2)]}, 1024)
 
 
 # -- planning -------------------------------------------------------------------------------
@@ -151,7 +156,8 @@ def test_saga_planners_plan_validate_and_simulate_the_traces(scheduler, name):
     p.validate(wf)
     assert p.planner == f"saga:{scheduler}"
     assert p.predicted_makespan_ms > 0
-    assert "SAGA nodes in use" in p.notes[-1]
+    assert "one per SAGA node in use" in p.notes[-1]
+    assert set(p.worker_orders) == set(p.workers)
 
 
 @pytest.mark.parametrize("scheduler", POLYNOMIAL)
@@ -180,16 +186,28 @@ def test_saga_heft_ties_heft_on_p95(name):
     wf = trace(name)
     ours, theirs = plan("heft", wf), plan("saga:HEFT", wf)
     ratio = ours.predicted_quantiles["p95"] / theirs.predicted_quantiles["p95"]
-    # Within 2 % either way, except that faasplan's heft may be faster (on cycles_67t
-    # SAGA's plan is ~2 % slower: SAGA knows no start-ups, its split nodes pay them).
-    assert 0.95 <= ratio <= 1.02
+    # SAGA's plan is at most 2 % slower than faasplan's heft. It may be a little faster:
+    # on cycles_67t one worker per SAGA node beats heft by ~2.1 % (heft prices cost).
+    assert 0.98 <= ratio <= 1.03
 
 
-def test_conversion_opens_at_least_one_worker_per_node_in_use():
-    wf = trace("montage_58t")
+def test_saga_heft_ties_heft_where_saga_s_order_is_not_topological():
+    # Each SAGA worker runs its tasks in SAGA's order, in the simulator as in the runtime.
+    wf = trace("montage-v14_58t")
+    ours, theirs = plan("heft", wf), plan("saga:HEFT", wf)
+    assert theirs.worker_orders
+    assert any(list(ts) != [t for t in wf.topological_order if t in set(ts)]
+               for ts in theirs.worker_orders.values())
+    assert ours.predicted_quantiles["p95"] / theirs.predicted_quantiles["p95"] >= 0.98
+
+
+@pytest.mark.parametrize("name", ["montage_58t", "cycles_67t"])
+def test_conversion_opens_one_worker_per_node_in_use(name):
+    wf = trace(name)
     p = plan("saga:HEFT", wf)
-    used = int(p.notes[-1].split(" for ")[1].split()[0])
-    assert len(p.workers) >= used >= 1
+    assert len(p.workers) == len(p.worker_orders) >= 1
+    assert f"{len(p.workers)} workers of" in p.notes[-1]
+    assert sorted(t for ts in p.worker_orders.values() for t in ts) == sorted(wf.tasks)
 
 
 def test_same_seed_same_plan():

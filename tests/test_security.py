@@ -530,3 +530,45 @@ def test_the_server_ends_with_its_supervisor_killed() -> None:
 def test_docstring_examples_run(module: Any) -> None:
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.attempted > 0 and result.failed == 0
+
+
+@needs_proc
+def test_faasplan_run_shares_its_key_file_with_standalone_workers(
+        redis_server: Any, tmp_path: Path) -> None:
+    key_path = tmp_path / "faasplan.key"
+    env = dict(os.environ)
+    for name in (KEY_ENV, STRICT_ENV, URL_ENV):
+        env.pop(name, None)
+    cli = [sys.executable, "-m", "faasplan"]
+    made = subprocess.run([*cli, "keygen", str(key_path)], capture_output=True, text=True,
+                          env=env, timeout=60)
+    assert made.returncode == 0, made.stderr
+    assert oct(key_path.stat().st_mode & 0o777) == "0o600"
+    again = subprocess.run([*cli, "keygen", str(key_path)], capture_output=True, text=True,
+                           env=env, timeout=60)
+    assert again.returncode == 2 and "never overwritten" in again.stderr
+    key = read_key_file(key_path)
+    base = [*cli, "run", "faasplan.workloads:tree_reduction", "--planner", "wukong",
+            "--invoker", "external", "--no-files", "--json", "--timeout", "90"]
+    # Without the Redis the workers serve, or without the shared key: a clear error, exit 2.
+    for missing, extra in (("--redis", ["--hmac-key-file", str(key_path)]),
+                           ("--hmac-key-file", ["--redis", redis_server.url])):
+        bad = subprocess.run([*base, *extra], capture_output=True, text=True, env=env,
+                             timeout=120)
+        assert bad.returncode == 2, bad.stderr
+        assert missing in bad.stderr
+    # The plan's workers have the platform's default memory (1769 MB).
+    worker = _start_worker(key_path, redis_server.url, "--strict", "-v", "--memory", "1769")
+    try:
+        # The URL from the environment, as the worker has it: no password in ps.
+        done = subprocess.run([*base, "--hmac-key-file", str(key_path)], capture_output=True,
+                              text=True, env=dict(env, **{URL_ENV: redis_server.url}),
+                              timeout=180)
+        assert done.returncode == 0, done.stderr
+        out = json.loads(done.stdout)
+        assert out["tasks"] > 1 and out["makespan_ms"] > 0
+        assert key.hex() not in done.stdout + done.stderr
+    finally:
+        err = _stop_worker(worker)
+    # The standalone worker ran the invocations: none came from a pool of the client's own.
+    assert "invocation" in err.lower(), err[-2000:]

@@ -273,10 +273,14 @@ def test_prewarm_invokes_an_empty_worker_for_the_downstream_worker():
 
 def test_subdag_by_reference_above_the_inline_threshold():
     spec = RunSpec.build(fan_out(), flex(), WorkerOptions(inline_dag_bytes=10))
-    run = run_in_memory(spec, size_of(), preload={"dag": Payload(5000)})
+    run = run_in_memory(spec, size_of())
     inv = next(e.invocation for _, e in run.log if isinstance(e, Invoke))
     assert not inv.inline_dag
-    assert per_worker(run.log)[1][0] == ("Fetch", "dag")
+    # By reference, the worker fetches the parts of its task (with its inputs), not a DAG.
+    first = next(e for w, e in run.log if w == 1)
+    root = inv.roots[0]
+    assert isinstance(first, Parallel)
+    assert [f.key for f in first.effects][:2] == [k for k, _ in spec.task_parts(root)]
 
 
 def test_initial_invocations_start_each_root_entry_once():
@@ -323,7 +327,7 @@ def test_clustered_siblings_feeding_a_delayed_fan_in_do_not_deadlock():
     assert kinds.index(("Execute", "b")) < kinds.index(("WaitFor", "ready:d"))
 
 
-def test_a_planned_worker_of_fan_out_siblings_fetches_the_whole_dag():
+def test_a_planned_worker_of_fan_out_siblings_fetches_the_parts_of_its_tasks():
     # B holds f-1 and f-2, siblings under src-0: neither is below the other, so the subDAG
     # of B's entry cannot carry both and B is invoked by reference.
     s = src()
@@ -332,8 +336,12 @@ def test_a_planned_worker_of_fan_out_siblings_fetches_the_whole_dag():
              "f-1": Placement("B", 1024), "f-2": Placement("B", 1024)}
     spec = RunSpec.build(wf, place)
     assert spec.self_contained == frozenset({"A"})
-    run = run_in_memory(spec, size_of(), preload={"dag": Payload(5000)})
+    run = run_in_memory(spec, size_of())
     inv = next(e.invocation for _, e in run.log if isinstance(e, Invoke))
     assert inv.worker == "B" and not inv.inline_dag
-    assert per_worker(run.log)[1][0] == ("Fetch", "dag")
+    # B fetches the stored parts of each task it runs, with the task's input.
+    fetched = [f.key for w, e in run.log if w == 1
+               for f in (e.effects if isinstance(e, Parallel) else (e,)) if isinstance(f, Fetch)]
+    parts = [k for t in ("f-1", "f-2") for k, _ in spec.task_parts(t)]
+    assert [k for k in fetched if k.startswith("dag-")] == list(dict.fromkeys(parts))
     assert sorted(run.executed) == ["f-0", "f-1", "f-2", "src-0"]

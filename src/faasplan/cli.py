@@ -14,14 +14,17 @@ import sys
 import textwrap
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
 EXIT_OK, EXIT_FAILURE, EXIT_BAD_INPUT = 0, 1, 2
 
-TARGET_HELP = ("a scenario .toml, a WfFormat .json trace, or module:function returning a "
-               "faasplan.Workflow")
+TARGET_HELP = ("a scenario .toml, a WfFormat .json trace, module:function returning a "
+               "faasplan.Workflow, or wfchef:RECIPE?tasks=N[&seed=S], a WfChef instance "
+               "(the wfcommons extra)")
+INVOKERS = ("local", "dask", "external")
+"""What ``faasplan run --invoker`` accepts."""
 PROGRESS_LOG_INTERVAL_S = 5.0
 """Seconds between two progress lines on a non-terminal stderr (first and last always)."""
 
@@ -206,7 +209,7 @@ def _add_export(sub: Subparsers, common: argparse.ArgumentParser) -> None:
         "(memory, vCPU share) and the makespan. faasplan reads it back as a workflow "
         "(a TARGET itself) and as metrics ('faasplan fit', --history).", 78)
     s.add_argument("target", metavar="TARGET",
-                   help=TARGET_HELP + ", or wfchef:RECIPE?tasks=N: the workflow to run")
+                   help=TARGET_HELP + ": the workflow to run")
     s.add_argument("--wfformat", required=True, metavar="OUT",
                    help="the instance to write (.json, or .json.gz for gzip)")
     s.add_argument("--planner", default="wukong", help="planner name (default: wukong)")
@@ -246,7 +249,9 @@ def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     s = _add(sub, common, "run", "execute a plan for real on Redis with FaaS-style workers",
              ["faasplan run faasplan.workloads:tree_reduction --planner wukong --json",
               "faasplan run scenarios/gemm.toml --planner non-uniform-opt "
-              "--redis redis://:pw@host:6379"], cmd_run)
+              "--redis redis://:pw@host:6379",
+              "faasplan run faasplan.workloads:gemm --invoker dask --dask tcp://127.0.0.1:8786"],
+             cmd_run)
     s.add_argument("target", help=TARGET_HELP)
     s.add_argument("--planner", default="wukong", help="planner name (default: wukong)")
     s.add_argument("--plan", default=None, help="a plan JSON written by 'faasplan plan --out'")
@@ -267,10 +272,20 @@ def _add_run(sub: Subparsers, common: argparse.ArgumentParser) -> None:
     s.add_argument("--metrics-out", default=None, help="metrics file (overrides --out)")
     s.add_argument("--gantt", default=None, help="Gantt chart PNG path (overrides --out)")
     s.add_argument("--keep-data", action="store_true", help="keep intermediate data in Redis")
+    s.add_argument("--invoker", choices=INVOKERS, default=None,
+                   help="what starts the sandboxes: local (worker processes of this machine's "
+                        "FaaS emulator, the default), dask (tasks on the Dask cluster given "
+                        "by --dask) or external (standalone 'faasplan worker' processes "
+                        "already serving --redis with the same key)")
+    s.add_argument("--hmac-key-file", default=None, metavar="PATH",
+                   help="file holding the hex HMAC key of the run (readable by its owner "
+                        "only), shared with 'faasplan worker --hmac-key-file PATH'; default: "
+                        "$FAASPLAN_HMAC_KEY, else a fresh key only this run's own workers "
+                        "know. 'faasplan keygen PATH' writes one")
     s.add_argument("--dask", default=None, metavar="ADDRESS",
-                   help="run the sandboxes as tasks on the Dask cluster at ADDRESS (e.g. "
-                        "tcp://127.0.0.1:8786) instead of local worker processes; its workers "
-                        "must reach Redis, so pass --redis for a cluster beyond this host")
+                   help="the Dask scheduler's address (e.g. tcp://127.0.0.1:8786) for "
+                        "--invoker dask, which it implies; its workers must reach Redis, so "
+                        "pass --redis for a cluster beyond this host")
     s.add_argument("--dashboard", nargs="?", const=8790, default=None, metavar="PORT",
                    type=_port,
                    help="serve the live dashboard of this run on 127.0.0.1:PORT (default 8790; "
@@ -401,9 +416,32 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _add_keygen(sub: Subparsers, common: argparse.ArgumentParser) -> None:
+    s = _add(sub, common, "keygen", "write a new HMAC key to a file only its owner can read",
+             ["faasplan keygen faasplan.key && faasplan worker --hmac-key-file faasplan.key",
+              "faasplan run TARGET --invoker external --redis URL --hmac-key-file faasplan.key"],
+             cmd_keygen)
+    s.add_argument("path", help="the key file to create (never overwritten; mode 600)")
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write a fresh key file for ``faasplan run`` and ``faasplan worker`` to share."""
+    from faasplan.runtime.security import write_key_file
+
+    try:
+        write_key_file(args.path)
+    except FileExistsError:
+        raise BadInput(f"{args.path} exists: a key file is never overwritten; remove it or "
+                       "choose another path") from None
+    except OSError as exc:
+        raise BadInput(f"{args.path}: {exc}") from None
+    _console().print(f"wrote a new key to {args.path} (readable by its owner only)")
+    return EXIT_OK
+
+
 COMMANDS: tuple[Register, ...] = (
     _add_simulate, _add_plan, _add_compare, _add_fit, _add_predict, _add_run, _add_worker,
-    _add_sweep, _add_calibrate, _add_profile, _add_validate, _add_info, _add_planners,
+    _add_keygen, _add_sweep, _add_calibrate, _add_profile, _add_validate, _add_info, _add_planners,
     _add_export)
 """One registration function per subcommand, in help order; add a command by adding one."""
 
@@ -779,6 +817,13 @@ def cmd_fit(args: argparse.Namespace) -> int:
     from faasplan.predictors import accuracy_report, fit, load_history
 
     df = load_history(args.metrics)
+    runs = sorted(df["run_id"].unique().tolist())
+    if len(runs) < 2:
+        raise BadInput(f"{', '.join(args.metrics)}: metrics of only {len(runs)} run "
+                       f"({', '.join(map(str, runs)) or 'none'}); fit measures accuracy by "
+                       "leaving one run out, so it needs at least 2 runs: give more files "
+                       "(e.g. faasplan fit run-1.json run-2.json) or a metrics store of "
+                       "several runs")
     predictor = fit(df, platform=Platform())
     report = accuracy_report(df)
     rows = [{str(k): (v.item() if hasattr(v, "item") else v) for k, v in r.items()}
@@ -917,6 +962,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from faasplan.runtime import run
     from faasplan.runtime.embedded import find_redis_server
 
+    invoker = run_invoker(args.invoker, args.dask)
+    shared_key = run_key(args.hmac_key_file)
+    if invoker == "external" and args.redis is None:
+        from faasplan.runtime.security import url_from_env
+
+        args.redis = url_from_env()
+    if invoker == "external" and (args.redis is None or shared_key is None):
+        raise BadInput("--invoker external runs on standalone 'faasplan worker' processes: "
+                       "give the Redis they serve (--redis URL or $FAASPLAN_REDIS_URL) and "
+                       "the key they hold (--hmac-key-file PATH or $FAASPLAN_HMAC_KEY)")
     if not args.plan:
         _check_planners([args.planner], "--planner")
     setup = _setup(args, planners=[args.planner], replicates=1)
@@ -926,15 +981,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if server is not None and not args.json:
         _console().print(f"redis: {server.describe()}")
     kwargs: dict[str, Any] = {"timeout_s": args.timeout, "keep_data": args.keep_data}
+    if shared_key is not None:
+        kwargs["hmac_key"] = shared_key
+    if invoker == "external":
+        kwargs["invoker"] = "external"
     with contextlib.ExitStack() as stack:
         url = args.redis
-        if args.dask:
+        if invoker == "dask":
             from faasplan.runtime import DaskInvoker, EmbeddedRedis, new_key
 
             # The invoker serves one Redis and one key: both must exist before the run.
             if url is None:
                 url = stack.enter_context(EmbeddedRedis()).url
-            kwargs["hmac_key"] = hmac_key = new_key()
+            kwargs["hmac_key"] = hmac_key = shared_key or new_key()
             kwargs["invoker"] = stack.enter_context(DaskInvoker(args.dask, url, hmac_key))
         if args.dashboard is not None:
             url = _run_dashboard(stack, url, args.dashboard)
@@ -978,6 +1037,50 @@ def cmd_run(args: argparse.Namespace) -> int:
                 _console().print(f"{key}: {out[key]}")
         print(textwrap.shorten(repr(result.result), 400))
     return EXIT_OK
+
+
+def run_key(path: str | None, environ: Mapping[str, str] | None = None) -> bytes | None:
+    """The HMAC key ``faasplan run`` shares with standalone workers: from ``path`` (a key
+    file only its owner may read), else ``$FAASPLAN_HMAC_KEY``, else ``None`` (a fresh
+    key). Never from the command line itself, which every user can read.
+
+    Raises
+    ------
+    BadInput
+        The file is missing, unreadable, readable by others in strict mode, or holds no key.
+    """
+    from faasplan.runtime.security import key_from_env, read_key_file
+
+    if path is not None:
+        try:
+            return read_key_file(path)
+        except (OSError, ValueError) as exc:
+            raise BadInput(f"--hmac-key-file {path}: {exc}") from None
+    try:
+        return key_from_env(environ)
+    except ValueError as exc:
+        raise BadInput(f"$FAASPLAN_HMAC_KEY: {exc}") from None
+
+
+def run_invoker(invoker: str | None, dask: str | None) -> str:
+    """The invoker ``faasplan run`` uses: ``--invoker``, or ``dask`` when ``--dask`` is given.
+
+    Raises
+    ------
+    BadInput
+        ``--invoker dask`` without ``--dask ADDRESS``, or ``--invoker local`` with it.
+
+    >>> run_invoker(None, None), run_invoker(None, "tcp://h:8786"), run_invoker("dask", "h:1")
+    ('local', 'dask', 'dask')
+    """
+    chosen = invoker or ("dask" if dask else "local")
+    if chosen == "dask" and not dask:
+        raise BadInput("--invoker dask needs the cluster's scheduler: add --dask ADDRESS "
+                       "(e.g. --dask tcp://127.0.0.1:8786)")
+    if chosen == "local" and dask:
+        raise BadInput(f"--dask {dask} runs the sandboxes on Dask, but --invoker local asks "
+                       "for local worker processes; drop one of them")
+    return chosen
 
 
 def _run_dashboard(stack: contextlib.ExitStack, url: str | None, port: int) -> str:

@@ -72,7 +72,10 @@ _HEFT = {**_MEMORY,
                                  "makespan; finish: classic earliest finish"),
          "makespan_tolerance": PlannerOption(float, MAKESPAN_TOLERANCE,
                                              "policy cost: how much longer than the earliest "
-                                             "finish schedule a cheaper one may be")}
+                                             "finish schedule a cheaper one may be"),
+         "max_workers": PlannerOption(int | None, None,
+                                      "most planned workers (default: the DAG's width, kept "
+                                      "where it costs no makespan)")}
 _SAGA = {**_MEMORY,
          "nodes": PlannerOption(int | None, None,
                                 "compute nodes SAGA schedules on (default: the DAG's width)"),

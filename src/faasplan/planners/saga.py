@@ -9,12 +9,12 @@ Each scheduler becomes the planner ``saga:NAME`` (``saga:HEFT``, ``saga:CPoP``, 
   and link speeds of 1 SAGA's times are milliseconds;
 * the network has ``nodes`` identical nodes (default: the DAG's width, its largest number
   of tasks at one depth), every pair linked; SAGA knows no start-up of a node;
-* SAGA's schedule becomes planned workers. A planned worker runs its tasks in the
-  workflow's topological order (:mod:`faasplan.worker`), and each of its tasks must be
-  reachable by continuation (:meth:`~faasplan.planners.Plan.validate`). A SAGA node's
-  tasks, in SAGA's start-time order, are cut into consecutive runs that satisfy both rules,
-  one planned worker per run: each worker runs exactly SAGA's sequence for that node.
-  The notes say how many workers that takes for how many SAGA nodes in use.
+* SAGA's schedule becomes planned workers: one per SAGA node in use, running that node's
+  tasks in SAGA's start-time order (the plan's ``worker_orders``; a planned worker runs
+  its tasks in its plan's order, :mod:`faasplan.worker`). Every such order follows the
+  dependencies and, since SAGA's start times respect them on every node, the orders never
+  make workers wait for each other in a cycle (:meth:`~faasplan.planners.Plan.validate`
+  checks both).
 
 SAGA's schedulers are pure Python and slow on large graphs, so each runs in a child
 process that is stopped at ``time_budget_s``; :class:`SagaBudgetExceeded` says so.
@@ -35,7 +35,7 @@ from typing import Any
 
 from faasplan.planners.context import PlanningContext
 from faasplan.planners.heft import edge_costs
-from faasplan.planners.plan import Plan
+from faasplan.planners.plan import OrderedPlacements, Plan
 from faasplan.worker import Placement
 from faasplan.workflow import Workflow
 
@@ -216,71 +216,56 @@ def run_saga_budgeted(scheduler: str, instance: SagaInstance, budget_s: float, s
     return result
 
 
-def split_node(workflow: Workflow, sequence: Sequence[str]) -> list[list[str]]:
-    """Cut one SAGA node's task sequence into runs a planned worker can execute as given.
-
-    A run grows while the next task comes later in the workflow's topological order than
-    the run's last task (a planned worker runs its tasks in that order) and is reachable
-    by continuation from the run: it has an upstream task in the run, shares a parent with
-    a task of the run, or is a root joining a run that holds a root.
-
-    >>> from faasplan.workloads import tree_reduction
-    >>> wf = tree_reduction(leaves=4)
-    >>> order = wf.topological_order
-    >>> split_node(wf, list(order)) == [list(order)]
-    True
-    """
-    index = {t: i for i, t in enumerate(workflow.topological_order)}
-    runs: list[list[str]] = []
-    members: set[str] = set()
-    parents_here: set[str] = set()
-    has_root = False
-    for tid in sequence:
-        ups = workflow.upstream(tid)
-        fits = bool(runs) and index[tid] > index[runs[-1][-1]] and (
-            any(u in members or u in parents_here for u in ups) or (not ups and has_root))
-        if not fits:
-            runs.append([])
-            members, parents_here, has_root = set(), set(), False
-        runs[-1].append(tid)
-        members.add(tid)
-        parents_here.update(ups)
-        has_root = has_root or not ups
-    return runs
-
-
 def schedule_to_placements(workflow: Workflow,
                            mapping: Mapping[str, Sequence[tuple[str, Any, Any]]],
-                           memory_mb: int) -> tuple[dict[str, Placement], int]:
-    """Planned workers for a SAGA schedule (node -> ordered ``(task, ...)``).
+                           memory_mb: int) -> OrderedPlacements:
+    """One planned worker per SAGA node of a schedule (node -> ``(task, start, end)``).
 
+    Each worker runs its node's tasks in SAGA's order: by start, then end (a task of no
+    duration starts when its predecessor on the node ends), then topological order.
     Worker ids are numbered by their first task in topological order, so that schedules
-    that differ only in the names of SAGA's identical nodes give the same plan. Returns
-    the placements and the number of SAGA nodes that ran a task.
+    that differ only in the names of SAGA's identical nodes give the same plan.
 
     Raises
     ------
     ValueError
-        The schedule misses a task of the workflow or places one twice.
+        The schedule misses a task of the workflow, places one twice, or places a task
+        the workflow does not have.
+
+    >>> from faasplan.workloads import tree_reduction
+    >>> wf = tree_reduction(leaves=2)
+    >>> a, b, root = wf.topological_order
+    >>> p = schedule_to_placements(wf, {"n0": [(b, 0, 1), (a, 1, 2), (root, 2, 3)]}, 1024)
+    >>> p.worker_orders["s0"] == (b, a, root)
+    True
     """
-    runs: list[list[str]] = []
+    index = {t: i for i, t in enumerate(workflow.topological_order)}
+    orders: list[list[str]] = []
     seen: set[str] = set()
     for node in sorted(mapping):
-        names = [item[0] for item in mapping[node]]
+        items = sorted(mapping[node],
+                       key=lambda x: (float(x[1]), float(x[2]), index.get(x[0], -1)))
+        names = [item[0] for item in items]
         twice = seen.intersection(names) or {t for t, c in Counter(names).items() if c > 1}
         if twice:
             raise ValueError(f"SAGA schedule places task {sorted(twice)[0]!r} twice")
+        unknown = [t for t in names if t not in index]
+        if unknown:
+            raise ValueError(f"SAGA schedule places task {unknown[0]!r}, not in workflow "
+                             f"{workflow.name!r}")
         seen.update(names)
-        runs.extend(split_node(workflow, names))
+        if names:
+            orders.append(names)
     missing = [t for t in workflow.topological_order if t not in seen]
     if missing:
         raise ValueError(f"SAGA's schedule leaves {len(missing)} tasks unscheduled, e.g. "
                          f"{missing[:3]}")
-    index = {t: i for i, t in enumerate(workflow.topological_order)}
-    runs.sort(key=lambda r: min(index[t] for t in r))
-    placements = {t: Placement(f"s{k}", memory_mb) for k, run in enumerate(runs) for t in run}
-    used = sum(1 for items in mapping.values() if items)
-    return {t: placements[t] for t in workflow.topological_order}, used
+    orders.sort(key=lambda order: min(index[t] for t in order))
+    worker_orders = {f"s{k}": tuple(order) for k, order in enumerate(orders)}
+    placements = {t: Placement(w, memory_mb) for w, order in worker_orders.items()
+                  for t in order}
+    return OrderedPlacements({t: placements[t] for t in workflow.topological_order},
+                             worker_orders)
 
 
 def plan_saga(ctx: PlanningContext, *, scheduler: str, memory_mb: int | None = None,
@@ -312,12 +297,12 @@ def plan_saga(ctx: PlanningContext, *, scheduler: str, memory_mb: int | None = N
     mapping = run_saga_budgeted(cls, instance, time_budget_s, ctx.seed, label=name)
     saga_s = time.perf_counter() - saga_started
     try:
-        placements, used = schedule_to_placements(ctx.workflow, mapping, memory)
+        placements = schedule_to_placements(ctx.workflow, mapping, memory)
     except ValueError as exc:
         raise RuntimeError(f"{name}: {exc}") from None
-    workers = len({p.worker for p in placements.values()})
     span = max((end for items in mapping.values() for _, _, end in items), default=0.0)
-    notes = (f"{workers} workers of {memory} MB for {used} SAGA nodes in use "
-             f"({instance.nodes} offered); SAGA's own makespan estimate {span:.1f} ms; "
-             f"SAGA scheduled in {saga_s:.2f} s",)
+    notes = (f"{len(placements.worker_orders)} workers of {memory} MB, one per SAGA node in "
+             f"use ({instance.nodes} offered), each running its node's tasks in SAGA's "
+             f"order; SAGA's own makespan estimate {span:.1f} ms; SAGA scheduled in "
+             f"{saga_s:.2f} s",)
     return ctx.finish(name, placements, started, notes=notes)

@@ -1,6 +1,6 @@
 """The client: run a workflow under a plan on Redis and wait for its result.
 
-:func:`run` stores the run's manifest, DAG blob and large literals once, pushes the
+:func:`run` stores the run's manifest, DAG parts and large literals once, pushes the
 initial invocations, then waits on the run's event list while a supervisor watches the
 invocations' leases. It never waits forever: a task error, a lost worker beyond
 ``max_retries``, a tampered payload, missing requirements, lost Redis state and the
@@ -83,9 +83,10 @@ from faasplan.runtime.redisio import (
 from faasplan.runtime.runstate import server_max_bulk
 from faasplan.runtime.security import Signer, check_redis_url, new_key, parse_key, redact
 from faasplan.runtime.workerproc import event_context
-from faasplan.worker import DAG_KEY, WorkerOptions, initial_invocations, output_key
+from faasplan.worker import WorkerOptions, dag_parts_stored, initial_invocations, output_key
 from faasplan.worker.log import CLIENT, Event, invoke_events
 from faasplan.workflow import Workflow
+from faasplan.workflow.codec import encode_parts
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -426,12 +427,15 @@ class _Session:
     # -- setting up ----------------------------------------------------------------------
     async def _store_run(self) -> None:
         # The run starts with the client's first action, as in the simulator: storing the
-        # DAG and the large literals is part of the makespan.
+        # DAG and the large literals is part of the makespan. The DAG is stored as its
+        # content-addressed parts, each sealed under its own key, when some invocation may
+        # go by reference (as the simulator's client does).
         self.t0 = now_ms()
         await self._reserve()
         k, s = self.keys, self.signer
-        items = {k.manifest: pack_manifest(s, self.manifest),
-                 k.data(DAG_KEY): s.seal(self._context(DAG_KEY), self.prepared.encoded.blob)}
+        items = {k.manifest: pack_manifest(s, self.manifest)}
+        for part, data in self._dag_parts().items():
+            items[k.data(part)] = s.seal(self._context(part), data)
         for lit_id, data in self.prepared.encoded.payloads.items():
             items[k.data(lit_id)] = s.seal(self._context(lit_id), data)
         limit = await server_max_bulk(self.client)
@@ -453,11 +457,25 @@ class _Session:
     def _context(self, key: str) -> str:
         return payload_context(self.run_id, self.manifest.epoch, key)
 
+    def _dag_parts(self) -> Mapping[str, bytes]:
+        """The DAG parts to store: every one the spec names, or none if no invocation
+        of the run can go by reference."""
+        spec = self.prepared.spec
+        if not dag_parts_stored(spec):
+            return {}
+        parts = self.prepared.parts or encode_parts(self.prepared.workflow)
+        wanted = {key for tid in spec.order for key, _ in spec.task_parts(tid)}
+        missing = wanted - set(parts.blobs)
+        if missing:
+            raise ValueError(f"the run's spec names DAG parts its encoding lacks "
+                             f"({sorted(missing)[:3]}); prepare the run again")
+        return {key: parts.blobs[key] for key in wanted}
+
     async def _reserve(self) -> None:
         """Take the run id for this run instance, or refuse it while another holds it."""
         k = self.keys
         checked = [k.manifest, k.info, k.inv_state, k.inv_items, k.events, k.log, k.abort,
-                   k.owners, k.data(DAG_KEY)]
+                   k.owners]
         if self.replace:
             await _unlink_all(self.client, [*checked, k.inv_attempts])
             await _unlink_matching(self.client, k.pattern)
@@ -682,7 +700,8 @@ class _Session:
                 lambda: self.client.unlink(k.manifest, k.inv_attempts),
                 lambda: self.client.zrem(RUNS_KEY, self.run_id),
                 # The keys it can name, then what a pattern of the escaped run id finds.
-                lambda: _unlink_all(self.client, k.known(self.prepared.spec.order)),
+                lambda: _unlink_all(self.client, k.known(
+                    self.prepared.spec.order, self._dag_parts())),
                 lambda: _unlink_matching(self.client, k.pattern),
             ]
             if self.private_pool:

@@ -5,7 +5,8 @@ Dask cluster in place of its process pool. It pops invocations from the pool's q
 Redis, as the emulator does, and submits one Dask task per invocation. In the Dask worker
 process the task hands the queue entry to a sandbox, the same
 :class:`~.workerproc.WorkerProcess` an emulated worker process runs, so the worker logic,
-the storage (Redis) and the traces are those of every other faasplan run.
+the storage (Redis) and the traces are those of every other faasplan run. It is the
+second implementation of the invoker contract, :class:`faasplan.runtime.invoker.Invoker`.
 
 * **Key and Redis URL.** They reach the Dask workers once, in a worker plugin registered
   under a name private to this invoker (the scheduler hands it to workers that join

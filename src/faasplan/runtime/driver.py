@@ -4,7 +4,10 @@
 effect into Redis commands (``redis.asyncio``); it makes no decision of its own. What each
 effect means is defined by :mod:`faasplan.worker.inmemory`; here:
 
-* ``Fetch`` GETs a sealed payload. With ``wait`` it first registers on the run's pub/sub
+* ``Fetch`` GETs a sealed payload. A DAG part the worker process already holds for the
+  run (:class:`~faasplan.runtime.invoking.HeldParts`, kept while warm) is answered from
+  memory with ``Payload(0)``; a new one is opened, checked against its content address
+  and kept. With ``wait`` it first registers on the run's pub/sub
   pattern, then checks the key, then sleeps until the producer's announcement (with a
   periodic re-check, so a lost message costs at most one poll interval). With ``stream``
   it reads the Redis Stream the producer appends chunks to while it uploads.
@@ -34,7 +37,7 @@ import cloudpickle
 from faasplan.runtime.errors import RunStateLostError
 from faasplan.runtime.events import LogStream, Outbox
 from faasplan.runtime.execution import TaskFailure, call_task, value_nbytes
-from faasplan.runtime.invoking import EXTERNAL_FUNCTION, inline_blob
+from faasplan.runtime.invoking import EXTERNAL_FUNCTION, HeldParts, inline_blob
 from faasplan.runtime.keys import pool_queue
 from faasplan.runtime.manifest import (
     QueuedInvocation,
@@ -47,7 +50,6 @@ from faasplan.runtime.manifest import (
 from faasplan.runtime.redisio import get_bytes, get_stored, streamed_marker, xread_entries
 from faasplan.runtime.runstate import POLL_S, RunState, check_write
 from faasplan.worker import (
-    DAG_KEY,
     Execute,
     Fetch,
     Invoke,
@@ -61,11 +63,13 @@ from faasplan.worker import (
     Track,
     WaitFor,
     execute_branch,
+    is_dag_part,
     output_key,
 )
 from faasplan.worker.log import Event, logged
 from faasplan.workflow import TaskNode, Workflow
 from faasplan.workflow.codec import LiteralRef, decode, load_literal
+from faasplan.workflow.errors import WorkflowError
 
 ROW_FIELDS = ("task", "function", "worker", "memory_mb", "start", "exec_start", "exec_end",
               "end", "input_bytes", "output_bytes", "exec_ms", "downloads", "uploads",
@@ -99,7 +103,7 @@ class Driver:
     def __init__(self, run: RunState, queued: QueuedInvocation, *, attempt: int, label: str,
                  startup: tuple[str, float], started_at: float, executor: Executor, pool: str,
                  outbox: Outbox, on_block: Callable[[bool], None] | None = None,
-                 log: LogStream | None = None) -> None:
+                 log: LogStream | None = None, parts: HeldParts | None = None) -> None:
         self.run = run
         self.client = run.client
         self.keys = run.keys
@@ -113,13 +117,14 @@ class Driver:
         self.records: dict[str, TaskRecord] = {}
         self.events: list[Event] = []
         self._log = log
+        # The DAG parts this process holds for the run: shared by its invocations while warm.
+        self.parts = parts if parts is not None else HeldParts()
         self.workflows: list[Workflow] = []
         if queued.blob is not None:
             self.workflows.append(decode(queued.blob))
         self._startup = startup
         self._started_at = started_at
         self._first_task = True
-        self._pending_downloads: list[tuple[int, float, bool]] = []
         self._pickled: dict[str, bytes] = {}
         self._pickle_s: dict[str, float] = {}
         self._final: set[str] = set()
@@ -214,8 +219,8 @@ class Driver:
 
     # -- storage ---------------------------------------------------------------------------
     async def _fetch(self, f: Fetch, main: bool) -> Payload:
-        if f.key == DAG_KEY:
-            return await self._fetch_dag(main)
+        if is_dag_part(f.key):
+            return await self._fetch_part(f, main)
         rec = self._record(f.task, main)
         streamed = False
         raw: bytes | None
@@ -241,19 +246,26 @@ class Driver:
             rec.downloads.append(transfer)
         return payload
 
-    async def _fetch_dag(self, main: bool) -> Payload:
+    async def _fetch_part(self, f: Fetch, main: bool) -> Payload:
+        """One stored DAG part: from what this process holds, or from Redis (then kept)."""
+        if f.key in self.parts:
+            return Payload(0)  # fetched earlier in the run by this warm process
+        rec = self._record(f.task, main)
         t0 = time.perf_counter()
-        raw = await get_bytes(self.client, self.keys.data(DAG_KEY))
+        raw = await get_bytes(self.client, self.keys.data(f.key))
         if raw is None:
             await self.run.check_alive()
-            raise RunStateLostError("the stored DAG is missing from Redis",
-                                    run_id=self.run.manifest.run_id)
-        body = self.run.signer.open(self.run.context(DAG_KEY), raw)
-        wf = self.run.decode_dag(body)
-        if wf not in self.workflows:
-            self.workflows.append(wf)
-        self._pending_downloads.append((len(raw), (time.perf_counter() - t0) * 1000.0, False))
-        return Payload(len(raw), wf)
+            raise RunStateLostError(
+                f"DAG part {f.key!r} needed by task {f.task!r} is missing from Redis (evicted "
+                "by maxmemory, or Redis restarted)", run_id=self.run.manifest.run_id)
+        body = bytes(self.run.signer.open(self.run.context(f.key), raw))
+        try:
+            self.parts.add(f.key, body)
+        except WorkflowError as exc:
+            raise RunStateLostError(str(exc), run_id=self.run.manifest.run_id) from exc
+        if rec is not None:
+            rec.downloads.append((len(raw), (time.perf_counter() - t0) * 1000.0, False))
+        return Payload(len(body))
 
     def _decode_value(self, key: str, raw: bytes) -> Payload:
         body = self.run.signer.open(self.run.context(key), raw)
@@ -458,8 +470,6 @@ class Driver:
             self._first_task = False
             rec.startup, rec.startup_ms = self._startup
             rec.start = self._started_at
-        rec.downloads.extend(self._pending_downloads)
-        self._pending_downloads.clear()
         rec.input_bytes = sum(p.nbytes for p in e.inputs.values())
         rec.exec_start = now_ms()
         loop = asyncio.get_running_loop()
@@ -513,10 +523,13 @@ class Driver:
 
     async def _node(self, task: str) -> TaskNode:
         node = self._find(task)
+        if node is None and not self.queued.invocation.inline_dag:
+            node = self.parts.node(self.run.spec, task)
         if node is None:
-            # Never made up for by fetching the stored DAG: what a worker holds is the
+            # Never made up for by fetching more of the DAG: what a worker holds is the
             # worker logic's decision, and the simulator charges exactly that.
-            where = "inline subDAG" if self.queued.invocation.inline_dag else "stored DAG"
+            where = ("inline subDAG" if self.queued.invocation.inline_dag
+                     else "fetched DAG parts")
             raise KeyError(f"task {task!r} is not in invocation {self.inv_id!r}'s {where}")
         return node
 

@@ -1,6 +1,7 @@
 """A local FaaS platform emulator: per-memory pools of worker processes fed from Redis.
 
-:class:`LocalFaaS` plays the part of the platform's invoker. A dispatcher pops entries
+:class:`LocalFaaS` plays the part of the platform's invoker, one of the two
+implementations of :class:`faasplan.runtime.invoker.Invoker`. A dispatcher pops entries
 from the pool's invocation queues in Redis (so workers started elsewhere with
 ``faasplan worker --redis URL`` and the same key serve the same queues) and hands each
 to a process of the requested memory size: an idle one if there is one (a **warm**

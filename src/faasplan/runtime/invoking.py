@@ -1,4 +1,5 @@
-"""Starting invocations: registering and pushing them, and the subDAG they carry."""
+"""Starting invocations: registering and pushing them, the subDAG they carry inline, and
+the DAG parts a worker started by reference holds."""
 
 from __future__ import annotations
 
@@ -12,8 +13,15 @@ from faasplan.runtime.manifest import (
     reference_entry,
 )
 from faasplan.worker import Invocation, RunSpec
-from faasplan.workflow import TaskNode, Workflow, map_leaves
-from faasplan.workflow.codec import ExternalRef, encode
+from faasplan.workflow import TaskFunction, TaskNode, Workflow, map_leaves
+from faasplan.workflow.codec import (
+    FUNCTION_PART_PREFIX,
+    ExternalRef,
+    TaskPart,
+    encode,
+    load_function_part,
+    load_task_part,
+)
 
 EXTERNAL_FUNCTION = "faasplan.external"
 """Function name of the placeholders that stand for inputs produced outside a subDAG."""
@@ -72,8 +80,8 @@ def inline_blob(workflows: list[Workflow], spec: RunSpec, inv: Invocation) -> by
     ------
     SubdagUnavailableError
         No held workflow contains all of them. The worker logic promises this never
-        happens (it inlines only what the sender holds); a receiver never makes up for it
-        by fetching the whole stored DAG.
+        happens (it inlines only what every possible sender holds, ``RunSpec.inline``); a
+        receiver never makes up for it by fetching more of the DAG.
     """
     roots = inv.roots if inv.worker is None else spec.worker_tasks[inv.worker]
     for wf in workflows:
@@ -118,3 +126,40 @@ def restrict(wf: Workflow, ids: set[str]) -> Workflow:
     return Workflow(sinks, name=wf.name, requirements=wf.requirements, detect=False)
 
 
+
+
+class HeldParts:
+    """The DAG parts one worker process fetched for one run, decoded; kept while warm.
+
+    A part is checked against its content address when added, so bytes stored under
+    the wrong key are refused even if their seal is valid.
+    """
+
+    def __init__(self) -> None:
+        self._functions: dict[str, TaskFunction] = {}
+        self._records: dict[str, TaskPart] = {}
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._functions or key in self._records
+
+    def __len__(self) -> int:
+        return len(self._functions) + len(self._records)
+
+    def add(self, key: str, data: bytes) -> None:
+        """Decode and keep part ``key`` (``WorkflowError`` if ``data`` is not it)."""
+        if key.startswith(FUNCTION_PART_PREFIX):
+            self._functions[key] = load_function_part(key, data)
+        else:
+            self._records[key] = load_task_part(key, data)
+
+    def node(self, spec: RunSpec, task: str) -> TaskNode | None:
+        """Task ``task``'s node when both its parts are held, else ``None``."""
+        parts = spec.dag_parts.get(task)
+        if not parts:
+            return None
+        (record_key, _), (function_key, _) = parts
+        record = self._records.get(record_key)
+        function = self._functions.get(function_key)
+        if record is None or function is None:
+            return None
+        return record.node(task, function)

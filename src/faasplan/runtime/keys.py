@@ -17,7 +17,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from faasplan.worker import DAG_KEY, output_key
+from faasplan.worker import output_key
 
 RUN_ID_MAX = 128
 TASK_ID_MAX = 256
@@ -117,22 +117,23 @@ class RunKeys:
         """``SCAN`` pattern matching every key of the run, and only those."""
         return f"fp:{glob_escape(self.run_id)}:*"
 
-    def known(self, tasks: Iterable[str]) -> list[str]:
-        """Every key of the run whose name the client knows, given the run's task ids.
+    def known(self, tasks: Iterable[str], parts: Iterable[str] = ()) -> list[str]:
+        """Every key of the run whose name the client knows, given the run's task ids and
+        the DAG parts it stored.
 
         What it does not know (literals, notification flags, leases) only
         :attr:`pattern` finds.
         """
         keys = [self.manifest, self.events, self.log, self.info, self.owners, self.inv_state,
-                self.inv_items, self.inv_queue, self.inv_attempts, self.abort,
-                self.data(DAG_KEY)]
+                self.inv_items, self.inv_queue, self.inv_attempts, self.abort]
+        keys += [self.data(part) for part in parts]
         for task in tasks:
             out = output_key(task)
             keys += [self.data(out), self.stream(out), self.deps(task)]
         return keys
 
     def data(self, key: str) -> str:
-        """Storage key of an effect key (``out:<task>``, ``lit-<hash>``, ``dag``)."""
+        """Storage key of an effect key (``out:<task>``, ``lit-<hash>``, ``dag-...``)."""
         return f"fp:{self.run_id}:d:{key}"
 
     def context(self, key: str) -> str:

@@ -3,8 +3,8 @@
 The *manifest* is the run's :class:`~faasplan.worker.RunSpec` (DAG shape, placements,
 thresholds) plus run settings; it holds no code and no arguments, so it stays small.
 A worker fetches it once per run and keeps it while warm. Code and arguments travel in
-the DAG blob (:mod:`faasplan.workflow.codec`): inline in an invocation below the
-inline threshold, else fetched from storage.
+the DAG (:mod:`faasplan.workflow.codec`): as a subDAG blob inline in an invocation below
+the inline threshold, else as the content-addressed parts of each task a worker runs.
 """
 
 from __future__ import annotations
@@ -21,7 +21,14 @@ from typing import Any
 from faasplan.runtime.security import Signer
 from faasplan.worker import Invocation, Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
-from faasplan.workflow.codec import EncodedWorkflow, dag_sizes, encode, literal_refs
+from faasplan.workflow.codec import (
+    DagParts,
+    EncodedWorkflow,
+    dag_sizes,
+    encode,
+    encode_parts,
+    literal_refs,
+)
 
 DEFAULT_MEMORY_MB = 1024
 
@@ -70,6 +77,8 @@ class PreparedRun:
     spec: RunSpec
     encoded: EncodedWorkflow
     manifest: RunManifest
+    parts: DagParts | None = None
+    """The DAG's content-addressed parts, stored for workers started by reference."""
 
 
 def resolve_placements(wf: Workflow, plan: Any) -> dict[str, Placement]:
@@ -96,7 +105,8 @@ def resolve_placements(wf: Workflow, plan: Any) -> dict[str, Placement]:
         if not isinstance(p, Placement):
             raise TypeError(f"plan: placement of task {tid!r} is {type(p).__name__}, "
                             "expected faasplan.worker.Placement")
-    return dict(mapping)
+    # A plan's placements keep their workers' own task orders.
+    return mapping if getattr(mapping, "worker_orders", None) else dict(mapping)  # type: ignore[return-value]
 
 
 def planner_name(plan: Any) -> str:
@@ -116,12 +126,14 @@ def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: st
                 ) -> PreparedRun:
     """Encode ``wf`` and build the spec and manifest of one run."""
     encoded = encode(wf)
+    parts = encode_parts(wf)
     literals = {tid: tuple((ref.id, ref.nbytes) for ref in refs if ref.id in encoded.payloads)
                 for tid, refs in literal_refs(wf).items()}
-    sizes = dag_sizes(wf, encoded)
+    sizes = dag_sizes(wf, encoded, parts)
     spec = RunSpec.build(wf, placements, options,
                          literals={t: v for t, v in literals.items() if v},
-                         task_nbytes=sizes.task_nbytes, code_nbytes=sizes.code_nbytes)
+                         task_nbytes=sizes.task_nbytes, code_nbytes=sizes.code_nbytes,
+                         dag_parts=sizes.parts)
     manifest = RunManifest(
         run_id=run_id, workflow_name=wf.name, workflow_hash=wf.structure_hash,
         planner=planner, requirements=tuple(wf.requirements), sinks=tuple(wf.sinks),
@@ -129,7 +141,7 @@ def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: st
         literal_sizes={ref_id: size for refs in literals.values() for ref_id, size in refs},
         lease_ms=lease_ms, stream_chunk_bytes=stream_chunk_bytes, epoch=epoch,
         key_ttl_ms=key_ttl_ms)
-    return PreparedRun(wf, spec, encoded, manifest)
+    return PreparedRun(wf, spec, encoded, manifest, parts)
 
 
 def payload_context(run_id: str, epoch: str, key: str) -> str:

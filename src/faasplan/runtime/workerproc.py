@@ -29,6 +29,7 @@ import struct
 import sys
 import time
 import traceback
+import weakref
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -43,6 +44,7 @@ from faasplan.runtime.driver import Driver
 from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
 from faasplan.runtime.events import LogStream, Outbox
 from faasplan.runtime.execution import TaskFailure
+from faasplan.runtime.invoking import HeldParts
 from faasplan.runtime.keys import RunKeys, pool_queue, queue_memory
 from faasplan.runtime.manifest import (
     QueuedInvocation,
@@ -95,6 +97,9 @@ class WorkerProcess:
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasplan-task")
         self._on_block = on_block
         self._runs: OrderedDict[str, RunState] = OrderedDict()
+        # The DAG parts fetched per run, kept while the process is warm and the run known.
+        self._parts: weakref.WeakKeyDictionary[RunState, HeldParts] = \
+            weakref.WeakKeyDictionary()
 
     async def serve(self, entry: bytes, *, cold: bool, dispatched_at: float | None) -> None:
         """Authenticate, claim and run one queue entry; report its outcome to the client.
@@ -205,7 +210,8 @@ class WorkerProcess:
         try:
             driver = Driver(run, queued, attempt=attempt, label=label, startup=startup,
                             started_at=begin, executor=self.executor, pool=self.signer.pool,
-                            outbox=outbox, on_block=self._on_block, log=stream)
+                            outbox=outbox, on_block=self._on_block, log=stream,
+                            parts=self._parts.setdefault(run, HeldParts()))
             await driver.run_branch()
         except Superseded:
             # Taken for dead and claimed again: the newer attempt reports; this one is

@@ -74,7 +74,8 @@ class Simulator:
         spec = RunSpec.build(self.workflow, _placements(plan, self.platform), self.options,
                              literals=self.literals, subdag_sizes=self._subdag_sizes,
                              task_nbytes=sizes.task_nbytes if sizes else None,
-                             code_nbytes=sizes.code_nbytes if sizes else None)
+                             code_nbytes=sizes.code_nbytes if sizes else None,
+                             dag_parts=sizes.parts if sizes else None)
         self._subdag_sizes = spec.subdag_sizes
         spec.check_concurrency(self.platform.concurrency_limit,
                                "the platform's concurrency_limit")
@@ -196,6 +197,8 @@ def _placements(plan: PlanLike, platform: Platform
         return lambda _tid: default
     placements = plan if isinstance(plan, Mapping) else getattr(plan, "placements", None)
     if isinstance(placements, Mapping):
+        if getattr(placements, "worker_orders", None):
+            return placements  # a plan's placements with its workers' own task orders
         return _checked(placements)
     raise TypeError(f"plan must be None, a mapping of task id to Placement, or an object "
                     f"with a .placements mapping; got {type(plan).__name__}")

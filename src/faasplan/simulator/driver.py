@@ -5,8 +5,10 @@ effect requests; each request becomes SimPy events timed by the models (storage,
 network, FaaS platform, task behaviour). Nothing here decides anything about the plan:
 that is the worker logic's job, so the simulator follows exactly what a real run does.
 
-The client stores the large literals (and the DAG, if some invocation may carry it by
-reference) at time 0, then sends the initial invocations concurrently. The run ends when
+The client stores the large literals (and the DAG's parts, if some invocation may go by
+reference) at time 0, then sends the initial invocations concurrently. A sandbox keeps
+the DAG parts it fetched for the rest of the run: a warm one asked for a part again
+answers at once, with 0 bytes moved. The run ends when
 nothing is left to happen; the makespan is when the last sink's completion notification
 reached the store (which is when the client, subscribed to it, learns of it).
 """
@@ -33,7 +35,7 @@ from faasplan.simulator.faas import FaaSModel, Sandbox
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.simulator.storage import Storage, TransferRecord
 from faasplan.worker import (
-    DAG_KEY,
+    DAG_PART_PREFIX,
     Execute,
     Fetch,
     Invocation,
@@ -48,13 +50,14 @@ from faasplan.worker import (
     Store,
     Track,
     WaitFor,
+    dag_parts,
+    dag_parts_stored,
     execute_branch,
     initial_invocations,
     sink_channel,
 )
 from faasplan.worker.log import CLIENT, invocation_label, invoke_events, logged
 from faasplan.worker.log import Event as LogEvent
-from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES
 
 _MB_S = 1000.0  # 1 MB/s (10**6 bytes per s) in bytes per ms
 
@@ -177,6 +180,7 @@ class Simulation:
         self.uploads: dict[str, list[TransferRecord]] = {}
         self.storage_bytes = 0
         self.client_bytes = 0
+        self._held: dict[int, set[str]] = {}  # sandbox -> DAG parts it fetched
         self._bandwidth: dict[int, float] = {}
         # Processor sharing on one host (the local emulator), or dedicated vCPUs.
         self._cpu = (FairShareNetwork(env, platform.host_cores, plain_callbacks=True)
@@ -254,14 +258,14 @@ class Simulation:
             self._launch(inv)
 
     def _client_payloads(self) -> Iterable[tuple[str, int]]:
-        """Large literals (each once) and the DAG when it is too large to travel inline."""
+        """Large literals (each once) and the DAG's parts when some invocation may go by
+        reference."""
         seen: dict[str, int] = {}
         for tid in self.spec.order:
             for key, nbytes in self.spec.tasks[tid].literals:
                 seen.setdefault(key, nbytes)
-        dag = dag_nbytes(self.spec)
-        if dag > self.spec.options.inline_dag_bytes or self.spec.dag_by_reference:
-            seen[DAG_KEY] = dag
+        if dag_parts_stored(self.spec):
+            seen.update(dag_parts(self.spec))
         return seen.items()
 
     def _check_finished(self) -> None:
@@ -346,8 +350,15 @@ class Simulation:
             proc.post = None
 
     def _fetch(self, eff: Fetch, proc: _Proc, done: Done) -> Outcome | None:
-        record = TransferRecord(self.env._now)
         tid = eff.task
+        if eff.key.startswith(DAG_PART_PREFIX):  # is_dag_part, inlined: a hot path
+            held = self._held.get(proc.worker.container)
+            if held is None:
+                held = self._held[proc.worker.container] = set()
+            if eff.key in held:
+                return _Now(Payload(0))  # this sandbox fetched it earlier in the run
+            held.add(eff.key)
+        record = TransferRecord(self.env._now)
         if tid is not None:
             if proc.task != tid:
                 self._switch(proc, tid)
@@ -593,19 +604,6 @@ def _event_value(event: Event) -> Any:
     if not event._ok:
         raise event._value
     return event._value
-
-
-def dag_nbytes(spec: RunSpec) -> int:
-    """Estimated encoded size of the whole DAG (the blob stored under ``DAG_KEY``)."""
-    total = 0
-    functions: set[str] = set()
-    for tid in spec.order:
-        total += spec.task_nbytes.get(tid, DEFAULT_TASK_NBYTES)
-        fn = spec.tasks[tid].function
-        if fn not in functions:
-            functions.add(fn)
-            total += spec.code_nbytes.get(fn, DEFAULT_CODE_NBYTES)
-    return total
 
 
 @contextmanager

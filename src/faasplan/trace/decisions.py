@@ -13,7 +13,7 @@ from collections.abc import Iterable
 
 import pandas as pd
 
-from faasplan.worker.effects import DAG_KEY
+from faasplan.worker.effects import is_dag_part
 from faasplan.worker.log import Event
 from faasplan.worker.spec import RunSpec
 
@@ -24,8 +24,8 @@ DECISION_COLUMNS: tuple[str, ...] = ("task", "worker", "startup", "output", "fet
 ``stored``, ``carried`` (sent inside an invocation) or ``local`` (never left the worker).
 ``fetched``: upstream tasks whose outputs it downloaded, sorted and comma-joined.
 ``literals``: large literal arguments it downloaded. ``subdag``: for the task an
-invocation was started with, ``inline`` or ``ref`` (the worker fetched the stored DAG);
-empty for tasks a running worker continued with."""
+invocation was started with, ``inline`` or ``ref`` (the worker fetches the stored parts
+of the tasks it runs); empty for tasks a running worker continued with."""
 
 TIMING_DEPENDENT: dict[str, str] = {
     "startup": "whether a warm sandbox is free when an invocation arrives depends on when "
@@ -74,7 +74,7 @@ def decisions(log: Iterable[Event]) -> pd.DataFrame:
         elif kind == "carry" and ev.key is not None:
             carried.add(ev.key[4:])
         elif kind == "fetch" and ev.task is not None and ev.key is not None \
-                and ev.key != DAG_KEY:
+                and not is_dag_part(ev.key):
             if ev.key.startswith("out:"):
                 fetched.setdefault(ev.task, set()).add(ev.key[4:])
             else:
@@ -115,3 +115,21 @@ def raced_tasks(spec: RunSpec) -> tuple[frozenset[str], frozenset[str]]:
         if len(info.upstream) > 1 and spec.is_entry(tid):
             fetch_raced.add(tid)
     return frozenset(raced), frozenset(fetch_raced)
+
+
+def dag_bytes(log: Iterable[Event], spec: RunSpec) -> tuple[int, int]:
+    """DAG bytes of a run from its log: ``(requested, transferred)``.
+
+    ``requested``: the stored size of every DAG part a worker asked for (the same in
+    every driver whenever the same tasks ran on the same invocations); ``transferred``:
+    what actually moved, which is less when a warm sandbox already held a part
+    (timing-dependent, as ``startup`` is). Inline subDAGs travel inside invocations and
+    are not counted here.
+    """
+    sizes = {key: n for tid in spec.order for key, n in spec.task_parts(tid)}
+    requested = transferred = 0
+    for ev in log:
+        if ev.kind == "fetch" and ev.key is not None and is_dag_part(ev.key):
+            requested += sizes.get(ev.key, ev.nbytes)
+            transferred += ev.nbytes
+    return requested, transferred

@@ -3,9 +3,9 @@
 Pure: this package performs no I/O and imports neither simpy, redis nor asyncio.
 """
 
-from faasplan.worker.branch import execute_branch, initial_invocations
+from faasplan.worker.branch import dag_parts, dag_parts_stored, execute_branch, initial_invocations
 from faasplan.worker.effects import (
-    DAG_KEY,
+    DAG_PART_PREFIX,
     Effect,
     Execute,
     Fetch,
@@ -20,6 +20,7 @@ from faasplan.worker.effects import (
     Store,
     Track,
     WaitFor,
+    is_dag_part,
     output_key,
     ready_channel,
     sink_channel,
@@ -28,7 +29,7 @@ from faasplan.worker.placement import Opt, Placement
 from faasplan.worker.spec import RunSpec, TaskInfo, WorkerOptions
 
 __all__ = [
-    "DAG_KEY",
+    "DAG_PART_PREFIX",
     "Effect",
     "Execute",
     "Fetch",
@@ -48,8 +49,11 @@ __all__ = [
     "Track",
     "WaitFor",
     "WorkerOptions",
+    "dag_parts",
+    "dag_parts_stored",
     "execute_branch",
     "initial_invocations",
+    "is_dag_part",
     "output_key",
     "ready_channel",
     "sink_channel",

@@ -15,6 +15,21 @@ How a run unfolds
 * An output is uploaded only when some consumer may run on another worker; it is
   uploaded *before* the dependents are tracked, so a dependent made ready always finds
   its inputs. Small outputs travel with the invocations they trigger instead.
+
+How a worker gets the DAG
+-------------------------
+* **Inline**: the invocation carries the subDAG its worker may run or delegate (below
+  ``WorkerOptions.inline_dag_bytes``). Only a sender that holds that subDAG can fill it:
+  the client (it holds the whole DAG) or a worker that was itself started inline, since
+  the subDAG of anything it delegates lies within its own. The choice depends on the
+  target alone (:meth:`RunSpec.inline`), never on which worker happens to send it.
+* **By reference**: the worker holds nothing of the DAG at start. Before each task it
+  fetches the task's stored parts (its record and its function's code,
+  :meth:`RunSpec.task_parts`) that this invocation has not fetched yet, together with
+  the task's inputs. Everything it delegates goes by reference too. The bytes fetched
+  therefore follow the tasks a worker runs, never the size of the DAG. A driver serves a
+  part the same warm sandbox already fetched during the run from that sandbox, with no
+  transfer: the fetch is still logged, with 0 bytes.
 """
 
 from __future__ import annotations
@@ -24,7 +39,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from faasplan.worker.effects import (
-    DAG_KEY,
     Execute,
     Fetch,
     Invocation,
@@ -58,6 +72,8 @@ class _Local:
     spawned: list[Any] = field(default_factory=list)
     delayed: list[str] = field(default_factory=list)
     prewarmed: set[tuple[str | None, int]] = field(default_factory=set)
+    by_reference: bool = False
+    parts: set[str] = field(default_factory=set)
 
 
 def execute_branch(spec: RunSpec, invocation: Invocation) -> Branch:
@@ -68,9 +84,8 @@ def execute_branch(spec: RunSpec, invocation: Invocation) -> Branch:
     """
     if invocation.prewarm:
         return
-    if not invocation.inline_dag:
-        yield Fetch(DAG_KEY)
-    local = _Local(invocation.worker, frozenset(invocation.roots), dict(invocation.carried))
+    local = _Local(invocation.worker, frozenset(invocation.roots), dict(invocation.carried),
+                   by_reference=not invocation.inline_dag)
     if invocation.worker is None:
         yield from _run_flexible(spec, local, list(invocation.roots))
     else:
@@ -87,6 +102,24 @@ def initial_invocations(spec: RunSpec) -> list[Invocation]:
         if not info.upstream and spec.is_entry(tid):
             invocations.append(_invocation_for(spec, info, {}))
     return invocations
+
+
+def dag_parts_stored(spec: RunSpec) -> bool:
+    """Whether some invocation of the run may go by reference: the client then stores
+    the DAG's parts before the run (and otherwise need not).
+
+    (Conservative: an entry not inline may always be continued instead of invoked.)
+    """
+    return any(spec.is_entry(t) and not spec.inline(t) for t in spec.order)
+
+
+def dag_parts(spec: RunSpec) -> dict[str, int]:
+    """Every distinct stored DAG part of the run and its size (what the client stores)."""
+    out: dict[str, int] = {}
+    for tid in spec.order:
+        for key, nbytes in spec.task_parts(tid):
+            out.setdefault(key, nbytes)
+    return out
 
 
 # -- the two kinds of worker ---------------------------------------------------------------
@@ -140,11 +173,21 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
         keys.append(key)
         if key not in local.cache and not any(f.key == key for f in fetches):
             fetches.append(Fetch(key, task=info.id))
-    if len(fetches) == 1:
-        local.cache[fetches[0].key] = yield fetches[0]
-    elif fetches:
-        results = yield Parallel(tuple(fetches))
-        local.cache.update(zip((f.key for f in fetches), results, strict=True))
+    parts: list[Fetch] = []
+    if local.by_reference:
+        # The task's record and code, with its inputs (never the whole DAG).
+        for key, _size in spec.task_parts(info.id):
+            if key not in local.parts:
+                local.parts.add(key)
+                parts.append(Fetch(key, task=info.id))
+    if len(fetches) + len(parts) == 1:
+        if fetches:
+            local.cache[fetches[0].key] = yield fetches[0]
+        else:
+            yield parts[0]
+    elif fetches or parts:
+        results = yield Parallel((*parts, *fetches))
+        local.cache.update(zip((f.key for f in fetches), results[len(parts):], strict=True))
     if joins:
         results = yield Join(tuple(h for _, h in joins), task=info.id)
         local.cache.update(zip((k for k, _ in joins), results, strict=True))
@@ -278,12 +321,12 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
         if p is not None and p.nbytes <= carry:
             carried[output_key(up)] = p
     worker = info.placement.worker
-    # The invocation carries everything the worker may run or delegate: the subDAG below
-    # its root, or for a planned worker the subDAGs below all of its tasks. A planned
-    # worker the sender cannot fill (not self-contained) fetches the stored DAG.
+    # Inline, the invocation carries everything the worker may run or delegate: the
+    # subDAG below its root, or for a planned worker the subDAGs below all of its tasks;
+    # every possible sender holds it (RunSpec.inline). Otherwise the worker fetches the
+    # parts of each task it runs.
     size = spec.subdag_nbytes(info.id) if worker is None else spec.worker_dag_nbytes(worker)
-    inline = size <= spec.options.inline_dag_bytes and (
-        worker is None or worker in spec.self_contained)
+    inline = spec.inline(info.id)
     return Invocation(worker, info.placement.memory_mb, (info.id,), inline_dag=inline,
                       dag_nbytes=size, carried=carried)
 

@@ -11,7 +11,17 @@ from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-DAG_KEY = "dag"
+DAG_PART_PREFIX = "dag-"
+"""Prefix of every stored DAG part's key."""
+
+
+def is_dag_part(key: str) -> bool:
+    """Whether ``key`` names a stored part of the DAG (a task record or a function's code).
+
+    Parts are content-addressed (:func:`faasplan.workflow.codec.encode_parts`); there is
+    no key holding the whole DAG.
+    """
+    return key.startswith(DAG_PART_PREFIX)
 
 
 def output_key(task_id: str) -> str:
@@ -44,9 +54,10 @@ class Invocation:
     ``worker`` is a planned worker id, or ``None`` for a flexible worker that follows the
     DAG wherever it leads. ``roots`` are tasks whose inputs are known to exist; empty for a
     pre-warm invocation, which only starts a container. The subDAG travels inline when
-    ``inline_dag`` (its ``dag_nbytes`` count in the invocation size), else the worker
-    fetches the stored DAG. ``carried`` holds small cached results sent along so the new
-    worker need not download them.
+    ``inline_dag`` (its ``dag_nbytes`` count in the invocation size); else the worker
+    goes *by reference*: it fetches the stored parts of each task it runs
+    (:meth:`~faasplan.worker.RunSpec.task_parts`). ``carried`` holds small cached results
+    sent along so the new worker need not download them.
     """
 
     worker: str | None
@@ -74,6 +85,11 @@ class Fetch:
 
     ``wait``: the key may not exist yet; block until it is stored. ``stream``: the producer
     streams its output; if its upload is under way, read chunks as they are written.
+
+    A stored DAG part (:func:`is_dag_part`) is kept by the sandbox that fetched it for the
+    rest of the run: when the same warm sandbox asks for it again the driver answers from
+    what it holds, without a transfer, with ``Payload(0)`` (the bytes moved). Every driver
+    honours this, so the effect sequence never depends on what a sandbox holds.
     """
 
     key: str

@@ -12,9 +12,8 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass, field
 from typing import Any
 
-from faasplan.worker.branch import execute_branch, initial_invocations
+from faasplan.worker.branch import dag_parts, execute_branch, initial_invocations
 from faasplan.worker.effects import (
-    DAG_KEY,
     Execute,
     Fetch,
     Invoke,
@@ -66,11 +65,14 @@ def run_in_memory(spec: RunSpec, execute: Executor, preload: dict[str, Payload] 
     """Run all workers of ``spec`` to completion; ``execute`` computes each task's output.
 
     Effects are performed in a deterministic FIFO order. The log holds
-    ``(worker number, effect)`` pairs; worker 0 is the first invocation.
+    ``(worker number, effect)`` pairs; worker 0 is the first invocation. Every invocation
+    has a sandbox of its own, so a DAG part is transferred (full size) each time an
+    invocation fetches it.
     """
     store: dict[str, Payload] = dict(preload or {})
-    # Like the runtime's client, the DAG is stored before the run (size unknown here).
-    store.setdefault(DAG_KEY, Payload(0))
+    # Like the runtime's client, the DAG's parts are stored before the run.
+    for key, nbytes in dag_parts(spec).items():
+        store.setdefault(key, Payload(nbytes))
     tracked: dict[str, set[str]] = {}
     notified: set[str] = set()
     log: list[tuple[int, Any]] = []

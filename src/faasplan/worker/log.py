@@ -26,6 +26,9 @@ kind           ``task``           ``key``                ``nbytes``   ``info``
 ``execute``    task               --                     output       input keys, comma-joined
 ``sleep``      --                 --                     --           --
 =============  =================  =====================  ===========  =========================
+
+A ``fetch`` of a DAG part (:func:`~faasplan.worker.effects.is_dag_part`) is logged with the
+bytes that moved: 0 when the warm sandbox already held the part for this run.
 """
 
 from __future__ import annotations

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
 from faasplan.worker.placement import Opt, Placement
+from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES, union_nbytes
 from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
-from faasplan.worker.subdag import union_nbytes
 from faasplan.workflow import Workflow
+from faasplan.workflow.codec import FUNCTION_PART_PREFIX, TASK_PART_PREFIX
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,7 +55,8 @@ class RunSpec:
     """Read-only facts shared by the workers of one run.
 
     Build it with :meth:`build`. ``worker_tasks[w]`` lists the tasks of planned worker ``w``
-    in topological order; ``entry[w]`` is the first of them, whose readiness starts ``w``.
+    in topological order, or in the order the placements carry for ``w``
+    (``worker_orders``); ``entry[w]`` is the first of them, whose readiness starts ``w``.
     """
 
     tasks: Mapping[str, TaskInfo]
@@ -70,6 +72,9 @@ class RunSpec:
     worker_dag_sizes: Mapping[str, int] = field(default_factory=dict, repr=False,
                                                 compare=False)
     waiting_workers: int = 0
+    dag_parts: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict,
+                                                                 repr=False, compare=False)
+    inline_entries: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
 
     @classmethod
     def build(cls, workflow: Workflow,
@@ -78,14 +83,18 @@ class RunSpec:
               literals: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
               task_nbytes: Mapping[str, int] | None = None,
               code_nbytes: Mapping[str, int] | None = None,
-              subdag_sizes: Mapping[str, int] | None = None) -> RunSpec:
+              subdag_sizes: Mapping[str, int] | None = None,
+              dag_parts: Mapping[str, tuple[tuple[str, int], ...]] | None = None) -> RunSpec:
         """Collect the facts for ``workflow`` under ``placements``.
 
         ``literals`` gives, per task, the large literal arguments (storage key, size) that a
         worker fetches once; ``task_nbytes``/``code_nbytes`` are encoded sizes (default:
         estimates) used to decide whether a delegated subDAG travels inline.
         ``subdag_sizes`` may pass the sizes of an earlier spec of the same workflow and
-        options (they do not depend on placements).
+        options (they do not depend on placements). ``dag_parts`` gives, per task, the
+        stored DAG parts (key, size) a worker fetches to run it
+        (:func:`faasplan.workflow.codec.dag_sizes`); default: one estimated record part
+        per task and one code part per function (:func:`estimated_dag_parts`).
         """
         place = placements if callable(placements) else placements.__getitem__
         lits = literals or {}
@@ -101,6 +110,22 @@ class RunSpec:
                                   p, lits.get(tid, ()), not down)
             if p.worker is not None:
                 worker_tasks.setdefault(p.worker, []).append(tid)
+        # Placements that carry ``worker_orders`` (a Plan's) give a worker its own order;
+        # Plan.validate explains bad ones, this only keeps tasks from being lost or stuck.
+        for w, order in getattr(placements, "worker_orders", {}).items():
+            done: set[str] = set()
+            for tid in order:
+                if tid in done or tid not in tasks or tasks[tid].placement.worker != w or any(
+                        tasks[u].placement.worker == w and u not in done
+                        for u in tasks[tid].upstream):
+                    raise ValueError(f"worker {w!r}: its order {list(order)[:6]} repeats task "
+                                     f"{tid!r}, lists it though it runs elsewhere, or runs it "
+                                     "before an upstream task of the same worker")
+                done.add(tid)
+            if len(done) != len(worker_tasks.get(w, ())):
+                raise ValueError(f"worker {w!r}: its order lists {len(done)} of its "
+                                 f"{len(worker_tasks.get(w, ()))} tasks")
+            worker_tasks[w] = list(order)
         delayed: dict[str, str] = {}
         for tid, info in tasks.items():
             if info.placement.worker is None and info.placement.has(Opt.DELAYED_IO):
@@ -120,8 +145,11 @@ class RunSpec:
                    _self_contained(tasks, worker_tasks))
         sizes = subdag_sizes if subdag_sizes is not None else compute_subdag_sizes(spec)
         spec = replace(spec, subdag_sizes=MappingProxyType(dict(sizes)))
-        return replace(spec, worker_dag_sizes=MappingProxyType(_worker_dag_sizes(spec)),
-                       waiting_workers=_waiting_workers(tasks, worker_tasks, delayed))
+        parts = dag_parts if dag_parts is not None else estimated_dag_parts(spec)
+        spec = replace(spec, worker_dag_sizes=MappingProxyType(_worker_dag_sizes(spec)),
+                       waiting_workers=_waiting_workers(tasks, worker_tasks, delayed),
+                       dag_parts=MappingProxyType(dict(parts)))
+        return replace(spec, inline_entries=_inline_entries(spec))
 
     def check_concurrency(self, limit: int, what: str = "the concurrency limit") -> None:
         """Refuse a plan that could deadlock when at most ``limit`` invocations run at once.
@@ -147,8 +175,20 @@ class RunSpec:
 
     @property
     def dag_by_reference(self) -> bool:
-        """Whether some planned worker must fetch the stored DAG (not self-contained)."""
+        """Whether some planned worker is invoked by reference (not self-contained)."""
         return len(self.self_contained) < len(self.worker_tasks)
+
+    def inline(self, entry: str) -> bool:
+        """Whether the invocation started at ``entry`` carries its subDAG inline.
+
+        Decided by the target alone, whichever worker sends it (see
+        :func:`_inline_entries`), so it never depends on timing.
+        """
+        return entry in self.inline_entries
+
+    def task_parts(self, task_id: str) -> tuple[tuple[str, int], ...]:
+        """The stored DAG parts ``(key, bytes)`` a worker must hold to run ``task_id``."""
+        return self.dag_parts[task_id]
 
     def entry(self, worker: str) -> str:
         """The first task of planned worker ``worker``."""
@@ -175,6 +215,22 @@ class RunSpec:
         return self.subdag_sizes[root]
 
 
+def estimated_dag_parts(spec: RunSpec) -> dict[str, tuple[tuple[str, int], ...]]:
+    """DAG parts when no encoding is measured: per task a record, per function its code.
+
+    Sizes are the spec's ``task_nbytes``/``code_nbytes`` (or the estimates of
+    :mod:`faasplan.worker.subdag`); keys are named after the task and the function, since
+    there are no bytes to hash.
+    """
+    out: dict[str, tuple[tuple[str, int], ...]] = {}
+    for tid, info in spec.tasks.items():
+        record = (f"{TASK_PART_PREFIX}{tid}", spec.task_nbytes.get(tid, DEFAULT_TASK_NBYTES))
+        code = (f"{FUNCTION_PART_PREFIX}{info.function}",
+                spec.code_nbytes.get(info.function, DEFAULT_CODE_NBYTES))
+        out[tid] = (record, code)
+    return out
+
+
 def _self_contained(tasks: Mapping[str, TaskInfo], worker_tasks: Mapping[str, list[str]]
                     ) -> frozenset[str]:
     """Planned workers that can be started with their subDAG inline.
@@ -182,7 +238,7 @@ def _self_contained(tasks: Mapping[str, TaskInfo], worker_tasks: Mapping[str, li
     The client holds the whole DAG, so a worker whose entry is a root can get all its
     tasks inline. A worker started by another worker gets what that worker holds: the
     subDAG below its entry, which suffices when each task after the entry has an upstream
-    on the same worker. The others (e.g. a group of fan-out siblings) fetch the stored DAG.
+    on the same worker. The others (e.g. a group of fan-out siblings) go by reference.
     """
     out = set()
     for w, ts in worker_tasks.items():
@@ -191,6 +247,36 @@ def _self_contained(tasks: Mapping[str, TaskInfo], worker_tasks: Mapping[str, li
                 any(u in mine for u in tasks[t].upstream) for t in ts[1:]):
             out.add(w)
     return frozenset(out)
+
+
+def _inline_entries(spec: RunSpec) -> frozenset[str]:
+    """Entries whose invocation carries its subDAG inline, whoever sends it.
+
+    Inline needs a subDAG below the threshold, a planned worker that is self-contained,
+    and a sender that holds the subDAG. Every worker that may send it must hold it: the
+    client does (roots), and so does any worker started inline, since the subDAG of what
+    it delegates lies within its own. So an entry is inline when each of its upstream
+    tasks can only run on workers started inline: for a flexible upstream, its own entry
+    is inline (which by induction covers the workers that may continue with it); for a
+    planned one, its worker's entry is. An entry not yet decided in topological order (a
+    planned worker whose order starts later) counts as not inline.
+    """
+    cap = spec.options.inline_dag_bytes
+    started_inline: dict[str, bool] = {}
+    for tid in spec.order:
+        if not spec.is_entry(tid):
+            continue
+        info = spec.tasks[tid]
+        w = info.placement.worker
+        size = spec.subdag_sizes[tid] if w is None else spec.worker_dag_sizes[w]
+        ok = size <= cap and (w is None or w in spec.self_contained)
+        for u in info.upstream if ok else ():
+            uw = spec.tasks[u].placement.worker
+            if not started_inline.get(u if uw is None else spec.worker_tasks[uw][0], False):
+                ok = False
+                break
+        started_inline[tid] = ok
+    return frozenset(t for t, ok in started_inline.items() if ok)
 
 
 def _worker_dag_sizes(spec: RunSpec) -> dict[str, int]:

@@ -6,6 +6,11 @@ each task function's code pickled once, and per task its id, function index, arg
 larger than a threshold travel apart, as content-addressed payloads, so a small blob can
 ride inside an invocation while a worker fetches each large literal once.
 
+A large DAG is also stored as content-addressed *parts* (:func:`encode_parts`): one per
+function-table entry (its code) and one per task (its record, naming its function's part),
+each keyed by the hash of its bytes. A worker fetches the parts of the tasks it runs, not
+the whole DAG, and keeps them while warm.
+
 Blobs carry code and are unpickled: decode only blobs your own deployment wrote. The
 checksum in the header catches truncation and corruption, not malice.
 
@@ -22,9 +27,10 @@ True
 from __future__ import annotations
 
 import hashlib
+import io
 import pickle
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
 import cloudpickle
@@ -33,7 +39,7 @@ from faasplan.workflow.errors import WorkflowError
 from faasplan.workflow.graph import Workflow
 from faasplan.workflow.io import IOHint
 from faasplan.workflow.nested import iter_leaves, map_leaves
-from faasplan.workflow.task import SizedBlob, TaskFunction, TaskNode
+from faasplan.workflow.task import SizedBlob, TaskFunction, TaskNode, TaskProfile
 
 DEFAULT_LITERAL_THRESHOLD = 65536
 """Literals whose pickle is larger than this many bytes move out of the blob."""
@@ -455,21 +461,27 @@ class DagSizes:
     """What the worker logic is told about a workflow's encoded size.
 
     ``task_nbytes``: per task, its share of the encoded DAG (arguments and structure);
-    ``code_nbytes``: per function, its pickled code. Both drivers build their
-    :class:`~faasplan.worker.RunSpec` from these, so they take the same inline-or-fetch
-    decisions for the same plan.
+    ``code_nbytes``: per function, its pickled code. ``parts``: per task, the stored DAG
+    parts (key, bytes) a worker needs to run it: its record, then its function's code
+    (:func:`encode_parts`). Both drivers build their :class:`~faasplan.worker.RunSpec`
+    from these, so they take the same inline-or-fetch decisions and fetch the same parts
+    for the same plan.
     """
 
     task_nbytes: Mapping[str, int]
     code_nbytes: Mapping[str, int]
+    parts: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict)
 
 
-def dag_sizes(wf: Workflow, encoded: EncodedWorkflow | None = None) -> DagSizes:
+def dag_sizes(wf: Workflow, encoded: EncodedWorkflow | None = None,
+              parts: DagParts | None = None) -> DagSizes:
     """Measure ``wf``'s encoded sizes (encoding it unless ``encoded`` is given).
 
+    ``parts``: its :func:`encode_parts` (computed unless given).
     Raises what :func:`encode` raises for a workflow that cannot be encoded.
     """
     enc = encoded if encoded is not None else encode(wf)
+    split = parts if parts is not None else encode_parts(wf)
     code: dict[str, int] = {}
     for node in wf.tasks.values():
         if node.func.name not in code:
@@ -478,4 +490,148 @@ def dag_sizes(wf: Workflow, encoded: EncodedWorkflow | None = None) -> DagSizes:
             except Exception:
                 code[node.func.name] = 0  # encode() reports code it cannot pickle
     per_task = max(0, enc.nbytes - sum(code.values())) // max(1, len(wf))
-    return DagSizes(dict.fromkeys(wf.topological_order, per_task), code)
+    return DagSizes(dict.fromkeys(wf.topological_order, per_task), code, split.task_parts())
+
+
+# -- content-addressed parts --------------------------------------------------------------
+TASK_PART_PREFIX = "dag-t-"
+"""Key prefix of a task-record part."""
+FUNCTION_PART_PREFIX = "dag-f-"
+"""Key prefix of a function-code part."""
+_PART_PROTOCOL = 4  # what protocol 5 adds (out-of-band buffers) a record never uses
+
+
+@dataclass(frozen=True)
+class DagParts:
+    """A workflow stored as content-addressed parts.
+
+    ``blobs`` maps each part key (``dag-f-<hash>`` for a function's code, ``dag-t-<hash>``
+    for a task record: its arguments and profile; the hash is of the part's bytes) to its
+    bytes. ``tasks`` maps each task id to ``(record key, function key)``: a task record
+    names neither, the spec pairs them. Identical parts share one key.
+    """
+
+    blobs: Mapping[str, bytes]
+    tasks: Mapping[str, tuple[str, str]]
+
+    @property
+    def nbytes(self) -> int:
+        """Total size of the distinct parts (what the client stores)."""
+        return sum(len(b) for b in self.blobs.values())
+
+    def task_parts(self) -> dict[str, tuple[tuple[str, int], ...]]:
+        """Per task, ``((record key, bytes), (function key, bytes))``."""
+        return {tid: tuple((key, len(self.blobs[key])) for key in keys)
+                for tid, keys in self.tasks.items()}
+
+
+@dataclass(frozen=True, slots=True)
+class TaskPart:
+    """A decoded task record: what a worker holding it (and its function) can run.
+
+    ``args``/``kwargs`` hold :class:`ExternalRef` for upstream tasks and
+    :class:`LiteralRef` for large literals.
+    """
+
+    args: tuple[Any, ...]
+    kwargs: dict[str, Any]
+    profile: TaskProfile | None
+
+    def node(self, task_id: str, function: TaskFunction) -> TaskNode:
+        """The node of task ``task_id``, given its function's part."""
+        return TaskNode(function, self.args, self.kwargs, task_id, self.profile)
+
+
+def part_key(prefix: str, data: bytes) -> str:
+    """Content address of a part: ``prefix`` and a hash of ``data``."""
+    return prefix + hashlib.sha256(data).hexdigest()[:24]
+
+
+class _PartPickler(cloudpickle.Pickler):
+    """Pickles task records compactly: upstream ids and large literals as persistent ids."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        if isinstance(obj, _Ref):
+            return ("u", obj.task_id)
+        if isinstance(obj, LiteralRef):
+            return ("l", obj.id, obj.nbytes)
+        if type(obj) is TaskProfile:
+            return ("p", obj.exec_ms, obj.output_bytes)
+        return None
+
+
+class _PartUnpickler(pickle.Unpickler):
+    def persistent_load(self, pid: Any) -> Any:
+        if pid[0] == "u":
+            return ExternalRef(pid[1])
+        if pid[0] == "l":
+            return LiteralRef(pid[1], pid[2])
+        if pid[0] == "p":
+            return TaskProfile(pid[1], pid[2])
+        _malformed(f"unknown reference {pid!r:.80} in a task part")
+
+
+def encode_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD
+                 ) -> DagParts:
+    """Split ``wf`` into content-addressed parts (see :class:`DagParts`).
+
+    Literals above ``literal_threshold`` stay outside as in :func:`encode` (same ids).
+    Raises ``WorkflowError`` for code or arguments that cannot be pickled.
+    """
+    literals = _LiteralStore(literal_threshold)
+    functions = _FunctionTable()
+    function_keys: dict[int, str] = {}
+    blobs: dict[str, bytes] = {}
+    tasks: dict[str, tuple[str, str]] = {}
+    for tid in wf.topological_order:
+        node = wf.tasks[tid]
+        index = functions.add(node.func, tid)
+        fkey = function_keys.get(index)
+        if fkey is None:
+            data = pickle.dumps(functions.entries[index], protocol=pickle.HIGHEST_PROTOCOL)
+            fkey = function_keys[index] = part_key(FUNCTION_PART_PREFIX, data)
+            blobs[fkey] = data
+        try:
+            args, kwargs = _encode_arguments(node, wf, literals)
+        except WorkflowError as exc:
+            raise WorkflowError(f"task {tid!r}: {exc}") from exc
+        buf = io.BytesIO()
+        try:
+            _PartPickler(buf, protocol=_PART_PROTOCOL).dump((args, kwargs, node.profile))
+        except Exception as exc:
+            raise WorkflowError(f"task {tid!r}: cannot pickle its arguments: {exc}") from exc
+        data = buf.getvalue()
+        tkey = part_key(TASK_PART_PREFIX, data)
+        blobs[tkey] = data
+        tasks[tid] = (tkey, fkey)
+    return DagParts(blobs, tasks)
+
+
+def check_part(key: str, data: bytes) -> None:
+    """Raise ``WorkflowError`` unless ``data`` is the part ``key`` names (content hash)."""
+    prefix = key[:len(TASK_PART_PREFIX)]
+    if prefix not in (TASK_PART_PREFIX, FUNCTION_PART_PREFIX) or part_key(prefix, data) != key:
+        raise WorkflowError(f"DAG part {key!r}: the {len(data)} bytes stored under it do not "
+                            "hash to its key; the storage returned wrong or corrupt bytes")
+
+
+def load_task_part(key: str, data: bytes) -> TaskPart:
+    """Decode a task-record part (checked against ``key``)."""
+    check_part(key, data)
+    try:
+        args, kwargs, profile = _PartUnpickler(io.BytesIO(data)).load()
+    except WorkflowError:
+        raise
+    except Exception as exc:
+        _malformed(f"task part {key!r}: cannot unpickle it ({type(exc).__name__}: {exc})")
+    return TaskPart(tuple(args), dict(kwargs), profile)
+
+
+def load_function_part(key: str, data: bytes) -> TaskFunction:
+    """Decode a function part (checked against ``key``) into its task function."""
+    check_part(key, data)
+    try:
+        name, code, hint = pickle.loads(data)
+    except Exception as exc:
+        _malformed(f"function part {key!r}: cannot unpickle it ({type(exc).__name__}: {exc})")
+    return _load_function([(name, code, hint)], 0, None, f"(part {key})")
