@@ -572,3 +572,59 @@ def test_faasplan_run_shares_its_key_file_with_standalone_workers(
         err = _stop_worker(worker)
     # The standalone worker ran the invocations: none came from a pool of the client's own.
     assert "invocation" in err.lower(), err[-2000:]
+
+
+# -- item 10: control state written without the key is detected ----------------------------
+@task
+def pair(a: int, b: int) -> int:
+    return a + b
+
+
+def test_signer_marks_bind_text_and_context() -> None:
+    from faasplan.runtime.errors import PayloadAuthError
+    from faasplan.runtime.security import Signer
+
+    s = Signer(new_key())
+    marked = s.mark("run/1/deps:c", "a")
+    assert s.check_mark("run/1/deps:c", marked) == "a"
+    for context, member in (("run/1/deps:d", marked),           # another fan-in
+                            ("run/2/deps:c", marked),           # another run instance
+                            ("run/1/deps:c", "a"),              # no MAC at all
+                            ("run/1/deps:c", "b" + marked[1:]),  # MAC of another task
+                            ("run/1/deps:c", marked[:-1] + "0")):
+        with pytest.raises(PayloadAuthError):
+            s.check_mark(context, member)
+    with pytest.raises(PayloadAuthError):
+        Signer(new_key()).check_mark("run/1/deps:c", marked)  # another key
+
+
+def test_a_forged_fan_in_entry_fails_the_run_naming_it(redis_server: Any) -> None:
+    from faasplan.runtime.errors import RunError
+
+    fast, slow = inc(1, task_id="fast"), nap(2, 3.0, task_id="slow")
+    wf = Workflow(pair(fast, slow, task_id="join"))
+    rid = f"forge-{os.getpid()}-{time.monotonic_ns()}"
+    deps = RunKeys(rid).deps("join")
+    r = redis.Redis.from_url(redis_server.url)
+    outcome: dict[str, BaseException | object] = {}
+
+    def go() -> None:
+        try:
+            outcome["result"] = run(wf, None, redis_server.url, run_id=rid, timeout_s=60,
+                                    config=CONFIG)
+        except BaseException as exc:
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=go)
+    thread.start()
+    try:
+        # `fast` has tracked: forge the entry `slow` would write, without the key.
+        assert wait_until(lambda: r.scard(deps) == 1, 30.0) is not None
+        real = next(iter(r.smembers(deps))).decode()
+        assert real.startswith("fast#")
+        r.sadd(deps, "slow#" + "0" * 32)
+    finally:
+        thread.join(90)
+    error = outcome.get("error")
+    assert isinstance(error, RunError), outcome
+    assert "deps:join" in str(error) and "failed authentication" in str(error)

@@ -34,7 +34,7 @@ from typing import Any
 
 import cloudpickle
 
-from faasplan.runtime.errors import RunStateLostError
+from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
 from faasplan.runtime.events import LogStream, Outbox
 from faasplan.runtime.execution import TaskFailure, call_task, value_nbytes
 from faasplan.runtime.invoking import EXTERNAL_FUNCTION, HeldParts, inline_blob
@@ -414,11 +414,21 @@ class Driver:
 
     # -- coordination -------------------------------------------------------------------
     async def _track(self, t: Track, main: bool) -> bool:
+        # Members carry a MAC bound to the run instance and the fan-in, so an entry written
+        # by anyone without the key is detected by the worker the set's count triggers.
+        context = self.run.context(f"deps:{t.task}")
+        deps = self.keys.deps(t.task)
         done = check_write(int(await self.run.scripts.track(
-            keys=[self.keys.deps(t.task), self.keys.owners, self.keys.manifest,
-                  self.keys.inv_attempts],
-            args=[t.upstream, t.expected, self.inv_id, t.task, self.attempt, self.run.epoch,
-                  self.run.ttl_ms])), self.run.manifest.run_id)
+            keys=[deps, self.keys.owners, self.keys.manifest, self.keys.inv_attempts],
+            args=[self.run.signer.mark(context, t.upstream), t.expected, self.inv_id, t.task,
+                  self.attempt, self.run.epoch, self.run.ttl_ms])), self.run.manifest.run_id)
+        if done in (1, 2):
+            members = await self.client.smembers(deps)
+            finished = {self.run.signer.check_mark(
+                context, m.decode() if isinstance(m, bytes) else str(m)) for m in members}
+            if done == 2 or len(finished) != t.expected:
+                raise PayloadAuthError(context, f"{len(members)} entries for {t.expected} "
+                                                "upstream tasks", run_id=self.run.manifest.run_id)
         return done == 1
 
     async def _notify(self, n: Notify, main: bool) -> None:

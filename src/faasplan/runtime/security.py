@@ -261,6 +261,10 @@ def write_key_file(path: str | os.PathLike[str], key: bytes | None = None) -> by
     return key
 
 
+#: Hex digits of a control entry's MAC (128 bits).
+MARK_HEX = 32
+
+
 class Signer:
     """Seals and opens payloads with one HMAC key.
 
@@ -300,6 +304,24 @@ class Signer:
                                    self._tag(context, body)):
             raise PayloadAuthError(context, "MAC mismatch")
         return body
+
+    def mark(self, context: str, text: str) -> str:
+        """``text`` with a MAC under ``context`` appended (``text#tag``): control state such
+        as a fan-in's set of finished upstream tasks, whose members a reader can check.
+
+        >>> s = Signer(new_key())
+        >>> s.check_mark("deps:t", s.mark("deps:t", "a"))
+        'a'
+        """
+        return f"{text}#{self._tag(context, text.encode()).hex()[:MARK_HEX]}"
+
+    def check_mark(self, context: str, member: str) -> str:
+        """The text of a :meth:`mark`; :class:`PayloadAuthError` if it does not verify."""
+        text, sep, tag = member.rpartition("#")
+        if not sep or not hmac.compare_digest(
+                tag, self._tag(context, text.encode()).hex()[:MARK_HEX]):
+            raise PayloadAuthError(context, f"control entry {member[:80]!r} has no valid MAC")
+        return text
 
     def dumps(self, context: str, obj: Any) -> bytes:
         """Pickle (cloudpickle, protocol 5) and seal ``obj``."""
