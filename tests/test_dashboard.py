@@ -1070,6 +1070,25 @@ def _finished(url: str, started: dict[str, Any], timeout: float = 120.0) -> dict
 
 
 @pytest.mark.redis
+def test_any_run_with_a_plan_shows_plan_vs_actual(redis_dashboard: Callable[..., str],
+                                                  dash_redis: Any) -> None:
+    """A run the dashboard did not start (faasplan.run from a script) carries its plan's
+    per-task prediction in its info key, so the plan-vs-actual view works for it too."""
+    url = redis_dashboard()
+    wf = faasplan.workloads.tree_reduction(leaves=4)
+    plan = faasplan.plan(wf, planner="heft", seed=2)
+    result = faasplan.run(wf, plan, dash_redis.url, timeout_s=120)
+    status, pva = get(url + f"api/runs/{result.run_id}/plan-vs-actual")
+    assert status == 200 and pva["predicted"] and pva["source"] == "plan"
+    assert {r["task"] for r in pva["tasks"]} == set(wf.topological_order)
+    predicted = plan.predicted.tasks.drop_duplicates("task").set_index("task")
+    for r in pva["tasks"]:
+        assert r["predicted_exec"] == pytest.approx(
+            float(predicted.loc[r["task"], "exec_ms"]) / 1000.0, rel=1e-3, abs=1e-5)
+        assert r["actual_exec"] is not None and r["exec_ratio"] > 0
+
+
+@pytest.mark.redis
 def test_api_runs_a_plan_from_the_history_for_real(redis_dashboard: Callable[..., str],
                                                    tree_store: Path) -> None:
     url = redis_dashboard(tree_store)

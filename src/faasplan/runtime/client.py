@@ -335,7 +335,8 @@ async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = No
         session = _Session(client, url, signer, prepared, faas, cfg, timeout_s=timeout_s,
                            max_retries=max_retries, keep_data=keep_data, progress=progress,
                            seed=seed, private_pool=hmac_key is None,
-                           predicted_ms=_predicted_ms(plan), replace=replace)
+                           predicted_ms=_predicted_ms(plan), replace=replace,
+                           prediction=predicted_tasks(plan))
         result = await session.execute()
         outcome["ok"] = True
     if metrics_path is not None:
@@ -353,7 +354,7 @@ class _Session:
                  max_retries: int, keep_data: bool,
                  progress: Callable[[Progress], None] | None, seed: int,
                  private_pool: bool, predicted_ms: float | None = None,
-                 replace: bool = False) -> None:
+                 replace: bool = False, prediction: Mapping[str, Any] | None = None) -> None:
         self.client = client
         self.url = url
         self.signer = signer
@@ -377,6 +378,7 @@ class _Session:
         self._client_log: list[Event] = []
         self._logs: dict[str, tuple[int, int, list[Event]]] = {}
         self.predicted_ms = predicted_ms
+        self.prediction = prediction
         self.stream = LogStream(client, self.keys.log, create=True)
         self.invocations: dict[str, dict[str, Any]] = {}
         self.running: set[str] = set()
@@ -450,7 +452,8 @@ class _Session:
             for key, value in items.items():
                 pipe.set(key, value, px=px)
             # What a live view needs to draw the run (plain JSON: it decides nothing).
-            pipe.set(self.keys.info, run_info_json(self.prepared, self.predicted_ms), px=px)
+            pipe.set(self.keys.info, run_info_json(self.prepared, self.predicted_ms,
+                                                   self.prediction), px=px)
             pipe.zadd(RUNS_KEY, {self.run_id: now_ms()})
             await pipe.execute()
 
@@ -791,13 +794,36 @@ def _predicted_ms(plan: Any) -> float | None:
     return None
 
 
-def run_info_json(prepared: PreparedRun, predicted_ms: float | None) -> str:
-    """The run's ``info`` key: its tasks, edges and placements, and the plan's prediction."""
+def predicted_tasks(plan: Any) -> dict[str, Any] | None:
+    """The plan's predicted trace per task, for a dashboard's plan-vs-actual view:
+    ``{"makespan_ms", "source", "tasks": {task: [worker, start, exec start, exec end,
+    end]}}`` in ms since the run's start; ``None`` for a plan without a predicted trace."""
+    trace = getattr(plan, "predicted", None)
+    table = getattr(trace, "tasks", None)
+    makespan = _predicted_ms(plan)
+    if table is None or makespan is None or not len(table):
+        return None
+    cols = ("task", "worker", "start_ms", "exec_start_ms", "exec_end_ms", "end_ms")
+    if any(c not in table.columns for c in cols):
+        return None
+    rows = table.drop_duplicates("task")
+    tasks = {str(r[0]): [str(r[1]), *(round(float(v), 3) for v in r[2:])]
+             for r in zip(*(rows[c] for c in cols), strict=True)}
+    return {"makespan_ms": makespan, "source": "plan", "tasks": tasks}
+
+
+def run_info_json(prepared: PreparedRun, predicted_ms: float | None,
+                  prediction: Mapping[str, Any] | None = None) -> str:
+    """The run's ``info`` key: its tasks, edges and placements, and the plan's prediction
+    (its makespan, and per task when :func:`predicted_tasks` gave one)."""
     spec, manifest = prepared.spec, prepared.manifest
     tasks = [{"id": t, "function": spec.tasks[t].function,
               "upstream": list(spec.tasks[t].upstream),
               "worker": spec.tasks[t].placement.worker,
               "memory_mb": spec.tasks[t].placement.memory_mb} for t in spec.order]
-    return json.dumps({"run_id": manifest.run_id, "workflow": manifest.workflow_name,
-                       "planner": manifest.planner, "started_ms": now_ms(), "tasks": tasks,
-                       "predicted_makespan_ms": predicted_ms})
+    info: dict[str, Any] = {"run_id": manifest.run_id, "workflow": manifest.workflow_name,
+                            "planner": manifest.planner, "started_ms": now_ms(),
+                            "tasks": tasks, "predicted_makespan_ms": predicted_ms}
+    if prediction is not None:
+        info["prediction"] = dict(prediction)
+    return json.dumps(info)
