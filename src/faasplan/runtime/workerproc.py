@@ -239,6 +239,7 @@ class WorkerProcess:
                                          "traceback": f.tb}))
         except PayloadAuthError as exc:
             status = "failed"
+            stream.put(Event(label, "fail", None, None, 0, now_ms(), now_ms(), str(exc)))
             outbox.put(("fail", "auth", {"context": exc.context, "message": str(exc)}))
         except RunStateLostError as exc:
             status = "failed"
@@ -266,8 +267,10 @@ class WorkerProcess:
                     "end": now_ms(), "startup_state": startup[0], "startup_ms": startup[1],
                     "tasks": len(rows), "attempt": attempt,
                     "log": [tuple(ev) for ev in driver.events]}))
-            await outbox.close()
+            # The log stream first: once the client reads a failure from the outbox it may
+            # end the run and delete its keys, and the dashboard's traceback with them.
             await stream.close()
+            await outbox.close()
             await self._end(run, queued.inv_id, attempt, status, final)
         except Exception:
             log.exception("could not report the end of invocation %s of run %s",
