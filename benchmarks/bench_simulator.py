@@ -51,6 +51,7 @@ from faasplan.data import trace_path  # the real traces shipped with faasplan
 from faasplan.simulator import Simulation, Simulator
 from faasplan.workflow import TaskFunction, TaskNode, TaskProfile, Workflow
 from faasplan.workflow.wfformat import load_wfformat, synthetic_task
+from faasplan.workloads import layered
 
 HERE = Path(__file__).resolve()
 SHARED_TRACES = HERE.parents[1].parent / "shared" / "traces"
@@ -58,34 +59,9 @@ TRACES = {"montage 1738": "montage_1738t", "epigenomics 983": "epigenomics_983t"
           "1000genome 902": "1000genome_902t"}
 CALLS_MAX_TASKS = 10_000
 def layered_dag(tasks: int, width: int = 100, seed: int = 0) -> Workflow:
-    """A layered DAG: each task takes 1-3 outputs of the previous layer.
-
-    Execution times are lognormal around 200 ms, outputs 1 KiB - 1 MiB (log-uniform);
-    four function names (one per "stage kind") rotate by layer.
-    """
-    rng = np.random.default_rng(seed)
-    functions = [TaskFunction(synthetic_task, name=f"stage{k}") for k in range(4)]
-    layers: list[list[TaskNode]] = []
-    n = 0
-    while n < tasks:
-        k = len(layers)
-        fn = functions[k % len(functions)]
-        layer = []
-        for _ in range(min(width, tasks - n)):
-            parents: list[TaskNode] = []
-            if layers:
-                prev = layers[-1]
-                count = min(len(prev), int(rng.integers(1, 4)))
-                parents = [prev[i] for i in rng.choice(len(prev), size=count, replace=False)]
-            profile = TaskProfile(float(200.0 * rng.lognormal(0.0, 0.5)),
-                                  int(2 ** rng.uniform(10, 20)))
-            layer.append(fn(*parents, task_id=f"t{n}", profile=profile,
-                            runtime_ms=profile.exec_ms, output_bytes=profile.output_bytes))
-            n += 1
-        layers.append(layer)
-    children = {id(p) for layer in layers for node in layer for p in node.upstream}
-    sinks = [node for layer in layers for node in layer if id(node) not in children]
-    return Workflow(sinks, name=f"layered_{tasks}t", detect=False)
+    """A layered DAG: each task takes 1-3 outputs of the previous layer
+    (:func:`faasplan.workloads.layered`: ~200 ms tasks, outputs 1 KiB - 1 MiB, four stages)."""
+    return layered(tasks, width, seed)
 
 
 def tree_dag(leaves: int = 4096, seed: int = 0) -> Workflow:

@@ -14,7 +14,7 @@ import cloudpickle
 import numpy as np
 import pytest
 
-from faasplan import Platform, Workflow, task
+from faasplan import Platform, Workflow, task, workloads
 from faasplan.conformance import check
 from faasplan.conformance.cases import random_case
 from faasplan.runtime import LocalFaaS, PayloadAuthError, RuntimeConfig, new_key, run
@@ -32,7 +32,6 @@ from faasplan.worker import (
 )
 from faasplan.worker.inmemory import run_in_memory
 from faasplan.worker.log import Event
-from faasplan.workflow import TaskFunction, TaskNode, TaskProfile
 from faasplan.workflow.codec import (
     WorkflowError,
     check_part,
@@ -41,7 +40,6 @@ from faasplan.workflow.codec import (
     load_function_part,
     load_task_part,
 )
-from faasplan.workflow.wfformat import synthetic_task
 
 pytest_plugins = ("conftest_redis",)
 
@@ -80,28 +78,8 @@ def corrupt_key(url: str, key: str) -> int:
 
 def layered(tasks: int, width: int = 50, seed: int = 0) -> Workflow:
     """Layers of ``width`` tasks, each reading 1-3 tasks of the layer above."""
-    rng = np.random.default_rng(seed)
-    functions = [TaskFunction(synthetic_task, name=f"stage{k}") for k in range(3)]
-    layers: list[list[TaskNode]] = []
-    n = 0
-    while n < tasks:
-        fn = functions[len(layers) % len(functions)]
-        layer = []
-        for _ in range(min(width, tasks - n)):
-            parents: list[TaskNode] = []
-            if layers:
-                prev = layers[-1]
-                k = min(len(prev), int(rng.integers(1, 4)))
-                parents = [prev[i] for i in rng.choice(len(prev), size=k, replace=False)]
-            profile = TaskProfile(float(50.0 * rng.lognormal(0.0, 0.5)),
-                                  int(2 ** rng.uniform(10, 16)))
-            layer.append(fn(*parents, task_id=f"t{n}", profile=profile,
-                            runtime_ms=profile.exec_ms, output_bytes=profile.output_bytes))
-            n += 1
-        layers.append(layer)
-    children = {id(p) for layer in layers for node in layer for p in node.upstream}
-    sinks = [node for layer in layers for node in layer if id(node) not in children]
-    return Workflow(sinks, name=f"layered_{tasks}", detect=False)
+    return workloads.layered(tasks, width, seed, stages=3, exec_ms=50.0, max_output_log2=16,
+                             name=f"layered_{tasks}")
 
 
 def fan_out_chains(width: int = 4, depth: int = 3) -> Workflow:
