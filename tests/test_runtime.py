@@ -111,12 +111,17 @@ def touch(path: str) -> int:
 
 @task
 def corrupt(url: str, key: str, after_member: tuple[str, str] | None = None) -> int:
-    """Flip one byte of the stored payload ``key`` (waiting until it exists)."""
+    """Flip one byte of the stored payload ``key`` (waiting until it exists, and until the
+    fan-in set ``after_member[0]`` has an entry for task ``after_member[1]``: entries are
+    ``task#mac``)."""
     client = redis.Redis.from_url(url)
     deadline = time.monotonic() + 10.0
+
+    def tracked(deps: str, task: str) -> bool:
+        return any(m.decode().rpartition("#")[0] == task for m in client.smembers(deps))
+
     while time.monotonic() < deadline:
-        ready = client.exists(key) and (
-            after_member is None or client.sismember(after_member[0], after_member[1]))
+        ready = client.exists(key) and (after_member is None or tracked(*after_member))
         if ready:
             data = bytearray(client.get(key))
             data[-1] ^= 0xFF
