@@ -19,8 +19,6 @@ from faasplan.runtime.manifest import RunManifest, payload_context
 from faasplan.runtime.redisio import Scripts
 from faasplan.runtime.security import Signer
 from faasplan.worker import RunSpec, sink_channel
-from faasplan.workflow import Workflow
-from faasplan.workflow.codec import decode
 
 POLL_S = 0.5
 """How often a blocked wait re-checks its key and whether the run was aborted."""
@@ -129,7 +127,6 @@ class RunState:
         self.missing_requirements = missing
         self.waiters = Waiters(client, self.keys.pubsub_pattern, self.check_alive)
         self.sink_channels = {sink_channel(s): s for s in manifest.sinks}
-        self._dag: tuple[bytes, Workflow] | None = None
         self._max_bulk: int | None = None
 
     @property
@@ -160,13 +157,6 @@ class RunState:
             aborted, present = await pipe.execute()
         if aborted or not present:
             raise RunAborted(self.manifest.run_id)
-
-    def decode_dag(self, body: memoryview) -> Workflow:
-        """Decode the stored DAG, reusing the last decoding when the bytes are the same."""
-        data = bytes(body)
-        if self._dag is None or self._dag[0] != data:
-            self._dag = (data, decode(data))
-        return self._dag[1]
 
     async def close(self) -> None:
         """Release the run's pub/sub connection."""
