@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -152,7 +152,6 @@ class CompareRequest:
     def parse(cls, body: Any) -> CompareRequest:
         """Check a request body; :class:`HistoryError` (400) names the bad field and value."""
         from faasplan.planners import planner_names
-        from faasplan.scenarios.schema import SLA_PATTERN
 
         if not isinstance(body, dict):
             raise HistoryError(f"the body must be a JSON object, got {type(body).__name__}")
@@ -168,21 +167,29 @@ class CompareRequest:
         if bad:
             raise HistoryError(f"unknown planner(s) {bad}; choose from "
                                f"{', '.join(planner_names())}")
-        sla = body.get("sla", "p95")
-        if not isinstance(sla, str) or not SLA_PATTERN.match(sla):
-            raise HistoryError(f"sla must be 'average' or a percentile like 'p95', got {sla!r}")
+        sla, seed, workflow = _plan_fields(body)
         replicates = body.get("replicates", DEFAULT_REPLICATES)
         if not isinstance(replicates, int) or isinstance(replicates, bool) or not (
                 1 <= replicates <= MAX_REPLICATES):
             raise HistoryError(f"replicates must be an integer in 1..{MAX_REPLICATES}, got "
                                f"{replicates!r}")
-        seed = body.get("seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise HistoryError(f"seed must be an integer >= 0, got {seed!r}")
-        workflow = body.get("workflow")
-        if workflow is not None and not isinstance(workflow, str):
-            raise HistoryError(f"workflow must be a structure hash, got {workflow!r}")
         return cls(tuple(dict.fromkeys(planners)), sla, replicates, seed, workflow)
+
+
+def _plan_fields(body: Mapping[str, Any]) -> tuple[str, int, str | None]:
+    """The ``sla``, ``seed`` and ``workflow`` fields of a compare or run request, checked."""
+    from faasplan.scenarios.schema import SLA_PATTERN
+
+    sla = body.get("sla", "p95")
+    if not isinstance(sla, str) or not SLA_PATTERN.match(sla):
+        raise HistoryError(f"sla must be 'average' or a percentile like 'p95', got {sla!r}")
+    seed = body.get("seed", 0)
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        raise HistoryError(f"seed must be an integer >= 0, got {seed!r}")
+    workflow = body.get("workflow")
+    if workflow is not None and not isinstance(workflow, str):
+        raise HistoryError(f"workflow must be a structure hash, got {workflow!r}")
+    return sla, seed, workflow
 
 
 def compare_type(store: HistoryStore, key: str, request: CompareRequest,
@@ -345,7 +352,6 @@ class RunRequest:
     def parse(cls, body: Any) -> RunRequest:
         """Check a request body; :class:`HistoryError` (400) names the bad field and value."""
         from faasplan.planners import planner_names
-        from faasplan.scenarios.schema import SLA_PATTERN
 
         if not isinstance(body, dict):
             raise HistoryError(f"the body must be a JSON object, got {type(body).__name__}")
@@ -357,15 +363,7 @@ class RunRequest:
         if not isinstance(planner, str) or planner not in planner_names():
             raise HistoryError(f"planner must be one of {', '.join(planner_names())}, got "
                                f"{planner!r}")
-        sla = body.get("sla", "p95")
-        if not isinstance(sla, str) or not SLA_PATTERN.match(sla):
-            raise HistoryError(f"sla must be 'average' or a percentile like 'p95', got {sla!r}")
-        seed = body.get("seed", 0)
-        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-            raise HistoryError(f"seed must be an integer >= 0, got {seed!r}")
-        workflow = body.get("workflow")
-        if workflow is not None and not isinstance(workflow, str):
-            raise HistoryError(f"workflow must be a structure hash, got {workflow!r}")
+        sla, seed, workflow = _plan_fields(body)
         scale = body.get("time_scale", 1.0)
         if (not isinstance(scale, int | float) or isinstance(scale, bool)
                 or not 0 < scale <= MAX_TIME_SCALE):

@@ -81,7 +81,7 @@ class PreparedRun:
     """The DAG's content-addressed parts, stored for workers started by reference."""
 
 
-def resolve_placements(wf: Workflow, plan: Any) -> dict[str, Placement]:
+def resolve_placements(wf: Workflow, plan: Any) -> Mapping[str, Placement]:
     """Placements from ``plan``: ``None`` (all flexible, 1024 MB), a mapping, or ``.placements``.
 
     Raises ``KeyError`` naming a task without a placement, ``ValueError`` naming ids that
@@ -106,7 +106,7 @@ def resolve_placements(wf: Workflow, plan: Any) -> dict[str, Placement]:
             raise TypeError(f"plan: placement of task {tid!r} is {type(p).__name__}, "
                             "expected faasplan.worker.Placement")
     # A plan's placements keep their workers' own task orders.
-    return mapping if getattr(mapping, "worker_orders", None) else dict(mapping)  # type: ignore[return-value]
+    return mapping if getattr(mapping, "worker_orders", None) else dict(mapping)
 
 
 def planner_name(plan: Any) -> str:
