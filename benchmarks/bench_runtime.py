@@ -24,6 +24,9 @@ Part ``gap``: where ``run()``'s wall time beyond ``makespan_ms`` goes, from wall
 stamps taken around the client's phases (set-up and encoding, storing, waiting, draining,
 reading the result, clean-up, building the trace).
 
+Part ``profile`` (only when asked for): ``cProfile`` of the calling thread around one warm
+``run()``: cumulative time of the client's parts and the functions with the most own time.
+
 Part ``bytes``: network traffic of the Redis server (``INFO stats``) for a tree reduction
 and GEMM, all tasks flexible vs. every task with CLUSTER (and DELAYED_IO on one upstream
 of each fan-in).
@@ -33,6 +36,7 @@ Run::
     python benchmarks/bench_runtime.py                 # all parts, markdown on stdout
     python benchmarks/bench_runtime.py --part overhead --leaves 128 --repeats 2
     python benchmarks/bench_runtime.py --part gap --leaves 512
+    python benchmarks/bench_runtime.py --part profile --leaves 512   # cProfile of the client
 
 The overhead part ends with one summary line, ``runtime: X ms/task vs Dask Y ms/task
 (ratio R), wall-clock, same run``, for the largest size.
@@ -180,7 +184,7 @@ def summary_line(result: dict[str, Any]) -> str:
 
 # -- gap: where run()'s wall time beyond makespan_ms goes -----------------------------------
 PHASES = ("resolve_placements", "prepare_run", "_net_bytes", "_store_run", "_start", "_wait",
-          "_results", "_cleanup", "build_real_trace")
+          "_results", "_cleanup", "build_real_trace", "enqueue_many")
 """Client functions stamped (those ``faasplan.runtime.client`` has; missing ones skipped)."""
 
 
@@ -259,6 +263,11 @@ def gap(leaves: int, leaf_size: int, repeats: int) -> list[str]:
                 "  of which prepare_run (encoding)": sums.get("prepare_run", 0.0),
                 "  of which resolve_placements": sums.get("resolve_placements", 0.0),
                 "INFO stats, before and after (Redis traffic)": sums.get("_net_bytes", 0.0),
+                "  from the first action to the first invocations pushed":
+                    min((e for name, _, e in log if name == "enqueue_many"),
+                        default=t0) - t0,
+                "  _start (encode inline subDAGs, push the initial invocations)":
+                    sums.get("_start", 0.0),
                 "after the last sink's announcement, in _wait (drain)":
                     end_of["_wait"] - announced,
                 "_results (read the sink's output)": sums.get("_results", 0.0),
@@ -268,7 +277,7 @@ def gap(leaves: int, leaf_size: int, repeats: int) -> list[str]:
                     back - max(e for _, _, e in log),
             }
             accounted = sum(v for k, v in parts.items()
-                            if not k.startswith(("wall", "  of which", "INFO")))
+                            if not k.startswith(("wall", "  ", "INFO")))
             parts["between those parts (the decision log re-timed, INFO after the run)"] = \
                 parts["wall (caller)"] - accounted
             for name, value in parts.items():
@@ -281,6 +290,73 @@ def gap(leaves: int, leaf_size: int, repeats: int) -> list[str]:
     for name, values in per.items():
         value = statistics.median(values)
         rows.append(f"| {name} | {value:.0f} | {100 * value / wall:.1f} |")
+    return rows
+
+
+# -- profile: where the calling thread's time goes ----------------------------------------------
+PROFILED = (
+    ("client.py", "run", "run() (the whole call)"),
+    ("manifest.py", "prepare_run", "prepare_run (whole-DAG encoding, spec, manifest)"),
+    ("client.py", "_store_run", "_store_run (reserve, store DAG parts and manifest)"),
+    ("client.py", "_start", "_start (inline subDAGs, seal, push)"),
+    ("invoking.py", "inline_blob", "  inline_blob (encode the inline subDAGs)"),
+    ("manifest.py", "seal_invocation", "  seal_invocation"),
+    ("invoking.py", "enqueue_many", "  enqueue_many (Redis pipelines)"),
+    ("client.py", "_wait", "_wait (events, supervisor)"),
+    ("client.py", "_pop_events", "  _pop_events (BLPOP/LPOP, client side)"),
+    ("client.py", "_handle", "  _handle (apply one event)"),
+    ("security.py", "loads", "  Signer.loads (verify and unpickle events)"),
+    ("client.py", "_supervise", "  _supervise"),
+    ("client.py", "_results", "_results"),
+    ("client.py", "_cleanup", "_cleanup"),
+    ("trace.py", "build_real_trace", "build_real_trace"),
+    ("selectors.py", "select", "selector select() (idle: waiting for Redis or workers)"),
+    ("~", "<method 'send' of '_socket.socket' objects>",
+     "socket send() (incl. re-taking the GIL from other threads)"),
+)
+"""(file name, function name, label) rows of the profile table; cumulative times."""
+
+
+def client_profile(leaves: int, leaf_size: int, top: int = 15) -> list[str]:
+    """``cProfile`` of the calling thread around one warm ``run()`` on LocalFaaS.
+
+    Cumulative times of the client's parts (a coroutine counts only while it runs, so
+    the event loop's ``select`` is the time spent waiting), then the functions with the
+    most own time. Profiling slows the client itself (not the workers) by about 1.5-2x.
+    """
+    import cProfile
+    import pstats
+
+    wf = tree_reduction(leaves=leaves, leaf_size=leaf_size)
+    key = new_key()
+    with EmbeddedRedis() as server, LocalFaaS(server.url, key, max_running=SLOTS,
+                                              max_processes=SLOTS) as faas:
+        run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=900)  # warm-up
+        prof = cProfile.Profile()
+        start = time.perf_counter()
+        prof.enable()
+        result = run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=900)
+        prof.disable()
+        wall = (time.perf_counter() - start) * 1000.0
+    raw: dict[Any, Any] = pstats.Stats(prof).stats  # type: ignore[attr-defined]
+    cumulative: dict[tuple[str, str], float] = {}
+    for (path, _, name), (_, _, _, ct, _) in raw.items():
+        fn = (os.path.basename(path), name)
+        cumulative[fn] = cumulative.get(fn, 0.0) + ct * 1000.0
+    n = len(wf)
+    rows = [f"Tree reduction, {leaves} leaves ({n:,} tasks), LocalFaaS {SLOTS} processes, one "
+            f"warm run under cProfile: wall {wall:.0f} ms, makespan_ms "
+            f"{result.makespan_ms:.0f}.", "", "| client part (cumulative) | ms | % of wall |",
+            "|---|---:|---:|"]
+    for path, name, label in PROFILED:
+        if (path, name) in cumulative:
+            ms = cumulative[path, name]
+            rows.append(f"| {label} | {ms:.0f} | {100 * ms / wall:.1f} |")
+    own = sorted(raw.items(), key=lambda kv: -kv[1][2])[:top]
+    rows += ["", "| most own time | calls | own ms |", "|---|---:|---:|"]
+    for (path, line, name), (_, calls, tt, _, _) in own:
+        where = f"{os.path.basename(path)}:{line}" if line else path
+        rows.append(f"| {name} ({where}) | {calls} | {tt * 1000.0:.0f} |")
     return rows
 
 
@@ -329,7 +405,9 @@ def traffic(workflows: dict[str, Workflow]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["overhead", "gap", "bytes", "all"], default="all")
+    p.add_argument("--part", choices=["overhead", "gap", "profile", "bytes", "all"],
+                   default="all", help="'profile' (cProfile of one warm run's client) is "
+                   "not part of 'all'")
     p.add_argument("--leaves", type=int, action="append", default=None,
                    help="leaves of one tree size (repeatable; default 128, 512, 2048)")
     p.add_argument("--leaf-size", type=int, default=16)
@@ -351,6 +429,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.part in ("gap", "all"):
         out += ["## run() wall time vs makespan_ms", "",
                 *gap(sizes[len(sizes) // 2], args.leaf_size, args.repeats), ""]
+    if args.part == "profile":
+        out += ["## Where the client's time goes (cProfile)", "",
+                *client_profile(sizes[len(sizes) // 2], args.leaf_size), ""]
     if args.part in ("bytes", "all"):
         leaves = min(max(sizes), 1024)
         out += ["## Bytes through Redis", "",

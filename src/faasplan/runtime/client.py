@@ -58,8 +58,8 @@ from faasplan.runtime.errors import (
 )
 from faasplan.runtime.events import LogStream
 from faasplan.runtime.faas import LocalFaaS
-from faasplan.runtime.invoking import enqueue_many, inline_blob
-from faasplan.runtime.keys import RUNS_KEY, RunKeys, check_ids, pool_pattern, pool_queue
+from faasplan.runtime.invoking import InlineCache, enqueue_many, inline_blob
+from faasplan.runtime.keys import RUNS_KEY, RunKeys, check_ids, pool_pattern
 from faasplan.runtime.manifest import (
     PreparedRun,
     QueuedInvocation,
@@ -96,6 +96,12 @@ if TYPE_CHECKING:
 
 
 log = logging.getLogger("faasplan.runtime.client")
+
+FIRST_PUSH = 8
+"""Initial invocations in the client's first push; each further push doubles, up to
+:data:`MAX_PUSH` (the first workers start before every inline subDAG is encoded)."""
+MAX_PUSH = 256
+"""Initial invocations pushed at most in one round trip."""
 
 
 @dataclass(frozen=True)
@@ -491,30 +497,36 @@ class _Session:
         self.reserved = True
 
     async def _start(self) -> None:
+        """Push the initial invocations in growing batches, each as soon as the subDAGs
+        its invocations carry inline are encoded: the first workers start while the
+        client still encodes the rest. Each function's code is pickled once per run."""
         spec, wf = self.prepared.spec, self.prepared.workflow
-        blobs = [(inv, inline_blob([wf], spec, inv) if inv.inline_dag else None)
-                 for inv in initial_invocations(spec)]
-        pushed = now_ms()
-        batch = []
-        for inv, blob in blobs:
-            queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, pushed,
-                                      self.manifest.epoch)
-            entry = seal_invocation(self.signer, queued)
-            self.client_bytes += len(entry)
-            batch.append((queued, entry))
-        for inv, _ in blobs:
-            for ev in invoke_events(CLIENT, inv, pushed, pushed):
-                self._client_log.append(ev)
-                self.stream.put(ev)
-        await self.stream.close()  # the log exists before any worker writes to it
-        await enqueue_many(self.client, self.keys, self.signer.pool, batch)
-        if self.ttl_ms:
-            k = self.keys
-            queues = {pool_queue(self.signer.pool, q.invocation.memory_mb) for q, _ in batch}
-            async with self.client.pipeline(transaction=False) as pipe:
-                for key in (k.log, k.inv_state, k.inv_items, k.inv_queue, *queues):
-                    pipe.pexpire(key, self.ttl_ms)
-                await pipe.execute()
+        invocations = initial_invocations(spec)
+        cache = InlineCache()
+        size, done = FIRST_PUSH, 0
+        while done < len(invocations):
+            chunk = invocations[done:done + size]
+            done += len(chunk)
+            size = min(2 * size, MAX_PUSH)
+            blobs = [inline_blob([wf], spec, inv, cache) if inv.inline_dag else None
+                     for inv in chunk]
+            pushed = now_ms()
+            batch = []
+            for inv, blob in zip(chunk, blobs, strict=True):
+                queued = QueuedInvocation(self.run_id, invocation_id(inv), inv, blob, pushed,
+                                          self.manifest.epoch)
+                entry = seal_invocation(self.signer, queued)
+                self.client_bytes += len(entry)
+                batch.append((queued, entry))
+            for inv in chunk:
+                for ev in invoke_events(CLIENT, inv, pushed, pushed):
+                    self._client_log.append(ev)
+                    self.stream.put(ev)
+            # The log exists (first batch), and shows each invocation, before any worker
+            # of the batch writes to it.
+            await self.stream.close()
+            await enqueue_many(self.client, self.keys, self.signer.pool, batch,
+                               ttl_ms=self.ttl_ms, expire=(self.keys.log,))
 
     # -- waiting -------------------------------------------------------------------------
     async def _wait(self) -> None:
@@ -533,6 +545,10 @@ class _Session:
                     self._handle(self.signer.loads(event_context(self.run_id), raw))
                 if drain_until is None and not self.sinks_left:
                     drain_until, next_tick = now + self.cfg.drain_s, 0.0
+                if drain_until is not None and not self.running and not self.requeued:
+                    # Sinks done and every claimed invocation has reported (its rows come
+                    # with its "inv" event): no need to wait for the next tick.
+                    return
                 if now >= next_tick:
                     next_tick = now + self.cfg.poll_s
                     all_done = await self._supervise()

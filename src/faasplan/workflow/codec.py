@@ -29,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import io
 import pickle
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, NoReturn
 
@@ -206,19 +206,71 @@ def _surely_small(value: Any, threshold: int) -> bool:
     return False
 
 
+def pickle_function(fn: Callable[..., Any]) -> bytes:
+    """The pickled code of a task function, as blobs and parts store it."""
+    return cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
+
+
+class CodeCache:
+    """Pickled task-function code kept across the :func:`encode` calls of one run.
+
+    Encoding many sub-workflows of one workflow (the subDAGs invocations carry inline)
+    pickles each function once per cache instead of once per sub-workflow. The bytes are
+    those :func:`encode` makes without a cache. Entries are keyed by the function
+    object, which the cache keeps alive, so a key is never reused by another function.
+    The code is pickled when first asked for: a function changed afterwards (a closure
+    over mutable state) keeps the code of that moment, so a cache belongs to one run.
+
+    Parameters
+    ----------
+    pickler : callable, optional
+        Turns a function into its code bytes (default :func:`pickle_function`); it must
+        give what :func:`pickle_function` gives, or blobs differ from uncached ones.
+
+    >>> from faasplan import task, Workflow
+    >>> @task
+    ... def inc(x):
+    ...     return x + 1
+    >>> wf = Workflow(inc(inc(1)))
+    >>> cache = CodeCache()
+    >>> encode(wf, code_cache=cache).blob == encode(wf).blob, len(cache)
+    (True, 1)
+    """
+
+    def __init__(self, pickler: Callable[[Callable[..., Any]], bytes] | None = None) -> None:
+        self._pickler = pickler or pickle_function
+        self._code: dict[int, tuple[Callable[..., Any], bytes]] = {}
+
+    def __len__(self) -> int:
+        return len(self._code)
+
+    def code(self, func: TaskFunction, task_id: str) -> bytes:
+        """The pickled code of ``func`` (pickled now unless cached); ``WorkflowError``
+        naming ``task_id`` if it cannot be pickled (nothing is cached then)."""
+        hit = self._code.get(id(func.fn))
+        if hit is not None:
+            return hit[1]
+        code = _pickle_code(func, task_id, self._pickler)
+        self._code[id(func.fn)] = (func.fn, code)
+        return code
+
+
 class _FunctionTable:
     """Task functions by content: code pickled once per distinct (name, code, io hint)."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: CodeCache | None = None) -> None:
         self.entries: list[tuple[str, bytes, IOHint | None]] = []
         self._code: dict[int, bytes] = {}
         self._index: dict[tuple[str, bytes, IOHint | None], int] = {}
+        self._cache = cache
 
     def add(self, func: TaskFunction, task_id: str) -> int:
         """Index of ``func`` in the table."""
         code = self._code.get(id(func.fn))
         if code is None:
-            code = self._code[id(func.fn)] = _pickle_code(func, task_id)
+            code = self._code[id(func.fn)] = (
+                _pickle_code(func, task_id) if self._cache is None
+                else self._cache.code(func, task_id))
         # Two closures may share a qualified name but not code: keep both.
         key = (func.name, code, func.io)
         if key not in self._index:
@@ -227,16 +279,17 @@ class _FunctionTable:
         return self._index[key]
 
 
-def _pickle_code(func: TaskFunction, task_id: str) -> bytes:
+def _pickle_code(func: TaskFunction, task_id: str,
+                 pickler: Callable[[Callable[..., Any]], bytes] = pickle_function) -> bytes:
     try:
-        return cloudpickle.dumps(func.fn, protocol=pickle.HIGHEST_PROTOCOL)
+        return pickler(func.fn)
     except Exception as exc:
         raise WorkflowError(f"task {task_id!r}: cannot pickle the code of {func.name}: "
                             f"{exc}") from exc
 
 
 def encode(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD,
-           dedupe_code: bool = True) -> EncodedWorkflow:
+           dedupe_code: bool = True, code_cache: CodeCache | None = None) -> EncodedWorkflow:
     """Encode a workflow (or sub-workflow) into a blob plus large-literal payloads.
 
     Parameters
@@ -250,15 +303,68 @@ def encode(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD,
     dedupe_code : bool
         Store each function's code once (default). ``False`` pickles it into every task,
         as earlier systems did; only useful to measure the difference.
+    code_cache : CodeCache, optional
+        Take each function's code from this cache (pickling it there on first use), to
+        encode many sub-workflows of one workflow quickly; the blob is the same.
 
     Returns
     -------
     EncodedWorkflow
     """
+    return _encode_tasks(wf, wf.name, wf.requirements, wf.external_inputs,
+                         wf.topological_order, literal_threshold=literal_threshold,
+                         dedupe_code=dedupe_code, code_cache=code_cache)
+
+
+def encode_subdag(wf: Workflow, root_id: str, *, order_index: Mapping[str, int] | None = None,
+                  literal_threshold: int = DEFAULT_LITERAL_THRESHOLD,
+                  code_cache: CodeCache | None = None) -> EncodedWorkflow:
+    """``encode(wf.subdag(root_id))``, byte for byte, without building the sub-workflow.
+
+    Parameters
+    ----------
+    wf : Workflow
+        The workflow holding the subDAG.
+    root_id : str
+        Its root: the subDAG is this task and all its descendants.
+    order_index : mapping of str to int, optional
+        Position of each task of ``wf`` in ``wf.topological_order``. Given, the subDAG's
+        tasks are sorted by it instead of scanning the whole order: pass one mapping for
+        every subDAG of ``wf`` (the scan makes encoding every leaf's subDAG quadratic).
+    literal_threshold, code_cache
+        As for :func:`encode`.
+
+    Raises
+    ------
+    KeyError
+        ``root_id`` is not a task of ``wf``; else what :func:`encode` raises.
+    """
+    wf.node(root_id)
+    keep = {root_id}
+    stack = [root_id]
+    while stack:
+        for child in wf.downstream(stack.pop()):
+            if child not in keep:
+                keep.add(child)
+                stack.append(child)
+    order: Sequence[str] = (
+        sorted(keep, key=order_index.__getitem__) if order_index is not None
+        else [t for t in wf.topological_order if t in keep])
+    external = frozenset(p for t in keep for p in wf.upstream(t) if p not in keep)
+    return _encode_tasks(wf, f"{wf.name}/{root_id}", wf.requirements, external, order,
+                         literal_threshold=literal_threshold, dedupe_code=True,
+                         code_cache=code_cache)
+
+
+def _encode_tasks(wf: Workflow, name: str, requirements: Sequence[str],
+                  external: frozenset[str], order: Sequence[str], *, literal_threshold: int,
+                  dedupe_code: bool, code_cache: CodeCache | None) -> EncodedWorkflow:
+    # The tasks ``order`` (topological) of ``wf``, as the workflow ``name`` with these
+    # requirements and external inputs: what encode() writes for such a (sub-)workflow.
     literals = _LiteralStore(literal_threshold)
-    functions = _FunctionTable()
+    functions = _FunctionTable(code_cache)
     tasks = []
-    for tid in wf.topological_order:
+    for tid in order:
         node = wf.tasks[tid]
         index = functions.add(node.func, tid)
         # A fresh pickle per task: one shared bytes object would be memoized by pickle.
@@ -269,11 +375,11 @@ def encode(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD,
             raise WorkflowError(f"task {tid!r}: {exc}") from exc
         tasks.append((tid, index, code, args, kwargs, node.profile))
     record = {
-        "name": wf.name,
-        "requirements": tuple(wf.requirements),
-        "external": tuple(sorted(wf.external_inputs)),
-        "functions": [(name, code if dedupe_code else None, hint)
-                      for name, code, hint in functions.entries],
+        "name": name,
+        "requirements": tuple(requirements),
+        "external": tuple(sorted(external)),
+        "functions": [(fname, fcode if dedupe_code else None, hint)
+                      for fname, fcode, hint in functions.entries],
         "tasks": tasks,
     }
     body = cloudpickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
