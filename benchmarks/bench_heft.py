@@ -4,6 +4,7 @@ Run from the project root::
 
     python benchmarks/bench_heft.py                      # shipped traces, ../shared, layered
     python benchmarks/bench_heft.py --workloads montage_58t layered_5000 --saga-budget 60
+    python benchmarks/bench_heft.py --saga-budget 60 --notes   # which schedule heft kept
 
 For every workload, predictors are fitted on ``--training-runs`` simulated past runs under
 the ground truth (:func:`faasplan.experiments.planning.training_history`, 10 % execution
@@ -114,8 +115,8 @@ def sandboxes(plan: Plan) -> str:
     return str(int((plan.predicted.workers["startup_state"] == "cold").sum()))
 
 
-def bench(label: str, source: Path | int, training_runs: int, saga_budget: float
-          ) -> tuple[list[list[str]], str]:
+def bench(label: str, source: Path | int, training_runs: int, saga_budget: float,
+          notes: bool = False) -> tuple[list[list[str]], str]:
     wf = load(source)
     platform = Platform()
     truth = GroundTruth(wf, platform)
@@ -132,6 +133,11 @@ def bench(label: str, source: Path | int, training_runs: int, saga_budget: float
                                       time_budget_s=saga_budget)
     else:
         plans["saga:HEFT"] = (None, 0.0, "no saga extra")
+    if notes:
+        for policy in ("finish", "cost"):
+            made = plans[policy][0]
+            if made is not None:
+                print(f"  {label} {policy}: {made.notes[-1]}", flush=True)
     ref = plans["saga:HEFT"][0] or plans["finish"][0]
     rows = [row_for(label, wf, (width, levels), name, *plans[name], ref) for name in plans]
     return rows, verdict(label, width, plans["cost"][0], plans["saga:HEFT"][0])
@@ -166,6 +172,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--training-runs", type=int, default=6)
     parser.add_argument("--saga-budget", type=float, default=300.0,
                         help="seconds SAGA's HEFT may take per workload")
+    parser.add_argument("--notes", action="store_true",
+                        help="also print each heft plan's notes (bound, schedule kept)")
     args = parser.parse_args(argv)
     known = workloads(args.layered)
     labels = args.workloads or list(known)
@@ -177,7 +185,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     rows: list[list[str]] = []
     verdicts: list[str] = []
     for label in labels:
-        got, v = bench(label, known[label], args.training_runs, args.saga_budget)
+        got, v = bench(label, known[label], args.training_runs, args.saga_budget, args.notes)
         rows += got
         verdicts.append(v)
         print(table(header, got).split("\n", 2)[2], flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import re
 
 import networkx as nx
 import pytest
@@ -12,7 +13,12 @@ from hypothesis import strategies as st
 
 from faasplan.experiments.planning import make_evaluator
 from faasplan.planners import PlanningContext, run_planner
-from faasplan.planners.heft import MAKESPAN_TOLERANCE, antichain_width, heft_schedule
+from faasplan.planners.heft import (
+    BOUND_HOPELESS,
+    MAKESPAN_TOLERANCE,
+    antichain_width,
+    heft_schedule,
+)
 from faasplan.planners.saga import dag_width
 from faasplan.predictors import ExecModel, Predictor
 from faasplan.simulator import Platform
@@ -120,8 +126,12 @@ def test_heft_opens_at_most_width_workers_on_random_dags(seed: int, n: int, dens
         default = plan(wf, policy=policy)
         default.validate(wf)
         if len(default.workers) > width:
-            slower = float(default.notes[-1].split("simulated ")[1].split("x the makespan")[0])
-            assert slower > 1 + MAKESPAN_TOLERANCE, default.notes[-1]
+            # Simulated, or so far off by HEFT's own estimate that it was not simulated.
+            found = re.search(r"unbounded: .*(simulated|estimated) ([\d.]+)x the makespan",
+                              default.notes[-1])
+            assert found, default.notes[-1]
+            bar = 1 + MAKESPAN_TOLERANCE if found[1] == "simulated" else 1 + BOUND_HOPELESS
+            assert float(found[2]) > bar, default.notes[-1]
 
 
 @settings(max_examples=25, deadline=None)

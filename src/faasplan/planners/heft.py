@@ -40,7 +40,14 @@ Choosing among those workers (``policy``):
   or the critical path needs it, and tasks off the critical path fill the slack of
   workers already paid for instead of opening new ones. The schedule is made within a
   small tolerance of the earliest-finish schedule's makespan and kept only if simulation
-  confirms it (:func:`plan_heft`).
+  confirms it (:func:`plan_heft`). HEFT's times are SLA-level values, under which inputs
+  from several workers arrive together; in a run a worker's own tasks usually end
+  earlier than that while the latest of several inputs made elsewhere still comes late.
+  Schedules made with ``risk`` therefore also bill an existing worker for that likely
+  wait: from when it is free at typical (mean) execution times until the inputs made
+  elsewhere are in at the SLA level. A gather of many uncertain branches then gets a
+  worker started once its inputs exist instead of one that idles until the slowest
+  branch is done.
 * ``"finish"``: classic HEFT, the earliest finish; ties go to an existing worker.
 """
 
@@ -96,6 +103,12 @@ POLICIES = ("cost", "finish")
 """Values of ``plan_heft(policy=...)``: price-aware choice, or classic earliest finish."""
 MAKESPAN_TOLERANCE = 0.015
 """How much longer than the earliest-finish schedule (HEFT's estimate) ``"cost"`` may be."""
+BOUND_HOPELESS = 0.10
+"""The width bound is dropped without simulating it when HEFT's own estimate of the
+bounded earliest-finish makespan is this much (relative) above the unbounded one's."""
+EXHAUSTIVE_TASKS = 300
+"""Up to this many tasks (where a simulation is cheap), ``"cost"`` simulates every
+candidate schedule, one priced with the likely wait included, and keeps the cheapest."""
 
 
 @dataclass
@@ -124,18 +137,26 @@ class _Timeline:
     seq_tasks: dict[str, list[str]] = field(default_factory=dict)
     ready_at: dict[str, float] = field(default_factory=dict)
     exec_of: dict[str, float] = field(default_factory=dict)
+    # The same timeline at typical (mean) execution times: when each worker is likely free
+    # and each task likely done. A worker whose own tasks run faster than at the SLA level
+    # waits longer for inputs made elsewhere.
+    avail_lo: dict[str, float] = field(default_factory=dict)
+    finish_lo: dict[str, float] = field(default_factory=dict)
 
     def place(self, tid: str, index: int, worker: str, finish: float,
-              parents: tuple[str, ...], ready: float, exec_ms: float) -> None:
+              parents: tuple[str, ...], ready: float, exec_ms: float,
+              start_lo: float, exec_lo: float) -> None:
         """Append ``tid`` to ``worker`` (new or existing), or insert it in its sequence when
         the worker has tasks later in topological order; those then start no earlier than
-        ``tid``'s finish."""
+        ``tid``'s finish. ``start_lo`` and ``exec_lo`` are its start and execution time at
+        typical execution times."""
         if worker in self.avail and any(self.worker_of[p] != worker for p in parents):
             self.waiting.add(worker)
         self.worker_of[tid] = worker
         self.finish[tid] = finish
         self.ready_at[tid] = ready
         self.exec_of[tid] = exec_ms
+        self.finish_lo[tid] = start_lo + exec_lo
         indices = self.seq_index.setdefault(worker, [])
         tasks = self.seq_tasks.setdefault(worker, [])
         k = bisect.bisect_left(indices, index)
@@ -143,8 +164,10 @@ class _Timeline:
         tasks.insert(k, tid)
         if k + 1 < len(tasks):
             self._shift(tasks, k)
+            self.avail_lo[worker] = max(self.avail_lo[worker], self.finish_lo[tid])
         else:
             self.avail[worker] = finish
+            self.avail_lo[worker] = self.finish_lo[tid]
             self.last_index[worker] = index
         for p in parents:
             if self.worker_of[p] != worker:
@@ -213,7 +236,7 @@ class _Timeline:
         return [w for w in found if (self.last_index[w] > index) == behind]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class _Option:
     """One place for a task: ``worker`` (``None``: a new one), its finish, its price.
 
@@ -230,6 +253,14 @@ class _Option:
     # For a task inserted before a worker's later tasks: how much it delays them (``finish``
     # includes it, so choices see it).
     delay_ms: float = 0.0
+    # When the task starts at typical execution times, and how much longer than at the
+    # SLA level the worker is likely to wait for inputs made elsewhere.
+    start_lo: float = 0.0
+    risk_ms: float = 0.0
+
+    def price(self, risk: bool) -> float:
+        """Billed worker time (ms) of this option, with the likely extra wait if ``risk``."""
+        return self.billed + self.risk_ms if risk else self.billed
 
 
 @dataclass(frozen=True)
@@ -298,10 +329,12 @@ def antichain_width(workflow: Workflow) -> int:
     return max(1, n - merged)
 
 
-def upward_ranks(ctx: PlanningContext, memory_mb: int) -> dict[str, float]:
-    """HEFT upward rank of every task: its cost plus the costliest path to a sink."""
+def upward_ranks(ctx: PlanningContext, memory_mb: int,
+                 comm: dict[str, float] | None = None) -> dict[str, float]:
+    """HEFT upward rank of every task: its cost plus the costliest path to a sink
+    (``comm``: :func:`edge_costs`, when known already)."""
     wf = ctx.workflow
-    comm = edge_costs(ctx, memory_mb)
+    comm = comm if comm is not None else edge_costs(ctx, memory_mb)
     rank: dict[str, float] = {}
     for tid in reversed(wf.topological_order):
         below = max((rank[d] for d in wf.downstream(tid)), default=None)
@@ -333,7 +366,8 @@ class HeftSchedule:
 
 def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
                   target_ms: float = 0.0, one_start_up: bool = False,
-                  max_workers: int | None = None) -> HeftSchedule:
+                  max_workers: int | None = None, risk: bool = False,
+                  inputs: HeftInputs | None = None) -> HeftSchedule:
     """One pass of list scheduling (see the module docstring).
 
     With ``policy="cost"`` a task takes the cheapest option whose finish plus the costliest
@@ -344,7 +378,11 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
     the platform's concurrency limit (above it a run could deadlock): at the limit, a task
     fed from elsewhere joins only a worker that already waits, or a new one.
     Once ``max_workers`` workers exist (``None``: no bound), a task joins one of them,
-    appended or inserted at its place in topological order.
+    appended or inserted at its place in topological order. With ``risk`` (``"cost"``
+    only), joining an existing worker is priced by the wait it is likely to have: the
+    worker free as early as its tasks typically end, inputs made elsewhere as late as the
+    SLA level. ``inputs`` are :func:`heft_inputs` of ``ctx`` and ``memory_mb`` when known
+    already (several passes on one workflow share them).
 
     Raises
     ------
@@ -356,13 +394,13 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
     if max_workers is not None and max_workers < 1:
         raise ValueError(f"heft: max_workers must be >= 1, got {max_workers}")
     wf = ctx.workflow
-    platform = _cost_platform(ctx)
-    rank = upward_ranks(ctx, memory_mb)
-    comm = edge_costs(ctx, memory_mb)
-    prices = _Prices.of(platform, memory_mb)
-    may_wait = platform.concurrency_limit - 1
+    got = inputs if inputs is not None else heft_inputs(ctx, memory_mb)
+    rank, comm, exec_of, index, prices = got.rank, got.comm, got.exec_ms, got.index, got.prices
+    may_wait = got.concurrency_limit - 1
     cap = math.inf if max_workers is None else max_workers
-    index = {t: i for i, t in enumerate(wf.topological_order)}
+    risk = risk and policy == "cost"
+    # Without ``risk`` nothing prices the typical timeline: it is the SLA one.
+    typical = got.typical(ctx) if risk else None
     missing = {t: len(wf.upstream(t)) for t in wf.topological_order}
     ready = [(-rank[t], index[t], t) for t in wf.roots]
     heapq.heapify(ready)
@@ -374,9 +412,10 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
     while ready:
         _, i, tid = heapq.heappop(ready)
         parents = wf.upstream(tid)
-        exec_ms = ctx.exec_ms(tid, memory_mb)
+        exec_ms = exec_of[tid]
         new_waiters = len(line.waiting) < may_wait
-        options = _options(line, parents, i, exec_ms, comm, prices, new_waiters=new_waiters)
+        options = _options(line, parents, i, exec_ms, comm, prices, new_waiters=new_waiters,
+                           risk=risk)
         # options[0] is the new worker: its start-up is what reusing a worker saves.
         delay = options[0].start_up_ms if one_start_up else math.inf
         if count >= cap:
@@ -384,7 +423,7 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
                                                new_waiters=new_waiters)
             options = joined or options
         tail = rank[tid] - exec_ms
-        best = _choose(options, policy, horizon - tail, delay)
+        best = _choose(options, policy, horizon - tail, delay, risk)
         if best.worker is None:
             worker = f"h{count}"
             count += 1
@@ -394,12 +433,60 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
             worker = best.worker
         horizon = max(horizon, best.finish + tail)
         billed += best.billed
-        line.place(tid, i, worker, best.finish - best.delay_ms, parents, best.ready, exec_ms)
+        line.place(tid, i, worker, best.finish - best.delay_ms, parents, best.ready, exec_ms,
+                   best.start_lo, exec_ms if typical is None else typical[tid])
         for d in wf.downstream(tid):
             missing[d] -= 1
             if missing[d] == 0:
                 heapq.heappush(ready, (-rank[d], index[d], d))
     return HeftSchedule(line.worker_of, max(line.finish.values(), default=0.0), billed, count)
+
+
+@dataclass
+class HeftInputs:
+    """What every pass of :func:`heft_schedule` on one workflow and memory size reads:
+    upward ranks, edge costs and execution times (ms), topological indices, prices."""
+
+    memory_mb: int
+    rank: dict[str, float]
+    comm: dict[str, float]
+    exec_ms: dict[str, float]
+    index: dict[str, int]
+    prices: _Prices
+    concurrency_limit: int
+    _typical: dict[str, float] | None = None
+
+    def typical(self, ctx: PlanningContext) -> dict[str, float]:
+        """:func:`typical_exec_ms` of ``ctx`` at this memory size (computed once)."""
+        if self._typical is None:
+            self._typical = typical_exec_ms(ctx, self.memory_mb)
+        return self._typical
+
+
+def heft_inputs(ctx: PlanningContext, memory_mb: int) -> HeftInputs:
+    """The :class:`HeftInputs` of ``ctx`` at ``memory_mb``."""
+    platform = _cost_platform(ctx)
+    order = ctx.workflow.topological_order
+    comm = edge_costs(ctx, memory_mb)
+    return HeftInputs(memory_mb, upward_ranks(ctx, memory_mb, comm), comm,
+                      {t: ctx.exec_ms(t, memory_mb) for t in order},
+                      {t: i for i, t in enumerate(order)}, _Prices.of(platform, memory_mb),
+                      platform.concurrency_limit)
+
+
+def typical_exec_ms(ctx: PlanningContext, memory_mb: int) -> dict[str, float]:
+    """Every task's predicted mean execution time (ms) at ``memory_mb``, never above its
+    SLA-level time (the same values when the SLA is ``"average"``)."""
+    wf = ctx.workflow
+    if ctx.sla == "average":
+        return {t: ctx.exec_ms(t, memory_mb) for t in wf.topological_order}
+    inputs = ctx.estimates.input_bytes
+    out: dict[str, float] = {}
+    for t in wf.topological_order:
+        mean = float(ctx.predictor.execution_ms(wf.node(t).func.name, inputs[t], memory_mb,
+                                                sla="average"))
+        out[t] = min(mean, ctx.exec_ms(t, memory_mb))
+    return out
 
 
 def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
@@ -413,18 +500,23 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
     makespan is within ``1 + makespan_tolerance`` of the unbounded one's; otherwise (a
     planned worker may only take tasks it reaches by continuation, so a bound can leave
     tasks waiting for the few workers allowed to take them) the plan is unbounded and the
-    notes say by how much the bound would have slowed it.
+    notes say by how much the bound would have slowed it. When HEFT's own estimate of the
+    bounded makespan is already more than :data:`BOUND_HOPELESS` above the unbounded one,
+    the bound is dropped without simulating it.
 
     ``policy`` chooses among the workers a task may join (see the module docstring).
     ``"cost"`` schedules by earliest finish, then again for cost, allowed to lengthen that
     schedule's makespan (HEFT's estimate) by ``makespan_tolerance``; then so, but with no
     task later than its earliest finish plus a new worker's start-up; then that without
-    lengthening the makespan. The first of those whose simulation is cheaper than the
-    earliest-finish schedule's and at most ``1 + makespan_tolerance`` times its SLA
-    makespan is kept, else the earliest-finish schedule (HEFT's estimates are single
-    values; the simulation sees the spread of execution times). The notes give the
-    workers, HEFT's makespan estimate, the worker time it expects to be billed, and which
-    schedule was kept.
+    lengthening the makespan. A candidate is confirmed when its simulation is cheaper than
+    the earliest-finish schedule's and at most ``1 + makespan_tolerance`` times its SLA
+    makespan (HEFT's estimates are single values; the simulation sees the spread of
+    execution times). Up to :data:`EXHAUSTIVE_TASKS` tasks, the first is also made with
+    existing workers priced by their likely wait (``heft_schedule(risk=True)``), every
+    candidate is simulated and the cheapest confirmed one is kept. On larger workflows
+    the first confirmed one is kept, in that order. Without a confirmed candidate the
+    earliest-finish schedule is kept. The notes give the workers, HEFT's makespan
+    estimate, the worker time it expects to be billed, and which schedule was kept.
 
     Raises
     ------
@@ -441,49 +533,62 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
     started = time.perf_counter()
     memory = memory_mb or ctx.platform.default_memory_mb
     width = antichain_width(ctx.workflow)
-    fastest, cap, base, bound = _bounded_fastest(ctx, memory, width, max_workers,
+    inputs = heft_inputs(ctx, memory)
+    fastest, cap, base, bound = _bounded_fastest(ctx, inputs, width, max_workers,
                                                  makespan_tolerance)
     chosen, why = fastest, ""
     if policy == "cost":
-        chosen, why = _cheaper_schedule(ctx, memory, fastest, makespan_tolerance, cap, base)
+        chosen, why = _cheaper_schedule(ctx, inputs, fastest, makespan_tolerance, cap, base)
     notes = (f"{chosen.workers} workers of {memory} MB (policy {policy}; {bound}); HEFT's "
              f"own makespan estimate {chosen.makespan_ms:.1f} ms, billed worker time "
              f"{chosen.billed_ms / 1000:.1f} s{why}",)
     return ctx.finish("heft", _placements(ctx, chosen, memory), started, notes=notes)
 
 
-def _bounded_fastest(ctx: PlanningContext, memory_mb: int, width: int,
+def _bounded_fastest(ctx: PlanningContext, inputs: HeftInputs, width: int,
                      max_workers: int | None, tolerance: float
                      ) -> tuple[HeftSchedule, int | None, Any, str]:
     """The earliest-finish schedule under the bound :func:`plan_heft` settles on: (schedule,
     bound or ``None``, its simulated trace if one was needed, a note on the bound)."""
+    memory_mb = inputs.memory_mb
     if max_workers is not None:
         cap = min(max_workers, width)
-        return (heft_schedule(ctx, memory_mb, "finish", max_workers=cap), cap, None,
-                f"at most {cap}, the DAG's width is {width}")
-    free = heft_schedule(ctx, memory_mb, "finish")
+        return (heft_schedule(ctx, memory_mb, "finish", max_workers=cap, inputs=inputs), cap,
+                None, f"at most {cap}, the DAG's width is {width}")
+    free = heft_schedule(ctx, memory_mb, "finish", inputs=inputs)
     if free.workers <= width:
         return free, width, None, f"at most {width}, the DAG's width"
-    bounded = heft_schedule(ctx, memory_mb, "finish", max_workers=width)
+    bounded = heft_schedule(ctx, memory_mb, "finish", max_workers=width, inputs=inputs)
+    unbounded = f"unbounded: at most {width} workers, the DAG's width, "
+    estimated = bounded.makespan_ms / free.makespan_ms if free.makespan_ms > 0 else 1.0
+    if estimated > 1.0 + BOUND_HOPELESS:
+        return free, None, None, f"{unbounded}estimated {estimated:.3f}x the makespan"
     trial = ctx.simulate(_placements(ctx, bounded, memory_mb))
     base = ctx.simulate(_placements(ctx, free, memory_mb))
     slower = trial.makespan_ms / base.makespan_ms if base.makespan_ms > 0 else 1.0
     if slower <= 1.0 + tolerance:
         return bounded, width, trial, f"at most {width}, the DAG's width"
-    return free, None, base, (f"unbounded: at most {width} workers, the DAG's width, "
-                              f"simulated {slower:.3f}x the makespan")
+    return free, None, base, f"{unbounded}simulated {slower:.3f}x the makespan"
 
 
-def _cheaper_schedule(ctx: PlanningContext, memory_mb: int, fastest: HeftSchedule,
+def _cheaper_schedule(ctx: PlanningContext, inputs: HeftInputs, fastest: HeftSchedule,
                       tolerance: float, cap: int | None, base: Any = None
                       ) -> tuple[HeftSchedule, str]:
-    """The first cost schedule that simulation confirms (see :func:`plan_heft`);
-    ``base`` is ``fastest``'s simulated trace when it is known already."""
+    """The cost schedule that simulation confirms (see :func:`plan_heft`); ``base`` is
+    ``fastest``'s simulated trace when it is known already."""
+    memory_mb = inputs.memory_mb
+    small = len(ctx.workflow) <= EXHAUSTIVE_TASKS
+    variants = [(False, share, one_start_up)
+                for share, one_start_up in ((1.0, False), (1.0, True), (0.0, True))]
+    if small:
+        # Slack filling again, existing workers priced with their likely wait.
+        variants.insert(0, (True, 1.0, False))
     tried: dict[tuple[tuple[str, str], ...], None] = {}
-    for share, one_start_up in ((1.0, False), (1.0, True), (0.0, True)):
+    best: tuple[float, HeftSchedule, str] | None = None
+    for risk, share, one_start_up in variants:
         cheap = heft_schedule(ctx, memory_mb, "cost",
                               fastest.makespan_ms * (1.0 + share * tolerance), one_start_up,
-                              max_workers=cap)
+                              max_workers=cap, risk=risk, inputs=inputs)
         key = tuple(cheap.worker_of.items())
         if cheap.worker_of == fastest.worker_of or key in tried:
             continue
@@ -492,8 +597,14 @@ def _cheaper_schedule(ctx: PlanningContext, memory_mb: int, fastest: HeftSchedul
         trial = ctx.simulate(_placements(ctx, cheap, memory_mb))
         slower = trial.makespan_ms / base.makespan_ms if base.makespan_ms > 0 else 1.0
         if trial.cost_usd <= base.cost_usd and slower <= 1.0 + tolerance:
-            return cheap, (f"; simulated {trial.cost_usd / base.cost_usd:.3f}x the cost and "
-                           f"{slower:.3f}x the makespan of earliest finish")
+            why = (f"; simulated {trial.cost_usd / base.cost_usd:.3f}x the cost and "
+                   f"{slower:.3f}x the makespan of earliest finish")
+            if not small:
+                return cheap, why
+            if best is None or trial.cost_usd < best[0]:
+                best = (trial.cost_usd, cheap, why)
+    if best is not None:
+        return best[1], f"{best[2]} (the cheapest of {len(tried)})"
     if not tried:
         return fastest, ""
     return fastest, (f"; kept earliest finish: {len(tried)} cheaper schedules simulated more "
@@ -507,30 +618,58 @@ def _placements(ctx: PlanningContext, schedule: HeftSchedule, memory_mb: int
 
 
 def _options(line: _Timeline, parents: tuple[str, ...], index: int, exec_ms: float,
-             comm: dict[str, float], prices: _Prices, *, new_waiters: bool) -> list[_Option]:
+             comm: dict[str, float], prices: _Prices, *, new_waiters: bool,
+             risk: bool = False) -> list[_Option]:
     """A new worker first, then every existing worker the task may join.
 
     Without ``new_waiters``, a worker that does not wait yet is left out when the task
-    would make it wait for an input produced elsewhere.
+    would make it wait for an input produced elsewhere. With ``risk``, an existing
+    worker's ``risk_ms`` is the wait it is likely to have beyond its wait at the SLA level:
+    from when it is typically free (its own tasks at typical execution times) until the
+    inputs made elsewhere are in at the SLA level.
     """
-    remote = max((line.finish[p] + comm[p] for p in parents), default=0.0)
-    download = max((comm[p] / 2.0 for p in parents), default=0.0)
+    finish_of, worker_of, stored = line.finish, line.worker_of, line.stored
+    # Per input: its finish, transfer time (upload + download), worker, whether stored.
+    inputs = [(finish_of[p], comm[p], worker_of[p], p in stored) for p in parents]
+    remote = max((f + c for f, c, _, _ in inputs), default=0.0)
+    download = max((c for _, c, _, _ in inputs), default=0.0) / 2.0
     invoked = remote - download + prices.invocation_ms
     donor = line.warm_donor(invoked, prices.keep_alive_ms)
     startup = prices.startup(donor is not None)
     start = remote + prices.invocation_ms + startup
+    start_lo = start
+    lows: list[float] = []
+    if risk:
+        lows = [line.finish_lo[p] for p in parents]
+        remote_lo = max((lo + c for lo, (_, c, _, _) in zip(lows, inputs, strict=True)),
+                        default=0.0)
+        start_lo = remote_lo + prices.invocation_ms + startup
+    uploads = sum(c for _, c, _, s in inputs if not s) / 2.0
     options = [_Option(None, start + exec_ms,
-                       startup + prices.fee_ms + download + exec_ms
-                       + _uploads(line, parents, comm, None), donor,
-                       prices.invocation_ms + startup, start)]
+                       startup + prices.fee_ms + download + exec_ms + uploads, donor,
+                       prices.invocation_ms + startup, start, start_lo=start_lo)]
+    waiting = line.waiting
+    avail = line.avail
     for w in line.candidates(parents, index):
-        if not new_waiters and _would_wait(line, parents, w):
+        if (not new_waiters and w not in waiting
+                and any(wp != w for _, _, wp, _ in inputs)):
             continue
-        local = _local_ready(line, parents, comm, w)
-        free = line.avail[w]
-        finish = max(free, local) + exec_ms
-        options.append(_Option(w, finish, finish - free + _uploads(line, parents, comm, w),
-                               ready=local))
+        local = max((f if wp == w else f + c for f, c, wp, _ in inputs), default=0.0)
+        free = avail[w]
+        finish = (free if free > local else local) + exec_ms
+        uploads = sum(c for _, c, wp, s in inputs if not s and wp != w) / 2.0
+        option = _Option(w, finish, finish - free + uploads, ready=local)
+        if risk:
+            free_lo = line.avail_lo[w]
+            mixed = max((lo if wp == w else f + c
+                         for lo, (f, c, wp, _) in zip(lows, inputs, strict=True)), default=0.0)
+            local_lo = max((lo if wp == w else lo + c
+                            for lo, (_, c, wp, _) in zip(lows, inputs, strict=True)), default=0.0)
+            option.start_lo = max(free_lo, local_lo)
+            option.risk_ms = max(0.0, mixed - free_lo - max(0.0, local - free))
+        else:
+            option.start_lo = finish - exec_ms
+        options.append(option)
     return options
 
 
@@ -551,14 +690,16 @@ def _insertions(wf: Workflow, line: _Timeline, tid: str, index: int, exec_ms: fl
         if k == 0:
             if not line.still_continues(wf, w, tid):
                 continue
-            local, finish = fresh.ready, fresh.finish
+            local, finish, start_lo = fresh.ready, fresh.finish, fresh.start_lo
         else:
             local = _local_ready(line, parents, comm, w)
             finish = max(free, local) + exec_ms
+            before = line.finish_lo[line.seq_tasks[w][k - 1]]
+            start_lo = max(before, _local_ready_lo(line, parents, comm, w))
         delay = max(0.0, finish - next_start)
         # Filling an idle gap adds nothing to the bill; a shift adds the delay.
         options.append(_Option(w, finish + delay, delay + _uploads(line, parents, comm, w),
-                               ready=local, delay_ms=delay))
+                               ready=local, delay_ms=delay, start_lo=start_lo))
     return options
 
 
@@ -577,14 +718,23 @@ def _local_ready(line: _Timeline, parents: tuple[str, ...], comm: dict[str, floa
                 for p in parents), default=0.0)
 
 
+def _local_ready_lo(line: _Timeline, parents: tuple[str, ...], comm: dict[str, float],
+                    worker: str) -> float:
+    """When the task's inputs are in on ``worker`` at typical execution times."""
+    return max((line.finish_lo[p] + (0.0 if line.worker_of[p] == worker else comm[p])
+                for p in parents), default=0.0)
+
+
 def _would_wait(line: _Timeline, parents: tuple[str, ...], worker: str) -> bool:
     """Whether the task would make ``worker``, not waiting yet, wait for another worker."""
     return worker not in line.waiting and any(line.worker_of[p] != worker for p in parents)
 
 
-def _choose(options: list[_Option], policy: str, latest: float, delay_ms: float) -> _Option:
+def _choose(options: list[_Option], policy: str, latest: float, delay_ms: float,
+            risk: bool = False) -> _Option:
     """The option ``policy`` prefers; ``latest`` is the finish that keeps the horizon, and
-    ``"cost"`` finishes at most ``delay_ms`` after the earliest finish.
+    ``"cost"`` finishes at most ``delay_ms`` after the earliest finish, pricing the likely
+    extra wait of existing workers if ``risk``.
 
     Ties (of finish, then of price) go to an existing worker, and among those to the first.
     """
@@ -597,4 +747,4 @@ def _choose(options: list[_Option], policy: str, latest: float, delay_ms: float)
     limit = max(min(latest, fastest.finish + delay_ms), fastest.finish)
     slack = 1e-9 * max(1.0, abs(limit))
     allowed = [o for o in options if o.finish <= limit + slack]
-    return min(allowed, key=lambda o: (o.billed, o.finish, o.worker is None))
+    return min(allowed, key=lambda o: (o.price(risk), o.finish, o.worker is None))
