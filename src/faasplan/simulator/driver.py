@@ -244,14 +244,11 @@ class Simulation:
 
     def _client(self) -> Generator[Event, Any, None]:
         endpoint = Endpoint(self.platform.client_bandwidth_mb_s * _MB_S)
-        uploads = []
-        for key, nbytes in self._client_payloads():
-            self.client_bytes += nbytes
-            upload = self.storage.store(key, Payload(nbytes), endpoint,
-                                        TransferRecord(self.env.now))
-            assert upload is not None  # without ``done`` a store returns its event
-            uploads.append(upload)
-        yield from uploads
+        # One pipelined batch, as the runtime's client stores them.
+        items = [(key, Payload(nbytes)) for key, nbytes in self._client_payloads()]
+        if items:
+            self.client_bytes += sum(p.nbytes for _, p in items)
+            yield self.storage.store_many(items, endpoint, TransferRecord(self.env.now))
         for inv in initial_invocations(self.spec):
             if self.log is not None:
                 self.log.extend(invoke_events(CLIENT, inv, self.env.now, self.env.now))

@@ -136,6 +136,35 @@ class Storage:
         self.network.transfer(payload.nbytes, endpoint, self._stored, record)
         return event
 
+    def store_many(self, items: list[tuple[str, Payload]], endpoint: Endpoint,
+                   record: TransferRecord) -> Event:
+        """Upload several keys as one pipelined batch -> event (value ``None``) when
+        acknowledged.
+
+        Their bytes move as one transfer; every key becomes visible when the batch's last
+        byte is in, and the batch costs one round trip (a Redis pipeline of ``SET``s,
+        which is how the runtime's client stores the DAG parts and literals).
+        """
+        event = record.event = Event(self.env)
+        record.key = items[0][0] if items else ""
+        record.nbytes = sum(p.nbytes for _, p in items)
+        self.network.transfer(record.nbytes, endpoint, self._stored_many, (items, record))
+        return event
+
+    def _stored_many(self, arg: tuple[list[tuple[str, Payload]], TransferRecord]) -> None:
+        items, record = arg
+        now = self.env._now
+        for key, payload in items:
+            self.data[key] = payload
+            self.stored_at[key] = now
+        self._answer(record, None)
+        for key, payload in items:
+            for rec in self._streams.pop(key, ()):
+                rec.nbytes = payload.nbytes
+                self._answer(rec, payload)
+            for endpoint, rec in self._waiting.pop(key, ()):
+                self._download(payload, endpoint, rec)
+
     def _download(self, payload: Payload, endpoint: Endpoint, record: TransferRecord) -> None:
         record.ready = self.env._now
         record.nbytes = payload.nbytes
