@@ -142,7 +142,7 @@ class Storage:
         acknowledged.
 
         Their bytes move as one transfer; every key becomes visible when the batch's last
-        byte is in, and the batch costs one round trip (a Redis pipeline of ``SET``s,
+        byte is in, and the batch costs one round trip (a Redis pipeline of ``SET`` commands,
         which is how the runtime's client stores the DAG parts and literals).
         """
         event = record.event = Event(self.env)
