@@ -131,7 +131,8 @@ def test_heft_opens_at_most_width_workers_on_random_dags(seed: int, n: int, dens
                               default.notes[-1])
             assert found, default.notes[-1]
             bar = 1 + MAKESPAN_TOLERANCE if found[1] == "simulated" else 1 + BOUND_HOPELESS
-            assert float(found[2]) > bar, default.notes[-1]
+            # The note prints three decimals; the decision used the exact ratio (> bar).
+            assert float(found[2]) >= round(bar, 3), default.notes[-1]
 
 
 @settings(max_examples=25, deadline=None)
