@@ -7,9 +7,9 @@ The runtime publishes, per run (see :mod:`faasplan.runtime.keys`):
 * ``fp:{run_id}:info`` — a JSON string: ``run_id``, ``workflow``, ``planner``,
   ``started_ms``, ``tasks`` (``id``, ``function``, ``upstream``, planned ``worker``,
   ``memory_mb``) and ``predicted_makespan_ms``;
-* ``fp:{run_id}:log`` — a stream whose entries have one field ``e``, a JSON object
-  ``{"w", "k", "t", "key", "b", "s", "e", "x"}``: one decision-log event
-  (:func:`faasplan.runtime.events.event_json`).
+* ``fp:{run_id}:log`` — a stream whose entries have one field ``e``, a JSON array of
+  decision-log events, each an object ``{"w", "k", "t", "key", "b", "s", "e", "x"}``
+  (:func:`faasplan.runtime.events.event_json`; a single object is read as one event).
 
 :class:`RedisFeed` reads the registry every ``registry_s``, each new run's ``info`` once, and
 the streams of every listed run with one blocking ``XREAD`` from the last id it saw: the
@@ -37,7 +37,7 @@ from typing import Any
 import redis
 
 from faasplan.dashboard.model import Prediction, RunModel, model_from_info
-from faasplan.runtime.events import event_from_json
+from faasplan.runtime.events import events_from_json
 from faasplan.runtime.keys import RUNS_KEY, RunKeys
 from faasplan.runtime.security import redact
 
@@ -107,12 +107,14 @@ class RedisFeed:
                     if model is None or raw is None:
                         continue
                     try:
-                        model.apply(event_from_json(raw))
+                        events = events_from_json(raw)
                     except (ValueError, KeyError, TypeError) as exc:
                         log.warning("run %s: skipped a malformed log entry %r: %s", run_id,
                                     entry_id, exc)
                         continue
-                    applied += 1
+                    for event in events:
+                        model.apply(event)
+                    applied += len(events)
         return applied
 
     def _read_registry(self) -> None:

@@ -121,7 +121,7 @@ class Driver:
         self.parts = parts if parts is not None else HeldParts()
         self.workflows: list[Workflow] = []
         if queued.blob is not None:
-            self.workflows.append(decode(queued.blob))
+            self.workflows.append(decode(queued.blob, loaded_code=self.parts.loaded_code))
         self._startup = startup
         self._started_at = started_at
         self._first_task = True
@@ -494,7 +494,7 @@ class Driver:
         self._pickled[output_key(e.task)] = data
         self._pickle_s[output_key(e.task)] = pickle_ms / 1000.0
         rec.output_bytes, rec.exec_ms = payload.nbytes, exec_ms
-        self.outbox.put(("done", e.task, self.label))
+        self.outbox.put(("done", e.task, self.label), lazy=True)  # progress only
         return payload
 
     async def _commit_carried(self, key: str, payload: Payload) -> Payload:

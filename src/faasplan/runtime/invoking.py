@@ -190,6 +190,8 @@ class HeldParts:
     def __init__(self) -> None:
         self._functions: dict[str, TaskFunction] = {}
         self._records: dict[str, TaskPart] = {}
+        # Task code loaded from inline subDAGs, by its pickled bytes (decode's cache).
+        self.loaded_code: dict[bytes, Any] = {}
 
     def __contains__(self, key: object) -> bool:
         return key in self._functions or key in self._records

@@ -185,15 +185,27 @@ class WorkerProcess:
             "tasks": 0, "attempt": 0, "prewarm": True, "log": log}))
 
     async def _end(self, run: RunState, inv_id: str, attempt: int, status: str,
-                   events: list[tuple[Any, ...]]) -> None:
-        """Push the last events and mark the invocation finished, in one step (only while
-        ``attempt`` is the invocation's current one)."""
+                   events: list[tuple[Any, ...]], sealed: Sequence[bytes] = (),
+                   log_entries: tuple[LogStream, list[str]] | None = None) -> None:
+        """Push the last events (``sealed`` ones first, already sealed) and mark the
+        invocation finished, in one step (only while ``attempt`` is the invocation's
+        current one). ``log_entries``: the log stream's last entries
+        (:meth:`LogStream.take`), added just before, in the same round trip."""
         context = event_context(run.manifest.run_id)
-        await run.scripts.finish(
-            keys=[run.keys.inv_state, run.keys.lease(inv_id), run.keys.manifest,
-                  run.keys.events, run.keys.inv_attempts],
-            args=[inv_id, status, attempt, run.epoch, run.ttl_ms,
-                  *(self.signer.dumps(context, e) for e in events)])
+        keys = [run.keys.inv_state, run.keys.lease(inv_id), run.keys.manifest,
+                run.keys.events, run.keys.inv_attempts]
+        args = [inv_id, status, attempt, run.epoch, run.ttl_ms, *sealed,
+                *(self.signer.dumps(context, e) for e in events)]
+        if log_entries is None or not log_entries[1]:
+            await run.scripts.finish(keys=keys, args=args)
+            return
+        stream, entries = log_entries
+        async with run.client.pipeline(transaction=False) as pipe:
+            stream.add_to(pipe, entries)
+            await run.scripts.finish(keys=keys, args=args, client=pipe)
+            results = await pipe.execute(raise_on_error=False)
+        if isinstance(results[-1], Exception):  # the log is best effort, the end is not
+            raise results[-1]
 
     async def _run(self, run: RunState, queued: QueuedInvocation, attempt: int,
                    startup: tuple[str, float], begin: float, received: float) -> None:
@@ -236,14 +248,14 @@ class WorkerProcess:
             stream.put(Event(label, "fail", f.task, None, 0, now_ms(), now_ms(), f.tb))
             outbox.put(("fail", "task", {"task": f.task, "function": f.function,
                                          "exc_type": f.exc_type, "message": f.message,
-                                         "traceback": f.tb}))
+                                         "traceback": f.tb}), lazy=True)
         except PayloadAuthError as exc:
             status = "failed"
             stream.put(Event(label, "fail", None, None, 0, now_ms(), now_ms(), str(exc)))
-            outbox.put(("fail", "auth", {"context": exc.context, "message": str(exc)}))
+            outbox.put(("fail", "auth", {"context": exc.context, "message": str(exc)}), lazy=True)
         except RunStateLostError as exc:
             status = "failed"
-            outbox.put(("fail", "lost", {"message": str(exc)}))
+            outbox.put(("fail", "lost", {"message": str(exc)}), lazy=True)
         except Exception as exc:
             status = "failed"
             if is_out_of_memory(exc):
@@ -253,7 +265,7 @@ class WorkerProcess:
             outbox.put(("fail", "internal", {"invocation": queued.inv_id,
                                              "exc_type": type(exc).__name__,
                                              "message": str(exc),
-                                             "traceback": traceback.format_exc()}))
+                                             "traceback": traceback.format_exc()}), lazy=True)
         # A lease renewal after the end is refused by its script (the invocation is no
         # longer running), so stopping the heartbeat need not wait for Redis.
         await self._stop_heartbeat(heartbeat)
@@ -268,10 +280,11 @@ class WorkerProcess:
                     "tasks": len(rows), "attempt": attempt,
                     "log": [tuple(ev) for ev in driver.events]}))
             # The log stream first: once the client reads a failure from the outbox it may
-            # end the run and delete its keys, and the dashboard's traceback with them.
-            await stream.close()
-            await outbox.close()
-            await self._end(run, queued.inv_id, attempt, status, final)
+            # end the run and delete its keys, and the dashboard's traceback with them. So
+            # the events still queued (progress, a failure) go with the last ones, after
+            # the log's last entries, in one round trip.
+            await self._end(run, queued.inv_id, attempt, status, final, await outbox.take(),
+                            (stream, await stream.take()))
         except Exception:
             log.exception("could not report the end of invocation %s of run %s",
                           queued.inv_id, run.manifest.run_id)
@@ -301,7 +314,7 @@ class WorkerProcess:
 
     def _outbox(self, run: RunState) -> Outbox:
         return Outbox(self.client, run.keys, self.signer, event_context(run.manifest.run_id),
-                      epoch=run.epoch, ttl_ms=run.manifest.key_ttl_ms)
+                      epoch=run.epoch, ttl_ms=run.manifest.key_ttl_ms, scripts=run.scripts)
 
     def _start_heartbeat(self, run: RunState, lease: Lease) -> asyncio.Task[None] | None:
         if self.heartbeat is not None:

@@ -424,7 +424,8 @@ def literal_refs(wf: Workflow, literal_threshold: int = DEFAULT_LITERAL_THRESHOL
 
 
 # -- decoding -----------------------------------------------------------------------------
-def decode(blob: bytes, payloads: Mapping[str, bytes] | None = None) -> Workflow:
+def decode(blob: bytes, payloads: Mapping[str, bytes] | None = None, *,
+           loaded_code: dict[bytes, Any] | None = None) -> Workflow:
     """Rebuild the workflow :func:`encode` wrote into ``blob``.
 
     Ids, topological order, structure hash, requirements and external inputs are those
@@ -438,6 +439,10 @@ def decode(blob: bytes, payloads: Mapping[str, bytes] | None = None) -> Workflow
     payloads : mapping of str to bytes, optional
         The large literals by id. ``None`` leaves :class:`LiteralRef` markers in the
         arguments, for a worker to fetch lazily.
+    loaded_code : dict, optional
+        Functions already loaded, by their pickled code; code found there is not
+        unpickled again, and code loaded here is added (a worker decoding many blobs of
+        one run loads each function once).
 
     Raises
     ------
@@ -458,7 +463,8 @@ def decode(blob: bytes, payloads: Mapping[str, bytes] | None = None) -> Workflow
         except (TypeError, ValueError):
             _malformed(f"a task entry is {type(entry).__name__} {entry!r:.80}")
         if index not in functions:
-            functions[index] = _load_function(record["functions"], index, code, tid)
+            functions[index] = _load_function(record["functions"], index, code, tid,
+                                              loaded_code)
 
         def resolve(marker: _Ref | LiteralRef, tid: str = tid) -> Any:
             if isinstance(marker, LiteralRef):
@@ -498,7 +504,8 @@ def _read_record(blob: bytes) -> dict[str, Any]:
 
 
 def _load_function(table: list[tuple[str, bytes | None, IOHint | None]], index: int,
-                   task_code: bytes | None, tid: str) -> TaskFunction:
+                   task_code: bytes | None, tid: str,
+                   loaded: dict[bytes, Any] | None = None) -> TaskFunction:
     try:
         name, code, hint = table[index]
     except (TypeError, ValueError, IndexError):
@@ -506,6 +513,10 @@ def _load_function(table: list[tuple[str, bytes | None, IOHint | None]], index: 
     code = code if code is not None else task_code
     if code is None:
         _malformed(f"no code stored for function {name!r} of task {tid!r}")
+    if loaded is not None:
+        fn = loaded.get(code)
+        if fn is not None:
+            return TaskFunction(fn, hint, name)
     try:
         fn = pickle.loads(code)
     except Exception as exc:
@@ -513,6 +524,8 @@ def _load_function(table: list[tuple[str, bytes | None, IOHint | None]], index: 
             f"cannot load the code of {name!r} (task {tid!r}): {type(exc).__name__}: {exc}; "
             "the module defining it must be importable where the workflow is decoded"
         ) from exc
+    if loaded is not None:
+        loaded[code] = fn
     return TaskFunction(fn, hint, name)
 
 

@@ -80,21 +80,33 @@ class Workflow:
         self.external_inputs = external
         up: dict[str, tuple[str, ...]] = {}
         down: dict[str, list[str]] = {tid: [] for tid in self._order}
-        g: nx.DiGraph = nx.DiGraph()
-        g.add_nodes_from(self._order)
-        for tid in self._order:
+        position = {tid: i for i, tid in enumerate(self._order)}
+        ordered = True
+        for i, tid in enumerate(self._order):
             parents = tuple(ids[id(u)] for u in self._nodes[tid].upstream)
             up[tid] = parents
             for p in parents:
-                if p in down:
+                at = position.get(p)
+                if at is not None:
                     down[p].append(tid)
-                    g.add_edge(p, tid)
-        if not nx.is_directed_acyclic_graph(g):
-            cycle = nx.find_cycle(g)
-            raise WorkflowError(f"workflow has a cycle through tasks {[e[0] for e in cycle]}")
+                    ordered = ordered and at < i
         self._up = MappingProxyType(up)
         self._down = MappingProxyType({k: tuple(v) for k, v in down.items()})
-        self.graph: nx.DiGraph = nx.freeze(g)
+        # Every edge going forward in the order proves the graph acyclic; only otherwise
+        # is the graph built now, to find the cycle.
+        if not ordered and not nx.is_directed_acyclic_graph(self.graph):
+            cycle = nx.find_cycle(self.graph)
+            raise WorkflowError(f"workflow has a cycle through tasks {[e[0] for e in cycle]}")
+
+    @cached_property
+    def graph(self) -> nx.DiGraph:
+        """The DAG as a frozen ``networkx.DiGraph`` (task ids; an edge per input inside the
+        workflow), built on first use."""
+        g: nx.DiGraph = nx.DiGraph()
+        g.add_nodes_from(self._order)
+        nodes = self._nodes
+        g.add_edges_from((p, t) for t in self._order for p in self._up[t] if p in nodes)
+        return nx.freeze(g)
 
     # -- pickling -----------------------------------------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -254,7 +266,13 @@ class Workflow:
         Inputs of those tasks produced outside it are listed in ``external_inputs``.
         """
         self.node(root_id)
-        keep = nx.descendants(self.graph, root_id) | {root_id}
+        keep = {root_id}
+        stack = [root_id]
+        while stack:
+            for child in self._down[stack.pop()]:
+                if child not in keep:
+                    keep.add(child)
+                    stack.append(child)
         order = [self._nodes[t] for t in self._order if t in keep]
         external = frozenset(p for t in keep for p in self._up[t] if p not in keep)
         sub = object.__new__(Workflow)
