@@ -418,12 +418,13 @@ class Driver:
         # by anyone without the key is detected by the worker the set's count triggers.
         context = self.run.context(f"deps:{t.task}")
         deps = self.keys.deps(t.task)
-        done = check_write(int(await self.run.scripts.track(
+        reply = await self.run.scripts.track(
             keys=[deps, self.keys.owners, self.keys.manifest, self.keys.inv_attempts],
             args=[self.run.signer.mark(context, t.upstream), t.expected, self.inv_id, t.task,
-                  self.attempt, self.run.epoch, self.run.ttl_ms])), self.run.manifest.run_id)
+                  self.attempt, self.run.epoch, self.run.ttl_ms])
+        done = check_write(int(reply[0]), self.run.manifest.run_id)
         if done in (1, 2):
-            members = await self.client.smembers(deps)
+            members = reply[1]  # read in the same step that completed the set
             finished = {self.run.signer.check_mark(
                 context, m.decode() if isinstance(m, bytes) else str(m)) for m in members}
             if done == 2 or len(finished) != t.expected:

@@ -81,28 +81,31 @@ local function _ttl(key, ttl)
 end
 """
 
-# Records that ``upstream`` of a fan-in is done. Returns 1 exactly once per fan-in: to the
-# invocation whose new member completed the set; a retry of that same invocation (same
-# id) gets 1 again, so a worker killed between Track and Invoke loses nothing, while a
-# retried upstream never counts twice; 2 when the set holds more entries than the fan-in
-# has upstream tasks (written by someone else: the caller checks the members' MACs).
+# Records that ``upstream`` of a fan-in is done. Returns {1, members} exactly once per
+# fan-in: to the invocation whose new member completed the set; a retry of that same
+# invocation (same id) gets it again, so a worker killed between Track and Invoke loses
+# nothing, while a retried upstream never counts twice; {2, members} when the set holds
+# more entries than the fan-in has upstream tasks (written by someone else). The caller
+# checks the members' MACs. Otherwise {0}, or {code} of a stopped writer (``_live``).
 # KEYS: deps, owners, manifest, attempts; ARGV: upstream (marked), expected, inv, task,
 # attempt, epoch, ttl_ms.
 TRACK = FENCE + """
 local live = _live(KEYS[3], '', KEYS[4], ARGV[3], ARGV[5], ARGV[6])
-if live < 0 then return live end
+if live < 0 then return {live} end
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 _ttl(KEYS[1], ARGV[7])
 local count = redis.call('SCARD', KEYS[1])
-if count > tonumber(ARGV[2]) then return 2 end
-if count ~= tonumber(ARGV[2]) then return 0 end
+if count > tonumber(ARGV[2]) then return {2, redis.call('SMEMBERS', KEYS[1])} end
+if count ~= tonumber(ARGV[2]) then return {0} end
 if added == 1 then
   redis.call('HSET', KEYS[2], ARGV[4], ARGV[3])
   _ttl(KEYS[2], ARGV[7])
-  return 1
+  return {1, redis.call('SMEMBERS', KEYS[1])}
 end
-if redis.call('HGET', KEYS[2], ARGV[4]) == ARGV[3] then return 1 end
-return 0
+if redis.call('HGET', KEYS[2], ARGV[4]) == ARGV[3] then
+  return {1, redis.call('SMEMBERS', KEYS[1])}
+end
+return {0}
 """
 
 # Claims an invocation for one attempt. 0: already done, failed, or running with a live

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import NoScriptError
 
 from faasplan.runtime.driver import Driver
 from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
@@ -194,17 +195,22 @@ class WorkerProcess:
         context = event_context(run.manifest.run_id)
         keys = [run.keys.inv_state, run.keys.lease(inv_id), run.keys.manifest,
                 run.keys.events, run.keys.inv_attempts]
-        args = [inv_id, status, attempt, run.epoch, run.ttl_ms, *sealed,
+        args: list[str | int | bytes] = [inv_id, status, attempt, run.epoch, run.ttl_ms, *sealed,
                 *(self.signer.dumps(context, e) for e in events)]
         if log_entries is None or not log_entries[1]:
             await run.scripts.finish(keys=keys, args=args)
             return
         stream, entries = log_entries
+        finish = run.scripts.finish
         async with run.client.pipeline(transaction=False) as pipe:
             stream.add_to(pipe, entries)
-            await run.scripts.finish(keys=keys, args=args, client=pipe)
+            # EVALSHA itself: a script object in a pipeline checks it is loaded first, one
+            # more round trip.
+            pipe.evalsha(finish.sha, len(keys), *keys, *args)
             results = await pipe.execute(raise_on_error=False)
-        if isinstance(results[-1], Exception):  # the log is best effort, the end is not
+        if isinstance(results[-1], NoScriptError):  # the server restarted: load it again
+            await finish(keys=keys, args=args)
+        elif isinstance(results[-1], Exception):  # the log is best effort, the end is not
             raise results[-1]
 
     async def _run(self, run: RunState, queued: QueuedInvocation, attempt: int,

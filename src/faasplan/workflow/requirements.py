@@ -31,12 +31,29 @@ def imported_top_modules(fn: Callable[..., Any]) -> set[str]:
     if module is None:
         return set()
     try:
-        tree = ast.parse(inspect.getsource(module))
-    except (OSError, TypeError, SyntaxError):
+        source = inspect.getsource(module)
+    except (OSError, TypeError):
+        return set()
+    try:
+        tree = _parse(source)
+    except SyntaxError:
         return set()
     names: set[str] = set()
     _collect_imports(tree, names)
     return names
+
+
+def _parse(source: str, tries: int = 3) -> ast.Module:
+    # Some CPython 3.11 releases track the AST constructor's recursion depth in state
+    # shared by threads: another thread parsing at the same moment can make a valid parse
+    # fail with "AST constructor recursion depth mismatch" (a SystemError). Parse again.
+    for attempt in range(tries):
+        try:
+            return ast.parse(source)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc) or attempt == tries - 1:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _collect_imports(node: ast.AST, names: set[str]) -> None:
