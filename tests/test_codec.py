@@ -298,3 +298,30 @@ def test_code_that_cannot_be_imported_names_function_and_task(tmp_path: Any) -> 
                        match=r"cannot load the code of 'codec_tmp_mod.ghost' \(task 'ghost-0'\)"
                              ".*must be importable"):
         decode(blob)
+
+
+# -- one walk of the arguments for the blob and the parts -----------------------------------
+def test_encode_with_parts_is_encode_and_encode_parts_byte_for_byte() -> None:
+    from faasplan.workflow.codec import encode_parts, encode_with_parts
+    from faasplan.workloads import REGISTRY
+
+    big = np.arange(40_000)  # a large literal: one payload, shared by two tasks
+    tasks = [combine({"a": (source(i), [source(i + 1)])}, [[i, i]], bias=i) for i in range(4)]
+    mixed = Workflow([*tasks, combine({"a": (big, [1])}, [[0]]),
+                      combine({"a": (big, [2])}, [[1]])], name="mixed")
+    for wf in (mixed, *(REGISTRY[n]() for n in ("tree_reduction", "gemm", "wordcount"))):
+        encoded, parts = encode_with_parts(wf, literal_threshold=1024)
+        alone = encode(wf, literal_threshold=1024)
+        assert encoded.blob == alone.blob and encoded.payloads == alone.payloads
+        assert parts == encode_parts(wf, literal_threshold=1024)
+    assert len(encode_with_parts(mixed, literal_threshold=1024)[0].payloads) == 1
+
+
+def test_arguments_that_cannot_be_pickled_name_their_task_in_both() -> None:
+    from faasplan.workflow.codec import encode_parts, encode_with_parts
+
+    lock = threading.Lock()
+    wf = Workflow(combine({"a": (lock, [1])}, [[0]], task_id="locked"), name="locked")
+    for make in (encode_with_parts, encode_parts, encode):
+        with pytest.raises(WorkflowError, match="task 'locked'"):
+            make(wf, literal_threshold=0)

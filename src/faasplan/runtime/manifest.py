@@ -25,8 +25,7 @@ from faasplan.workflow.codec import (
     DagParts,
     EncodedWorkflow,
     dag_sizes,
-    encode,
-    encode_parts,
+    encode_with_parts,
     literal_refs,
 )
 
@@ -125,8 +124,7 @@ def prepare_run(wf: Workflow, placements: Mapping[str, Placement], *, run_id: st
                 stream_chunk_bytes: int, epoch: str = "", key_ttl_ms: int = 0
                 ) -> PreparedRun:
     """Encode ``wf`` and build the spec and manifest of one run."""
-    encoded = encode(wf)
-    parts = encode_parts(wf)
+    encoded, parts = encode_with_parts(wf)
     literals = {tid: tuple((ref.id, ref.nbytes) for ref in refs if ref.id in encoded.payloads)
                 for tid, refs in literal_refs(wf).items()}
     sizes = dag_sizes(wf, encoded, parts)

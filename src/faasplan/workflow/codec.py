@@ -358,10 +358,14 @@ def encode_subdag(wf: Workflow, root_id: str, *, order_index: Mapping[str, int] 
 
 def _encode_tasks(wf: Workflow, name: str, requirements: Sequence[str],
                   external: frozenset[str], order: Sequence[str], *, literal_threshold: int,
-                  dedupe_code: bool, code_cache: CodeCache | None) -> EncodedWorkflow:
+                  dedupe_code: bool, code_cache: CodeCache | None,
+                  prepared: _Arguments | None = None) -> EncodedWorkflow:
     # The tasks ``order`` (topological) of ``wf``, as the workflow ``name`` with these
     # requirements and external inputs: what encode() writes for such a (sub-)workflow.
-    literals = _LiteralStore(literal_threshold)
+    # ``prepared``: the arguments of those tasks, encoded already (_Arguments.of).
+    if prepared is None:
+        prepared = _Arguments.of(wf, order, literal_threshold)
+    literals = prepared.literals
     functions = _FunctionTable(code_cache)
     tasks = []
     for tid in order:
@@ -369,10 +373,7 @@ def _encode_tasks(wf: Workflow, name: str, requirements: Sequence[str],
         index = functions.add(node.func, tid)
         # A fresh pickle per task: one shared bytes object would be memoized by pickle.
         code = None if dedupe_code else _pickle_code(node.func, tid)
-        try:
-            args, kwargs = _encode_arguments(node, wf, literals)
-        except WorkflowError as exc:
-            raise WorkflowError(f"task {tid!r}: {exc}") from exc
+        args, kwargs = prepared.by_task[tid]
         tasks.append((tid, index, code, args, kwargs, node.profile))
     record = {
         "name": name,
@@ -385,6 +386,37 @@ def _encode_tasks(wf: Workflow, name: str, requirements: Sequence[str],
     body = cloudpickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     header = _MAGIC + bytes([_VERSION]) + _digest(body)
     return EncodedWorkflow(header + body, literals.payloads)
+
+
+@dataclass(frozen=True)
+class _Arguments:
+    """Every task's arguments as they go into a blob or a part (upstream tasks as refs,
+    large literals as markers), and the literals store that decided which are large."""
+
+    by_task: dict[str, tuple[Any, Any]]
+    literals: _LiteralStore
+
+    @classmethod
+    def of(cls, wf: Workflow, order: Sequence[str], literal_threshold: int) -> _Arguments:
+        literals = _LiteralStore(literal_threshold)
+        by_task: dict[str, tuple[Any, Any]] = {}
+        for tid in order:
+            try:
+                by_task[tid] = _encode_arguments(wf.tasks[tid], wf, literals)
+            except WorkflowError as exc:
+                raise WorkflowError(f"task {tid!r}: {exc}") from exc
+        return cls(by_task, literals)
+
+
+def encode_with_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD
+                      ) -> tuple[EncodedWorkflow, DagParts]:
+    """``(encode(wf), encode_parts(wf))`` with the same threshold, byte for byte, walking
+    the tasks' arguments once for both."""
+    prepared = _Arguments.of(wf, wf.topological_order, literal_threshold)
+    encoded = _encode_tasks(wf, wf.name, wf.requirements, wf.external_inputs,
+                            wf.topological_order, literal_threshold=literal_threshold,
+                            dedupe_code=True, code_cache=None, prepared=prepared)
+    return encoded, _encode_parts(wf, prepared)
 
 
 def _encode_arguments(node: TaskNode, wf: Workflow, literals: _LiteralStore) -> Any:
@@ -599,6 +631,8 @@ def dag_sizes(wf: Workflow, encoded: EncodedWorkflow | None = None,
     ``parts``: its :func:`encode_parts` (computed unless given).
     Raises what :func:`encode` raises for a workflow that cannot be encoded.
     """
+    if encoded is None and parts is None:
+        encoded, parts = encode_with_parts(wf)
     enc = encoded if encoded is not None else encode(wf)
     split = parts if parts is not None else encode_parts(wf)
     code: dict[str, int] = {}
@@ -697,11 +731,18 @@ def encode_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRES
     Literals above ``literal_threshold`` stay outside as in :func:`encode` (same ids).
     Raises ``WorkflowError`` for code or arguments that cannot be pickled.
     """
-    literals = _LiteralStore(literal_threshold)
+    return _encode_parts(wf, _Arguments.of(wf, wf.topological_order, literal_threshold))
+
+
+def _encode_parts(wf: Workflow, prepared: _Arguments) -> DagParts:
     functions = _FunctionTable()
     function_keys: dict[int, str] = {}
     blobs: dict[str, bytes] = {}
     tasks: dict[str, tuple[str, str]] = {}
+    # One pickler for every record (its memo cleared between them): the same bytes as a
+    # fresh pickler per record, without building one 10^5 times.
+    buf = io.BytesIO()
+    pickler = _PartPickler(buf, protocol=_PART_PROTOCOL)
     for tid in wf.topological_order:
         node = wf.tasks[tid]
         index = functions.add(node.func, tid)
@@ -710,13 +751,12 @@ def encode_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRES
             data = pickle.dumps(functions.entries[index], protocol=pickle.HIGHEST_PROTOCOL)
             fkey = function_keys[index] = part_key(FUNCTION_PART_PREFIX, data)
             blobs[fkey] = data
+        args, kwargs = prepared.by_task[tid]
+        buf.seek(0)
+        buf.truncate()
+        pickler.clear_memo()
         try:
-            args, kwargs = _encode_arguments(node, wf, literals)
-        except WorkflowError as exc:
-            raise WorkflowError(f"task {tid!r}: {exc}") from exc
-        buf = io.BytesIO()
-        try:
-            _PartPickler(buf, protocol=_PART_PROTOCOL).dump((args, kwargs, node.profile))
+            pickler.dump((args, kwargs, node.profile))
         except Exception as exc:
             raise WorkflowError(f"task {tid!r}: cannot pickle its arguments: {exc}") from exc
         data = buf.getvalue()
