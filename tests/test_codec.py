@@ -325,3 +325,29 @@ def test_arguments_that_cannot_be_pickled_name_their_task_in_both() -> None:
     for make in (encode_with_parts, encode_parts, encode):
         with pytest.raises(WorkflowError, match="task 'locked'"):
             make(wf, literal_threshold=0)
+
+
+@task
+def apply_to(fn: Any, *xs: Any) -> Any:
+    return fn(*xs)
+
+
+def test_task_records_with_code_or_arrays_in_their_arguments_still_travel() -> None:
+    from faasplan.workflow.codec import encode_parts, load_task_part
+
+    def local_scale(v: float) -> float:  # a local function: only cloudpickle takes it
+        return v * 3
+
+    wf = Workflow([apply_to(local_scale, source(1), task_id="local"),
+                   apply_to(lambda a, b: a + b, source(2), np.float64(0.5), task_id="lam"),
+                   apply_to(abs, source(3), task_id="plain")], name="code-args")
+    parts = encode_parts(wf)
+    decoded = {}
+    for tid, (record_key, _) in parts.tasks.items():
+        decoded[tid] = load_task_part(record_key, parts.blobs[record_key])
+    assert decoded["local"].args[0](2.0) == 6.0
+    assert decoded["lam"].args[0](1, 2) == 3 and decoded["lam"].args[2] == 0.5
+    assert decoded["plain"].args[0] is abs
+    # Each record decodes to its own task's arguments (no bytes left over between them).
+    assert [type(a).__name__ for a in decoded["lam"].args] == ["function", "ExternalRef",
+                                                                "float64"]

@@ -420,6 +420,11 @@ def encode_with_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_
 
 
 def _encode_arguments(node: TaskNode, wf: Workflow, literals: _LiteralStore) -> Any:
+    args = node.args
+    if not node.kwargs and type(args) is tuple and all(type(a) is TaskNode for a in args):
+        # The common case (only upstream tasks), as map_leaves below would write it.
+        return tuple(_Ref(wf.id_of(a)) for a in args), {}
+
     def convert(leaf: Any) -> Any:
         if isinstance(leaf, TaskNode):
             return _Ref(wf.id_of(leaf))
@@ -700,17 +705,52 @@ def part_key(prefix: str, data: bytes) -> str:
     return prefix + hashlib.sha256(data).hexdigest()[:24]
 
 
+def _record_id(obj: Any) -> Any:
+    if isinstance(obj, _Ref):
+        return ("u", obj.task_id)
+    if isinstance(obj, LiteralRef):
+        return ("l", obj.id, obj.nbytes)
+    if type(obj) is TaskProfile:
+        return ("p", obj.exec_ms, obj.output_bytes)
+    return None
+
+
 class _PartPickler(cloudpickle.Pickler):
     """Pickles task records compactly: upstream ids and large literals as persistent ids."""
 
     def persistent_id(self, obj: Any) -> Any:
-        if isinstance(obj, _Ref):
-            return ("u", obj.task_id)
-        if isinstance(obj, LiteralRef):
-            return ("l", obj.id, obj.nbytes)
-        if type(obj) is TaskProfile:
-            return ("p", obj.exec_ms, obj.output_bytes)
-        return None
+        return _record_id(obj)
+
+
+_PLAIN_TYPES = frozenset({tuple, list, dict, str, int, float, bool, type(None), bytes})
+
+
+class _NotPlain(Exception):
+    """A record holds an object :class:`_PlainPartPickler` leaves to cloudpickle."""
+
+
+class _PlainPartPickler(pickle.Pickler):
+    """:class:`_PartPickler` for records made only of plain built-in values and markers,
+    in the same bytes (cloudpickle pickles those as ``pickle`` does), and faster. Raises
+    :class:`_NotPlain` on anything else (a function, an array, a class instance), which
+    cloudpickle may pickle differently (by value)."""
+
+    def persistent_id(self, obj: Any) -> Any:
+        if type(obj) in _PLAIN_TYPES:
+            return None
+        found = _record_id(obj)
+        if found is None:
+            raise _NotPlain
+        return found
+
+
+def _pickle_record(tid: str, record: Any) -> bytes:
+    buf = io.BytesIO()
+    try:
+        _PartPickler(buf, protocol=_PART_PROTOCOL).dump(record)
+    except Exception as exc:
+        raise WorkflowError(f"task {tid!r}: cannot pickle its arguments: {exc}") from exc
+    return buf.getvalue()
 
 
 class _PartUnpickler(pickle.Unpickler):
@@ -742,7 +782,7 @@ def _encode_parts(wf: Workflow, prepared: _Arguments) -> DagParts:
     # One pickler for every record (its memo cleared between them): the same bytes as a
     # fresh pickler per record, without building one 10^5 times.
     buf = io.BytesIO()
-    pickler = _PartPickler(buf, protocol=_PART_PROTOCOL)
+    plain = _PlainPartPickler(buf, protocol=_PART_PROTOCOL)
     for tid in wf.topological_order:
         node = wf.tasks[tid]
         index = functions.add(node.func, tid)
@@ -752,14 +792,19 @@ def _encode_parts(wf: Workflow, prepared: _Arguments) -> DagParts:
             fkey = function_keys[index] = part_key(FUNCTION_PART_PREFIX, data)
             blobs[fkey] = data
         args, kwargs = prepared.by_task[tid]
+        record = (args, kwargs, node.profile)
         buf.seek(0)
         buf.truncate()
-        pickler.clear_memo()
+        plain.clear_memo()
         try:
-            pickler.dump((args, kwargs, node.profile))
-        except Exception as exc:
-            raise WorkflowError(f"task {tid!r}: cannot pickle its arguments: {exc}") from exc
-        data = buf.getvalue()
+            plain.dump(record)
+            data = buf.getvalue()
+        except Exception:  # _NotPlain, or anything else: cloudpickle decides
+            # Left to cloudpickle, on a buffer of its own (the failed dump left bytes and
+            # perhaps an open frame behind: the plain pickler gets a fresh one too).
+            data = _pickle_record(tid, record)
+            buf = io.BytesIO()
+            plain = _PlainPartPickler(buf, protocol=_PART_PROTOCOL)
         tkey = part_key(TASK_PART_PREFIX, data)
         blobs[tkey] = data
         tasks[tid] = (tkey, fkey)
