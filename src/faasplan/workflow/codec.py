@@ -206,6 +206,14 @@ def _surely_small(value: Any, threshold: int) -> bool:
     return False
 
 
+_SCALARS = frozenset({int, float, bool, str, type(None)})
+
+
+def _small_scalar(value: Any, threshold: int) -> bool:
+    # A scalar that _LiteralStore keeps in place (exact built-in types only).
+    return type(value) in _SCALARS and _surely_small(value, threshold)
+
+
 def pickle_function(fn: Callable[..., Any]) -> bytes:
     """The pickled code of a task function, as blobs and parts store it."""
     return cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
@@ -420,10 +428,15 @@ def encode_with_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_
 
 
 def _encode_arguments(node: TaskNode, wf: Workflow, literals: _LiteralStore) -> Any:
-    args = node.args
-    if not node.kwargs and type(args) is tuple and all(type(a) is TaskNode for a in args):
-        # The common case (only upstream tasks), as map_leaves below would write it.
-        return tuple(_Ref(wf.id_of(a)) for a in args), {}
+    args, kwargs = node.args, node.kwargs
+    threshold = literals.threshold
+    if (type(args) is tuple and type(kwargs) is dict
+            and all(type(a) is TaskNode or _small_scalar(a, threshold) for a in args)
+            and all(_small_scalar(v, threshold) for v in kwargs.values())):
+        # The common case (upstream tasks and small scalars), as map_leaves and convert
+        # below would write it: nodes become refs, small scalars stay as they are.
+        return (tuple(_Ref(wf.id_of(a)) if type(a) is TaskNode else a for a in args),
+                dict(kwargs))
 
     def convert(leaf: Any) -> Any:
         if isinstance(leaf, TaskNode):
