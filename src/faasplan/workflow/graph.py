@@ -236,9 +236,15 @@ class Workflow:
         the same ancestries but share inputs differently get different hashes.
         """
         ancestry: dict[str, str] = {}
+        quoted: dict[str, str] = {}  # function name -> its JSON string
         for tid in self._order:
-            ancestry[tid] = _digest([self._nodes[tid].func.name,
-                                     *(ancestry.get(p, "") for p in self._up[tid])])
+            name = self._nodes[tid].func.name
+            q = quoted.get(name)
+            if q is None:
+                q = quoted[name] = json.dumps(name)
+            # _digest([name, *ancestries]), written out: hex digests need no escaping.
+            text = ",".join([q, *(f'"{ancestry.get(p, "")}"' for p in self._up[tid])])
+            ancestry[tid] = hashlib.sha256(f"[{text}]".encode()).hexdigest()
         sinks = sorted(self.sinks, key=ancestry.__getitem__)
         number: dict[str, int] = {}
         rows: list[tuple[str | None, list[int]]] = []
