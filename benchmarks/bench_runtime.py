@@ -27,6 +27,9 @@ reading the result, clean-up, building the trace).
 Part ``profile`` (only when asked for): ``cProfile`` of the calling thread around one warm
 ``run()``: cumulative time of the client's parts and the functions with the most own time.
 
+Part ``commands`` (only when asked for): Redis commands per task of one warm run, by
+command (``INFO commandstats``; commands inside Lua scripts count too).
+
 Part ``bytes``: network traffic of the Redis server (``INFO stats``) for a tree reduction
 and GEMM, all tasks flexible vs. every task with CLUSTER (and DELAYED_IO on one upstream
 of each fan-in).
@@ -37,6 +40,7 @@ Run::
     python benchmarks/bench_runtime.py --part overhead --leaves 128 --repeats 2
     python benchmarks/bench_runtime.py --part gap --leaves 512
     python benchmarks/bench_runtime.py --part profile --leaves 512   # cProfile of the client
+    python benchmarks/bench_runtime.py --part commands --leaves 512  # Redis commands per task
 
 The overhead part ends with one summary line, ``runtime: X ms/task vs Dask Y ms/task
 (ratio R), wall-clock, same run``, for the largest size.
@@ -403,11 +407,39 @@ def traffic(workflows: dict[str, Workflow]) -> list[str]:
     return rows
 
 
+def commands(leaves: int, leaf_size: int, top: int = 12) -> list[str]:
+    """Redis commands per task of one warm run (``INFO commandstats``, reset before it;
+    commands run inside Lua scripts count too), by command, most frequent first."""
+    import redis
+
+    wf = tree_reduction(leaves=leaves, leaf_size=leaf_size)
+    key = new_key()
+    with EmbeddedRedis() as server, LocalFaaS(server.url, key, max_running=SLOTS,
+                                              max_processes=SLOTS) as faas:
+        run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=900)  # warm-up
+        sync = redis.Redis.from_url(server.url)
+        sync.config_resetstat()
+        result = run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=900)
+        stats: dict[str, Any] = sync.info("commandstats")  # type: ignore[assignment]
+        sync.close()
+    n = len(wf)
+    calls = sorted(((name.removeprefix("cmdstat_"), int(v["calls"]))
+                    for name, v in stats.items()), key=lambda kv: -kv[1])
+    total = sum(c for _, c in calls)
+    rows = [f"Tree reduction, {leaves} leaves ({n:,} tasks, {result.trace.invocations} "
+            f"invocations), LocalFaaS {SLOTS} processes, one warm run: {total:,} commands, "
+            f"{total / n:.2f} per task.", "", "| command | calls | per task |",
+            "|---|---:|---:|"]
+    rows += [f"| {name} | {c:,} | {c / n:.2f} |" for name, c in calls[:top]]
+    return rows
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--part", choices=["overhead", "gap", "profile", "bytes", "all"],
-                   default="all", help="'profile' (cProfile of one warm run's client) is "
-                   "not part of 'all'")
+    p.add_argument("--part", choices=["overhead", "gap", "profile", "commands", "bytes",
+                                      "all"],
+                   default="all", help="'profile' (cProfile of one warm run's client) and "
+                   "'commands' (Redis commands per task) are not part of 'all'")
     p.add_argument("--leaves", type=int, action="append", default=None,
                    help="leaves of one tree size (repeatable; default 128, 512, 2048)")
     p.add_argument("--leaf-size", type=int, default=16)
@@ -432,6 +464,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.part == "profile":
         out += ["## Where the client's time goes (cProfile)", "",
                 *client_profile(sizes[len(sizes) // 2], args.leaf_size), ""]
+    if args.part == "commands":
+        out += ["## Redis commands per task", "",
+                *commands(sizes[len(sizes) // 2], args.leaf_size), ""]
     if args.part in ("bytes", "all"):
         leaves = min(max(sizes), 1024)
         out += ["## Bytes through Redis", "",
