@@ -524,7 +524,14 @@ def decode(blob: bytes, payloads: Mapping[str, bytes] | None = None, *,
                 _malformed(f"task {tid!r} uses unknown upstream task {marker.task_id!r}")
             return found
 
-        args, kwargs = map_leaves((args, kwargs), resolve, (_Ref, LiteralRef))
+        if (type(args) is tuple and type(kwargs) is dict
+                and all(type(a) is _Ref or type(a) in _SCALARS for a in args)
+                and all(type(v) in _SCALARS for v in kwargs.values())):
+            # Upstream tasks and scalars only: what map_leaves below would give.
+            args = tuple(resolve(a) if type(a) is _Ref else a for a in args)
+            kwargs = dict(kwargs)
+        else:
+            args, kwargs = map_leaves((args, kwargs), resolve, (_Ref, LiteralRef))
         nodes[tid] = TaskNode(functions[index], args, kwargs, tid, profile)
     ids = {id(n): tid for tid, n in (*nodes.items(), *refs.items())}
     return _rebuild(list(nodes.values()), ids, frozenset(external), name, tuple(requirements))
