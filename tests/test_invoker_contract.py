@@ -11,6 +11,7 @@ import inspect
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -121,12 +122,22 @@ def test_invoke_identity_memory_and_cold_warm(redis_server: Any, make: Make,
         before = invoker.stats
         result = run(wf, plan, redis_server.url, hmac_key=key, invoker=invoker, config=CONFIG,
                      timeout_s=120.0)
-        after = invoker.stats
+
+        def started() -> int:
+            after = invoker.stats
+            return ((after.cold_starts + after.warm_starts)
+                    - (before.cold_starts + before.warm_starts))
+
+        # The client is done once the last worker has written its end; the sandbox tells
+        # its invoker a moment later (Dask: when the task's result reaches the client).
+        deadline = time.monotonic() + 10.0
+        while started() < result.trace.invocations and time.monotonic() < deadline:
+            time.sleep(0.02)
+        seen, after = started(), invoker.stats
     assert result.result == 6
     # invoke: every invocation of the run was delivered once to a sandbox (no retries).
     assert result.retries == 0
-    started = (after.cold_starts + after.warm_starts) - (before.cold_starts + before.warm_starts)
-    assert started == result.trace.invocations
+    assert seen == result.trace.invocations
     workers = result.trace.workers.sort_values("start_ms")
     # memory: each invocation ran on a sandbox of its queue's size.
     assert set(workers["memory_mb"]) == {512, 1024, 2048}

@@ -405,10 +405,12 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     except OSError as exc:
         raise BadInput(f"--port {args.port}: cannot listen on 127.0.0.1 ({exc}); choose "
                        "another port, or 0 for any free one") from None
-    print(f"faasplan dashboard: {url} (history: {url}history; API: {url}api/runs); "
-          "Ctrl-C stops it", flush=True)
     try:
         with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it ends
+            # Announced inside: a Ctrl-C as soon as the address is out still stops the
+            # server (its thread would otherwise keep the process alive).
+            print(f"faasplan dashboard: {url} (history: {url}history; API: {url}api/runs); "
+                  "Ctrl-C stops it", flush=True)
             while True:
                 time.sleep(3600)
     finally:
