@@ -146,8 +146,7 @@ class LogStream:
         while self._items:
             batch, self._items = self._items, []
             async with self._client.pipeline(transaction=False) as pipe:
-                self.add_to(pipe, ["[" + ",".join(batch[i:i + LOG_BATCH]) + "]"
-                                   for i in range(0, len(batch), LOG_BATCH)])
+                self.add_to(pipe, _entries(batch))
                 with contextlib.suppress(Exception):  # a live view is best effort
                     await pipe.execute()
 
@@ -161,8 +160,7 @@ class LogStream:
         while self._task is not None and not self._task.done():
             await self._task
         items, self._items = self._items, []
-        return ["[" + ",".join(items[i:i + LOG_BATCH]) + "]"
-                for i in range(0, len(items), LOG_BATCH)]
+        return _entries(items)
 
     def add_to(self, pipe: Any, entries: list[str]) -> None:
         """Queue the ``XADD`` of ``entries`` (from :meth:`take`) on pipeline ``pipe``."""
@@ -173,10 +171,14 @@ class LogStream:
     async def close(self) -> None:
         """Push every queued event now and wait until they are in (the stream can be
         used again afterwards)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        while self._task is not None and not self._task.done():
-            await self._task
-        if self._items:
-            await self._flush()
+        entries = await self.take()
+        if entries:
+            async with self._client.pipeline(transaction=False) as pipe:
+                self.add_to(pipe, entries)
+                with contextlib.suppress(Exception):  # a live view is best effort
+                    await pipe.execute()
+
+
+def _entries(items: list[str]) -> list[str]:
+    """Stream entries of queued events: JSON arrays of up to :data:`LOG_BATCH` of them."""
+    return ["[" + ",".join(items[i:i + LOG_BATCH]) + "]" for i in range(0, len(items), LOG_BATCH)]
