@@ -834,9 +834,20 @@ def test_cli_bad_input_exits_2_naming_the_flag(capsys: pytest.CaptureFixture[str
     assert "--redis" in capsys.readouterr().err
 
 
-def test_cli_serves_until_interrupted() -> None:
+def _ignore_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+@pytest.mark.parametrize(("stop", "sigint_ignored"), [
+    (signal.SIGINT, False),
+    # A shell starts a script's background jobs with SIGINT ignored; Ctrl-C must still work.
+    (signal.SIGINT, True),
+    (signal.SIGTERM, False),
+], ids=["sigint", "sigint-ignored-by-parent", "sigterm"])
+def test_cli_serves_until_interrupted(stop: signal.Signals, sigint_ignored: bool) -> None:
     proc = subprocess.Popen([sys.executable, "-m", "faasplan", "dashboard", "--port", "0",
-                             "--metrics", BLAST], stdout=subprocess.PIPE, text=True)
+                             "--metrics", BLAST], stdout=subprocess.PIPE, text=True,
+                            preexec_fn=_ignore_sigint if sigint_ignored else None)
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline()
@@ -844,7 +855,7 @@ def test_cli_serves_until_interrupted() -> None:
         url = line.split()[2]
         status, body = get(url + "api/history")
         assert status == 200 and body["types"][0]["runs"][0]["run_id"] == "blast_43t"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(stop)
         assert proc.wait(30) == 0
     finally:
         if proc.poll() is None:

@@ -10,6 +10,7 @@ import argparse
 import contextlib
 import json
 import platform as host
+import signal
 import sys
 import textwrap
 import time
@@ -406,7 +407,7 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
         raise BadInput(f"--port {args.port}: cannot listen on 127.0.0.1 ({exc}); choose "
                        "another port, or 0 for any free one") from None
     try:
-        with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how it ends
+        with _stopped_by_signals(), contextlib.suppress(KeyboardInterrupt):
             # Announced inside: a Ctrl-C as soon as the address is out still stops the
             # server (its thread would otherwise keep the process alive).
             print(f"faasplan dashboard: {url} (history: {url}history; API: {url}api/runs); "
@@ -416,6 +417,26 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
     finally:
         stop()
     return EXIT_OK
+
+
+def _interrupted(signum: int, frame: Any) -> NoReturn:
+    raise KeyboardInterrupt(signal.Signals(signum).name)
+
+
+@contextlib.contextmanager
+def _stopped_by_signals() -> Iterator[None]:
+    """Within the block, SIGINT (Ctrl-C) and SIGTERM raise ``KeyboardInterrupt``.
+
+    A server is stopped this way even when its parent ignored SIGINT, which a shell does
+    for the background jobs of a script (``faasplan dashboard &``): Python then keeps
+    SIGINT ignored. The previous handlers come back afterwards.
+    """
+    before = {sig: signal.signal(sig, _interrupted) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
 
 
 def _add_keygen(sub: Subparsers, common: argparse.ArgumentParser) -> None:

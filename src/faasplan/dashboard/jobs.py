@@ -61,6 +61,9 @@ def _say(obj: Any) -> None:
 
 def child_main() -> int:
     """The job's process: read the job from stdin, compare or run, write JSON lines."""
+    # Cancelling sends SIGINT: it must raise KeyboardInterrupt here even if the dashboard
+    # was started with SIGINT ignored (a background job of a script), which children inherit.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     # Import what a comparison needs before the job arrives: a spare child waits here.
     import faasplan.dashboard.finished
     import faasplan.experiments.compare
@@ -72,7 +75,10 @@ def child_main() -> int:
         _say({"progress": [stage, done, total]})
 
     try:
-        job = cloudpickle.loads(sys.stdin.buffer.read())
+        data = sys.stdin.buffer.read()
+        if not data:
+            return 0  # a spare process: the dashboard stopped before it had a job
+        job = cloudpickle.loads(data)
         if job[0] == "run":
             from faasplan.workflow.codec import decode
 
