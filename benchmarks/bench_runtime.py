@@ -28,7 +28,8 @@ Part ``profile`` (only when asked for): ``cProfile`` of the calling thread aroun
 ``run()``: cumulative time of the client's parts and the functions with the most own time.
 
 Part ``commands`` (only when asked for): Redis commands per task of one warm run, by
-command (``INFO commandstats``; commands inside Lua scripts count too).
+command (``INFO commandstats``; commands inside Lua scripts count too), and the requests
+the server read (``total_reads_processed``: about the round trips, a pipeline being one).
 
 Part ``bytes``: network traffic of the Redis server (``INFO stats``) for a tree reduction
 and GEMM, all tasks flexible vs. every task with CLUSTER (and DELAYED_IO on one upstream
@@ -421,6 +422,9 @@ def commands(leaves: int, leaf_size: int, top: int = 12) -> list[str]:
         sync.config_resetstat()
         result = run(wf, None, server.url, hmac_key=key, invoker=faas, timeout_s=900)
         stats: dict[str, Any] = sync.info("commandstats")  # type: ignore[assignment]
+        # Socket reads the server processed: one per request it received, a pipeline
+        # usually in one, so about the round trips of all clients (INFO's own included).
+        reads = int(sync.info("stats")["total_reads_processed"])  # type: ignore[index]
         sync.close()
     n = len(wf)
     calls = sorted(((name.removeprefix("cmdstat_"), int(v["calls"]))
@@ -428,7 +432,8 @@ def commands(leaves: int, leaf_size: int, top: int = 12) -> list[str]:
     total = sum(c for _, c in calls)
     rows = [f"Tree reduction, {leaves} leaves ({n:,} tasks, {result.trace.invocations} "
             f"invocations), LocalFaaS {SLOTS} processes, one warm run: {total:,} commands, "
-            f"{total / n:.2f} per task.", "", "| command | calls | per task |",
+            f"{total / n:.2f} per task; {reads:,} requests read by the server (round "
+            f"trips), {reads / n:.2f} per task.", "", "| command | calls | per task |",
             "|---|---:|---:|"]
     rows += [f"| {name} | {c:,} | {c / n:.2f} |" for name, c in calls[:top]]
     return rows

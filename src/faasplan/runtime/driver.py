@@ -12,11 +12,12 @@ effect means is defined by :mod:`faasplan.worker.inmemory`; here:
   periodic re-check, so a lost message costs at most one poll interval). With ``stream``
   it reads the Redis Stream the producer appends chunks to while it uploads.
 * ``Store`` SETs the payload and announces it (one round trip); with ``stream`` it first
-  XADDs the chunks.
+  XADDs the chunks. The track or notification the worker logic asks for right after a
+  store goes to Redis in the same round trip, behind it (:meth:`Driver._drive`).
 * ``Track`` is one Lua script (SADD + SCARD); ``Notify``/``WaitFor`` use a flag key plus
   pub/sub; ``Invoke`` pushes a sealed queue entry; ``Execute`` runs the task function in a
   thread with arguments rebuilt by :func:`~faasplan.workflow.map_leaves`; ``Spawn``/``Join``
-  are asyncio tasks, ``Parallel`` is a gather.
+  are asyncio tasks, ``Parallel`` is a gather (of tracks only: one pipelined round trip).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
+from redis.exceptions import NoScriptError
 
 from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
 from faasplan.runtime.events import LogStream, Outbox
@@ -95,6 +97,16 @@ class TaskRecord:
     uploads: list[tuple[int, float, bool]] = field(default_factory=list)
     startup: str = "none"
     startup_ms: float = 0.0
+
+
+@dataclass
+class _Write:
+    """One fenced script call of an effect, and what its reply means (``done(reply)``)."""
+
+    script: Any  # a script registered on the run's client (redis-py ``AsyncScript``)
+    keys: list[str]
+    args: list[Any]
+    done: Callable[[Any], Any]
 
 
 class Driver:
@@ -180,7 +192,63 @@ class Driver:
                 effect = gen.send(value)
             except StopIteration as stop:
                 return stop.value
-            value = await self._perform(effect, main)
+            if type(effect) is not Store:
+                value = await self._perform(effect, main)
+                continue
+            write = await self._store_write(effect, main)
+            if write is None:
+                value = None  # nothing left to write (streamed, or adopted)
+                continue
+            # A store answers ``None`` once acknowledged. The worker logic's next effect
+            # is known without waiting: if it is a track or a notification (what follows
+            # a store), both scripts go to Redis in one round trip, the store first. Redis
+            # runs them in that order, so whoever sees the second sees the stored value;
+            # a stale attempt is fenced off by both. Anything else waits for the store.
+            try:
+                effect = gen.send(None)
+            except StopIteration as stop:
+                await self._send([write])
+                return stop.value
+            writes = self._merged_writes(effect)
+            if writes is None:
+                await self._send([write])
+                value = await self._perform(effect, main)
+                continue
+            replies = (await self._send([write, *writes]))[1:]
+            value = replies if type(effect) is Parallel else replies[0]
+
+    def _merged_writes(self, effect: Any) -> list[_Write] | None:
+        """The writes of a track, a notification or a parallel set of tracks (``None``
+        for any other effect)."""
+        if type(effect) is Parallel:
+            if effect.effects and all(type(e) is Track for e in effect.effects):
+                return [self._track_write(e) for e in effect.effects]
+            return None
+        if type(effect) is Track:
+            return [self._track_write(effect)]
+        if type(effect) is Notify:
+            return [self._notify_write(effect)]
+        return None
+
+    async def _send(self, writes: list[_Write]) -> list[Any]:
+        """Run the scripts in order, in one round trip, and what each reply means."""
+        if len(writes) == 1:
+            w = writes[0]
+            return [w.done(await w.script(keys=w.keys, args=w.args))]
+        async with self.client.pipeline(transaction=False) as pipe:
+            for w in writes:
+                # EVALSHA itself: a script object in a pipeline first checks it is
+                # loaded, one more round trip.
+                pipe.evalsha(w.script.sha, len(w.keys), *w.keys, *w.args)
+            replies = await pipe.execute(raise_on_error=False)
+        out = []
+        for w, reply in zip(writes, replies, strict=True):
+            if isinstance(reply, NoScriptError):  # the server restarted: load it again
+                reply = await w.script(keys=w.keys, args=w.args)
+            elif isinstance(reply, Exception):
+                raise reply
+            out.append(w.done(reply))
+        return out
 
     async def _perform(self, effect: Any, main: bool) -> Any:
         try:
@@ -353,6 +421,13 @@ class Driver:
         return await get_stored(self.client, self.keys.data(key), self.keys.stream(key))
 
     async def _store(self, s: Store, main: bool) -> None:
+        write = await self._store_write(s, main)
+        if write is not None:
+            await self._send([write])
+
+    async def _store_write(self, s: Store, main: bool) -> _Write | None:
+        """The store's script call (its reply completes the upload's record), or ``None``
+        once the upload is complete without one (an adopted output)."""
         rec = self._record(s.task, main)
         # Pickling and sealing belong to the upload, as in the simulator's upload time.
         t0 = time.perf_counter()
@@ -361,25 +436,30 @@ class Driver:
         if data is None:
             data = cloudpickle.dumps(s.payload.value, protocol=5)
         sealed = self.run.signer.seal(self.run.context(s.key), data)
-        value = sealed
+        run_id = self.run.manifest.run_id
+
+        def stored(reply: Any = 0, write: bool = True) -> None:
+            if write:
+                check_write(reply, run_id)
+            if rec is not None:
+                ms = (time.perf_counter() - t0 + pickle_s) * 1000.0
+                rec.uploads.append((len(sealed), ms, s.stream))
+                rec.end = now_ms()
+
         if s.key in self._final:
-            pass  # an earlier attempt's output is final and this attempt adopted it
+            # An earlier attempt's output is final and this attempt adopted it.
+            stored(write=False)
+            return None
+        value = sealed
+        if s.stream:
+            # The chunks are the value: the key then only names the attempt that wrote them.
+            value = streamed_marker(await self._stream_out(s.key, sealed))
         else:
-            if s.stream:
-                # The chunks are the value: the key then only names the attempt that
-                # wrote them.
-                value = streamed_marker(await self._stream_out(s.key, sealed))
-            else:
-                await self._check_size(s, len(sealed))
-            check_write(await self.run.scripts.store(
-                keys=[self.keys.data(s.key), self.keys.manifest, self.keys.abort,
-                      self.keys.inv_attempts],
-                args=[value, self.keys.pubsub(s.key), *self._fence, self.run.ttl_ms]),
-                self.run.manifest.run_id)
-        if rec is not None:
-            ms = (time.perf_counter() - t0 + pickle_s) * 1000.0
-            rec.uploads.append((len(sealed), ms, s.stream))
-            rec.end = now_ms()
+            await self._check_size(s, len(sealed))
+        return _Write(self.run.scripts.store,
+                      [self.keys.data(s.key), self.keys.manifest, self.keys.abort,
+                       self.keys.inv_attempts],
+                      [value, self.keys.pubsub(s.key), *self._fence, self.run.ttl_ms], stored)
 
     async def _check_size(self, s: Store, nbytes: int) -> None:
         """Fail the task at once if its output exceeds what one Redis command may carry."""
@@ -414,32 +494,50 @@ class Driver:
 
     # -- coordination -------------------------------------------------------------------
     async def _track(self, t: Track, main: bool) -> bool:
+        result: bool = (await self._send([self._track_write(t)]))[0]
+        return result
+
+    def _track_write(self, t: Track) -> _Write:
+        """The track's script call; its reply says whether it completed the fan-in."""
         # Members carry a MAC bound to the run instance and the fan-in, so an entry written
         # by anyone without the key is detected by the worker the set's count triggers.
         context = self.run.context(f"deps:{t.task}")
-        deps = self.keys.deps(t.task)
-        reply = await self.run.scripts.track(
-            keys=[deps, self.keys.owners, self.keys.manifest, self.keys.inv_attempts],
-            args=[self.run.signer.mark(context, t.upstream), t.expected, self.inv_id, t.task,
-                  self.attempt, self.run.epoch, self.run.ttl_ms])
-        done = check_write(int(reply[0]), self.run.manifest.run_id)
-        if done in (1, 2):
-            members = reply[1]  # read in the same step that completed the set
-            finished = {self.run.signer.check_mark(
-                context, m.decode() if isinstance(m, bytes) else str(m)) for m in members}
-            if done == 2 or len(finished) != t.expected:
-                raise PayloadAuthError(context, f"{len(members)} entries for {t.expected} "
-                                                "upstream tasks", run_id=self.run.manifest.run_id)
-        return done == 1
+        run_id = self.run.manifest.run_id
+
+        def tracked(reply: Any) -> bool:
+            done = check_write(int(reply[0]), run_id)
+            if done in (1, 2):
+                members = reply[1]  # read in the same step that completed the set
+                finished = {self.run.signer.check_mark(
+                    context, m.decode() if isinstance(m, bytes) else str(m)) for m in members}
+                if done == 2 or len(finished) != t.expected:
+                    raise PayloadAuthError(context, f"{len(members)} entries for {t.expected} "
+                                                    "upstream tasks", run_id=run_id)
+            return done == 1
+
+        return _Write(self.run.scripts.track,
+                      [self.keys.deps(t.task), self.keys.owners, self.keys.manifest,
+                       self.keys.inv_attempts],
+                      [self.run.signer.mark(context, t.upstream), t.expected, self.inv_id,
+                       t.task, self.attempt, self.run.epoch, self.run.ttl_ms], tracked)
 
     async def _notify(self, n: Notify, main: bool) -> None:
-        check_write(await self.run.scripts.notify(
-            keys=[self.keys.flag(n.channel), self.keys.manifest, self.keys.inv_attempts],
-            args=[self.keys.pubsub("chan:" + n.channel), *self._fence, self.run.ttl_ms]),
-            self.run.manifest.run_id)
-        sink = self.run.sink_channels.get(n.channel)
-        if sink is not None:
-            self.outbox.put(("sink", sink))
+        await self._send([self._notify_write(n)])
+
+    def _notify_write(self, n: Notify) -> _Write:
+        """The notification's script call; a sink's is then reported to the client."""
+        run_id = self.run.manifest.run_id
+
+        def notified(reply: Any) -> None:
+            check_write(reply, run_id)
+            sink = self.run.sink_channels.get(n.channel)
+            if sink is not None:
+                self.outbox.put(("sink", sink))
+
+        return _Write(self.run.scripts.notify,
+                      [self.keys.flag(n.channel), self.keys.manifest, self.keys.inv_attempts],
+                      [self.keys.pubsub("chan:" + n.channel), *self._fence, self.run.ttl_ms],
+                      notified)
 
     async def _wait_for(self, w: WaitFor, main: bool) -> None:
         flag = self.keys.flag(w.channel)
@@ -564,6 +662,8 @@ class Driver:
             return list(await asyncio.gather(*handles))
 
     async def _parallel(self, p: Parallel, main: bool) -> list[Any]:
+        if p.effects and all(type(e) is Track for e in p.effects):
+            return await self._send([self._track_write(t) for t in p.effects])  # one trip
         tasks = [asyncio.ensure_future(self._perform(e, main)) for e in p.effects]
         try:
             return list(await asyncio.gather(*tasks))
