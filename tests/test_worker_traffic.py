@@ -295,3 +295,14 @@ def test_a_store_before_anything_else_is_acknowledged_first() -> None:
 def test_a_streamed_store_is_not_held_back() -> None:
     log, seen, _ = _drive([Store("out-a", Payload(1), stream=True), Track("ready", "a", 2)])
     assert log == ["streamed out-a", ["track:ready"]] and seen == [None, True]
+
+
+def test_a_store_is_made_even_when_the_branch_fails_right_after_it() -> None:
+    def failing() -> Any:
+        yield Store("out-a", Payload(1))
+        raise RuntimeError("worker logic failed")
+
+    driver = _Sent()
+    with pytest.raises(RuntimeError, match="worker logic failed"):
+        asyncio.run(driver._drive(failing(), main=True))
+    assert driver.log == [["out-a"]]

@@ -209,6 +209,9 @@ class Driver:
             except StopIteration as stop:
                 await self._send([write])
                 return stop.value
+            except BaseException:
+                await self._send([write])  # it came first: still made, then the error
+                raise
             writes = self._merged_writes(effect)
             if writes is None:
                 await self._send([write])
