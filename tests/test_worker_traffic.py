@@ -226,6 +226,11 @@ class _Sent(Driver):
 
     def __init__(self) -> None:  # no run: only what _drive consults
         self.log: list[Any] = []
+        self.events: list[Event] = []
+        self._log = None
+        self._ahead = self._lookahead = 0
+        self._held: dict[float, list[Event]] = {}
+        self._resumed: dict[float, float] = {}
 
     async def _store_write(self, s: Store, main: bool) -> Any:
         if s.stream:
@@ -306,3 +311,52 @@ def test_a_store_is_made_even_when_the_branch_fails_right_after_it() -> None:
     with pytest.raises(RuntimeError, match="worker logic failed"):
         asyncio.run(driver._drive(failing(), main=True))
     assert driver.log == [["out-a"]]
+
+
+def test_the_log_times_a_store_to_its_acknowledgement() -> None:
+    from faasplan.worker.log import logged
+
+    class Slow(_Sent):
+        async def _send(self, writes: list[Any]) -> list[Any]:
+            await asyncio.sleep(0.03)  # the round trip
+            return await super()._send(writes)
+
+    driver = Slow()
+    effects = [Store("out-a", Payload(1), task="a"), Track("ready", "a", 2),
+               Store("out-b", Payload(1), task="b"), Execute("c", {})]
+    branch = logged(_branch(effects, []), "flex-a", driver._emit, driver._clock)
+    asyncio.run(driver._drive(branch, main=True))
+    store_a, track, store_b, execute = driver.events
+    assert [e.kind for e in driver.events] == ["store", "track", "store", "execute"]
+    assert all(e.start > 0 and e.end >= e.start for e in driver.events)
+    # Sent together: the track starts before the store's acknowledgement, both end with it.
+    assert store_a.end - store_a.start >= 25 and track.start <= store_a.end <= track.end
+    # A store with nothing to share its round trip: the next effect starts after it ends.
+    assert store_b.end - store_b.start >= 25 and execute.start >= store_b.end
+
+
+def test_a_track_or_notify_behind_a_store_writes_nothing_if_the_store_did_not(
+        redis_server: Any) -> None:
+    from faasplan.runtime.redisio import NOTIFY, TRACK
+
+    sync = redis_server.client()
+    sync.set("g:manifest", "m")
+    sync.hset("g:attempts", mapping={"@epoch": "e1", "inv-1": "1"})
+    track, notify = sync.register_script(TRACK), sync.register_script(NOTIFY)
+    fence = ["g:deps", "g:owners", "g:manifest", "g:attempts"]
+    args = ["up-a", 1, "inv-1", "fan", "1", "e1", 0]
+    # The stored output is missing (its store was refused): nothing is recorded.
+    assert track(keys=[*fence, "g:out"], args=args) == [-3]
+    assert notify(keys=["g:flag", "g:manifest", "g:attempts", "g:out"],
+                  args=["g:chan", "inv-1", "1", "e1", 0]) == -3
+    assert not sync.exists("g:deps", "g:owners", "g:flag")
+    # Once it is there, the same calls go through (and without the guard key, as before).
+    sync.set("g:out", "v")
+    assert track(keys=[*fence, "g:out"], args=args)[0] == 1
+    assert notify(keys=["g:flag", "g:manifest", "g:attempts", "g:out"],
+                  args=["g:chan", "inv-1", "1", "e1", 0]) == 1
+    assert track(keys=["g:deps2", *fence[1:]], args=["up-b", 2, "inv-1", "fan2", "1", "e1",
+                                                      0]) == [0]
+    assert sync.scard("g:deps2") == 1
+    sync.delete("g:manifest", "g:attempts", "g:deps", "g:deps2", "g:owners", "g:flag",
+                "g:out")

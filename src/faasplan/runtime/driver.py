@@ -101,12 +101,26 @@ class TaskRecord:
 
 @dataclass
 class _Write:
-    """One fenced script call of an effect, and what its reply means (``done(reply)``)."""
+    """One fenced script call of an effect, and what its reply means (``done(reply)``).
+
+    ``guarded``: the last key must exist, or the script writes nothing and answers
+    :data:`GUARD_REFUSED` (a track or notification sent behind the store of that key).
+    """
 
     script: Any  # a script registered on the run's client (redis-py ``AsyncScript``)
     keys: list[str]
     args: list[Any]
     done: Callable[[Any], Any]
+    guarded: bool = False
+
+
+GUARD_REFUSED = -3
+"""What TRACK and NOTIFY answer when the key they were told must exist does not."""
+
+
+def _refused(reply: Any) -> bool:
+    code = reply[0] if isinstance(reply, list | tuple) and reply else reply
+    return isinstance(code, int) and code == GUARD_REFUSED
 
 
 class Driver:
@@ -144,6 +158,12 @@ class Driver:
         # invocation was claimed again (or the run id was reused).
         self._fence = (self.inv_id, str(attempt), run.epoch)
         self._spawned: list[asyncio.Task[Any]] = []
+        # Looking past a store (see _drive): the log's clock then reads -k for the k-th
+        # look-ahead, and _emit puts in the real times once they are known.
+        self._ahead = 0
+        self._lookahead = 0
+        self._held: dict[float, list[Event]] = {}
+        self._resumed: dict[float, float] = {}
         self._on_block = on_block
         self._block_depth = 0
         self._handlers: Mapping[type, Callable[[Any, bool], Awaitable[Any]]] = {
@@ -157,7 +177,7 @@ class Driver:
         inv = self.queued.invocation
         self._emit(Event(self.label, "start", None, None, inv.memory_mb, self._started_at,
                          now_ms(), self._startup[0]))
-        gen = logged(execute_branch(self.run.spec, inv), self.label, self._emit, now_ms)
+        gen = logged(execute_branch(self.run.spec, inv), self.label, self._emit, self._clock)
         try:
             await self._drive(gen, main=True)
         finally:
@@ -165,10 +185,27 @@ class Driver:
                 task.cancel()
         self._emit(Event(self.label, "end", None, None, 0, now_ms(), now_ms()))
 
+    def _clock(self) -> float:
+        """The decision log's clock: wall-clock ms, or a look-ahead's mark (see _drive)."""
+        return -float(self._ahead) if self._ahead else now_ms()
+
     def _emit(self, event: Event) -> None:
+        if event.end < 0:  # a store answered ahead of its acknowledgement: held until then
+            self._held.setdefault(event.end, []).append(event)
+            return
+        if event.start < 0:  # the effect after such a store: it began when resumed
+            event = event._replace(start=self._resumed.get(event.start, now_ms()))
         self.events.append(event)
         if self._log is not None:
             self._log.put(event)
+
+    def _acknowledged(self, mark: float, sent: float | None = None) -> None:
+        """The store of look-ahead ``mark`` is acknowledged now; the next effect began with
+        it (``sent``: when both were sent) or begins now: put both times in the log."""
+        end = now_ms()
+        self._resumed[mark] = end if sent is None else sent
+        for event in self._held.pop(mark, ()):
+            self._emit(event._replace(end=end))
 
     def rows(self) -> list[tuple[Any, ...]]:
         """Trace rows (fields :data:`ROW_FIELDS`) of the tasks this invocation executed."""
@@ -203,35 +240,58 @@ class Driver:
             # is known without waiting: if it is a track or a notification (what follows
             # a store), both scripts go to Redis in one round trip, the store first. Redis
             # runs them in that order, so whoever sees the second sees the stored value;
-            # a stale attempt is fenced off by both. Anything else waits for the store.
+            # a stale attempt is fenced off by both, and the second writes nothing unless
+            # the stored key exists (a store refused under maxmemory leaves no track
+            # behind: _merged_writes). Anything else waits for the store.
+            # The decision log times the store up to its acknowledgement and the next
+            # effect from when it is really under way (_clock, _emit).
+            self._lookahead += 1
+            mark = -float(self._lookahead)
+            self._ahead = self._lookahead
             try:
                 effect = gen.send(None)
             except StopIteration as stop:
+                self._ahead = 0
                 await self._send([write])
+                self._acknowledged(mark)
                 return stop.value
             except BaseException:
+                self._ahead = 0
                 await self._send([write])  # it came first: still made, then the error
+                self._acknowledged(mark)
                 raise
-            writes = self._merged_writes(effect)
+            self._ahead = 0
+            writes = self._merged_writes(effect, write.keys[0])
             if writes is None:
                 await self._send([write])
+                self._acknowledged(mark)
                 value = await self._perform(effect, main)
                 continue
+            sent = now_ms()
             replies = (await self._send([write, *writes]))[1:]
+            self._acknowledged(mark, sent)
             value = replies if type(effect) is Parallel else replies[0]
 
-    def _merged_writes(self, effect: Any) -> list[_Write] | None:
+    def _merged_writes(self, effect: Any, stored: str) -> list[_Write] | None:
         """The writes of a track, a notification or a parallel set of tracks (``None``
-        for any other effect)."""
+        for any other effect), each refused unless the data key ``stored`` exists: a
+        store Redis refuses (its value above ``maxmemory``) must not leave a track
+        behind it."""
         if type(effect) is Parallel:
             if effect.effects and all(type(e) is Track for e in effect.effects):
-                return [self._track_write(e) for e in effect.effects]
+                writes = [self._track_write(e) for e in effect.effects]
+            else:
+                return None
+        elif type(effect) is Track:
+            writes = [self._track_write(effect)]
+        elif type(effect) is Notify:
+            writes = [self._notify_write(effect)]
+        else:
             return None
-        if type(effect) is Track:
-            return [self._track_write(effect)]
-        if type(effect) is Notify:
-            return [self._notify_write(effect)]
-        return None
+        for w in writes:
+            w.keys.append(stored)
+            w.guarded = True
+        return writes
 
     async def _send(self, writes: list[_Write]) -> list[Any]:
         """Run the scripts in order, in one round trip, and what each reply means."""
@@ -246,10 +306,17 @@ class Driver:
             replies = await pipe.execute(raise_on_error=False)
         out = []
         for w, reply in zip(writes, replies, strict=True):
-            if isinstance(reply, NoScriptError):  # the server restarted: load it again
+            # In order: a store's error is raised before the writes behind it count.
+            if isinstance(reply, NoScriptError) or (w.guarded and _refused(reply)):
+                # Not run (the server restarted and lost the scripts), or run before the
+                # store it follows was (that one had to be loaded again): run it now.
                 reply = await w.script(keys=w.keys, args=w.args)
             elif isinstance(reply, Exception):
                 raise reply
+            if w.guarded and _refused(reply):
+                raise RunStateLostError(
+                    f"key {w.keys[-1]!r} is missing from Redis right after it was stored "
+                    "(evicted by maxmemory, or Redis restarted)", run_id=self.run.manifest.run_id)
             out.append(w.done(reply))
         return out
 

@@ -87,11 +87,13 @@ end
 # nothing, while a retried upstream never counts twice; {2, members} when the set holds
 # more entries than the fan-in has upstream tasks (written by someone else). The caller
 # checks the members' MACs. Otherwise {0}, or {code} of a stopped writer (``_live``).
-# KEYS: deps, owners, manifest, attempts; ARGV: upstream (marked), expected, inv, task,
-# attempt, epoch, ttl_ms.
+# KEYS: deps, owners, manifest, attempts, and optionally a key that must exist (the output
+# stored just before, in the same pipeline: {-3} and nothing written if it does not);
+# ARGV: upstream (marked), expected, inv, task, attempt, epoch, ttl_ms.
 TRACK = FENCE + """
 local live = _live(KEYS[3], '', KEYS[4], ARGV[3], ARGV[5], ARGV[6])
 if live < 0 then return {live} end
+if KEYS[5] and redis.call('EXISTS', KEYS[5]) == 0 then return {-3} end
 local added = redis.call('SADD', KEYS[1], ARGV[1])
 _ttl(KEYS[1], ARGV[7])
 local count = redis.call('SCARD', KEYS[1])
@@ -167,11 +169,13 @@ _ttl(KEYS[1], ARGV[4])
 return 1
 """
 
-# Sets a notification flag and announces it. KEYS: flag, manifest, attempts;
+# Sets a notification flag and announces it. KEYS: flag, manifest, attempts, and optionally
+# a key that must exist (as for TRACK: -3 and nothing written if it does not);
 # ARGV: channel, inv, attempt, epoch, ttl_ms.
 NOTIFY = FENCE + """
 local live = _live(KEYS[2], '', KEYS[3], ARGV[2], ARGV[3], ARGV[4])
 if live < 0 then return live end
+if KEYS[4] and redis.call('EXISTS', KEYS[4]) == 0 then return -3 end
 redis.call('SET', KEYS[1], '1')
 _ttl(KEYS[1], ARGV[5])
 redis.call('PUBLISH', ARGV[1], '1')
