@@ -228,7 +228,7 @@ class _Sent(Driver):
         self.log: list[Any] = []
         self.events: list[Event] = []
         self._log = None
-        self._ahead = self._lookahead = 0
+        self._ahead, self._lookahead = 0.0, 0
         self._held: dict[float, list[Event]] = {}
         self._resumed: dict[float, float] = {}
 

@@ -34,7 +34,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import cloudpickle
-from redis.exceptions import NoScriptError
 
 from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
 from faasplan.runtime.events import LogStream, Outbox
@@ -49,7 +48,13 @@ from faasplan.runtime.manifest import (
     reference_entry,
     seal_invocation,
 )
-from faasplan.runtime.redisio import get_bytes, get_stored, streamed_marker, xread_entries
+from faasplan.runtime.redisio import (
+    get_bytes,
+    get_stored,
+    run_pipelined,
+    streamed_marker,
+    xread_entries,
+)
 from faasplan.runtime.runstate import POLL_S, RunState, check_write
 from faasplan.worker import (
     Execute,
@@ -158,9 +163,9 @@ class Driver:
         # invocation was claimed again (or the run id was reused).
         self._fence = (self.inv_id, str(attempt), run.epoch)
         self._spawned: list[asyncio.Task[Any]] = []
-        # Looking past a store (see _drive): the log's clock then reads -k for the k-th
-        # look-ahead, and _emit puts in the real times once they are known.
-        self._ahead = 0
+        # Looking past a store (see _drive): the log's clock then reads the look-ahead's
+        # mark (-k for the k-th), and _emit puts in the real times once they are known.
+        self._ahead = 0.0
         self._lookahead = 0
         self._held: dict[float, list[Event]] = {}
         self._resumed: dict[float, float] = {}
@@ -187,7 +192,7 @@ class Driver:
 
     def _clock(self) -> float:
         """The decision log's clock: wall-clock ms, or a look-ahead's mark (see _drive)."""
-        return -float(self._ahead) if self._ahead else now_ms()
+        return self._ahead or now_ms()
 
     def _emit(self, event: Event) -> None:
         if event.end < 0:  # a store answered ahead of its acknowledgement: held until then
@@ -246,21 +251,17 @@ class Driver:
             # The decision log times the store up to its acknowledgement and the next
             # effect from when it is really under way (_clock, _emit).
             self._lookahead += 1
-            mark = -float(self._lookahead)
-            self._ahead = self._lookahead
+            mark = self._ahead = -float(self._lookahead)
             try:
                 effect = gen.send(None)
-            except StopIteration as stop:
-                self._ahead = 0
-                await self._send([write])
+            except BaseException as exc:
+                self._ahead = 0.0
+                await self._send([write])  # it came first: still made, then the end
                 self._acknowledged(mark)
-                return stop.value
-            except BaseException:
-                self._ahead = 0
-                await self._send([write])  # it came first: still made, then the error
-                self._acknowledged(mark)
+                if isinstance(exc, StopIteration):
+                    return exc.value
                 raise
-            self._ahead = 0
+            self._ahead = 0.0
             writes = self._merged_writes(effect, write.keys[0])
             if writes is None:
                 await self._send([write])
@@ -298,21 +299,15 @@ class Driver:
         if len(writes) == 1:
             w = writes[0]
             return [w.done(await w.script(keys=w.keys, args=w.args))]
-        async with self.client.pipeline(transaction=False) as pipe:
-            for w in writes:
-                # EVALSHA itself: a script object in a pipeline first checks it is
-                # loaded, one more round trip.
-                pipe.evalsha(w.script.sha, len(w.keys), *w.keys, *w.args)
-            replies = await pipe.execute(raise_on_error=False)
+        replies = await run_pipelined(self.client, [(w.script, w.keys, w.args) for w in writes])
         out = []
         for w, reply in zip(writes, replies, strict=True):
             # In order: a store's error is raised before the writes behind it count.
-            if isinstance(reply, NoScriptError) or (w.guarded and _refused(reply)):
-                # Not run (the server restarted and lost the scripts), or run before the
-                # store it follows was (that one had to be loaded again): run it now.
-                reply = await w.script(keys=w.keys, args=w.args)
-            elif isinstance(reply, Exception):
+            if isinstance(reply, Exception):
                 raise reply
+            if w.guarded and _refused(reply):
+                # Run before the store it follows, which had to be loaded again: now.
+                reply = await w.script(keys=w.keys, args=w.args)
             if w.guarded and _refused(reply):
                 raise RunStateLostError(
                     f"key {w.keys[-1]!r} is missing from Redis right after it was stored "

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError, OutOfMemoryError, RedisError
+from redis.exceptions import AuthenticationError, NoScriptError, OutOfMemoryError, RedisError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -268,6 +268,35 @@ class Scripts:
         self.enqueue: Any = client.register_script(ENQUEUE)
         self.lease: Any = client.register_script(LEASE)
         self.reserve: Any = client.register_script(RESERVE)
+
+
+ScriptCall = tuple[Any, Sequence[Any], Sequence[Any]]
+"""A registered script (``Scripts``' attributes), its keys and its arguments."""
+
+
+async def run_pipelined(client: aioredis.Redis, calls: Sequence[ScriptCall],
+                        before: Callable[[Any], None] | None = None) -> list[Any]:
+    """Run the script ``calls`` in order in one pipelined round trip, after what ``before``
+    queues on the pipeline; their replies, in order.
+
+    A script the server no longer holds (``NoScriptError``: it restarted) runs again alone,
+    which loads it. Any other error is returned as that call's reply, not raised.
+    """
+    async with client.pipeline(transaction=False) as pipe:
+        if before is not None:
+            before(pipe)
+        for script, keys, args in calls:
+            # EVALSHA itself: a script object in a pipeline first checks it is loaded, one
+            # more round trip.
+            pipe.evalsha(script.sha, len(keys), *keys, *args)
+        results = await pipe.execute(raise_on_error=False)
+    replies = []
+    for (script, keys, args), reply in zip(calls, results[len(results) - len(calls):],
+                                           strict=True):
+        if isinstance(reply, NoScriptError):
+            reply = await script(keys=keys, args=args)
+        replies.append(reply)
+    return replies
 
 
 async def get_bytes(client: aioredis.Redis, key: str) -> bytes | None:

@@ -39,7 +39,6 @@ from pathlib import Path
 from typing import Any
 
 import redis.asyncio as aioredis
-from redis.exceptions import NoScriptError
 
 from faasplan.runtime.driver import Driver
 from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
@@ -62,6 +61,7 @@ from faasplan.runtime.redisio import (
     connect,
     get_bytes,
     is_out_of_memory,
+    run_pipelined,
 )
 from faasplan.runtime.runstate import RunAborted, RunState, Superseded
 from faasplan.runtime.security import KEY_ENV, Signer, key_from_env, parse_key, redact
@@ -201,17 +201,10 @@ class WorkerProcess:
             await run.scripts.finish(keys=keys, args=args)
             return
         stream, entries = log_entries
-        finish = run.scripts.finish
-        async with run.client.pipeline(transaction=False) as pipe:
-            stream.add_to(pipe, entries)
-            # EVALSHA itself: a script object in a pipeline checks it is loaded first, one
-            # more round trip.
-            pipe.evalsha(finish.sha, len(keys), *keys, *args)
-            results = await pipe.execute(raise_on_error=False)
-        if isinstance(results[-1], NoScriptError):  # the server restarted: load it again
-            await finish(keys=keys, args=args)
-        elif isinstance(results[-1], Exception):  # the log is best effort, the end is not
-            raise results[-1]
+        (reply,) = await run_pipelined(run.client, [(run.scripts.finish, keys, args)],
+                                       before=lambda pipe: stream.add_to(pipe, entries))
+        if isinstance(reply, Exception):  # the log is best effort, the end is not
+            raise reply
 
     async def _run(self, run: RunState, queued: QueuedInvocation, attempt: int,
                    startup: tuple[str, float], begin: float, received: float) -> None:
