@@ -25,6 +25,7 @@ from faasplan.simulator import (
     Platform,
     PredictedBehaviour,
     Simulation,
+    SimulationError,
     SimulationStuckError,
     Storage,
     TaskBehaviour,
@@ -33,6 +34,7 @@ from faasplan.simulator import (
     simulate,
     simulate_many,
 )
+from faasplan.simulator.clock import run_queue
 from faasplan.worker import Invocation, Opt, Payload, Placement, RunSpec, WorkerOptions
 from faasplan.worker.subdag import subdag_sizes
 from faasplan.workflow.wfformat import load_wfformat
@@ -428,6 +430,38 @@ def test_concurrent_fetches_share_storage_bandwidth() -> None:
     # the client's two uploads shared the storage too: invocations left at 200 ms
     assert both.workers["invoked_ms"].tolist() == pytest.approx([200.0, 200.0])
     assert both.client_bytes == 20 * MB
+
+
+def test_inputs_known_to_exist_are_read_as_one_request() -> None:
+    # c's worker completes d's fan-in last and reads a's and b's outputs together, as the
+    # runtime's one MGET: one transfer of 30 MB (300 ms at 100 MB/s) and one round trip
+    # for both (separate reads would have ended the 10 MB one at 200 ms).
+    platform = SIMPLE.replace(storage_latency_ms=2.0)
+    wf = Workflow(node("d", node("a", out=10 * MB), node("b", out=20 * MB),
+                       node("c", ms=600.0)))
+    trace = run(wf, platform=platform)
+    assert row(trace, "d")["worker"] == row(trace, "c")["worker"]
+    downs, _ups = trace.transfers["d"]
+    assert sorted(n for n, _ms, _s in downs) == [10 * MB, 20 * MB]
+    assert [ms for _n, ms, _s in downs] == [pytest.approx(302.0)] * 2
+    assert row(trace, "d")["download_bytes"] == 30 * MB
+
+
+def test_storage_reads_several_keys_in_one_transfer() -> None:
+    env = simpy.Environment()
+    storage = Storage(env, FairShareNetwork(env, 10.0, plain_callbacks=True), latency_ms=1.0)
+    storage.data.update({"x": Payload(30), "y": Payload(70)})
+    records = [TransferRecord(0.0), TransferRecord(0.0)]
+    got: list[object] = []
+    storage.fetch_many(["x", "y"], Endpoint(100.0), records, got.append)
+    run_queue(env)  # the simulator's loop: answers are plain callbacks on the queue
+    # 100 bytes at the server's 10/ms, then one round trip
+    assert got == [[Payload(30), Payload(70)]] and env.now == pytest.approx(11.0)
+    assert [(r.key, r.nbytes, r.ready, r.end) for r in records] == \
+        [("x", 30, 0.0, pytest.approx(11.0)), ("y", 70, 0.0, pytest.approx(11.0))]
+    with pytest.raises(SimulationError, match=r"'z' for task 'q'.*never stored"):
+        storage.fetch_many(["x", "z"], Endpoint(100.0), records, got.append,
+                           tasks=["q", "q"])
 
 
 def test_latency_and_invocation_costs_add_up() -> None:

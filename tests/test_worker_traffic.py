@@ -360,3 +360,30 @@ def test_a_track_or_notify_behind_a_store_writes_nothing_if_the_store_did_not(
     assert sync.scard("g:deps2") == 1
     sync.delete("g:manifest", "g:attempts", "g:deps", "g:deps2", "g:owners", "g:flag",
                 "g:out")
+
+
+# -- inputs known to exist: one MGET -------------------------------------------------------
+@task
+def part(i: int) -> list[int]:
+    return list(range(i, i + 100))
+
+
+@task
+def total(*parts: list[int]) -> int:
+    return sum(map(sum, parts))
+
+
+def test_inputs_known_to_exist_are_read_with_one_mget(
+        redis_server: Any, pool: tuple[LocalFaaS, bytes]) -> None:
+    faas, key = pool
+    # Flexible workers: whoever completes the fan-in reads the other three outputs, which
+    # exist, with one MGET (and the sink's own DAG part with them, when it goes by reference).
+    wf = Workflow(total(*(part(i, task_id=f"p{i}") for i in range(4)), task_id="sum"))
+    sync = redis_server.client()
+    sync.config_resetstat()
+    result = run(wf, None, redis_server.url, hmac_key=key, invoker=faas, timeout_s=120)
+    stats = sync.info("commandstats")
+    assert result.result == run_local(wf)
+    assert _calls(stats, "mget") == 1  # the small DAG travels inline: no parts to read
+    downs, _ups = result.trace.transfers["sum"]
+    assert sum(n for n, _ms, _s in downs) > 3 * 100  # three pickled lists came through it

@@ -49,8 +49,10 @@ from faasplan.runtime.manifest import (
     seal_invocation,
 )
 from faasplan.runtime.redisio import (
+    STREAMED,
     get_bytes,
     get_stored,
+    mget_bytes,
     run_pipelined,
     streamed_marker,
     xread_entries,
@@ -365,6 +367,11 @@ class Driver:
         else:
             ready = time.perf_counter()
             raw = await self._get(f.key)
+        return await self._fetched(f, rec, raw, ready, streamed)
+
+    async def _fetched(self, f: Fetch, rec: TaskRecord | None, raw: bytes | None,
+                       ready: float, streamed: bool = False) -> Payload:
+        """A read value opened, decoded and recorded (missing: the run state was lost)."""
         if raw is None:
             await self.run.check_alive()
             raise RunStateLostError(
@@ -386,6 +393,11 @@ class Driver:
         rec = self._record(f.task, main)
         t0 = time.perf_counter()
         raw = await get_bytes(self.client, self.keys.data(f.key))
+        return await self._part_fetched(f, rec, raw, t0)
+
+    async def _part_fetched(self, f: Fetch, rec: TaskRecord | None, raw: bytes | None,
+                            t0: float) -> Payload:
+        """A read DAG part opened, kept for the run and recorded."""
         if raw is None:
             await self.run.check_alive()
             raise RunStateLostError(
@@ -399,6 +411,34 @@ class Driver:
         if rec is not None:
             rec.downloads.append((len(raw), (time.perf_counter() - t0) * 1000.0, False))
         return Payload(len(body))
+
+    def _plain_fetches(self, effects: tuple[Any, ...]) -> list[int] | None:
+        """Which of a parallel set's effects read keys known to exist (fetches without
+        ``wait`` or ``stream``, and not a DAG part this process holds), when two or more
+        do: they are read with one ``MGET``, as the simulator models them."""
+        batch = [i for i, e in enumerate(effects)
+                 if type(e) is Fetch and not e.wait and not e.stream]
+        if len(batch) < 2:
+            return None
+        parts = self.parts
+        batch = [i for i in batch if not (is_dag_part(effects[i].key) and effects[i].key in parts)]
+        return batch if len(batch) > 1 else None
+
+    async def _fetch_many(self, fetches: list[Fetch], main: bool) -> list[Payload]:
+        """Plain fetches in one round trip (``MGET``), each opened and recorded as
+        :meth:`_fetch` would."""
+        recs = [self._record(f.task, main) for f in fetches]
+        t0 = time.perf_counter()
+        raws = await mget_bytes(self.client, [self.keys.data(f.key) for f in fetches])
+        out: list[Payload] = []
+        for f, rec, raw in zip(fetches, recs, raws, strict=True):
+            if is_dag_part(f.key):
+                out.append(await self._part_fetched(f, rec, raw, t0))
+                continue
+            if raw is not None and raw.startswith(STREAMED):
+                raw = await self._get(f.key)  # a streamed output: its chunks, reassembled
+            out.append(await self._fetched(f, rec, raw, t0))
+        return out
 
     def _decode_value(self, key: str, raw: bytes) -> Payload:
         body = self.run.signer.open(self.run.context(key), raw)
@@ -727,11 +767,29 @@ class Driver:
             return list(await asyncio.gather(*handles))
 
     async def _parallel(self, p: Parallel, main: bool) -> list[Any]:
-        if p.effects and all(type(e) is Track for e in p.effects):
-            return await self._send([self._track_write(t) for t in p.effects])  # one trip
-        tasks = [asyncio.ensure_future(self._perform(e, main)) for e in p.effects]
+        effects = p.effects
+        if effects and all(type(e) is Track for e in effects):
+            return await self._send([self._track_write(t) for t in effects])  # one trip
+        batch = self._plain_fetches(effects)
+        if batch is not None and len(batch) == len(effects):
+            return await self._fetch_many(list(effects), main)  # one trip
+        tasks = [asyncio.ensure_future(self._perform(e, main))
+                 for i, e in enumerate(effects) if batch is None or i not in batch]
+        if batch is not None:
+            tasks.append(asyncio.ensure_future(
+                self._fetch_many([effects[i] for i in batch], main)))
         try:
-            return list(await asyncio.gather(*tasks))
+            results = list(await asyncio.gather(*tasks))
+            if batch is None:
+                return results
+            merged: list[Any] = [None] * len(effects)
+            rest = iter(results[:-1])
+            for i in range(len(effects)):
+                if i not in batch:
+                    merged[i] = next(rest)
+            for i, value in zip(batch, results[-1], strict=True):
+                merged[i] = value
+            return merged
         except BaseException:
             for t in tasks:  # no orphan keeps waiting after one effect failed
                 t.cancel()

@@ -305,6 +305,12 @@ async def get_bytes(client: aioredis.Redis, key: str) -> bytes | None:
     return value if value is None else bytes(value)
 
 
+async def mget_bytes(client: aioredis.Redis, keys: list[str]) -> list[bytes | None]:
+    """MGET as bytes: one round trip for several keys (``None`` for a missing one)."""
+    values: Any = await client.mget(keys)
+    return [v if v is None else bytes(v) for v in values]
+
+
 async def xread_entries(client: aioredis.Redis, key: str, last: bytes | str, block_ms: int
                         ) -> list[tuple[bytes, dict[bytes, bytes]]]:
     """Entries of stream ``key`` after id ``last``, blocking up to ``block_ms``."""

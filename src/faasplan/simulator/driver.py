@@ -190,6 +190,7 @@ class Simulation:
         # a subclass overrides is followed through the SimPy event it returns.
         kind = type(storage)
         self._fast_fetch = kind.fetch is Storage.fetch
+        self._fast_many = self._fast_fetch and kind.fetch_many is Storage.fetch_many
         self._fast_store = kind.store is Storage.store
         self._fast_track = kind.track is Storage.track
         self._fast_notify = kind.notify is Storage.notify
@@ -470,10 +471,55 @@ class Simulation:
 
     def _parallel(self, eff: Parallel, proc: _Proc, done: Done) -> Outcome | None:
         handlers = self._handlers
-        gather = _Gather(self.env, len(eff.effects), done)
-        for i, e in enumerate(eff.effects):
-            gather.add(i, handlers[e.__class__](e, proc, partial(gather.put, i)))
+        effects = eff.effects
+        batch = self._plain_fetches(effects, proc) if self._fast_many else None
+        if batch is not None and len(batch) == len(effects):
+            self._fetch_many(effects, proc, done)  # the whole set is one request
+            return None
+        gather = _Gather(self.env, len(effects), done)
+        for i, e in enumerate(effects):
+            if batch is None or i not in batch:
+                gather.add(i, handlers[e.__class__](e, proc, partial(gather.put, i)))
+        if batch is not None:
+            gather.left += 1
+            self._fetch_many(tuple(effects[i] for i in batch), proc,
+                             partial(gather.put_many, batch))
         return gather.outcome()
+
+    def _plain_fetches(self, effects: tuple[Any, ...], proc: _Proc) -> list[int] | None:
+        """Which of a parallel set's effects are reads of keys known to exist (fetches
+        without ``wait`` or ``stream``, and not a DAG part this sandbox holds): the runtime
+        sends two or more of them as one ``MGET``. ``None`` when fewer than two."""
+        held = self._held.get(proc.worker.container)
+        batch = [i for i, e in enumerate(effects)
+                 if e.__class__ is Fetch and not e.wait and not e.stream
+                 and not (held is not None and e.key in held)]
+        return batch if len(batch) > 1 else None
+
+    def _fetch_many(self, effects: tuple[Fetch, ...], proc: _Proc, done: Done) -> None:
+        """Plain fetches as one request (:meth:`Storage.fetch_many`); ``done`` gets the
+        payloads in order."""
+        now = self.env._now
+        records: list[TransferRecord] = []
+        downloads = self.downloads
+        for eff in effects:
+            if eff.key.startswith(DAG_PART_PREFIX):
+                held = self._held.get(proc.worker.container)
+                if held is None:
+                    held = self._held[proc.worker.container] = set()
+                held.add(eff.key)
+            record = TransferRecord(now)
+            records.append(record)
+            tid = eff.task
+            if tid is not None:
+                if proc.task != tid:
+                    self._switch(proc, tid)
+                try:
+                    downloads[tid].append((eff.key, record))
+                except KeyError:
+                    downloads[tid] = [(eff.key, record)]
+        self.storage.fetch_many([e.key for e in effects], proc.worker.endpoint, records, done,
+                                tasks=[e.task for e in effects])
 
     def _sleep(self, eff: Sleep, proc: _Proc, done: Done) -> Outcome | None:
         if eff.ms < 0:
@@ -582,6 +628,14 @@ class _Gather:
 
     def put(self, i: int, value: Any) -> None:
         self.values[i] = value
+        self.left -= 1
+        if self.left == 0:
+            call_soon(self.env, self.done, self.values)
+
+    def put_many(self, indices: list[int], values: list[Any]) -> None:
+        """Several results arrived together (one batched request counts as one pending)."""
+        for i, value in zip(indices, values, strict=True):
+            self.values[i] = value
         self.left -= 1
         if self.left == 0:
             call_soon(self.env, self.done, self.values)

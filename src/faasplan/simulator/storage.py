@@ -119,6 +119,44 @@ class Storage:
                 f"knows exist, so the plan and the worker logic disagree")
         return event
 
+    def fetch_many(self, keys: list[str], endpoint: Endpoint, records: list[TransferRecord],
+                   done: Done, *, tasks: list[str | None] | None = None) -> None:
+        """Download several stored keys as one pipelined request; call ``done`` with their
+        payloads, in order, when the reply is in.
+
+        Their bytes move as one transfer and the request costs one round trip (a Redis
+        ``MGET``, which is how the runtime reads several inputs that already exist). Each
+        key gets its own record: issued and ready now, ended when the reply is in. A key
+        that was never stored is an error, as for :meth:`fetch` without ``wait``.
+        """
+        data = self.data
+        payloads: list[Payload] = []
+        total = 0
+        now = self.env._now
+        for i, key in enumerate(keys):
+            payload = data.get(key)
+            if payload is None:
+                task = tasks[i] if tasks is not None else None
+                raise SimulationError(
+                    f"fetch of {key!r} for task {task!r} at t={now:.3f} ms, but the key "
+                    f"was never stored; the worker logic only fetches without waiting inputs "
+                    f"it knows exist, so the plan and the worker logic disagree")
+            record = records[i]
+            record.key = key
+            record.nbytes = payload.nbytes
+            payloads.append(payload)
+            total += payload.nbytes
+        self.network.transfer(total, endpoint, self._downloaded_many, (records, payloads, done))
+
+    def _downloaded_many(self, arg: tuple[list[TransferRecord], list[Payload], Done]) -> None:
+        records, payloads, done = arg
+        env = self.env
+        at = env._now + self._answer_ms
+        for record in records:
+            record.end = at
+        queue: list[Any] = env._queue
+        heappush(queue, (at, NORMAL, next(env._eid), done, payloads))
+
     def store(self, key: str, payload: Payload, endpoint: Endpoint, record: TransferRecord,
               *, stream: bool = False, done: Done | None = None) -> Event | None:
         """Upload ``payload`` under ``key`` -> event (value ``None``) when acknowledged
