@@ -143,22 +143,26 @@ class LogStream:
             self._task = asyncio.create_task(self._flush())
 
     async def _flush(self) -> None:
-        while self._items:
-            batch, self._items = self._items, []
+        batch, self._items = self._items, []
+        if batch:
             async with self._client.pipeline(transaction=False) as pipe:
                 self.add_to(pipe, _entries(batch))
                 with contextlib.suppress(Exception):  # a live view is best effort
                     await pipe.execute()
+        # Events put during the round trip wait their own delay for others to join them,
+        # so pushes are at least ``delay_s`` apart however slow the round trip is.
+        if self._items and self._timer is None:
+            self._timer = asyncio.get_running_loop().call_later(self._delay, self._start)
 
     async def take(self) -> list[str]:
         """Wait for the push under way, then hand over the queued events not pushed yet,
         as stream entries (for the caller to add with its own last write, in one round
         trip: see :meth:`add_to`)."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
         while self._task is not None and not self._task.done():
             await self._task
+        if self._timer is not None:  # armed before the call, or by the push just awaited
+            self._timer.cancel()
+            self._timer = None
         items, self._items = self._items, []
         return _entries(items)
 
