@@ -118,6 +118,11 @@ def cases(names: list[str] | None = None) -> tuple[list[tuple[str, Workflow]], l
             notes.append(f"{name}: no trace {stem!r}: none ships with faasplan, {where}")
         else:
             makers[name] = partial(load_wfformat, path)
+    known = set(makers) | set(TRACES)
+    unknown = [n for n in names or () if n not in known]
+    if unknown:
+        raise SystemExit(f"bench_simulator.py: unknown --case {', '.join(map(repr, unknown))}; "
+                         f"the cases are {', '.join(map(repr, sorted(known)))}")
     chosen = [n for n in makers if names is None or n in names]
     return [(n, makers[n]()) for n in chosen], notes
 
@@ -248,13 +253,16 @@ def main(argv: list[str] | None = None) -> int:
         compare(args.against, args.case, args.repeat, args.rounds)
     result = measure_all(args.case, args.repeat)
     print_table(result)
-    if args.profile:
+    if args.profile:  # the 10k case, whatever --case chose
         wf = layered_dag(10_000)
         sim = Simulator(wf)
         sim.run()
         prof = cProfile.Profile()
         prof.runcall(sim.run)
         pstats.Stats(prof).sort_stats("tottime").print_stats(25)
+    if not result["cases"]:
+        print("simulator: no case could be measured (see 'missing' above)")
+        return 1
     summary = next((c for c in result["cases"] if c["name"] == "layered 10k"),
                    result["cases"][0])
     rate = summary["tasks"] / summary["run_s"]

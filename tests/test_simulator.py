@@ -472,11 +472,26 @@ def test_latency_and_invocation_costs_add_up() -> None:
     trace = run(wf, platform=platform)
     # worker 0: invoked after 10, cold 100, a 110-210; tracking nothing (small output),
     # delegates c (3 ms call), continues b 213-313, sink upload 0 B + round trip -> 315,
-    # notify round trip -> 317
+    # with the notification behind the upload, in its round trip
     assert row(trace, "b")["exec_start_ms"] == pytest.approx(213.0)
     c = row(trace, "c")  # invoked at 210, arrives at 220 (+ payload time 0), cold -> 320
     assert c["exec_start_ms"] == pytest.approx(320.0)
-    assert trace.makespan_ms == pytest.approx(420.0 + 2.0 + 2.0)
+    assert trace.makespan_ms == pytest.approx(420.0 + 2.0)
+
+
+def test_a_track_after_a_store_is_answered_with_it() -> None:
+    # As the runtime driver does, the track the worker logic asks for right after storing
+    # an output goes behind the store, in its round trip.
+    platform = SIMPLE.replace(storage_latency_ms=2.0)
+    wf = Workflow([node("d", node("a", ms=100.0, out=MB), node("b", ms=300.0, out=MB))])
+    trace = run(wf, platform=platform)
+    b, d = row(trace, "b"), row(trace, "d")
+    assert d["worker"] == b["worker"]  # b's track made d ready: b's worker continues
+    # b ends at 400; its 1 MB upload takes 10 ms + a round trip, and the track's answer
+    # comes with it (412); then a's output is read: 10 ms + a round trip (424).
+    assert b["exec_end_ms"] == pytest.approx(400.0)
+    assert d["exec_start_ms"] == pytest.approx(424.0)
+    assert trace.makespan_ms == pytest.approx(424.0 + 100.0 + 2.0)
 
 
 def test_dag_by_reference_is_stored_and_fetched() -> None:

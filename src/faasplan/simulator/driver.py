@@ -195,6 +195,12 @@ class Simulation:
         self._fast_track = kind.track is Storage.track
         self._fast_notify = kind.notify is Storage.notify
         self._fast_wait = kind.wait_for is Storage.wait_for
+        # The runtime sends a track or a notification that follows a store behind it, in
+        # the store's round trip (see _Proc.after_store); with the built-in operations the
+        # simulator does the same.
+        self._behind_store = (self._fast_store and self._fast_track and self._fast_notify
+                              and kind.track_now is Storage.track_now
+                              and kind.notify_now is Storage.notify_now)
         self._handlers: dict[type, Callable[[Any, _Proc, Done], Outcome | None]] = {
             Fetch: self._fetch, Store: self._store, Track: self._track,
             Notify: self._notify, WaitFor: self._wait_for, Invoke: self._invoke,
@@ -377,6 +383,8 @@ class Simulation:
             self.uploads.setdefault(eff.task, []).append(record)
         self.storage_bytes += eff.payload.nbytes
         if self._fast_store:
+            if self._behind_store and not eff.stream:
+                done = proc.after_store
             self.storage.store(eff.key, eff.payload, proc.worker.endpoint, record,
                                stream=eff.stream, done=done)
             return None
@@ -536,8 +544,8 @@ class _Proc:
     delegation) extend that task's ``end_ms``. ``finish`` gets the branch's return value.
     """
 
-    __slots__ = ("env", "finish", "handlers", "on_event", "post", "pre_start", "send", "sim",
-                 "task", "wake", "worker")
+    __slots__ = ("after_store", "env", "finish", "handlers", "on_event", "post", "pre_start",
+                 "send", "sim", "task", "wake", "worker")
 
     def __init__(self, sim: Simulation, worker: WorkerRun, branch: Generator[Any, Any, Any],
                  finish: Callable[[Any], Any], task: str | None = None,
@@ -553,11 +561,12 @@ class _Proc:
         self.pre_start = 0.0
         self.wake = self._wake  # bound once: queued with every result
         self.on_event = self._on_event
+        self.after_store = self._after_store
 
     def close(self) -> None:
         """Drop the bound methods that refer back to this object, once the branch ended
         (so reference counting frees it, without the cyclic collector)."""
-        del self.wake, self.on_event
+        del self.wake, self.on_event, self.after_store
 
     def _wake(self, value: Any) -> None:
         post = self.post
@@ -565,25 +574,57 @@ class _Proc:
             post.end_ms = self.env._now
         self.step(value)
 
-    def step(self, value: Any) -> None:
+    def _after_store(self, _value: None) -> None:
+        """A store is acknowledged. Like the runtime driver, the simulator takes the
+        branch's next effect at once: a track, a notification or a parallel set of tracks
+        went to the server behind the store, in its round trip, so its answer is in now
+        as well. Any other effect starts now, as after any answer."""
+        post = self.post
+        if post is not None:
+            post.end_ms = self.env._now
+        try:
+            effect = self.send(None)
+        except StopIteration as stop:
+            self.close()
+            self.finish(stop.value)
+            return
+        storage = self.sim.storage
+        kind = effect.__class__
+        if kind is Track:
+            value: Any = storage.track_now(effect.task, effect.upstream, effect.expected)
+        elif kind is Notify:
+            storage.notify_now(effect.channel)
+            value = None
+        elif kind is Parallel and effect.effects and \
+                all(e.__class__ is Track for e in effect.effects):
+            value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
+        else:
+            self.step(None, effect)
+            return
+        self.step(value)
+
+    def step(self, value: Any, effect: Any = None) -> None:
         """Send the branch ``value`` and the results of its effects while they are
-        available at once; return when it waits for one (or ends)."""
+        available at once; return when it waits for one (or ends). ``effect``: the
+        branch already asked for it (``value`` is then unused)."""
         handlers = self.handlers
         env = self.env
         send = self.send
         while True:
-            try:
-                effect = send(value)
-            except StopIteration as stop:
-                self.close()
-                self.finish(stop.value)
-                return
+            if effect is None:
+                try:
+                    effect = send(value)
+                except StopIteration as stop:
+                    self.close()
+                    self.finish(stop.value)
+                    return
             try:
                 handler = handlers[effect.__class__]
             except KeyError:
                 raise SimulationError(f"worker {self.worker.label!r} yielded {effect!r}, "
                                       f"which is not an effect the simulator knows") from None
             outcome = handler(effect, self, self.wake)
+            effect = None
             if outcome is None:
                 return  # the handler has queued ``self.wake`` with the result
             if isinstance(outcome, _Now):

@@ -5,7 +5,9 @@ their bytes through a :class:`~faasplan.simulator.network.FairShareNetwork`, so
 concurrent transfers share the server's bandwidth and each endpoint's bandwidth; the
 bytes flow as soon as the operation is issued and the round trip is paid at the end
 (request and acknowledgement folded together). A stored key is visible to others once
-its bytes are in; its writer hears back one round trip later.
+its bytes are in; its writer hears back one round trip later. A track or a notification
+sent behind a store, in the same pipeline, shares the store's round trip
+(:meth:`Storage.track_now`, :meth:`Storage.notify_now`).
 
 Streaming: while a streamed upload is under way, a reader that asks for the key with
 ``stream=True`` follows the writer and finishes one round trip after the upload's bytes
@@ -21,7 +23,7 @@ from typing import Any
 import simpy
 from simpy.events import NORMAL, Event
 
-from faasplan.simulator.clock import Done, call_later
+from faasplan.simulator.clock import Done, call_later, call_soon
 from faasplan.simulator.errors import SimulationError
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.worker import Payload
@@ -281,18 +283,23 @@ class Storage:
         answer arrives one round trip later (``done``: passed to ``done`` then instead,
         and ``None`` returned).
         """
-        members = self.sets.get(task)
-        if members is None:
-            members = self.sets[task] = set()
-        before = len(members)
-        members.add(upstream)
-        ready = len(members) == expected and len(members) != before
+        ready = self.track_now(task, upstream, expected)
         env = self.env
         if done is None:
             return env.timeout(self.latency_ms, ready)
         queue: list[Any] = env._queue
         heappush(queue, (env._now + self.latency_ms, NORMAL, next(env._eid), done, ready))
         return None
+
+    def track_now(self, task: str, upstream: str, expected: int) -> bool:
+        """:meth:`track` whose answer is already in: it went to the server behind a store,
+        in the store's round trip (see :meth:`store`). -> "the set just reached expected"."""
+        members = self.sets.get(task)
+        if members is None:
+            members = self.sets[task] = set()
+        before = len(members)
+        members.add(upstream)
+        return len(members) == expected and len(members) != before
 
     def notify(self, channel: str, *, done: Done | None = None) -> Event | None:
         """Signal ``channel``; it counts as notified, and listeners wake, a round trip later.
@@ -313,6 +320,19 @@ class Storage:
             return env.timeout(lat)
         call_later(env, lat, done, None)
         return None
+
+    def notify_now(self, channel: str) -> None:
+        """:meth:`notify` sent behind a store, in its round trip: the channel counts as
+        notified now, when the writer hears back, and its listeners wake now."""
+        env = self.env
+        self.notified.setdefault(channel, env._now)
+        for listener in self._listeners.pop(channel, ()):
+            if isinstance(listener, Event):
+                listener._ok = True
+                listener._value = None
+                env.schedule(listener, NORMAL, 0)
+            else:
+                call_soon(env, listener, None)
 
     def wait_for(self, channel: str, *, done: Done | None = None) -> Event | bool | None:
         """Event fired when ``channel`` is notified, or ``None`` if it already was.
