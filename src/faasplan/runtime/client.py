@@ -40,6 +40,7 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import AuthenticationError, RedisError
 
+from faasplan.runtime import eventloop
 from faasplan.runtime.driver import ROW_FIELDS
 from faasplan.runtime.embedded import EmbeddedRedis
 from faasplan.runtime.errors import (
@@ -267,10 +268,10 @@ def run(workflow: Workflow, plan: Any = None, redis: str | None = None, *,
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(coro)
+        return eventloop.run(coro)
     # Called from a running event loop (a notebook): run on a thread with its own loop.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasplan-run") as pool:
-        return pool.submit(asyncio.run, coro).result()
+        return pool.submit(eventloop.run, coro).result()
 
 
 async def run_async(workflow: Workflow, plan: Any = None, redis: str | None = None, *,

@@ -37,6 +37,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from faasplan.runtime import eventloop
 from faasplan.runtime.keys import pool_queue, queue_memory
 from faasplan.runtime.redisio import MAX_BLOCK_S, connect
 from faasplan.runtime.security import KEY_ENV, URL_ENV, Signer, check_redis_url, parse_key
@@ -190,7 +191,7 @@ class LocalFaaS:
     # -- the dispatcher (its own thread and event loop) -------------------------------------
     def _thread_main(self) -> None:
         try:
-            asyncio.run(self._main())
+            eventloop.run(self._main())
         except BaseException as exc:
             self._error = exc
             self._ready.set()

@@ -40,6 +40,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from faasplan.runtime import eventloop
 from faasplan.runtime.driver import Driver
 from faasplan.runtime.errors import PayloadAuthError, RunStateLostError
 from faasplan.runtime.events import LogStream, Outbox
@@ -691,7 +692,7 @@ def _with_heartbeat(url: str, main: Callable[[HeartbeatProcess | None], Any]) ->
     """Fork the heartbeat process (before any thread exists), then run ``main`` with it."""
     heartbeat = HeartbeatProcess(url) if hasattr(os, "fork") else None
     try:
-        return int(asyncio.run(main(heartbeat)))
+        return int(eventloop.run(main(heartbeat)))
     finally:
         if heartbeat is not None:
             heartbeat.close()
