@@ -27,6 +27,20 @@ def test_the_standard_loop_on_request(monkeypatch: pytest.MonkeyPatch) -> None:
     assert eventloop.run(_loop_module()).startswith("uvloop")
 
 
+def test_a_loop_for_a_thread_of_its_own(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(eventloop.LOOP_ENV, raising=False)
+    loop = eventloop.new_event_loop()
+    try:
+        assert type(loop).__module__.startswith("uvloop")
+        assert loop.run_until_complete(_loop_module()).startswith("uvloop")
+    finally:
+        loop.close()
+    monkeypatch.setenv(eventloop.LOOP_ENV, "asyncio")
+    loop = eventloop.new_event_loop()
+    loop.close()
+    assert type(loop).__module__.startswith("asyncio")
+
+
 def test_an_unknown_loop_is_refused_naming_the_variable(
         monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(eventloop.LOOP_ENV, "trio")

@@ -44,6 +44,7 @@ from typing import Any
 
 import redis.asyncio as aioredis
 
+from faasplan.runtime import eventloop
 from faasplan.runtime.events import Outbox
 from faasplan.runtime.faas import FaaSStats, LocalFaaS
 from faasplan.runtime.keys import RunKeys, queue_memory
@@ -327,7 +328,7 @@ class _SandboxHost:
     def __init__(self, redis_url: str, key: bytes, keep_alive_s: float) -> None:
         self.keep_alive_s = keep_alive_s
         self.signer = Signer(key)
-        self.loop = asyncio.new_event_loop()
+        self.loop = eventloop.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True,
                                        name="faasplan-dask-sandboxes")
         self.thread.start()

@@ -1,7 +1,8 @@
 """The event loop of the runtime's processes: uvloop where it is installed, else asyncio's.
 
 The client, the local FaaS emulator's dispatcher and every worker process run their
-coroutines through :func:`run`. uvloop (libuv under asyncio's API) cuts the loop's own cost
+coroutines through :func:`run` (the sandboxes in a Dask worker, on a loop of
+:func:`new_event_loop`). uvloop (libuv under asyncio's API) cuts the loop's own cost
 per Redis command and per task handed to the executor thread, which is most of a tiny
 task's overhead. ``FAASPLAN_EVENT_LOOP`` chooses: ``auto`` (the default: uvloop if
 importable), ``uvloop`` (required) or ``asyncio`` (the standard loop).
@@ -53,6 +54,12 @@ def loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
         return None
     factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
     return factory
+
+
+def new_event_loop() -> asyncio.AbstractEventLoop:
+    """A new loop of :func:`loop_factory`, for a thread that runs it itself."""
+    factory = loop_factory()
+    return asyncio.new_event_loop() if factory is None else factory()
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
