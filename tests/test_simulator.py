@@ -479,12 +479,13 @@ def test_latency_and_invocation_costs_add_up() -> None:
     assert trace.makespan_ms == pytest.approx(420.0 + 2.0)
 
 
-def test_a_track_after_a_store_is_answered_with_it() -> None:
+@pytest.mark.parametrize("opts", [(), (Opt.STREAM,)], ids=["stored", "streamed"])
+def test_a_track_after_a_store_is_answered_with_it(opts: tuple[Opt, ...]) -> None:
     # As the runtime driver does, the track the worker logic asks for right after storing
-    # an output goes behind the store, in its round trip.
+    # an output (streamed or not) goes behind the store, in its round trip.
     platform = SIMPLE.replace(storage_latency_ms=2.0)
     wf = Workflow([node("d", node("a", ms=100.0, out=MB), node("b", ms=300.0, out=MB))])
-    trace = run(wf, platform=platform)
+    trace = run(wf, {"a": flex(), "b": flex(*opts), "d": flex()}, platform=platform)
     b, d = row(trace, "b"), row(trace, "d")
     assert d["worker"] == b["worker"]  # b's track made d ready: b's worker continues
     # b ends at 400; its 1 MB upload takes 10 ms + a round trip, and the track's answer

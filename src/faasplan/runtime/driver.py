@@ -241,7 +241,7 @@ class Driver:
                 continue
             write = await self._store_write(effect, main)
             if write is None:
-                value = None  # nothing left to write (streamed, or adopted)
+                value = None  # nothing left to write (an earlier attempt's output adopted)
                 continue
             # A store answers ``None`` once acknowledged. The worker logic's next effect
             # is known without waiting: if it is a track or a notification (what follows

@@ -383,8 +383,8 @@ class Simulation:
             self.uploads.setdefault(eff.task, []).append(record)
         self.storage_bytes += eff.payload.nbytes
         if self._fast_store:
-            if self._behind_store and not eff.stream:
-                done = proc.after_store
+            if self._behind_store and done is proc.wake:
+                done = proc.after_store  # (not inside a parallel set, which waits for all)
             self.storage.store(eff.key, eff.payload, proc.worker.endpoint, record,
                                stream=eff.stream, done=done)
             return None
