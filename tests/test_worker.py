@@ -27,6 +27,7 @@ from faasplan.worker import (
     WorkerOptions,
     execute_branch,
     initial_invocations,
+    rides_behind_store,
 )
 from faasplan.worker.inmemory import run_in_memory
 
@@ -345,3 +346,14 @@ def test_a_planned_worker_of_fan_out_siblings_fetches_the_parts_of_its_tasks():
     parts = [k for t in ("f-1", "f-2") for k, _ in spec.task_parts(t)]
     assert [k for k in fetched if k.startswith("dag-")] == list(dict.fromkeys(parts))
     assert sorted(run.executed) == ["f-0", "f-1", "f-2", "src-0"]
+
+
+def test_what_rides_behind_a_store() -> None:
+    # The one rule both drivers apply to the effect asked for right after a store.
+    track = Track("d", "a", 2)
+    assert rides_behind_store(track) and rides_behind_store(Notify("sink:a"))
+    assert rides_behind_store(Parallel((track, Track("e", "a", 2))))
+    assert not rides_behind_store(Parallel(()))
+    assert not rides_behind_store(Parallel((track, Fetch("out:b"))))
+    assert not rides_behind_store(Fetch("out:b"))
+    assert not rides_behind_store(Store("out:a", Payload(1)))

@@ -74,6 +74,7 @@ from faasplan.worker import (
     execute_branch,
     is_dag_part,
     output_key,
+    rides_behind_store,
 )
 from faasplan.worker.log import Event, logged
 from faasplan.workflow import TaskNode, Workflow
@@ -280,17 +281,14 @@ class Driver:
         for any other effect), each refused unless the data key ``stored`` exists: a
         store Redis refuses (its value above ``maxmemory``) must not leave a track
         behind it."""
+        if not rides_behind_store(effect):
+            return None
         if type(effect) is Parallel:
-            if effect.effects and all(type(e) is Track for e in effect.effects):
-                writes = [self._track_write(e) for e in effect.effects]
-            else:
-                return None
+            writes = [self._track_write(e) for e in effect.effects]
         elif type(effect) is Track:
             writes = [self._track_write(effect)]
-        elif type(effect) is Notify:
-            writes = [self._notify_write(effect)]
         else:
-            return None
+            writes = [self._notify_write(effect)]
         for w in writes:
             w.keys.append(stored)
             w.guarded = True

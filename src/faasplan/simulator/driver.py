@@ -54,6 +54,7 @@ from faasplan.worker import (
     dag_parts_stored,
     execute_branch,
     initial_invocations,
+    rides_behind_store,
     sink_channel,
 )
 from faasplan.worker.log import CLIENT, invocation_label, invoke_events, logged
@@ -198,9 +199,7 @@ class Simulation:
         # The runtime sends a track or a notification that follows a store behind it, in
         # the store's round trip (see _Proc.after_store); with the built-in operations the
         # simulator does the same.
-        self._behind_store = (self._fast_store and self._fast_track and self._fast_notify
-                              and kind.track_now is Storage.track_now
-                              and kind.notify_now is Storage.notify_now)
+        self._behind_store = self._fast_store and self._fast_track and self._fast_notify
         self._handlers: dict[type, Callable[[Any, _Proc, Done], Outcome | None]] = {
             Fetch: self._fetch, Store: self._store, Track: self._track,
             Notify: self._notify, WaitFor: self._wait_for, Invoke: self._invoke,
@@ -588,19 +587,17 @@ class _Proc:
             self.close()
             self.finish(stop.value)
             return
-        storage = self.sim.storage
-        kind = effect.__class__
-        if kind is Track:
-            value: Any = storage.track_now(effect.task, effect.upstream, effect.expected)
-        elif kind is Notify:
-            storage.notify_now(effect.channel)
-            value = None
-        elif kind is Parallel and effect.effects and \
-                all(e.__class__ is Track for e in effect.effects):
-            value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
-        else:
+        if not rides_behind_store(effect):
             self.step(None, effect)
             return
+        storage = self.sim.storage
+        value: Any = None
+        if effect.__class__ is Notify:
+            storage.notify_now(effect.channel)
+        elif effect.__class__ is Track:
+            value = storage.track_now(effect.task, effect.upstream, effect.expected)
+        else:
+            value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
         self.step(value)
 
     def step(self, value: Any, effect: Any = None) -> None:

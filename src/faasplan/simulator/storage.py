@@ -23,7 +23,7 @@ from typing import Any
 import simpy
 from simpy.events import NORMAL, Event
 
-from faasplan.simulator.clock import Done, call_later, call_soon
+from faasplan.simulator.clock import Done, call_later
 from faasplan.simulator.errors import SimulationError
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.worker import Payload
@@ -308,14 +308,7 @@ class Storage:
         """
         env = self.env
         lat = self.latency_ms
-        self.notified.setdefault(channel, env.now + lat)
-        for listener in self._listeners.pop(channel, ()):
-            if isinstance(listener, Event):
-                listener._ok = True
-                listener._value = None
-                env.schedule(listener, NORMAL, lat)
-            else:
-                call_later(env, lat, listener, None)
+        self._notified(channel, lat)
         if done is None:
             return env.timeout(lat)
         call_later(env, lat, done, None)
@@ -324,15 +317,19 @@ class Storage:
     def notify_now(self, channel: str) -> None:
         """:meth:`notify` sent behind a store, in its round trip: the channel counts as
         notified now, when the writer hears back, and its listeners wake now."""
+        self._notified(channel, 0.0)
+
+    def _notified(self, channel: str, delay: float) -> None:
+        """``channel`` counts as notified ``delay`` ms from now; its listeners wake then."""
         env = self.env
-        self.notified.setdefault(channel, env._now)
+        self.notified.setdefault(channel, env._now + delay)
         for listener in self._listeners.pop(channel, ()):
             if isinstance(listener, Event):
                 listener._ok = True
                 listener._value = None
-                env.schedule(listener, NORMAL, 0)
+                env.schedule(listener, NORMAL, delay)
             else:
-                call_soon(env, listener, None)
+                call_later(env, delay, listener, None)
 
     def wait_for(self, channel: str, *, done: Done | None = None) -> Event | bool | None:
         """Event fired when ``channel`` is notified, or ``None`` if it already was.

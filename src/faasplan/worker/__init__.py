@@ -23,6 +23,7 @@ from faasplan.worker.effects import (
     is_dag_part,
     output_key,
     ready_channel,
+    rides_behind_store,
     sink_channel,
 )
 from faasplan.worker.placement import Opt, Placement
@@ -56,5 +57,6 @@ __all__ = [
     "is_dag_part",
     "output_key",
     "ready_channel",
+    "rides_behind_store",
     "sink_channel",
 ]
