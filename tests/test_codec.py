@@ -351,3 +351,68 @@ def test_task_records_with_code_or_arrays_in_their_arguments_still_travel() -> N
     # Each record decodes to its own task's arguments (no bytes left over between them).
     assert [type(a).__name__ for a in decoded["lam"].args] == ["function", "ExternalRef",
                                                                 "float64"]
+
+
+# -- the blob of plain workflows: the C pickler, the same bytes -----------------------------
+@task
+def scaled(x: Any, factor: float = 1.0) -> Any:
+    return x
+
+
+def _blob_both_ways(wf: Workflow) -> tuple[bytes, bytes]:
+    """The blob as encode() makes it, and as cloudpickle alone would have made it."""
+    import dataclasses
+
+    from faasplan.workflow import codec
+
+    order = wf.topological_order
+    prepared = codec._Arguments.of(wf, order, codec.DEFAULT_LITERAL_THRESHOLD)
+    kwargs = {"literal_threshold": codec.DEFAULT_LITERAL_THRESHOLD, "dedupe_code": True,
+              "code_cache": None}
+    fast = codec._encode_tasks(wf, wf.name, wf.requirements, wf.external_inputs, order,
+                               prepared=prepared, **kwargs)
+    slow = codec._encode_tasks(wf, wf.name, wf.requirements, wf.external_inputs, order,
+                               prepared=dataclasses.replace(prepared, plain=False), **kwargs)
+    return fast.blob, slow.blob
+
+
+def test_a_plain_workflow_blob_is_what_cloudpickle_makes() -> None:
+    from faasplan.workloads import REGISTRY, layered
+
+    hinted = Workflow([combine({"a": (source(1), [2])}, [[3]]),
+                       scaled(source(4), 2.5, task_id="s",
+                              profile=TaskProfile(12.5, 100))], name="hinted")
+    for wf in (layered(300, 20, 1), REGISTRY["tree_reduction"](), hinted):
+        fast, slow = _blob_both_ways(wf)
+        assert fast == slow
+        assert shape(decode(fast)) == shape(wf)
+
+
+def test_arguments_cloudpickle_must_take_by_value_still_travel_in_the_blob() -> None:
+    class Local:  # a local class: the C pickler cannot pickle its instances
+        def __init__(self, v: int) -> None:
+            self.v = v
+
+    wf = Workflow([scaled(Local(3), task_id="local"), scaled(source(1), task_id="plain")],
+                  name="by-value")
+    decoded = decode(encode(wf).blob)
+    assert decoded.tasks["local"].args[0].v == 3
+    # Profiles given as numpy numbers are left to cloudpickle too, and keep their values.
+    wf = Workflow(scaled(source(1), task_id="np",
+                         profile=TaskProfile(np.float64(7.5), 3)), name="np-profile")
+    assert decode(encode(wf).blob).tasks["np"].profile == TaskProfile(7.5, 3)
+
+
+def test_task_profiles_pickle_small_and_older_pickles_still_load() -> None:
+    import pickle
+
+    profile = TaskProfile(1.5, 10)
+    data = pickle.dumps(profile, protocol=5)
+    # The dataclass-state form that earlier versions wrote.
+    old = (b"\x80\x05\x95.\x00\x00\x00\x00\x00\x00\x00\x8c\x16faasplan.workflow.task\x94"
+           b"\x8c\x0bTaskProfile\x94\x93\x94)\x81\x94]\x94(G?\xf8\x00\x00\x00\x00\x00\x00K\ne"
+           b"b.")
+    assert pickle.loads(data) == profile and len(data) < len(old)
+    assert pickle.loads(old) == profile
+    with pytest.raises(ValueError, match="exec_ms"):
+        pickle.loads(pickle.dumps(profile).replace(b"?\xf8", b"\xbf\xf8"))

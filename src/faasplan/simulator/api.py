@@ -10,7 +10,7 @@ import numpy as np
 
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import GroundTruth, TaskBehaviour
-from faasplan.simulator.driver import Simulation
+from faasplan.simulator.driver import Simulation, gc_paused
 from faasplan.simulator.trace import Trace, build_trace
 from faasplan.worker import Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
@@ -69,13 +69,17 @@ class Simulator:
 
     def spec(self, plan: PlanLike = None) -> RunSpec:
         """The :class:`RunSpec` of ``plan`` (see :func:`simulate` for what a plan may be)."""
-        # SubDAG sizes depend on the DAG and the options, not on the placements.
-        sizes = self.workflow.encoded_sizes  # the runtime's numbers, measured once
-        spec = RunSpec.build(self.workflow, _placements(plan, self.platform), self.options,
-                             literals=self.literals, subdag_sizes=self._subdag_sizes,
-                             task_nbytes=sizes.task_nbytes if sizes else None,
-                             code_nbytes=sizes.code_nbytes if sizes else None,
-                             dag_parts=sizes.parts if sizes else None)
+        # Both make one long-lived object or more per task: the cyclic collector would
+        # rescan them (and the workflow) again and again while they are built, for nothing.
+        with gc_paused():
+            # SubDAG sizes depend on the DAG and the options, not on the placements.
+            sizes = self.workflow.encoded_sizes  # the runtime's numbers, measured once
+            spec = RunSpec.build(self.workflow, _placements(plan, self.platform),
+                                 self.options, literals=self.literals,
+                                 subdag_sizes=self._subdag_sizes,
+                                 task_nbytes=sizes.task_nbytes if sizes else None,
+                                 code_nbytes=sizes.code_nbytes if sizes else None,
+                                 dag_parts=sizes.parts if sizes else None)
         self._subdag_sizes = spec.subdag_sizes
         spec.check_concurrency(self.platform.concurrency_limit,
                                "the platform's concurrency_limit")

@@ -209,11 +209,6 @@ def _surely_small(value: Any, threshold: int) -> bool:
 _SCALARS = frozenset({int, float, bool, str, type(None)})
 
 
-def _small_scalar(value: Any, threshold: int) -> bool:
-    # A scalar that _LiteralStore keeps in place (exact built-in types only).
-    return type(value) in _SCALARS and _surely_small(value, threshold)
-
-
 def pickle_function(fn: Callable[..., Any]) -> bytes:
     """The pickled code of a task function, as blobs and parts store it."""
     return cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
@@ -391,7 +386,13 @@ def _encode_tasks(wf: Workflow, name: str, requirements: Sequence[str],
                       for fname, fcode, hint in functions.entries],
         "tasks": tasks,
     }
-    body = cloudpickle.dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
+    # A record of plain values and faasplan's own markers pickles to the same bytes with
+    # the C pickler as with cloudpickle, which only differs on what it pickles by value
+    # (functions, classes, objects of ``__main__``): about 2x faster on large workflows.
+    plain = prepared.plain and _plain_header(name, requirements, external) and all(
+        _plain_profile(t[5]) for t in tasks) and all(
+        _plain_hint(hint) for _, _, hint in functions.entries)
+    body = (pickle if plain else cloudpickle).dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     header = _MAGIC + bytes([_VERSION]) + _digest(body)
     return EncodedWorkflow(header + body, literals.payloads)
 
@@ -403,17 +404,26 @@ class _Arguments:
 
     by_task: dict[str, tuple[Any, Any]]
     literals: _LiteralStore
+    # Every task's arguments are upstream refs and small built-in scalars only.
+    plain: bool = False
 
     @classmethod
     def of(cls, wf: Workflow, order: Sequence[str], literal_threshold: int) -> _Arguments:
         literals = _LiteralStore(literal_threshold)
         by_task: dict[str, tuple[Any, Any]] = {}
+        tasks = wf.tasks
+        plain = True
         for tid in order:
-            try:
-                by_task[tid] = _encode_arguments(wf.tasks[tid], wf, literals)
-            except WorkflowError as exc:
-                raise WorkflowError(f"task {tid!r}: {exc}") from exc
-        return cls(by_task, literals)
+            node = tasks[tid]
+            encoded = _plain_arguments(node, wf, literal_threshold)
+            if encoded is None:
+                plain = False
+                try:
+                    encoded = _encode_arguments(node, wf, literals)
+                except WorkflowError as exc:
+                    raise WorkflowError(f"task {tid!r}: {exc}") from exc
+            by_task[tid] = encoded
+        return cls(by_task, literals, plain)
 
 
 def encode_with_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_THRESHOLD
@@ -427,16 +437,51 @@ def encode_with_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_
     return encoded, _encode_parts(wf, prepared)
 
 
-def _encode_arguments(node: TaskNode, wf: Workflow, literals: _LiteralStore) -> Any:
+def _plain_arguments(node: TaskNode, wf: Workflow, threshold: int
+                     ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
+    # The common case (upstream tasks and small built-in scalars), as _encode_arguments
+    # writes it: nodes become refs, small scalars stay as they are. None otherwise.
     args, kwargs = node.args, node.kwargs
-    threshold = literals.threshold
-    if (type(args) is tuple and type(kwargs) is dict
-            and all(type(a) is TaskNode or _small_scalar(a, threshold) for a in args)
-            and all(_small_scalar(v, threshold) for v in kwargs.values())):
-        # The common case (upstream tasks and small scalars), as map_leaves and convert
-        # below would write it: nodes become refs, small scalars stay as they are.
-        return (tuple(_Ref(wf.id_of(a)) if type(a) is TaskNode else a for a in args),
-                dict(kwargs))
+    if type(args) is not tuple or type(kwargs) is not dict:
+        return None
+    out: list[Any] = []
+    for a in args:
+        kind = type(a)
+        if kind is TaskNode:
+            out.append(_Ref(wf.id_of(a)))
+        elif kind is float or kind is bool or a is None or (
+                kind in _SCALARS and _surely_small(a, threshold)):
+            out.append(a)
+        else:
+            return None
+    for v in kwargs.values():
+        kind = type(v)
+        if not (kind is float or kind is bool or v is None or (
+                kind in _SCALARS and _surely_small(v, threshold))):
+            return None
+    return tuple(out), dict(kwargs)
+
+
+def _plain_header(name: Any, requirements: Sequence[Any], external: frozenset[Any]) -> bool:
+    return type(name) is str and all(type(r) is str for r in requirements) and all(
+        type(e) is str for e in external)
+
+
+def _plain_profile(profile: Any) -> bool:
+    return profile is None or (type(profile) is TaskProfile
+                               and type(profile.exec_ms) in _SCALARS
+                               and type(profile.output_bytes) in _SCALARS)
+
+
+def _plain_hint(hint: Any) -> bool:
+    return hint is None or (type(hint) is IOHint and all(
+        type(getattr(hint, f)) in _SCALARS for f in IOHint.__slots__))
+
+
+def _encode_arguments(node: TaskNode, wf: Workflow, literals: _LiteralStore) -> Any:
+    fast = _plain_arguments(node, wf, literals.threshold)
+    if fast is not None:
+        return fast
 
     def convert(leaf: Any) -> Any:
         if isinstance(leaf, TaskNode):

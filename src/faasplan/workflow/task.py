@@ -45,6 +45,11 @@ class TaskProfile:
         if self.output_bytes < 0:
             raise ValueError(f"TaskProfile.output_bytes must be >= 0, got {self.output_bytes!r}")
 
+    def __reduce__(self) -> tuple[type[TaskProfile], tuple[float, int]]:
+        # Pickled as a constructor call: smaller and quicker than the dataclass state
+        # (a workflow blob holds one per task). Older pickles (state form) still load.
+        return TaskProfile, (self.exec_ms, self.output_bytes)
+
 
 class TaskFunction:
     """A Python function turned into a task constructor by :func:`task`.
