@@ -450,3 +450,42 @@ def test_default_run_starts_its_own_redis_and_workers() -> None:
     result = run(wf, timeout_s=60)
     assert result.result == 43
     assert result.trace.cold_starts == 1
+
+
+# -- the lease a worker shares with its heartbeat process ------------------------------------
+def test_lease_slot_is_read_whole_and_across_fork() -> None:
+    from faasplan.runtime.workerproc import LeaseSlot
+
+    slot = LeaseSlot()
+    assert slot.read() == (0, b"")  # nothing published yet: no lease
+    slot.write(b'["lease-a"]')
+    first = slot.read()
+    assert first is not None and first[1] == b'["lease-a"]'
+    slot.write(b"")
+    second = slot.read()
+    assert second is not None and second[1] == b"" and second[0] > first[0]
+    with pytest.raises(ValueError, match="does not fit"):
+        slot.write(b"x" * LeaseSlot.SIZE)
+    # A record being written (odd sequence number) or torn (checksum) is not taken.
+    mem = slot._mem
+    saved = mem[:]
+    mem[0:8] = (second[0] + 1).to_bytes(8, "little")
+    assert slot.read() is None
+    mem[:] = saved
+    slot.write(b'["lease-b"]')
+    mem[LeaseSlot.HEADER.size] ^= 0xFF
+    assert slot.read() is None
+    slot.write(b'["lease-c"]')
+    # Written by the parent after the fork, read by the child.
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(write_end)
+        os.read(read_end, 1)  # the parent has written
+        got = slot.read()
+        os._exit(0 if got is not None and got[1] == b'["lease-d"]' else 1)
+    os.close(read_end)
+    slot.write(b'["lease-d"]')
+    os.write(write_end, b"x")
+    os.close(write_end)
+    assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0

@@ -21,6 +21,7 @@ import contextlib
 import dataclasses
 import json
 import logging
+import mmap
 import os
 import select
 import signal
@@ -30,6 +31,7 @@ import sys
 import time
 import traceback
 import weakref
+import zlib
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -414,18 +416,66 @@ class Lease:
         return [self.owner, self.lease_ms, self.inv_id, self.attempt, self.epoch]
 
 
+class LeaseSlot:
+    """The lease a worker runs under, in memory its heartbeat process shares (``mmap``).
+
+    Writing it is a copy in memory: no system call and no wake-up of the reader per
+    invocation. The writer is one thread; a reader takes a record only when its sequence
+    number was even and unchanged around the read and its checksum holds (a torn read is
+    retried at the next look). Layout: sequence (8 bytes), length (4), checksum (4), data.
+    """
+
+    HEADER = struct.Struct("<QII")
+    SIZE = 1 << 16
+
+    def __init__(self) -> None:
+        self._mem = mmap.mmap(-1, self.SIZE)  # anonymous and shared: seen across fork
+        self._seq = 0
+
+    def write(self, data: bytes) -> None:
+        """Publish ``data`` (``b""``: no lease)."""
+        if len(data) > self.SIZE - self.HEADER.size:
+            raise ValueError(f"a lease record of {len(data)} bytes does not fit the "
+                             f"{self.SIZE}-byte heartbeat slot")
+        mem = self._mem
+        self._seq += 1  # odd: being written
+        mem[0:8] = self._seq.to_bytes(8, "little")
+        end = self.HEADER.size + len(data)
+        mem[self.HEADER.size:end] = data
+        self._seq += 1  # even: complete
+        mem[0:self.HEADER.size] = self.HEADER.pack(self._seq, len(data),
+                                                   zlib.crc32(data, self._seq))
+
+    def read(self) -> tuple[int, bytes] | None:
+        """``(sequence, data)`` of the last complete record; ``None`` if one is being
+        written right now."""
+        mem = self._mem
+        seq, length, crc = self.HEADER.unpack_from(mem, 0)
+        if seq % 2 or length > self.SIZE - self.HEADER.size:
+            return None
+        data = mem[self.HEADER.size:self.HEADER.size + length]
+        if self.HEADER.unpack_from(mem, 0)[0] != seq or zlib.crc32(data, seq) != crc:
+            return None
+        return seq, data
+
+
 class HeartbeatProcess:
     """A child process that renews the lease of the invocation its parent runs.
 
     Task code holding the GIL (a long regular-expression match, a C extension) stops
     every thread of the worker, so the lease is renewed from another process: forked
-    before the worker starts any thread, holding its own Redis connection, told of each
-    invocation through a pipe. It stops renewing while its parent is stopped (SIGSTOP:
-    a paused worker is taken for dead and its invocation retried) and exits when the
-    pipe closes (the parent exited or was killed).
+    before the worker starts any thread, holding its own Redis connection. The parent
+    publishes each invocation's lease in a :class:`LeaseSlot`; the child looks at it
+    every sixth of a lease (so it renews a new lease within half of its duration, then
+    every third), and is woken through a pipe only when the lease duration changes.
+    It stops renewing while its parent is stopped (SIGSTOP: a paused worker is taken for
+    dead and its invocation retried) and exits when the pipe closes (the parent exited
+    or was killed).
     """
 
     def __init__(self, url: str) -> None:
+        self._slot = LeaseSlot()
+        self._lease_ms: int | None = None
         read_end, self._pipe = os.pipe()
         parent = os.getpid()
         pid = os.fork()
@@ -433,7 +483,7 @@ class HeartbeatProcess:
             code = 0
             try:
                 os.close(self._pipe)
-                _heartbeat_child(url, read_end, parent)
+                _heartbeat_child(url, read_end, parent, self._slot)
             except BaseException:
                 code = 1
             os._exit(code)
@@ -445,12 +495,16 @@ class HeartbeatProcess:
             os.write(self._pipe, line.encode() + b"\n")
 
     def begin(self, lease: Lease) -> None:
-        """Renew ``lease`` every third of its duration from now on."""
-        self._send(json.dumps(dataclasses.asdict(lease)))
+        """Renew ``lease`` from now on (within half of its duration, then every third)."""
+        self._slot.write(json.dumps([getattr(lease, f.name)
+                                     for f in dataclasses.fields(Lease)]).encode())
+        if lease.lease_ms != self._lease_ms:
+            self._lease_ms = lease.lease_ms
+            self._send(str(lease.lease_ms))  # how often to look: wakes the child now
 
     def end(self) -> None:
         """Stop renewing (the invocation ended)."""
-        self._send("{}")
+        self._slot.write(b"")
 
     def close(self) -> None:
         """Stop the child and reap it."""
@@ -469,7 +523,7 @@ def _parent_stopped(pid: int) -> bool:
     return stat.rpartition(")")[2].split()[0] in ("T", "t")
 
 
-def _heartbeat_child(url: str, pipe: int, parent: int) -> None:
+def _heartbeat_child(url: str, pipe: int, parent: int, slot: LeaseSlot) -> None:
     import redis as sync_redis
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -481,11 +535,18 @@ def _heartbeat_child(url: str, pipe: int, parent: int) -> None:
     os.closerange(pipe + 1, max(pipe + 2, os.sysconf("SC_OPEN_MAX")))
     client = sync_redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
     renew = client.register_script(LEASE)
+    look_s: float | None = None  # a sixth of the lease duration, once the parent said it
+    seen = 0
     lease: Lease | None = None
+    renew_at = 0.0
     buffer = b""
-    next_at = time.monotonic()
+    retry = False
     while True:
-        timeout = max(0.0, next_at - time.monotonic()) if lease is not None else None
+        timeout = look_s
+        if retry:
+            timeout, retry = 0.001, False
+        elif lease is not None and look_s is not None:
+            timeout = max(0.0, min(look_s, renew_at - time.monotonic()))
         readable, _, _ = select.select([pipe], [], [], timeout)
         if readable:
             data = os.read(pipe, 65536)
@@ -493,15 +554,22 @@ def _heartbeat_child(url: str, pipe: int, parent: int) -> None:
                 return
             buffer += data
             *lines, buffer = buffer.split(b"\n")
-            for line in lines:
-                fields = json.loads(line)
-                lease = Lease(**fields) if fields else None
-                if lease is not None:
-                    next_at = time.monotonic() + lease.lease_ms / 3000.0
+            if lines:
+                look_s = int(lines[-1]) / 6000.0
+        now = time.monotonic()
+        record = slot.read()
+        if record is None:  # being written this very moment: look again shortly
+            retry = True
             continue
-        if lease is None:
+        if record[0] != seen:
+            seen = record[0]
+            lease = Lease(*json.loads(record[1])) if record[1] else None
+            if lease is not None:
+                look_s = lease.lease_ms / 6000.0
+                renew_at = now + lease.lease_ms / 3000.0
+        if lease is None or now < renew_at:
             continue
-        next_at = time.monotonic() + lease.lease_ms / 3000.0
+        renew_at = now + lease.lease_ms / 3000.0
         if _parent_stopped(parent):
             continue
         try:
