@@ -489,3 +489,24 @@ def test_lease_slot_is_read_whole_and_across_fork() -> None:
     os.write(write_end, b"x")
     os.close(write_end)
     assert os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) == 0
+
+
+@task
+def thread_of(prev: Any, pause_s: float = 0.0) -> tuple[str, ...]:
+    time.sleep(pause_s)
+    return (*(prev or ()), threading.current_thread().name)
+
+
+def test_quick_tasks_still_run_on_the_executor_thread(go: Callable[..., Any]) -> None:
+    # Warm, a worker waits for a function that ran quick last time without its event
+    # loop; the task itself must still run on the executor thread (never on the loop's),
+    # also when a once-quick function turns slow (t4).
+    chain = None
+    for i in range(6):
+        chain = thread_of(chain, 0.3 if i == 4 else 0.0, task_id=f"t{i}")
+    wf = Workflow(chain)
+    for _ in range(3):
+        result = go(wf)
+        assert len(result.result) == 6
+        assert all(name.startswith("faasplan-task") for name in result.result), result.result
+        assert float(result.trace.tasks.set_index("task").loc["t4", "exec_ms"]) >= 300.0

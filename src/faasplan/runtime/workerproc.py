@@ -100,6 +100,10 @@ class WorkerProcess:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasplan-task")
         self._on_block = on_block
+        # Per function, how long its last execution here took (ms, pickling included):
+        # drivers may wait for quick ones without the event loop (Driver ``quick``). Only
+        # with a heartbeat process, which keeps the lease while the loop waits.
+        self._quick: dict[str, float] | None = {} if heartbeat is not None else None
         self._runs: OrderedDict[str, RunState] = OrderedDict()
         # The DAG parts fetched per run, kept while the process is warm and the run known.
         self._parts: weakref.WeakKeyDictionary[RunState, HeldParts] = \
@@ -225,7 +229,8 @@ class WorkerProcess:
             driver = Driver(run, queued, attempt=attempt, label=label, startup=startup,
                             started_at=begin, executor=self.executor, pool=self.signer.pool,
                             outbox=outbox, on_block=self._on_block, log=stream,
-                            parts=self._parts.setdefault(run, HeldParts()))
+                            parts=self._parts.setdefault(run, HeldParts()),
+                            quick=self._quick)
             await driver.run_branch()
         except Superseded:
             # Taken for dead and claimed again: the newer attempt reports; this one is
