@@ -23,6 +23,7 @@ effect means is defined by :mod:`faasplan.worker.inmemory`; here:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import dataclasses
 import pickle
@@ -706,7 +707,12 @@ class Driver:
             # here last time: wait for the executor thread without the event loop, which
             # saves the hand-back through the loop (about a tenth of a tiny task's cost).
             # The task still runs on the executor thread, as every task does.
-            outcome = self.executor.submit(call_task, e.task, node, e.inputs).result()
+            # Bounded: a task that turns out slow is awaited through the loop after all.
+            future = self.executor.submit(call_task, e.task, node, e.inputs)
+            try:
+                outcome = future.result(timeout=QUICK_MS / 1000.0)
+            except concurrent.futures.TimeoutError:
+                outcome = await asyncio.wrap_future(future)
         else:
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self.executor, call_task, e.task, node,

@@ -390,8 +390,9 @@ def _encode_tasks(wf: Workflow, name: str, requirements: Sequence[str],
     # the C pickler as with cloudpickle, which only differs on what it pickles by value
     # (functions, classes, objects of ``__main__``): about 2x faster on large workflows.
     plain = prepared.plain and _plain_header(name, requirements, external) and all(
-        _plain_profile(t[5]) for t in tasks) and all(
-        _plain_hint(hint) for _, _, hint in functions.entries)
+        type(t[0]) is str and _plain_profile(t[5]) for t in tasks) and all(
+        type(fname) is str and type(fcode) is bytes and _plain_hint(hint)
+        for fname, fcode, hint in functions.entries)
     body = (pickle if plain else cloudpickle).dumps(record, protocol=pickle.HIGHEST_PROTOCOL)
     header = _MAGIC + bytes([_VERSION]) + _digest(body)
     return EncodedWorkflow(header + body, literals.payloads)
@@ -454,7 +455,9 @@ def _plain_arguments(node: TaskNode, wf: Workflow, threshold: int
             out.append(a)
         else:
             return None
-    for v in kwargs.values():
+    for k, v in kwargs.items():
+        if type(k) is not str:
+            return None
         kind = type(v)
         if not (kind is float or kind is bool or v is None or (
                 kind in _SCALARS and _surely_small(v, threshold))):

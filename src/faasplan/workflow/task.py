@@ -48,7 +48,7 @@ class TaskProfile:
     def __reduce__(self) -> tuple[type[TaskProfile], tuple[float, int]]:
         # Pickled as a constructor call: smaller and quicker than the dataclass state
         # (a workflow blob holds one per task). Older pickles (state form) still load.
-        return TaskProfile, (self.exec_ms, self.output_bytes)
+        return type(self), (self.exec_ms, self.output_bytes)
 
 
 class TaskFunction:
