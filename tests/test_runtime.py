@@ -498,9 +498,9 @@ def thread_of(prev: Any, pause_s: float = 0.0) -> tuple[str, ...]:
 
 
 def test_quick_tasks_still_run_on_the_executor_thread(go: Callable[..., Any]) -> None:
-    # Warm, a worker waits for a function that ran quick last time without its event
-    # loop; the task itself must still run on the executor thread (never on the loop's),
-    # also when a once-quick function turns slow (t4).
+    # A worker first waits for a task without its event loop, for at most QUICK_MS; the
+    # task itself must still run on the executor thread (never on the loop's), also when
+    # it outlasts that wait (t4) and is awaited through the loop.
     chain = None
     for i in range(6):
         chain = thread_of(chain, 0.3 if i == 4 else 0.0, task_id=f"t{i}")

@@ -133,25 +133,17 @@ def _refused(reply: Any) -> bool:
 
 
 QUICK_MS = 2.0
-"""A function whose last execution in a worker process (pickling its output included)
-took less than this many ms is waited for without the event loop, when nothing else of
-the invocation is under way (see ``Driver(quick=...)``)."""
+"""When nothing else of the invocation is under way, a task is waited for this long
+without the event loop (a tiny task is done by then), then through it."""
 
 
 class Driver:
-    """Runs one invocation's branch, performing its effects on Redis.
-
-    ``quick``: per function, the ms its last execution in this process took, shared by
-    the process's drivers and updated by them; given (only where a heartbeat process
-    keeps the lease while the event loop waits), a quick function's task is waited for
-    without the event loop.
-    """
+    """Runs one invocation's branch, performing its effects on Redis."""
 
     def __init__(self, run: RunState, queued: QueuedInvocation, *, attempt: int, label: str,
                  startup: tuple[str, float], started_at: float, executor: Executor, pool: str,
                  outbox: Outbox, on_block: Callable[[bool], None] | None = None,
-                 log: LogStream | None = None, parts: HeldParts | None = None,
-                 quick: dict[str, float] | None = None) -> None:
+                 log: LogStream | None = None, parts: HeldParts | None = None) -> None:
         self.run = run
         self.client = run.client
         self.keys = run.keys
@@ -188,7 +180,6 @@ class Driver:
         self._resumed: dict[float, float] = {}
         self._on_block = on_block
         self._block_depth = 0
-        self._quick = quick
         self._handlers: Mapping[type, Callable[[Any, bool], Awaitable[Any]]] = {
             Fetch: self._fetch, Store: self._store, Track: self._track, Notify: self._notify,
             WaitFor: self._wait_for, Invoke: self._invoke, Execute: self._execute,
@@ -699,15 +690,11 @@ class Driver:
             rec.start = self._started_at
         rec.input_bytes = sum(p.nbytes for p in e.inputs.values())
         rec.exec_start = now_ms()
-        function = node.func.name
-        quick = self._quick
-        if (quick is not None and quick.get(function, QUICK_MS) < QUICK_MS and main
-                and all(task.done() for task in self._spawned)):
-            # Nothing else of this invocation is under way, and this function ran quick
-            # here last time: wait for the executor thread without the event loop, which
-            # saves the hand-back through the loop (about a tenth of a tiny task's cost).
-            # The task still runs on the executor thread, as every task does.
-            # Bounded: a task that turns out slow is awaited through the loop after all.
+        if main and all(task.done() for task in self._spawned):
+            # Nothing else of this invocation is under way: wait for the executor thread
+            # without the event loop for a moment, which saves a tiny task the hand-back
+            # through the loop; a longer one is then awaited through it. The task runs on
+            # the executor thread either way.
             future = self.executor.submit(call_task, e.task, node, e.inputs)
             try:
                 outcome = future.result(timeout=QUICK_MS / 1000.0)
@@ -717,8 +704,6 @@ class Driver:
             loop = asyncio.get_running_loop()
             outcome = await loop.run_in_executor(self.executor, call_task, e.task, node,
                                                  e.inputs)
-        if quick is not None and not isinstance(outcome, TaskFailure):
-            quick[function] = outcome[2] + outcome[3]
         rec.exec_end = now_ms()
         if isinstance(outcome, TaskFailure):
             raise outcome

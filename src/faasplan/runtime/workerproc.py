@@ -100,10 +100,6 @@ class WorkerProcess:
         self.name = f"{socket.gethostname()}:{os.getpid()}"
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="faasplan-task")
         self._on_block = on_block
-        # Per function, how long its last execution here took (ms, pickling included):
-        # drivers may wait for quick ones without the event loop (Driver ``quick``). Only
-        # with a heartbeat process, which keeps the lease while the loop waits.
-        self._quick: dict[str, float] | None = {} if heartbeat is not None else None
         self._runs: OrderedDict[str, RunState] = OrderedDict()
         # The DAG parts fetched per run, kept while the process is warm and the run known.
         self._parts: weakref.WeakKeyDictionary[RunState, HeldParts] = \
@@ -229,8 +225,7 @@ class WorkerProcess:
             driver = Driver(run, queued, attempt=attempt, label=label, startup=startup,
                             started_at=begin, executor=self.executor, pool=self.signer.pool,
                             outbox=outbox, on_block=self._on_block, log=stream,
-                            parts=self._parts.setdefault(run, HeldParts()),
-                            quick=self._quick)
+                            parts=self._parts.setdefault(run, HeldParts()))
             await driver.run_branch()
         except Superseded:
             # Taken for dead and claimed again: the newer attempt reports; this one is
@@ -427,7 +422,7 @@ class LeaseSlot:
     Writing it is a copy in memory: no system call and no wake-up of the reader per
     invocation. The writer is one thread; a reader takes a record only when its sequence
     number was even and unchanged around the read and its checksum holds (a torn read is
-    retried at the next look). Layout: sequence (8 bytes), length (4), checksum (4), data.
+    retried a millisecond later). Layout: sequence (8 bytes), length (4), checksum (4), data.
     """
 
     HEADER = struct.Struct("<QII")
@@ -471,8 +466,9 @@ class HeartbeatProcess:
     every thread of the worker, so the lease is renewed from another process: forked
     before the worker starts any thread, holding its own Redis connection. The parent
     publishes each invocation's lease in a :class:`LeaseSlot`; the child looks at it
-    every sixth of a lease (so it renews a new lease within half of its duration, then
-    every third), and is woken through a pipe only when the lease duration changes.
+    every sixth of a lease, idle or not (so it renews a new lease within half of its
+    duration, then every third), and is woken through a pipe only when the lease
+    duration changes.
     It stops renewing while its parent is stopped (SIGSTOP: a paused worker is taken for
     dead and its invocation retried) and exits when the pipe closes (the parent exited
     or was killed).
@@ -495,9 +491,9 @@ class HeartbeatProcess:
         os.close(read_end)
         self.pid = pid
 
-    def _send(self, line: str) -> None:
+    def _wake(self) -> None:
         with contextlib.suppress(OSError):  # the child is gone: leases lapse, retries follow
-            os.write(self._pipe, line.encode() + b"\n")
+            os.write(self._pipe, b"\n")
 
     def begin(self, lease: Lease) -> None:
         """Renew ``lease`` from now on (within half of its duration, then every third)."""
@@ -505,7 +501,7 @@ class HeartbeatProcess:
                                      for f in dataclasses.fields(Lease)]).encode())
         if lease.lease_ms != self._lease_ms:
             self._lease_ms = lease.lease_ms
-            self._send(str(lease.lease_ms))  # how often to look: wakes the child now
+            self._wake()  # it looks as often as the lease says: let it read this one now
 
     def end(self) -> None:
         """Stop renewing (the invocation ended)."""
@@ -540,11 +536,10 @@ def _heartbeat_child(url: str, pipe: int, parent: int, slot: LeaseSlot) -> None:
     os.closerange(pipe + 1, max(pipe + 2, os.sysconf("SC_OPEN_MAX")))
     client = sync_redis.Redis.from_url(url, socket_timeout=2.0, socket_connect_timeout=2.0)
     renew = client.register_script(LEASE)
-    look_s: float | None = None  # a sixth of the lease duration, once the parent said it
+    look_s: float | None = None  # a sixth of the last lease's duration (none yet: wait)
     seen = 0
     lease: Lease | None = None
     renew_at = 0.0
-    buffer = b""
     retry = False
     while True:
         timeout = look_s
@@ -553,14 +548,8 @@ def _heartbeat_child(url: str, pipe: int, parent: int, slot: LeaseSlot) -> None:
         elif lease is not None and look_s is not None:
             timeout = max(0.0, min(look_s, renew_at - time.monotonic()))
         readable, _, _ = select.select([pipe], [], [], timeout)
-        if readable:
-            data = os.read(pipe, 65536)
-            if not data or os.getppid() != parent:
-                return
-            buffer += data
-            *lines, buffer = buffer.split(b"\n")
-            if lines:
-                look_s = int(lines[-1]) / 6000.0
+        if readable and (not os.read(pipe, 65536) or os.getppid() != parent):
+            return  # the pipe closed: the parent is gone
         now = time.monotonic()
         record = slot.read()
         if record is None:  # being written this very moment: look again shortly

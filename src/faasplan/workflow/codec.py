@@ -209,6 +209,13 @@ def _surely_small(value: Any, threshold: int) -> bool:
 _SCALARS = frozenset({int, float, bool, str, type(None)})
 
 
+def _small_scalar(value: Any, threshold: int) -> bool:
+    # A scalar that _LiteralStore keeps in place (exact built-in types only).
+    kind = type(value)
+    return kind is float or kind is bool or value is None or (
+        kind in _SCALARS and _surely_small(value, threshold))
+
+
 def pickle_function(fn: Callable[..., Any]) -> bytes:
     """The pickled code of a task function, as blobs and parts store it."""
     return cloudpickle.dumps(fn, protocol=pickle.HIGHEST_PROTOCOL)
@@ -441,26 +448,20 @@ def encode_with_parts(wf: Workflow, *, literal_threshold: int = DEFAULT_LITERAL_
 def _plain_arguments(node: TaskNode, wf: Workflow, threshold: int
                      ) -> tuple[tuple[Any, ...], dict[str, Any]] | None:
     # The common case (upstream tasks and small built-in scalars), as _encode_arguments
-    # writes it: nodes become refs, small scalars stay as they are. None otherwise.
+    # would write it: nodes become refs, small scalars stay as they are. None otherwise.
     args, kwargs = node.args, node.kwargs
     if type(args) is not tuple or type(kwargs) is not dict:
         return None
     out: list[Any] = []
     for a in args:
-        kind = type(a)
-        if kind is TaskNode:
+        if type(a) is TaskNode:
             out.append(_Ref(wf.id_of(a)))
-        elif kind is float or kind is bool or a is None or (
-                kind in _SCALARS and _surely_small(a, threshold)):
+        elif _small_scalar(a, threshold):
             out.append(a)
         else:
             return None
     for k, v in kwargs.items():
-        if type(k) is not str:
-            return None
-        kind = type(v)
-        if not (kind is float or kind is bool or v is None or (
-                kind in _SCALARS and _surely_small(v, threshold))):
+        if type(k) is not str or not _small_scalar(v, threshold):
             return None
     return tuple(out), dict(kwargs)
 
@@ -482,10 +483,7 @@ def _plain_hint(hint: Any) -> bool:
 
 
 def _encode_arguments(node: TaskNode, wf: Workflow, literals: _LiteralStore) -> Any:
-    fast = _plain_arguments(node, wf, literals.threshold)
-    if fast is not None:
-        return fast
-
+    # Any arguments (_Arguments.of tries _plain_arguments first).
     def convert(leaf: Any) -> Any:
         if isinstance(leaf, TaskNode):
             return _Ref(wf.id_of(leaf))
