@@ -201,7 +201,7 @@ def stacked(seed: int, layers: int, size: int) -> Workflow:
                     detect=False)
 
 
-def test_a_bound_hopeless_by_heft_s_estimate_is_dropped_without_simulating_it() -> None:
+def test_a_bound_hopeless_by_continuation_is_not_simulated_and_ordered_workers_hold_it() -> None:
     wf = stacked(0, 10, 6)
     ctx = context(wf, MIXED)
     width = antichain_width(wf)
@@ -210,10 +210,16 @@ def test_a_bound_hopeless_by_heft_s_estimate_is_dropped_without_simulating_it() 
     assert free.workers > width
     assert bounded.makespan_ms > 1.10 * free.makespan_ms
     p = plan_heft(ctx, policy="finish")
-    assert ctx.evaluations == 0  # only the final score simulated
-    assert "estimated" in p.notes[-1] and "unbounded" in p.notes[-1]
-    assert len(p.workers) == free.workers
-    # The simulation agrees: bounded, the plan would be far slower.
+    # Only the ordered bound and the unbounded schedule were simulated, then the final score.
+    assert ctx.evaluations == 2
+    assert "by continuation" not in p.notes[-1]
+    assert "workers in HEFT's start order" in p.notes[-1]
+    p.validate(wf)
+    assert len(p.workers) <= width and set(p.worker_orders) == set(p.workers)
+    # The simulation agrees: bounded by continuation the plan would be far slower, while
+    # the ordered workers keep the unbounded makespan within the tolerance.
     slow = ctx.simulate(_placements(ctx, bounded, 1769)).makespan_ms
     fast = ctx.simulate(_placements(ctx, free, 1769)).makespan_ms
+    ordered = ctx.simulate(p.placements).makespan_ms
     assert slow > (1 + MAKESPAN_TOLERANCE) * fast
+    assert ordered <= (1 + MAKESPAN_TOLERANCE) * fast

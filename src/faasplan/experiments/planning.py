@@ -107,7 +107,7 @@ class MonteCarloEvaluator:
                                                   strict=True)]
         self.simulator = Simulator(workflow, platform, self._behaviours[0])
         self.simulations = 0
-        self._last: tuple[dict[str, Placement], tuple[Trace, ...]] | None = None
+        self._last: tuple[Any, tuple[Trace, ...]] | None = None
 
     def __call__(self, placements: Mapping[str, Placement]) -> Any:
         return self._score(placements, self.replicates)
@@ -118,7 +118,7 @@ class MonteCarloEvaluator:
         plan, the predictor and the seed: the stopping rule reads makespans, not clocks)."""
         traces: list[Trace] = []
         last = self._last
-        if last is not None and last[0] == placements:
+        if last is not None and last[0] == _key(placements):
             traces = list(last[1])  # the search's replicates are the first ones: reuse them
         while len(traces) < self.final_replicates:
             k = min(MC_FINAL_BATCH, self.final_replicates - len(traces))
@@ -132,8 +132,13 @@ class MonteCarloEvaluator:
     def _score(self, placements: Mapping[str, Placement], k: int) -> Any:
         traces = self.simulator.run_each(placements, self.seed, self._behaviours[:k])
         self.simulations += k
-        self._last = (dict(placements), tuple(traces))
+        self._last = (_key(placements), tuple(traces))
         return monte_carlo_summary(traces, self.sla)
+
+
+def _key(placements: Mapping[str, Placement]) -> tuple[dict[str, Placement], dict[str, Any]]:
+    """What makes two placements the same run: the placements and any worker orders."""
+    return dict(placements), dict(getattr(placements, "worker_orders", None) or {})
 
 
 def quantile_settled(makespans: Sequence[float], sla: str,

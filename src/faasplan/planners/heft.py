@@ -57,6 +57,7 @@ import bisect
 import heapq
 import math
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -65,7 +66,7 @@ from scipy.sparse import csr_matrix
 from scipy.sparse.csgraph import maximum_flow
 
 from faasplan.planners.context import PlanningContext
-from faasplan.planners.plan import Plan
+from faasplan.planners.plan import OrderedPlacements, Plan
 from faasplan.worker import Placement
 from faasplan.workflow import Workflow
 
@@ -142,6 +143,11 @@ class _Timeline:
     # waits longer for inputs made elsewhere.
     avail_lo: dict[str, float] = field(default_factory=dict)
     finish_lo: dict[str, float] = field(default_factory=dict)
+    # Ordered workers (``heft_schedule(ordered=True)``): each runs its tasks in the order
+    # they are placed, always appended; ``by_avail`` is every worker as (free time,
+    # worker), sorted.
+    ordered: bool = False
+    by_avail: list[tuple[float, str]] = field(default_factory=list)
 
     def place(self, tid: str, index: int, worker: str, finish: float,
               parents: tuple[str, ...], ready: float, exec_ms: float,
@@ -149,7 +155,7 @@ class _Timeline:
         """Append ``tid`` to ``worker`` (new or existing), or insert it in its sequence when
         the worker has tasks later in topological order; those then start no earlier than
         ``tid``'s finish. ``start_lo`` and ``exec_lo`` are its start and execution time at
-        typical execution times."""
+        typical execution times. Ordered workers always append."""
         if worker in self.avail and any(self.worker_of[p] != worker for p in parents):
             self.waiting.add(worker)
         self.worker_of[tid] = worker
@@ -159,7 +165,15 @@ class _Timeline:
         self.finish_lo[tid] = start_lo + exec_lo
         indices = self.seq_index.setdefault(worker, [])
         tasks = self.seq_tasks.setdefault(worker, [])
-        k = bisect.bisect_left(indices, index)
+        if self.ordered:
+            k = len(tasks)
+            old = self.avail.get(worker)
+            if old is not None:
+                del self.by_avail[bisect.bisect_left(self.by_avail, (old, worker))]
+            bisect.insort(self.by_avail, (finish, worker))
+            index = max(index, self.last_index.get(worker, index))
+        else:
+            k = bisect.bisect_left(indices, index)
         indices.insert(k, index)
         tasks.insert(k, tid)
         if k + 1 < len(tasks):
@@ -226,14 +240,31 @@ class _Timeline:
 
         A worker holding an upstream task, a fan-out sibling, or (for a root) a root —
         and whose last task comes before ``index`` in topological order (with ``behind``:
-        those whose last task comes after it instead, to insert the task into).
+        those whose last task comes after it instead, to insert the task into). Ordered
+        workers append in any topological order: all of them, and none with ``behind``.
         """
         found: dict[str, None] = {}
         for p in parents:
             found[self.worker_of[p]] = None
         for p in parents or ("",):
             found.update(self.holders.get(p, {}))
+        if self.ordered:
+            return [] if behind else list(found)
         return [w for w in found if (self.last_index[w] > index) == behind]
+
+    def around(self, at: float, exclude: list[str]) -> list[str]:
+        """Ordered workers only: the worker that became free last at or before ``at`` (the
+        shortest idle wait) and the first one free after it, leaving out ``exclude``."""
+        line = self.by_avail
+        k = bisect.bisect_right(line, (at, "\U0010ffff"))
+        out = []
+        for step, start in ((-1, k - 1), (1, k)):
+            j = start
+            while 0 <= j < len(line) and line[j][1] in exclude:
+                j += step
+            if 0 <= j < len(line):
+                out.append(line[j][1])
+        return out
 
 
 @dataclass(slots=True)
@@ -362,12 +393,15 @@ class HeftSchedule:
     makespan_ms: float
     billed_ms: float
     workers: int
+    # Per worker, the order it runs its tasks in, when the schedule made one
+    # (``heft_schedule(ordered=True)``); otherwise workers run in topological order.
+    orders: dict[str, tuple[str, ...]] | None = None
 
 
 def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
                   target_ms: float = 0.0, one_start_up: bool = False,
                   max_workers: int | None = None, risk: bool = False,
-                  inputs: HeftInputs | None = None) -> HeftSchedule:
+                  inputs: HeftInputs | None = None, ordered: bool = False) -> HeftSchedule:
     """One pass of list scheduling (see the module docstring).
 
     With ``policy="cost"`` a task takes the cheapest option whose finish plus the costliest
@@ -383,6 +417,14 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
     worker free as early as its tasks typically end, inputs made elsewhere as late as the
     SLA level. ``inputs`` are :func:`heft_inputs` of ``ctx`` and ``memory_mb`` when known
     already (several passes on one workflow share them).
+
+    With ``ordered``, each worker runs its tasks in the order they are placed (the
+    schedule's ``orders``), which is the order of their planned starts, so a task is
+    always appended. Until ``max_workers`` workers exist a task still joins only a worker
+    that reaches it by continuation; after that, also the worker free last before its
+    inputs are in (the shortest idle wait) or the first one free after that, whatever
+    it holds: HEFT on ``max_workers`` processors. Every wait is then for a task placed
+    earlier, so the orders cannot make workers wait for each other in a cycle.
 
     Raises
     ------
@@ -404,7 +446,7 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
     missing = {t: len(wf.upstream(t)) for t in wf.topological_order}
     ready = [(-rank[t], index[t], t) for t in wf.roots]
     heapq.heapify(ready)
-    line = _Timeline()
+    line = _Timeline(ordered=ordered)
     # HEFT's projected makespan: the largest finish + costliest path below, so far.
     horizon = max(target_ms, prices.start_ms + max(rank.values(), default=0.0))
     billed = 0.0
@@ -419,8 +461,12 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
         # options[0] is the new worker: its start-up is what reusing a worker saves.
         delay = options[0].start_up_ms if one_start_up else math.inf
         if count >= cap:
-            joined = options[1:] + _insertions(wf, line, tid, i, exec_ms, comm, options[0],
-                                               new_waiters=new_waiters)
+            if ordered:
+                joined = options[1:] + _anywhere(line, parents, exec_ms, comm, options,
+                                                 new_waiters=new_waiters)
+            else:
+                joined = options[1:] + _insertions(wf, line, tid, i, exec_ms, comm,
+                                                   options[0], new_waiters=new_waiters)
             options = joined or options
         tail = rank[tid] - exec_ms
         best = _choose(options, policy, horizon - tail, delay, risk)
@@ -439,7 +485,9 @@ def heft_schedule(ctx: PlanningContext, memory_mb: int, policy: str = "finish",
             missing[d] -= 1
             if missing[d] == 0:
                 heapq.heappush(ready, (-rank[d], index[d], d))
-    return HeftSchedule(line.worker_of, max(line.finish.values(), default=0.0), billed, count)
+    orders = ({w: tuple(ts) for w, ts in line.seq_tasks.items()} if ordered else None)
+    return HeftSchedule(line.worker_of, max(line.finish.values(), default=0.0), billed, count,
+                        orders)
 
 
 @dataclass
@@ -534,11 +582,12 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
     memory = memory_mb or ctx.platform.default_memory_mb
     width = antichain_width(ctx.workflow)
     inputs = heft_inputs(ctx, memory)
-    fastest, cap, base, bound = _bounded_fastest(ctx, inputs, width, max_workers,
-                                                 makespan_tolerance)
+    fastest, cap, ordered, base, bound = _bounded_fastest(ctx, inputs, width, max_workers,
+                                                          makespan_tolerance)
     chosen, why = fastest, ""
     if policy == "cost":
-        chosen, why = _cheaper_schedule(ctx, inputs, fastest, makespan_tolerance, cap, base)
+        chosen, why = _cheaper_schedule(ctx, inputs, fastest, makespan_tolerance, cap, base,
+                                        ordered)
     notes = (f"{chosen.workers} workers of {memory} MB (policy {policy}; {bound}); HEFT's "
              f"own makespan estimate {chosen.makespan_ms:.1f} ms, billed worker time "
              f"{chosen.billed_ms / 1000:.1f} s{why}",)
@@ -547,35 +596,45 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
 
 def _bounded_fastest(ctx: PlanningContext, inputs: HeftInputs, width: int,
                      max_workers: int | None, tolerance: float
-                     ) -> tuple[HeftSchedule, int | None, Any, str]:
+                     ) -> tuple[HeftSchedule, int | None, bool, Any, str]:
     """The earliest-finish schedule under the bound :func:`plan_heft` settles on: (schedule,
-    bound or ``None``, its simulated trace if one was needed, a note on the bound)."""
+    bound or ``None``, whether its workers are ordered, its simulated trace if one was
+    needed, a note on the bound)."""
     memory_mb = inputs.memory_mb
     if max_workers is not None:
         cap = min(max_workers, width)
         return (heft_schedule(ctx, memory_mb, "finish", max_workers=cap, inputs=inputs), cap,
-                None, f"at most {cap}, the DAG's width is {width}")
+                False, None, f"at most {cap}, the DAG's width is {width}")
     free = heft_schedule(ctx, memory_mb, "finish", inputs=inputs)
     if free.workers <= width:
-        return free, width, None, f"at most {width}, the DAG's width"
-    bounded = heft_schedule(ctx, memory_mb, "finish", max_workers=width, inputs=inputs)
-    unbounded = f"unbounded: at most {width} workers, the DAG's width, "
-    estimated = bounded.makespan_ms / free.makespan_ms if free.makespan_ms > 0 else 1.0
-    if estimated > 1.0 + BOUND_HOPELESS:
-        return free, None, None, f"{unbounded}estimated {estimated:.3f}x the makespan"
-    trial = ctx.simulate(_placements(ctx, bounded, memory_mb))
-    base = ctx.simulate(_placements(ctx, free, memory_mb))
-    slower = trial.makespan_ms / base.makespan_ms if base.makespan_ms > 0 else 1.0
-    if slower <= 1.0 + tolerance:
-        return bounded, width, trial, f"at most {width}, the DAG's width"
-    return free, None, base, f"{unbounded}simulated {slower:.3f}x the makespan"
+        return free, width, False, None, f"at most {width}, the DAG's width"
+    base = None
+    missed = []
+    for ordered in (False, True):
+        bounded = heft_schedule(ctx, memory_mb, "finish", max_workers=width, inputs=inputs,
+                                ordered=ordered)
+        kind = "ordered" if ordered else "by continuation"
+        estimated = bounded.makespan_ms / free.makespan_ms if free.makespan_ms > 0 else 1.0
+        if estimated > 1.0 + BOUND_HOPELESS:
+            missed.append(f"{kind} estimated {estimated:.3f}x the makespan")
+            continue
+        trial = ctx.simulate(_placements(ctx, bounded, memory_mb))
+        base = base if base is not None else ctx.simulate(_placements(ctx, free, memory_mb))
+        slower = trial.makespan_ms / base.makespan_ms if base.makespan_ms > 0 else 1.0
+        if slower <= 1.0 + tolerance:
+            how = "; workers in HEFT's start order" if ordered else ""
+            return bounded, width, ordered, trial, f"at most {width}, the DAG's width{how}"
+        missed.append(f"{kind} simulated {slower:.3f}x the makespan")
+    return (free, None, False, base,
+            f"unbounded: at most {width} workers, the DAG's width, {', '.join(missed)}")
 
 
 def _cheaper_schedule(ctx: PlanningContext, inputs: HeftInputs, fastest: HeftSchedule,
-                      tolerance: float, cap: int | None, base: Any = None
-                      ) -> tuple[HeftSchedule, str]:
+                      tolerance: float, cap: int | None, base: Any = None,
+                      ordered: bool = False) -> tuple[HeftSchedule, str]:
     """The cost schedule that simulation confirms (see :func:`plan_heft`); ``base`` is
-    ``fastest``'s simulated trace when it is known already."""
+    ``fastest``'s simulated trace when it is known already; ``ordered`` as in
+    :func:`heft_schedule`."""
     memory_mb = inputs.memory_mb
     small = len(ctx.workflow) <= EXHAUSTIVE_TASKS
     variants = [(False, share, one_start_up)
@@ -583,14 +642,15 @@ def _cheaper_schedule(ctx: PlanningContext, inputs: HeftInputs, fastest: HeftSch
     if small:
         # Slack filling again, existing workers priced with their likely wait.
         variants.insert(0, (True, 1.0, False))
-    tried: dict[tuple[tuple[str, str], ...], None] = {}
+    tried: dict[Any, None] = {}
     best: tuple[float, HeftSchedule, str] | None = None
     for risk, share, one_start_up in variants:
         cheap = heft_schedule(ctx, memory_mb, "cost",
                               fastest.makespan_ms * (1.0 + share * tolerance), one_start_up,
-                              max_workers=cap, risk=risk, inputs=inputs)
-        key = tuple(cheap.worker_of.items())
-        if cheap.worker_of == fastest.worker_of or key in tried:
+                              max_workers=cap, risk=risk, inputs=inputs, ordered=ordered)
+        key = (tuple(cheap.worker_of.items()), tuple((cheap.orders or {}).items()))
+        if ((cheap.worker_of == fastest.worker_of and cheap.orders == fastest.orders)
+                or key in tried):
             continue
         tried[key] = None
         base = base if base is not None else ctx.simulate(_placements(ctx, fastest, memory_mb))
@@ -612,9 +672,12 @@ def _cheaper_schedule(ctx: PlanningContext, inputs: HeftInputs, fastest: HeftSch
 
 
 def _placements(ctx: PlanningContext, schedule: HeftSchedule, memory_mb: int
-                ) -> dict[str, Placement]:
-    return {t: Placement(schedule.worker_of[t], memory_mb)
-            for t in ctx.workflow.topological_order}
+                ) -> Mapping[str, Placement]:
+    placements = {t: Placement(schedule.worker_of[t], memory_mb)
+                  for t in ctx.workflow.topological_order}
+    if schedule.orders:
+        return OrderedPlacements(placements, schedule.orders)
+    return placements
 
 
 def _options(line: _Timeline, parents: tuple[str, ...], index: int, exec_ms: float,
@@ -701,6 +764,27 @@ def _insertions(wf: Workflow, line: _Timeline, tid: str, index: int, exec_ms: fl
         options.append(_Option(w, finish + delay, delay + _uploads(line, parents, comm, w),
                                ready=local, delay_ms=delay, start_lo=start_lo))
     return options
+
+
+def _anywhere(line: _Timeline, parents: tuple[str, ...], exec_ms: float,
+              comm: dict[str, float], options: list[_Option], *, new_waiters: bool
+              ) -> list[_Option]:
+    """Ordered workers at the bound: besides the workers ``options`` has already, the one
+    free last before the task's inputs could be in anywhere, and the first free after it,
+    each priced by its idle wait and the uploads it adds."""
+    have = [o.worker for o in options if o.worker is not None]
+    remote = max((line.finish[p] + comm[p] for p in parents), default=0.0)
+    out = []
+    for w in line.around(remote, have):
+        if not new_waiters and _would_wait(line, parents, w):
+            continue
+        free = line.avail[w]
+        local = _local_ready(line, parents, comm, w)
+        finish = max(free, local) + exec_ms
+        start_lo = max(line.avail_lo[w], _local_ready_lo(line, parents, comm, w))
+        out.append(_Option(w, finish, finish - free + _uploads(line, parents, comm, w),
+                           ready=local, start_lo=start_lo))
+    return out
 
 
 def _uploads(line: _Timeline, parents: tuple[str, ...], comm: dict[str, float],

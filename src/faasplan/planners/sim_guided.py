@@ -48,7 +48,7 @@ import numpy as np
 from faasplan.planners.context import PlanningContext
 from faasplan.planners.heft import plan_heft
 from faasplan.planners.non_uniform import critical_tasks, plan_non_uniform_opt
-from faasplan.planners.plan import Plan, PlanError
+from faasplan.planners.plan import OrderedPlacements, Plan, PlanError
 from faasplan.planners.uniform import plan_uniform, plan_uniform_opt
 from faasplan.planners.wukong import plan_wukong, plan_wukong_opt
 from faasplan.worker import Opt, Placement
@@ -92,23 +92,49 @@ class _State:
     """The current plan with what moves need to know about it."""
 
     ctx: PlanningContext
-    placements: Placements
+    # As simulated: ``placements`` as a dict for moves to copy, ``chosen`` with any orders.
+    placements: Mapping[str, Placement]
     trace: Any
+    chosen: Mapping[str, Placement] = field(default_factory=dict)
     critical: list[str] = field(default_factory=list)
     workers: dict[str, list[str]] = field(default_factory=dict)
     next_id: int = 0
+    # Set when the plan's workers run in orders of their own (``worker_orders``): when
+    # each task starts in the current trace, which orders every candidate's workers.
+    starts: dict[str, tuple[float, int]] | None = None
 
     def __post_init__(self) -> None:
         self.refresh(self.placements, self.trace)
 
-    def refresh(self, placements: Placements, trace: Any) -> None:
-        self.placements, self.trace = placements, trace
-        self.critical = critical_tasks(self.ctx.workflow, trace)
+    def refresh(self, placements: Mapping[str, Placement], trace: Any) -> None:
+        wf = self.ctx.workflow
+        orders = getattr(placements, "worker_orders", None)
+        self.placements, self.chosen, self.trace = dict(placements), placements, trace
+        self.critical = critical_tasks(wf, trace)
         self.workers = {}
-        for tid in self.ctx.workflow.topological_order:
+        for tid in wf.topological_order:
             w = placements[tid].worker
             if w is not None:
                 self.workers.setdefault(w, []).append(tid)
+        if orders:
+            index = {t: i for i, t in enumerate(wf.topological_order)}
+            df = trace.tasks
+            self.starts = {str(t): (float(at), index[str(t)])
+                           for t, at in zip(df["task"], df["start_ms"], strict=True)}
+
+    def ordered(self, candidate: Placements) -> Mapping[str, Placement]:
+        """``candidate`` as is when the plan's workers run in topological order; otherwise
+        with every planned worker's tasks in the order they start in the current trace
+        (ties in topological order), so a moved task keeps its place in time."""
+        starts = self.starts
+        if starts is None:
+            return candidate
+        tasks: dict[str, list[str]] = {}
+        for tid, p in candidate.items():
+            if p.worker is not None:
+                tasks.setdefault(p.worker, []).append(tid)
+        return OrderedPlacements(candidate, {w: sorted(ts, key=starts.__getitem__)
+                                             for w, ts in tasks.items()})
 
     def unit(self, tid: str) -> list[str]:
         """Tasks sharing ``tid``'s memory size: its planned worker, or itself if flexible."""
@@ -438,7 +464,7 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
                                         _objective(best_plan.predicted, cost_budget_usd)):
             best_name, best_plan = name, plan
     assert best_plan is not None
-    state = _State(ctx, dict(best_plan.placements), best_plan.predicted)
+    state = _State(ctx, best_plan.placements, best_plan.predicted)
     score = _objective(state.trace, cost_budget_usd)
     rng = np.random.default_rng(ctx.seed)
     weights = np.array([w for _, w in MOVES])
@@ -449,11 +475,12 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
         if not state.critical:
             break
         move = MOVES[int(rng.choice(len(MOVES), p=weights))][0]
-        candidate = move(state, rng)
-        if candidate is None or _key(candidate) in seen:
+        moved = move(state, rng)
+        if moved is None or _key(moved) in seen:
             futile += 1
             continue
-        seen.add(_key(candidate))
+        seen.add(_key(moved))
+        candidate = state.ordered(moved)
         try:
             Plan("sim-guided", candidate).validate(wf)
         except PlanError:
@@ -485,5 +512,5 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
     if pareto:
         front = ", ".join(f"({c:.6g}, {m:.1f})" for c, m in pareto_front(points))
         notes.append(f"pareto front (cost_usd, makespan_ms): [{front}]")
-    return ctx.finish("sim-guided", state.placements, started, notes=tuple(notes),
+    return ctx.finish("sim-guided", state.chosen, started, notes=tuple(notes),
                       predicted=state.trace)
