@@ -6,6 +6,8 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import pytest
+
 from faasplan.experiments.planning import make_evaluator
 from faasplan.planners import Plan, PlanningContext, run_planner
 from faasplan.planners.heft import (
@@ -223,3 +225,41 @@ def test_a_bound_hopeless_by_continuation_is_not_simulated_and_ordered_workers_h
     ordered = ctx.simulate(p.placements).makespan_ms
     assert slow > (1 + MAKESPAN_TOLERANCE) * fast
     assert ordered <= (1 + MAKESPAN_TOLERANCE) * fast
+
+
+def ordered_heft(seed: int) -> tuple[Workflow, Plan]:
+    wf = stacked(seed, 10, 6)
+    p = plan_heft(context(wf, MIXED), policy="cost")
+    assert "workers in HEFT's start order" in p.notes[-1]
+    return wf, p
+
+
+def test_sim_guided_started_from_ordered_workers_keeps_valid_orders() -> None:
+    wf, start = ordered_heft(0)
+    platform = Platform()
+    p = run_planner("sim-guided", wf, MIXED, platform, sla="p95", seed=0,
+                    evaluate=make_evaluator(wf, MIXED, platform, "p95", 0),
+                    time_budget_s=60.0, max_evaluations=40)
+    assert p.notes[0].startswith("started from heft")
+    improving = int(p.notes[0].split("; ")[1].split()[0])
+    assert improving >= 1  # the search moved tasks of ordered workers, and they simulated
+    p.validate(wf)
+    assert set(p.worker_orders) == set(p.workers)
+    assert len(p.workers) <= antichain_width(wf)
+    assert p.predicted_quantiles["p95"] <= start.predicted_quantiles["p95"] * 1.000001
+
+
+@pytest.mark.redis
+def test_ordered_heft_workers_run_on_redis_in_their_orders() -> None:
+    import faasplan
+    from faasplan.conformance import check
+
+    wf, p = ordered_heft(0)
+    real = faasplan.run(wf, p, timeout_s=300)
+    assert real.result == faasplan.run_local(wf)
+    rows = real.trace.tasks
+    for worker, order in p.worker_orders.items():
+        ran = rows[rows["worker"] == worker].sort_values("exec_start_ms")
+        assert tuple(ran["task"]) == order, worker
+    report = check(wf, p, seed=1)
+    assert report.ok, str(report)
