@@ -21,11 +21,15 @@ where it finishes earliest. Here:
 * workers that may wait for another worker's output while holding a sandbox stay below
   the platform's concurrency limit, the bound under which a run cannot deadlock;
 * at most :func:`antichain_width` workers are opened (the most tasks that can ever run at
-  once), unless that bound lengthens the makespan (see :func:`plan_heft`). Once that many
-  exist, a task joins an existing worker: by appending it, or, when every worker that may
-  reach it has already moved past it in topological order, by inserting it into such a
-  worker's sequence at its place in that order (as insertion-based HEFT does; the later
-  tasks of that worker shift when the task does not fit in an idle gap).
+  once). Once that many exist, a task joins an existing worker: by appending it, or, when
+  every worker that may reach it has already moved past it in topological order, by
+  inserting it into such a worker's sequence at its place in that order (as
+  insertion-based HEFT does; the later tasks of that worker shift when the task does not
+  fit in an idle gap). Where continuation leaves tasks waiting for the few workers allowed
+  to take them (a DAG with sinks in every layer), the workers instead run their tasks in
+  the order HEFT starts them (the plan's ``worker_orders``), and at the bound any worker
+  may take a later task: HEFT on ``width`` processors. The bound is dropped only when
+  neither keeps the makespan (see :func:`plan_heft`).
 
 Choosing among those workers (``policy``):
 
@@ -545,12 +549,16 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
 
     Without ``max_workers``, the bound is the width whenever it keeps the makespan: the
     earliest-finish schedule bounded to the width is kept only if its simulated SLA
-    makespan is within ``1 + makespan_tolerance`` of the unbounded one's; otherwise (a
-    planned worker may only take tasks it reaches by continuation, so a bound can leave
-    tasks waiting for the few workers allowed to take them) the plan is unbounded and the
-    notes say by how much the bound would have slowed it. When HEFT's own estimate of the
-    bounded makespan is already more than :data:`BOUND_HOPELESS` above the unbounded one,
-    the bound is dropped without simulating it.
+    makespan is within ``1 + makespan_tolerance`` of the unbounded one's. A planned worker
+    may only take tasks it reaches by continuation, so a bound can leave tasks waiting for
+    the few workers allowed to take them; then the bounded schedule is made again with
+    ordered workers (``heft_schedule(ordered=True)``: each runs its tasks in HEFT's start
+    order and any may take a later task), and kept under the same test. When neither
+    holds, the plan is unbounded and the notes say by how much each bound would have
+    slowed it. A bound whose makespan by HEFT's own estimate is already more than
+    :data:`BOUND_HOPELESS` above the unbounded one's is not simulated. The cost schedules
+    are made under the bound and kind of worker kept. With ``max_workers``, the bound
+    ``min(max_workers, width)`` always holds, by continuation.
 
     ``policy`` chooses among the workers a task may join (see the module docstring).
     ``"cost"`` schedules by earliest finish, then again for cost, allowed to lengthen that
