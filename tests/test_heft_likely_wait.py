@@ -263,3 +263,14 @@ def test_ordered_heft_workers_run_on_redis_in_their_orders() -> None:
         assert tuple(ran["task"]) == order, worker
     report = check(wf, p, seed=1)
     assert report.ok, str(report)
+
+
+def test_a_given_bound_uses_ordered_workers_only_when_the_simulation_says_faster() -> None:
+    wf = stacked(1, 10, 6)
+    ctx = context(wf, MIXED)
+    p = plan_heft(ctx, policy="finish", max_workers=3)
+    p.validate(wf)
+    assert len(p.workers) == 3 and "workers in HEFT's start order" in p.notes[-1]
+    plain = heft_schedule(ctx, 1769, "finish", max_workers=3)
+    by_continuation = ctx.simulate(_placements(ctx, plain, 1769)).makespan_ms
+    assert ctx.simulate(p.placements).makespan_ms < by_continuation

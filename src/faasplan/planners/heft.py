@@ -558,7 +558,9 @@ def plan_heft(ctx: PlanningContext, *, memory_mb: int | None = None,
     slowed it. A bound whose makespan by HEFT's own estimate is already more than
     :data:`BOUND_HOPELESS` above the unbounded one's is not simulated. The cost schedules
     are made under the bound and kind of worker kept. With ``max_workers``, the bound
-    ``min(max_workers, width)`` always holds, by continuation.
+    ``min(max_workers, width)`` always holds: by continuation, or with ordered workers
+    when HEFT's estimate puts them more than ``makespan_tolerance`` ahead and the
+    simulation confirms they are faster.
 
     ``policy`` chooses among the workers a task may join (see the module docstring).
     ``"cost"`` schedules by earliest finish, then again for cost, allowed to lengthen that
@@ -611,8 +613,18 @@ def _bounded_fastest(ctx: PlanningContext, inputs: HeftInputs, width: int,
     memory_mb = inputs.memory_mb
     if max_workers is not None:
         cap = min(max_workers, width)
-        return (heft_schedule(ctx, memory_mb, "finish", max_workers=cap, inputs=inputs), cap,
-                False, None, f"at most {cap}, the DAG's width is {width}")
+        note = f"at most {cap}, the DAG's width is {width}"
+        plain = heft_schedule(ctx, memory_mb, "finish", max_workers=cap, inputs=inputs)
+        ordered = heft_schedule(ctx, memory_mb, "finish", max_workers=cap, inputs=inputs,
+                                ordered=True)
+        if ordered.makespan_ms >= plain.makespan_ms * (1.0 - tolerance):
+            return plain, cap, False, None, note
+        # HEFT expects ordered workers to be clearly faster: the simulation decides.
+        trial = ctx.simulate(_placements(ctx, ordered, memory_mb))
+        base = ctx.simulate(_placements(ctx, plain, memory_mb))
+        if trial.makespan_ms < base.makespan_ms:
+            return ordered, cap, True, trial, f"{note}; workers in HEFT's start order"
+        return plain, cap, False, base, note
     free = heft_schedule(ctx, memory_mb, "finish", inputs=inputs)
     if free.workers <= width:
         return free, width, False, None, f"at most {width}, the DAG's width"

@@ -690,7 +690,7 @@ class Driver:
             rec.start = self._started_at
         rec.input_bytes = sum(p.nbytes for p in e.inputs.values())
         rec.exec_start = now_ms()
-        if main and all(task.done() for task in self._spawned):
+        if main and not self._branches_under_way():
             # Nothing else of this invocation is under way: wait for the executor thread
             # without the event loop for a moment, which saves a tiny task the hand-back
             # through the loop; a longer one is then awaited through it. The task runs on
@@ -769,6 +769,13 @@ class Driver:
             if node is not None and node.func.name != EXTERNAL_FUNCTION:
                 return node
         return None
+
+    def _branches_under_way(self) -> bool:
+        """Whether a spawned branch of this invocation has not ended; ended ones are
+        forgotten here (their handles stay with the worker logic that joins them)."""
+        if self._spawned:
+            self._spawned = [task for task in self._spawned if not task.done()]
+        return bool(self._spawned)
 
     async def _spawn(self, s: Spawn, main: bool) -> asyncio.Task[Any]:
         task = asyncio.create_task(self._drive(s.branch, False))
