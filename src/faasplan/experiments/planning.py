@@ -107,7 +107,9 @@ class MonteCarloEvaluator:
                                                   strict=True)]
         self.simulator = Simulator(workflow, platform, self._behaviours[0])
         self.simulations = 0
-        self._last: tuple[Any, tuple[Trace, ...]] | None = None
+        # The replicates of the last few placements scored, newest last: a plan chosen
+        # among them reuses them in its final score.
+        self._recent: list[tuple[Any, tuple[Trace, ...]]] = []
 
     def __call__(self, placements: Mapping[str, Placement]) -> Any:
         return self._score(placements, self.replicates)
@@ -117,9 +119,11 @@ class MonteCarloEvaluator:
         until :func:`quantile_settled` or :attr:`final_replicates` (a pure function of the
         plan, the predictor and the seed: the stopping rule reads makespans, not clocks)."""
         traces: list[Trace] = []
-        last = self._last
-        if last is not None and last[0] == _key(placements):
-            traces = list(last[1])  # the search's replicates are the first ones: reuse them
+        key = _key(placements)
+        for seen, scored in reversed(self._recent):
+            if seen == key:
+                traces = list(scored)  # the search's replicates are the first ones: reuse them
+                break
         while len(traces) < self.final_replicates:
             k = min(MC_FINAL_BATCH, self.final_replicates - len(traces))
             batch = self._behaviours[len(traces):len(traces) + k]
@@ -132,8 +136,12 @@ class MonteCarloEvaluator:
     def _score(self, placements: Mapping[str, Placement], k: int) -> Any:
         traces = self.simulator.run_each(placements, self.seed, self._behaviours[:k])
         self.simulations += k
-        self._last = (_key(placements), tuple(traces))
+        self._recent = [*self._recent[-(RECENT_SCORES - 1):], (_key(placements), tuple(traces))]
         return monte_carlo_summary(traces, self.sla)
+
+
+RECENT_SCORES = 4
+"""How many recently scored placements a Monte-Carlo evaluator keeps replicates of."""
 
 
 def _key(placements: Mapping[str, Placement]) -> tuple[dict[str, Placement], dict[str, Any]]:

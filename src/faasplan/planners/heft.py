@@ -130,7 +130,8 @@ class _Timeline:
     # Tasks whose output some consumer already reads from storage.
     stored: set[str] = field(default_factory=set)
     # (free time, worker) of workers whose sandbox a new worker may find warm once they
-    # end; entries go stale as workers take more tasks. Each sandbox is handed on once.
+    # end; entries go stale as workers take more tasks (every change of a worker's free
+    # time pushes the new one). Each sandbox is handed on once.
     idle: list[tuple[float, str]] = field(default_factory=list)
     handed_on: set[str] = field(default_factory=set)
     # Workers with a task after their first that is fed by another worker: they may wait
@@ -230,10 +231,9 @@ class _Timeline:
         heap = self.idle
         while heap:
             free, w = heap[0]
-            if w in self.handed_on:
+            if w in self.handed_on or free != self.avail[w]:
+                # Handed on, or stale: ``place`` pushed the worker's current free time.
                 heapq.heappop(heap)
-            elif free != self.avail[w]:
-                heapq.heapreplace(heap, (self.avail[w], w))  # refresh a stale entry
             else:
                 return w if free <= at <= free + keep_alive_ms else None
         return None
@@ -620,8 +620,8 @@ def _bounded_fastest(ctx: PlanningContext, inputs: HeftInputs, width: int,
         if ordered.makespan_ms >= plain.makespan_ms * (1.0 - tolerance):
             return plain, cap, False, None, note
         # HEFT expects ordered workers to be clearly faster: the simulation decides.
-        trial = ctx.simulate(_placements(ctx, ordered, memory_mb))
         base = ctx.simulate(_placements(ctx, plain, memory_mb))
+        trial = ctx.simulate(_placements(ctx, ordered, memory_mb))
         if trial.makespan_ms < base.makespan_ms:
             return ordered, cap, True, trial, f"{note}; workers in HEFT's start order"
         return plain, cap, False, base, note
@@ -638,8 +638,9 @@ def _bounded_fastest(ctx: PlanningContext, inputs: HeftInputs, width: int,
         if estimated > 1.0 + BOUND_HOPELESS:
             missed.append(f"{kind} estimated {estimated:.3f}x the makespan")
             continue
-        trial = ctx.simulate(_placements(ctx, bounded, memory_mb))
+        # The bounded schedule is simulated last: if kept, its final score reuses these.
         base = base if base is not None else ctx.simulate(_placements(ctx, free, memory_mb))
+        trial = ctx.simulate(_placements(ctx, bounded, memory_mb))
         slower = trial.makespan_ms / base.makespan_ms if base.makespan_ms > 0 else 1.0
         if slower <= 1.0 + tolerance:
             how = "; workers in HEFT's start order" if ordered else ""

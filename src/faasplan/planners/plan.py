@@ -224,10 +224,9 @@ class Plan:
         for worker, tasks in self._placed_workers().items():
             order = self.worker_orders.get(worker) or sorted(tasks, key=index.__getitem__)
             nx.add_path(graph, order, worker=worker)
-        try:
-            cycle = nx.find_cycle(graph)
-        except nx.NetworkXNoCycle:
-            return
+        if nx.is_directed_acyclic_graph(graph):
+            return  # a linear-time check; finding the cycle to name it is far slower
+        cycle = nx.find_cycle(graph)
         steps = []
         for u, v in cycle:
             runs_on = graph.edges[u, v].get("worker")
