@@ -615,15 +615,15 @@ def _bounded_fastest(ctx: PlanningContext, inputs: HeftInputs, width: int,
         cap = min(max_workers, width)
         note = f"at most {cap}, the DAG's width is {width}"
         plain = heft_schedule(ctx, memory_mb, "finish", max_workers=cap, inputs=inputs)
-        ordered = heft_schedule(ctx, memory_mb, "finish", max_workers=cap, inputs=inputs,
+        in_order = heft_schedule(ctx, memory_mb, "finish", max_workers=cap, inputs=inputs,
                                 ordered=True)
-        if ordered.makespan_ms >= plain.makespan_ms * (1.0 - tolerance):
+        if in_order.makespan_ms >= plain.makespan_ms * (1.0 - tolerance):
             return plain, cap, False, None, note
         # HEFT expects ordered workers to be clearly faster: the simulation decides.
         base = ctx.simulate(_placements(ctx, plain, memory_mb))
-        trial = ctx.simulate(_placements(ctx, ordered, memory_mb))
+        trial = ctx.simulate(_placements(ctx, in_order, memory_mb))
         if trial.makespan_ms < base.makespan_ms:
-            return ordered, cap, True, trial, f"{note}; workers in HEFT's start order"
+            return in_order, cap, True, trial, f"{note}; workers in HEFT's start order"
         return plain, cap, False, base, note
     free = heft_schedule(ctx, memory_mb, "finish", inputs=inputs)
     if free.workers <= width:
