@@ -176,7 +176,6 @@ class _Timeline:
             if old is not None:
                 del self.by_avail[bisect.bisect_left(self.by_avail, (old, worker))]
             bisect.insort(self.by_avail, (finish, worker))
-            index = max(index, self.last_index.get(worker, index))
         else:
             k = bisect.bisect_left(indices, index)
         indices.insert(k, index)

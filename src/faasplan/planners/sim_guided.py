@@ -92,10 +92,8 @@ class _State:
     """The current plan with what moves need to know about it."""
 
     ctx: PlanningContext
-    # As simulated: ``placements`` as a dict for moves to copy, ``chosen`` with any orders.
-    placements: Mapping[str, Placement]
+    placements: Mapping[str, Placement]  # as simulated, with any worker orders
     trace: Any
-    chosen: Mapping[str, Placement] = field(default_factory=dict)
     critical: list[str] = field(default_factory=list)
     workers: dict[str, list[str]] = field(default_factory=dict)
     next_id: int = 0
@@ -109,7 +107,7 @@ class _State:
     def refresh(self, placements: Mapping[str, Placement], trace: Any) -> None:
         wf = self.ctx.workflow
         orders = getattr(placements, "worker_orders", None)
-        self.placements, self.chosen, self.trace = dict(placements), placements, trace
+        self.placements, self.trace = placements, trace
         self.critical = critical_tasks(wf, trace)
         self.workers = {}
         for tid in wf.topological_order:
@@ -512,5 +510,5 @@ def plan_sim_guided(ctx: PlanningContext, *, time_budget_s: float = DEFAULT_TIME
     if pareto:
         front = ", ".join(f"({c:.6g}, {m:.1f})" for c, m in pareto_front(points))
         notes.append(f"pareto front (cost_usd, makespan_ms): [{front}]")
-    return ctx.finish("sim-guided", state.chosen, started, notes=tuple(notes),
+    return ctx.finish("sim-guided", state.placements, started, notes=tuple(notes),
                       predicted=state.trace)
