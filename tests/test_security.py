@@ -591,7 +591,8 @@ def test_signer_marks_bind_text_and_context() -> None:
                             ("run/2/deps:c", marked),           # another run instance
                             ("run/1/deps:c", "a"),              # no MAC at all
                             ("run/1/deps:c", "b" + marked[1:]),  # MAC of another task
-                            ("run/1/deps:c", marked[:-1] + "0")):
+                            # a changed MAC (its last digit, never left as it was)
+                            ("run/1/deps:c", marked[:-1] + ("1" if marked[-1] == "0" else "0"))):
         with pytest.raises(PayloadAuthError):
             s.check_mark(context, member)
     with pytest.raises(PayloadAuthError):
