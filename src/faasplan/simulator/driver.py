@@ -710,4 +710,10 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if was_enabled:
+            if gc.get_freeze_count() == 0:
+                # What the block allocated and kept goes to the oldest generation at
+                # once, as if it had survived two collections, without being scanned
+                # by them; a full collection still examines it.
+                gc.freeze()
+                gc.unfreeze()
             gc.enable()
