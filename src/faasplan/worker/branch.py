@@ -60,6 +60,11 @@ from faasplan.worker.spec import RunSpec, TaskInfo
 
 Branch = Generator[Any, Any, Any]
 
+# The optimizations as plain module constants: reading an enum member off its class costs
+# several times as much, and the worker logic asks for them on every task.
+_PRELOAD, _PREWARM, _CLUSTER, _STREAM, _ASYNC_UPLOAD = (
+    Opt.PRELOAD, Opt.PREWARM, Opt.CLUSTER, Opt.STREAM, Opt.ASYNC_UPLOAD)
+
 
 @dataclass
 class _Local:
@@ -125,7 +130,7 @@ def dag_parts(spec: RunSpec) -> dict[str, int]:
 # -- the two kinds of worker ---------------------------------------------------------------
 def _run_planned(spec: RunSpec, local: _Local, tasks: tuple[str, ...]) -> Branch:
     for tid in tasks:
-        if spec.tasks[tid].placement.has(Opt.PRELOAD):
+        if _PRELOAD in spec.tasks[tid].placement.optimizations:
             yield from _preload(spec, local, tid)
     for tid in tasks:
         info = spec.tasks[tid]
@@ -154,7 +159,7 @@ def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
 # -- one task -------------------------------------------------------------------------------
 def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     """Gather inputs (cache, pending pre-loads, storage), then execute."""
-    if info.placement.has(Opt.PREWARM):
+    if _PREWARM in info.placement.optimizations:
         yield from _prewarm(spec, local, info)
     guaranteed = info.id in local.roots or local.worker is None
     keys: list[str] = []
@@ -197,7 +202,7 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
 
 
 def _input_fetch(spec: RunSpec, consumer: str, producer: str, *, wait: bool) -> Fetch:
-    streamed = wait and spec.tasks[producer].placement.has(Opt.STREAM)
+    streamed = wait and _STREAM in spec.tasks[producer].placement.optimizations
     return Fetch(output_key(producer), task=consumer, wait=wait, stream=streamed)
 
 
@@ -209,7 +214,7 @@ def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         publish = _publish(spec, local, info, out, upload=True)
     else:
         publish = _publish(spec, local, info, out, upload=False)
-    if info.placement.has(Opt.ASYNC_UPLOAD):
+    if _ASYNC_UPLOAD in info.placement.optimizations:
         local.spawned.append((yield Spawn(_delegate_after(spec, local, publish, local_deps))))
         ready: list[str] = []
     else:
@@ -218,7 +223,7 @@ def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         return []
     continue_here = list(local_deps)
     rest = [d for d in ready if d not in continue_here]
-    if info.placement.has(Opt.CLUSTER):
+    if _CLUSTER in info.placement.optimizations:
         # Clustering keeps every ready dependent, fan-ins made ready here included: they
         # find this task's (large) output in the local cache instead of fetching it.
         continue_here += rest
@@ -240,7 +245,7 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
     """
     key = output_key(info.id)
     if upload:
-        yield Store(key, out, task=info.id, stream=info.placement.has(Opt.STREAM))
+        yield Store(key, out, task=info.id, stream=_STREAM in info.placement.optimizations)
     if info.is_sink:
         yield Notify(sink_channel(info.id))
     ready: list[str] = []
@@ -308,7 +313,7 @@ def _planned_local(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
         return ()
     single = tuple(d for d in info.downstream
                    if len(spec.tasks[d].upstream) == 1 and spec.tasks[d].placement.worker is None)
-    if info.placement.has(Opt.CLUSTER):
+    if _CLUSTER in info.placement.optimizations:
         return single
     return single[:1]
 

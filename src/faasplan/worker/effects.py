@@ -3,6 +3,12 @@
 The worker logic never performs I/O: it yields one of these requests and a driver (the
 SimPy simulator or the Redis runtime) performs it and sends back the result. Each class
 documents what the driver sends back.
+
+Effects, payloads and invocations are treated as immutable: nothing changes one once it
+is made (a driver that needs a variant makes a copy with :func:`dataclasses.replace`).
+They are plain slotted dataclasses rather than frozen ones because a simulated run makes
+about ten per task, and a frozen dataclass costs three to four times as much to create
+(every field goes through ``object.__setattr__``). They compare and hash by value.
 """
 
 from __future__ import annotations
@@ -39,7 +45,7 @@ def sink_channel(task_id: str) -> str:
     return f"sink:{task_id}"
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Payload:
     """A value with its size in bytes; in the simulator only the size is known."""
 
@@ -47,7 +53,7 @@ class Payload:
     value: Any = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Invocation:
     """What a worker is started with.
 
@@ -79,7 +85,7 @@ class Invocation:
         return 256 + dag + sum(p.nbytes for p in self.carried.values())
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Fetch:
     """Download ``key`` for ``task`` -> :class:`Payload`.
 
@@ -98,7 +104,7 @@ class Fetch:
     stream: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Store:
     """Upload ``payload`` under ``key`` (``stream``: let running readers follow) -> None."""
 
@@ -108,7 +114,7 @@ class Store:
     stream: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Track:
     """Record, atomically and idempotently, that ``upstream`` of ``task`` is done.
 
@@ -121,14 +127,14 @@ class Track:
     expected: int
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Notify:
     """Signal ``channel`` (once; later waiters return at once) -> None."""
 
     channel: str
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class WaitFor:
     """Block until ``channel`` was notified -> None (``task``: the task that waits)."""
 
@@ -136,14 +142,14 @@ class WaitFor:
     task: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Invoke:
     """Start a worker with ``invocation`` (fire and forget) -> None."""
 
     invocation: Invocation
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Execute:
     """Run ``task`` on ``inputs`` (storage key -> payload) -> its output :class:`Payload`."""
 
@@ -151,14 +157,14 @@ class Execute:
     inputs: Mapping[str, Payload]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Spawn:
     """Run ``branch`` concurrently on this worker -> an opaque handle for :class:`Join`."""
 
     branch: Generator[Any, Any, Any]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Join:
     """Wait for spawned branches -> list of their return values, in ``handles`` order.
 
@@ -169,14 +175,14 @@ class Join:
     task: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Parallel:
     """Perform independent effects concurrently -> list of their results, in order."""
 
     effects: tuple[Any, ...]
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Sleep:
     """Pause for ``ms`` milliseconds -> None."""
 
