@@ -75,14 +75,17 @@ def send(url: str, body: Any = None, method: str = "POST", raw: bytes | None = N
         return exc.code, json.loads(exc.read())
 
 
-def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.05) -> Any:
+def wait_for(check: Callable[[], Any], timeout: float = 30.0, every: float = 0.05,
+             describe: Callable[[], str] | None = None) -> Any:
+    """``check()``'s first truthy value; on timeout, fail with what ``describe()`` says."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         value = check()
         if value:
             return value
         time.sleep(every)
-    raise AssertionError(f"condition not met within {timeout} s")
+    seen = f"; {describe()}" if describe is not None else ""
+    raise AssertionError(f"condition not met within {timeout} s{seen}")
 
 
 def entry(w: str, k: str, t: str | None = None, key: str | None = None, b: int = 0,
@@ -696,6 +699,31 @@ return [];
 """
 
 
+# The page's text, shadow roots included (what a person would read on the screen).
+TEXT_JS = """
+const out = [];
+function walk(root) { for (const el of root.querySelectorAll('*')) {
+  if (el.shadowRoot) walk(el.shadowRoot);
+  if (!el.children.length && !['SCRIPT', 'STYLE'].includes(el.tagName)
+      && el.textContent.trim()) out.push(el.textContent.trim()); } }
+walk(document);
+return out.join(' | ').slice(0, 1500);
+"""
+
+
+def _seen(driver: Any) -> Callable[[], str]:
+    """What a browser wait that timed out reports: the page's text and its console errors."""
+    def describe() -> str:
+        try:
+            text = driver.execute_script(TEXT_JS)
+            logs = [e.get("message", "") for e in driver.get_log("browser")
+                    if e.get("level") == "SEVERE"]
+        except Exception as exc:  # the browser itself is gone: say so
+            return f"the browser did not answer: {exc!r}"
+        return f"page text: {text!r}; console errors: {logs[:5]}"
+    return describe
+
+
 def _buttons(driver: Any) -> dict[str, Any]:
     found = driver.execute_script("""
       const out = []; function walk(root) { for (const el of root.querySelectorAll('*')) {
@@ -709,13 +737,14 @@ def test_history_page_runs_a_comparison_in_a_browser(history_dashboard: str) -> 
     driver = _browser()
     try:
         driver.get(history_dashboard + "history")
-        wait_for(lambda: "faasplan-runs" in driver.execute_script(PAGE_JS)["named"], 60, 0.2)
-        wait_for(lambda: "Compare" in _buttons(driver), 30, 0.2)
+        wait_for(lambda: "faasplan-runs" in driver.execute_script(PAGE_JS)["named"], 60, 0.2,
+                 _seen(driver))
+        wait_for(lambda: "Compare" in _buttons(driver), 30, 0.2, _seen(driver))
         _buttons(driver)["Compare"].click()
         page = wait_for(lambda: (lambda p: p if {"faasplan-cdf", "faasplan-pareto",
                                                   "faasplan-gantt", "faasplan-summary"}
                                  <= set(p["named"]) and p["canvases"] >= 3 else None)(
-            driver.execute_script(PAGE_JS)), 120, 0.3)
+            driver.execute_script(PAGE_JS)), 120, 0.3, _seen(driver))
         time.sleep(1.0)  # let the last frame paint before the screenshot
         driver.save_screenshot(str(ARTIFACTS / "history.png"))
     finally:
@@ -732,7 +761,7 @@ def test_live_page_shows_a_run_advancing_in_a_browser(live_dashboard: tuple[str,
     driver = _browser()
     try:
         driver.get(url + "?run=browser-run")
-        wait_for(lambda: driver.execute_script(STATES_JS), 60, 0.2)
+        wait_for(lambda: driver.execute_script(STATES_JS), 60, 0.2, _seen(driver))
         player = threading.Thread(target=run.play, kwargs={"exec_s": 0.6})
         player.start()
         samples = []
@@ -741,7 +770,7 @@ def test_live_page_shows_a_run_advancing_in_a_browser(live_dashboard: tuple[str,
             time.sleep(0.2)
         player.join()
         final = wait_for(lambda: (lambda p: p if p["states"].count("done") == 8 else None)(
-            driver.execute_script(PAGE_JS)), 30, 0.2)
+            driver.execute_script(PAGE_JS)), 30, 0.2, _seen(driver))
         time.sleep(1.0)
         driver.save_screenshot(str(ARTIFACTS / "live.png"))
     finally:
@@ -1198,13 +1227,13 @@ def test_history_page_runs_a_plan_and_shows_it_live_in_a_browser(
     driver = _browser()
     try:
         driver.get(url + "history")
-        wait_for(lambda: "Run on Redis" in _buttons(driver), 60, 0.2)
+        wait_for(lambda: "Run on Redis" in _buttons(driver), 60, 0.2, _seen(driver))
         # synthetic tasks: each sleeps its predicted time x 25 (about 2.5 s)
         assert driver.execute_script(SET_INPUT_JS, "time scale (synthetic tasks)", 25.0)
         time.sleep(0.5)
         driver.save_screenshot(str(ARTIFACTS / "history-run-button.png"))
         _buttons(driver)["Run on Redis"].click()
-        wait_for(lambda: "?run=" in driver.current_url, 60, 0.2)
+        wait_for(lambda: "?run=" in driver.current_url, 60, 0.2, _seen(driver))
         run_id = driver.current_url.split("?run=")[1]
         samples = []
         deadline = time.monotonic() + 120
@@ -1224,7 +1253,7 @@ def test_history_page_runs_a_plan_and_shows_it_live_in_a_browser(
             return (page, shown) if len(shown) == 7 and all(
                 r[2] == "done" and r[7] != "-" for r in shown) else None
 
-        final, shown = wait_for(table_done, 30, 0.3)
+        final, shown = wait_for(table_done, 30, 0.3, _seen(driver))
         points = driver.execute_script(POINTS_JS)
         time.sleep(1.0)
         driver.save_screenshot(str(ARTIFACTS / "live-plan-vs-actual.png"))
