@@ -64,6 +64,8 @@ Branch = Generator[Any, Any, Any]
 # several times as much, and the worker logic asks for them on every task.
 _PRELOAD, _PREWARM, _CLUSTER, _STREAM, _ASYNC_UPLOAD = (
     Opt.PRELOAD, Opt.PREWARM, Opt.CLUSTER, Opt.STREAM, Opt.ASYNC_UPLOAD)
+# Kinds of what the worker logic keeps in a spec's memo (RunSpec._memo).
+_TARGETS, _LOCAL = "publish targets", "local dependents"
 
 
 @dataclass
@@ -161,23 +163,26 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     """Gather inputs (cache, pending pre-loads, storage), then execute."""
     if _PREWARM in info.placement.optimizations:
         yield from _prewarm(spec, local, info)
-    guaranteed = info.id in local.roots or local.worker is None
-    keys: list[str] = []
+    wait = not (info.id in local.roots or local.worker is None)
+    cache = local.cache
+    pending = local.pending
+    keys: tuple[str, ...] | list[str] = info.input_keys
     fetches: list[Fetch] = []
     joins: list[tuple[str, Any]] = []
-    for up in info.upstream:
-        key = output_key(up)
-        keys.append(key)
-        if key in local.cache:
+    for up, key in zip(info.upstream, keys, strict=True):  # _input_fetch, written out
+        if key in cache:
             continue
-        if key in local.pending:
-            joins.append((key, local.pending.pop(key)))
+        if key in pending:
+            joins.append((key, pending.pop(key)))
         else:
-            fetches.append(_input_fetch(spec, info.id, up, wait=not guaranteed))
-    for key, _size in info.literals:
-        keys.append(key)
-        if key not in local.cache and not any(f.key == key for f in fetches):
-            fetches.append(Fetch(key, task=info.id))
+            fetches.append(Fetch(key, task=info.id, wait=wait, stream=wait and (
+                _STREAM in spec.tasks[up].placement.optimizations)))
+    if info.literals:
+        keys = list(keys)
+        for key, _size in info.literals:
+            keys.append(key)
+            if key not in cache and not any(f.key == key for f in fetches):
+                fetches.append(Fetch(key, task=info.id))
     parts: list[Fetch] = []
     if local.by_reference:
         # The task's record and code, with its inputs (never the whole DAG).
@@ -187,17 +192,17 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
                 parts.append(Fetch(key, task=info.id))
     if len(fetches) + len(parts) == 1:
         if fetches:
-            local.cache[fetches[0].key] = yield fetches[0]
+            cache[fetches[0].key] = yield fetches[0]
         else:
             yield parts[0]
     elif fetches or parts:
         results = yield Parallel((*parts, *fetches))
-        local.cache.update(zip((f.key for f in fetches), results[len(parts):], strict=True))
+        cache.update(zip([f.key for f in fetches], results[len(parts):], strict=True))
     if joins:
         results = yield Join(tuple(h for _, h in joins), task=info.id)
-        local.cache.update(zip((k for k, _ in joins), results, strict=True))
-    out = yield Execute(info.id, {k: local.cache[k] for k in keys})
-    local.cache[output_key(info.id)] = out
+        cache.update(zip((k for k, _ in joins), results, strict=True))
+    out = yield Execute(info.id, {k: cache[k] for k in keys})
+    cache[info.key] = out
     return out
 
 
@@ -209,7 +214,8 @@ def _input_fetch(spec: RunSpec, consumer: str, producer: str, *, wait: bool) -> 
 def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
                 local_deps: tuple[str, ...]) -> Branch:
     """Upload if needed, notify dependents, delegate; return tasks to continue with here."""
-    delayed = [d for d in info.downstream if spec.delayed_owner.get(d) == info.id]
+    delayed = [d for d in info.downstream if spec.delayed_owner.get(d) == info.id] \
+        if spec.delayed_owner else []
     if _needs_upload(spec, local, info, out, local_deps, delayed):
         publish = _publish(spec, local, info, out, upload=True)
     else:
@@ -243,25 +249,16 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
     Returns the flexible dependents that became ready and that this worker may run or
     delegate; planned-worker entries made ready are invoked here.
     """
-    key = output_key(info.id)
     if upload:
-        yield Store(key, out, task=info.id, stream=_STREAM in info.placement.optimizations)
+        yield Store(info.key, out, task=info.id, stream=_STREAM in info.placement.optimizations)
     if info.is_sink:
         yield Notify(sink_channel(info.id))
-    ready: list[str] = []
-    tracks: list[Track] = []
-    for d in info.downstream:
-        dinfo = spec.tasks[d]
-        if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
-            continue  # runs later on this very worker
-        if not spec.is_entry(d) or spec.delayed_owner.get(d) == info.id:
-            continue  # a planned worker already running waits for the stored key
-        if len(dinfo.upstream) == 1:
-            ready.append(d)
-        else:
-            owner = spec.delayed_owner.get(d)
-            expected = len(dinfo.upstream) - (1 if owner is not None else 0)
-            tracks.append(Track(d, info.id, expected))
+    memo = spec._memo
+    targets: Any = memo.get((_TARGETS, info.id, local.worker))
+    if targets is None:
+        targets = memo[(_TARGETS, info.id, local.worker)] = _targets(spec, info, local.worker)
+    ready = list(targets[0])
+    tracks = [Track(d, info.id, expected) for d, expected in targets[1]]
     if tracks:
         results = (yield Parallel(tuple(tracks))) if len(tracks) > 1 else [(yield tracks[0])]
         for track, is_ready in zip(tracks, results, strict=True):
@@ -278,6 +275,27 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
         else:
             yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
     return flexible
+
+
+def _targets(spec: RunSpec, info: TaskInfo, worker: str | None
+             ) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """Whom the output of ``info`` concerns when ``worker`` publishes it: the dependents it
+    alone makes ready, and the fan-ins to track with their expected counts (the spec's
+    facts only, so :func:`_publish` keeps them in the spec's memo)."""
+    ready: list[str] = []
+    tracks: list[tuple[str, int]] = []
+    for d in info.downstream:
+        dinfo = spec.tasks[d]
+        if dinfo.placement.worker is not None and dinfo.placement.worker == worker:
+            continue  # runs later on this very worker
+        if not spec.is_entry(d) or spec.delayed_owner.get(d) == info.id:
+            continue  # a planned worker already running waits for the stored key
+        if len(dinfo.upstream) == 1:
+            ready.append(d)
+        else:
+            owner = spec.delayed_owner.get(d)
+            tracks.append((d, len(dinfo.upstream) - (1 if owner is not None else 0)))
+    return tuple(ready), tuple(tracks)
 
 
 def _delegate_after(spec: RunSpec, local: _Local, publish: Branch, keep: tuple[str, ...]
@@ -311,6 +329,14 @@ def _planned_local(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
     """Flexible dependents certain to be ready that a flexible worker keeps for itself."""
     if info.placement.worker is not None:
         return ()
+    memo = spec._memo
+    got: Any = memo.get((_LOCAL, info.id))
+    if got is None:
+        got = memo[(_LOCAL, info.id)] = _local_deps(spec, info)
+    return got
+
+
+def _local_deps(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
     single = tuple(d for d in info.downstream
                    if len(spec.tasks[d].upstream) == 1 and spec.tasks[d].placement.worker is None)
     if _CLUSTER in info.placement.optimizations:
@@ -321,10 +347,10 @@ def _planned_local(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
 def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) -> Invocation:
     carry = spec.options.carry_bytes
     carried = {}
-    for up in info.upstream:
-        p = cache.get(output_key(up))
+    for key in info.input_keys:
+        p = cache.get(key)
         if p is not None and p.nbytes <= carry:
-            carried[output_key(up)] = p
+            carried[key] = p
     worker = info.placement.worker
     # Inline, the invocation carries everything the worker may run or delegate: the
     # subDAG below its root, or for a planned worker the subDAGs below all of its tasks;

@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 
+from faasplan.worker.effects import output_key
 from faasplan.worker.placement import Opt, Placement
 from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES, union_nbytes
 from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
@@ -46,7 +47,14 @@ class TaskInfo:
     placement: Placement
     literals: tuple[tuple[str, int], ...] = ()
     is_sink: bool = False
+    key: str = field(init=False, repr=False, compare=False)
+    """The storage key of the task's output (:func:`~faasplan.worker.effects.output_key`)."""
+    input_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
+    """The output keys of ``upstream``, in the same order."""
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "key", output_key(self.id))
+        object.__setattr__(self, "input_keys", tuple(output_key(u) for u in self.upstream))
 
 
 
@@ -75,6 +83,10 @@ class RunSpec:
     dag_parts: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict,
                                                                  repr=False, compare=False)
     inline_entries: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    _memo: dict[object, object] = field(default_factory=dict, init=False, repr=False,
+                                        compare=False)
+    """What the worker logic derived from these facts alone, kept for the next worker that
+    asks (:mod:`faasplan.worker.branch`); never part of what a spec says."""
 
     @classmethod
     def build(cls, workflow: Workflow,
