@@ -64,8 +64,6 @@ Branch = Generator[Any, Any, Any]
 # several times as much, and the worker logic asks for them on every task.
 _PRELOAD, _PREWARM, _CLUSTER, _STREAM, _ASYNC_UPLOAD = (
     Opt.PRELOAD, Opt.PREWARM, Opt.CLUSTER, Opt.STREAM, Opt.ASYNC_UPLOAD)
-# Kinds of what the worker logic keeps in a spec's memo (RunSpec._memo).
-_TARGETS, _LOCAL = "publish targets", "local dependents"
 
 
 @dataclass
@@ -253,12 +251,20 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
         yield Store(info.key, out, task=info.id, stream=_STREAM in info.placement.optimizations)
     if info.is_sink:
         yield Notify(sink_channel(info.id))
-    memo = spec._memo
-    targets: Any = memo.get((_TARGETS, info.id, local.worker))
-    if targets is None:
-        targets = memo[(_TARGETS, info.id, local.worker)] = _targets(spec, info, local.worker)
-    ready = list(targets[0])
-    tracks = [Track(d, info.id, expected) for d, expected in targets[1]]
+    ready: list[str] = []
+    tracks: list[Track] = []
+    for d in info.downstream:
+        dinfo = spec.tasks[d]
+        if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
+            continue  # runs later on this very worker
+        if not spec.is_entry(d) or spec.delayed_owner.get(d) == info.id:
+            continue  # a planned worker already running waits for the stored key
+        if len(dinfo.upstream) == 1:
+            ready.append(d)
+        else:
+            owner = spec.delayed_owner.get(d)
+            expected = len(dinfo.upstream) - (1 if owner is not None else 0)
+            tracks.append(Track(d, info.id, expected))
     if tracks:
         results = (yield Parallel(tuple(tracks))) if len(tracks) > 1 else [(yield tracks[0])]
         for track, is_ready in zip(tracks, results, strict=True):
@@ -275,27 +281,6 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
         else:
             yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
     return flexible
-
-
-def _targets(spec: RunSpec, info: TaskInfo, worker: str | None
-             ) -> tuple[tuple[str, ...], tuple[tuple[str, int], ...]]:
-    """Whom the output of ``info`` concerns when ``worker`` publishes it: the dependents it
-    alone makes ready, and the fan-ins to track with their expected counts (the spec's
-    facts only, so :func:`_publish` keeps them in the spec's memo)."""
-    ready: list[str] = []
-    tracks: list[tuple[str, int]] = []
-    for d in info.downstream:
-        dinfo = spec.tasks[d]
-        if dinfo.placement.worker is not None and dinfo.placement.worker == worker:
-            continue  # runs later on this very worker
-        if not spec.is_entry(d) or spec.delayed_owner.get(d) == info.id:
-            continue  # a planned worker already running waits for the stored key
-        if len(dinfo.upstream) == 1:
-            ready.append(d)
-        else:
-            owner = spec.delayed_owner.get(d)
-            tracks.append((d, len(dinfo.upstream) - (1 if owner is not None else 0)))
-    return tuple(ready), tuple(tracks)
 
 
 def _delegate_after(spec: RunSpec, local: _Local, publish: Branch, keep: tuple[str, ...]
@@ -329,19 +314,15 @@ def _planned_local(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
     """Flexible dependents certain to be ready that a flexible worker keeps for itself."""
     if info.placement.worker is not None:
         return ()
-    memo = spec._memo
-    got: Any = memo.get((_LOCAL, info.id))
-    if got is None:
-        got = memo[(_LOCAL, info.id)] = _local_deps(spec, info)
-    return got
-
-
-def _local_deps(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
-    single = tuple(d for d in info.downstream
-                   if len(spec.tasks[d].upstream) == 1 and spec.tasks[d].placement.worker is None)
+    tasks = spec.tasks
     if _CLUSTER in info.placement.optimizations:
-        return single
-    return single[:1]
+        return tuple(d for d in info.downstream
+                     if len(tasks[d].upstream) == 1 and tasks[d].placement.worker is None)
+    for d in info.downstream:  # without clustering, the first of them
+        dinfo = tasks[d]
+        if len(dinfo.upstream) == 1 and dinfo.placement.worker is None:
+            return (d,)
+    return ()
 
 
 def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) -> Invocation:

@@ -36,9 +36,13 @@ class WorkerOptions:
             raise ValueError(f"worker thresholds must be >= 0, got {self}")
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class TaskInfo:
-    """The parts of one task the worker logic needs."""
+    """The parts of one task the worker logic needs.
+
+    Treated as immutable, like the effects (:mod:`faasplan.worker.effects`), and for the
+    same reason not a frozen dataclass: a spec makes one per task.
+    """
 
     id: str
     function: str
@@ -53,8 +57,8 @@ class TaskInfo:
     """The output keys of ``upstream``, in the same order."""
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "key", output_key(self.id))
-        object.__setattr__(self, "input_keys", tuple(output_key(u) for u in self.upstream))
+        self.key = output_key(self.id)
+        self.input_keys = tuple([output_key(u) for u in self.upstream])
 
 
 
@@ -83,10 +87,6 @@ class RunSpec:
     dag_parts: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict,
                                                                  repr=False, compare=False)
     inline_entries: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
-    _memo: dict[object, object] = field(default_factory=dict, init=False, repr=False,
-                                        compare=False)
-    """What the worker logic derived from these facts alone, kept for the next worker that
-    asks (:mod:`faasplan.worker.branch`); never part of what a spec says."""
 
     @classmethod
     def build(cls, workflow: Workflow,
