@@ -479,10 +479,20 @@ class Simulation:
     def _parallel(self, eff: Parallel, proc: _Proc, done: Done) -> Outcome | None:
         handlers = self._handlers
         effects = eff.effects
-        batch = self._plain_fetches(effects, proc) if self._fast_many else None
-        if batch is not None and len(batch) == len(effects):
-            self._fetch_many(effects, proc, done)  # the whole set is one request
-            return None
+        batch: list[int] | None = None
+        if self._fast_many:
+            # Which effects are reads of keys known to exist (fetches without ``wait`` or
+            # ``stream``, and not a DAG part this sandbox holds): the runtime sends two or
+            # more of them as one ``MGET``.
+            held = self._held.get(proc.worker.container)
+            batch = [i for i, e in enumerate(effects)
+                     if e.__class__ is Fetch and not e.wait and not e.stream
+                     and not (held is not None and e.key in held)]
+            if len(batch) == len(effects) and len(batch) > 1:
+                self._fetch_many(effects, proc, done)  # the whole set is one request
+                return None
+            if len(batch) < 2:
+                batch = None
         gather = _Gather(self.env, len(effects), done)
         for i, e in enumerate(effects):
             if batch is None or i not in batch:
@@ -493,27 +503,19 @@ class Simulation:
                              partial(gather.put_many, batch))
         return gather.outcome()
 
-    def _plain_fetches(self, effects: tuple[Any, ...], proc: _Proc) -> list[int] | None:
-        """Which of a parallel set's effects are reads of keys known to exist (fetches
-        without ``wait`` or ``stream``, and not a DAG part this sandbox holds): the runtime
-        sends two or more of them as one ``MGET``. ``None`` when fewer than two."""
-        held = self._held.get(proc.worker.container)
-        batch = [i for i, e in enumerate(effects)
-                 if e.__class__ is Fetch and not e.wait and not e.stream
-                 and not (held is not None and e.key in held)]
-        return batch if len(batch) > 1 else None
-
     def _fetch_many(self, effects: tuple[Fetch, ...], proc: _Proc, done: Done) -> None:
         """Plain fetches as one request (:meth:`Storage.fetch_many`); ``done`` gets the
         payloads in order."""
         now = self.env._now
         records: list[TransferRecord] = []
         downloads = self.downloads
+        held: set[str] | None = None
         for eff in effects:
             if eff.key.startswith(DAG_PART_PREFIX):
-                held = self._held.get(proc.worker.container)
                 if held is None:
-                    held = self._held[proc.worker.container] = set()
+                    held = self._held.get(proc.worker.container)
+                    if held is None:
+                        held = self._held[proc.worker.container] = set()
                 held.add(eff.key)
             record = TransferRecord(now)
             records.append(record)
