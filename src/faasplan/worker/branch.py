@@ -184,7 +184,7 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     parts: list[Fetch] = []
     if local.by_reference:
         # The task's record and code, with its inputs (never the whole DAG).
-        for key, _size in spec.task_parts(info.id):
+        for key, _size in spec.dag_parts[info.id]:  # spec.task_parts, inlined
             if key not in local.parts:
                 local.parts.add(key)
                 parts.append(Fetch(key, task=info.id))
