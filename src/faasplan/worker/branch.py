@@ -66,7 +66,7 @@ _PRELOAD, _PREWARM, _CLUSTER, _STREAM, _ASYNC_UPLOAD = (
     Opt.PRELOAD, Opt.PREWARM, Opt.CLUSTER, Opt.STREAM, Opt.ASYNC_UPLOAD)
 
 
-@dataclass
+@dataclass(slots=True)
 class _Local:
     """State private to one worker invocation."""
 
@@ -177,9 +177,11 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
                 _STREAM in spec.tasks[up].placement.optimizations)))
     if info.literals:
         keys = list(keys)
+        fetching = {f.key for f in fetches}
         for key, _size in info.literals:
             keys.append(key)
-            if key not in cache and not any(f.key == key for f in fetches):
+            if key not in cache and key not in fetching:
+                fetching.add(key)
                 fetches.append(Fetch(key, task=info.id))
     parts: list[Fetch] = []
     if local.by_reference:
