@@ -14,9 +14,11 @@ from faasplan.platform import Platform
 from faasplan.worker import Invocation
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Sandbox:
-    """An execution environment given to one invocation.
+    """An execution environment given to one invocation (one per invocation, so a plain
+    slotted record rather than a frozen one, which costs several times as much to make;
+    treated as immutable).
 
     ``container`` numbers sandboxes in creation order; ``state`` is ``"cold"`` for a new
     one and ``"warm"`` for one reused within the keep-alive; ``startup_ms`` is the start
@@ -75,7 +77,7 @@ class FaaSModel:
     def start(self, memory_mb: int) -> Sandbox:
         """Give an admitted invocation a sandbox, warm if possible."""
         pool = self._idle.get(memory_mb)
-        now = self.env.now
+        now = self.env._now
         while pool:
             # Most recently idle first: the others are older, so if it expired so did they.
             idle_since, container = pool.pop()
@@ -92,7 +94,7 @@ class FaaSModel:
 
     def release(self, sandbox: Sandbox) -> None:
         """The invocation ended: its sandbox idles and its slot passes to the queue."""
-        self._idle.setdefault(sandbox.memory_mb, []).append((self.env.now, sandbox.container))
+        self._idle.setdefault(sandbox.memory_mb, []).append((self.env._now, sandbox.container))
         if self._queue:
             self._queue.popleft().succeed(None)
         else:
