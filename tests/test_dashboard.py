@@ -715,12 +715,15 @@ def _seen(driver: Any) -> Callable[[], str]:
     """What a browser wait that timed out reports: the page's text and its console errors."""
     def describe() -> str:
         try:
-            text = driver.execute_script(TEXT_JS)
-            logs = [e.get("message", "") for e in driver.get_log("browser")
-                    if e.get("level") == "SEVERE"]
+            text = repr(driver.execute_script(TEXT_JS))
         except Exception as exc:  # the browser itself is gone: say so
-            return f"the browser did not answer: {exc!r}"
-        return f"page text: {text!r}; console errors: {logs[:5]}"
+            text = f"none, the browser did not answer: {exc!r}"
+        try:
+            logs = repr([e.get("message", "") for e in driver.get_log("browser")
+                         if e.get("level") == "SEVERE"][:5])
+        except Exception as exc:
+            logs = f"not readable: {exc!r}"
+        return f"page text: {text}; console errors: {logs}"
     return describe
 
 

@@ -357,3 +357,24 @@ def test_what_rides_behind_a_store() -> None:
     assert not rides_behind_store(Parallel((track, Fetch("out:b"))))
     assert not rides_behind_store(Fetch("out:b"))
     assert not rides_behind_store(Store("out:a", Payload(1)))
+
+
+def test_task_info_keys_are_derived_and_left_out_of_its_pickle() -> None:
+    import pickle
+
+    from faasplan.worker.effects import output_key
+    from faasplan.worker.spec import TaskInfo
+
+    info = TaskInfo("c", "m.join", ("a", "b"), ("d",), Placement(None, 1024))
+    assert (info.key, info.input_keys) == (output_key("c"), (output_key("a"), output_key("b")))
+    data = pickle.dumps(info)
+    assert output_key("a").encode() not in data  # made again when loaded, not stored
+    back = pickle.loads(data)
+    assert back == info and (back.key, back.input_keys) == (info.key, info.input_keys)
+
+
+def test_effects_compare_and_hash_by_value() -> None:
+    a, b = Fetch("out:x", task="t", wait=True), Fetch("out:x", task="t", wait=True)
+    assert a == b and hash(a) == hash(b) and a is not b
+    assert Fetch("out:x", task="t") != a
+    assert len({Track("t", "u", 2), Track("t", "u", 2), Payload(3), Payload(3)}) == 2

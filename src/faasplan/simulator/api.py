@@ -65,6 +65,7 @@ class Simulator:
                                f"{unknown[:5]}")
         self.literals = literals
         self._subdag_sizes: Mapping[str, int] | None = None
+        self._hash: str | None = None
         self.log = log
 
     def spec(self, plan: PlanLike = None) -> RunSpec:
@@ -124,13 +125,14 @@ class Simulator:
                             replicate_makespans_ms=makespans, log=r.log or ())
                 for r in results[:full]]
 
-
     def _structure_hash(self) -> str:
-        # Computed once per workflow; the first time, with the cyclic collector paused:
-        # it makes an object per task while the heap holds the run's records, so the
-        # collector would rescan them all, for nothing (1.6 s of 2.2 at 100k tasks).
-        with gc_paused():
-            return self.workflow.structure_hash
+        # Computed once, with the cyclic collector paused: it makes an object per task
+        # while the heap holds the run's records, so the collector would rescan them all,
+        # for nothing (1.6 s of 2.2 at 100k tasks).
+        if self._hash is None:
+            with gc_paused():
+                self._hash = self.workflow.structure_hash
+        return self._hash
 
 
 def simulate(workflow: Workflow, plan: PlanLike = None, platform: Platform | None = None,

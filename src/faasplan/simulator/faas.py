@@ -14,7 +14,7 @@ from faasplan.platform import Platform
 from faasplan.worker import Invocation
 
 
-@dataclass(slots=True)
+@dataclass(slots=True, unsafe_hash=True)
 class Sandbox:
     """An execution environment given to one invocation (one per invocation, so a plain
     slotted record rather than a frozen one, which costs several times as much to make;

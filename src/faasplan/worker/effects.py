@@ -8,7 +8,8 @@ Effects, payloads and invocations are treated as immutable: nothing changes one 
 is made (a driver that needs a variant makes a copy with :func:`dataclasses.replace`).
 They are plain slotted dataclasses rather than frozen ones because a simulated run makes
 about ten per task, and a frozen dataclass costs three to four times as much to create
-(every field goes through ``object.__setattr__``). They compare and hash by value.
+(every field goes through ``object.__setattr__``). They compare by value, and those
+whose fields can be hashed hash by value.
 """
 
 from __future__ import annotations

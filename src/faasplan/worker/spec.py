@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from types import MappingProxyType
+from typing import Any
 
 from faasplan.worker.effects import output_key
 from faasplan.worker.placement import Opt, Placement
@@ -59,6 +60,11 @@ class TaskInfo:
     def __post_init__(self) -> None:
         self.key = output_key(self.id)
         self.input_keys = tuple([output_key(u) for u in self.upstream])
+
+    def __reduce__(self) -> tuple[type[TaskInfo], tuple[Any, ...]]:
+        # Pickled (in a run's manifest) without the derived keys, which are made again.
+        return (TaskInfo, (self.id, self.function, self.upstream, self.downstream,
+                           self.placement, self.literals, self.is_sink))
 
 
 
