@@ -296,7 +296,7 @@ class Simulation:
         if bw is None:
             bw = self._bandwidth[inv.memory_mb] = \
                 self.platform.worker_bandwidth_mb_s(inv.memory_mb) * _MB_S
-        w = WorkerRun(label, inv, self.env.now, Endpoint(bw))
+        w = WorkerRun(label, inv, self.env._now, Endpoint(bw))
         self.workers.append(w)
         call_soon(self.env, self._invoked, w, URGENT)  # where a process would initialize
 
@@ -304,7 +304,7 @@ class Simulation:
         call_later(self.env, self.faas.invocation_ms(w.invocation), self._arrived, w)
 
     def _arrived(self, w: WorkerRun) -> None:
-        arrived = self.env.now
+        arrived = self.env._now
         slot = self.faas.admit()
         if slot is None:
             self._admitted(w, arrived)
@@ -313,8 +313,8 @@ class Simulation:
 
     def _admitted(self, w: WorkerRun, arrived: float) -> None:
         env = self.env
-        w.queued_ms = env.now - arrived
-        w.boot_ms = env.now
+        w.queued_ms = env._now - arrived
+        w.boot_ms = env._now
         sandbox = self.faas.start(w.memory_mb)
         w.container, w.state, w.startup_ms = sandbox.container, sandbox.state, sandbox.startup_ms
         if sandbox.startup_ms > 0:
@@ -325,20 +325,20 @@ class Simulation:
     def _started(self, arg: tuple[WorkerRun, Sandbox]) -> None:
         w, sandbox = arg
         env = self.env
-        w.start_ms = env.now
+        w.start_ms = env._now
         branch = execute_branch(self.spec, w.invocation)
         log = self.log
         if log is not None:
-            log.append(LogEvent(w.label, "start", None, None, w.memory_mb, w.boot_ms, env.now,
+            log.append(LogEvent(w.label, "start", None, None, w.memory_mb, w.boot_ms, env._now,
                              w.state))
             branch = logged(branch, w.label, log.append, self._now)
         _Proc(self, w, branch, partial(self._ended, w, sandbox)).step(None)
 
     def _ended(self, w: WorkerRun, sandbox: Sandbox, _result: Any) -> None:
         env = self.env
-        w.end_ms = env.now
+        w.end_ms = env._now
         if self.log is not None:
-            self.log.append(LogEvent(w.label, "end", None, None, 0, env.now, env.now))
+            self.log.append(LogEvent(w.label, "end", None, None, 0, env._now, env._now))
         self.faas.release(sandbox)
 
     def _now(self) -> float:

@@ -82,8 +82,10 @@ class Invocation:
     @property
     def nbytes(self) -> int:
         """Size of the invocation request: header, inline DAG and carried results."""
-        dag = self.dag_nbytes if self.inline_dag else 0
-        return 256 + dag + sum(p.nbytes for p in self.carried.values())
+        size = 256 + (self.dag_nbytes if self.inline_dag else 0)
+        for p in self.carried.values():
+            size += p.nbytes
+        return size
 
 
 @dataclass(slots=True, unsafe_hash=True)
