@@ -729,7 +729,8 @@ def _seen(driver: Any) -> Callable[[], str]:
 
 
 # What BokehJS logs when a patch names a model its document does not have: from then on
-# the page no longer follows the server (seen on loaded machines; see BENCHMARKS.md).
+# the page no longer follows the server. Seen now and then in these tests, on loaded and
+# idle machines alike; its cause in the dashboard is not found yet.
 DESYNC = "isn't known"
 
 
