@@ -8,9 +8,10 @@ from typing import Any
 
 import numpy as np
 
+from faasplan._gc import gc_paused
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import GroundTruth, TaskBehaviour
-from faasplan.simulator.driver import Simulation, gc_paused
+from faasplan.simulator.driver import Simulation
 from faasplan.simulator.trace import Trace, build_trace
 from faasplan.worker import Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
@@ -65,7 +66,6 @@ class Simulator:
                                f"{unknown[:5]}")
         self.literals = literals
         self._subdag_sizes: Mapping[str, int] | None = None
-        self._hash: str | None = None
         self.log = log
 
     def spec(self, plan: PlanLike = None) -> RunSpec:
@@ -110,7 +110,7 @@ class Simulator:
         results = [Simulation.create(spec, self.platform, b, rng, log=self.log).run()
                    for b, rng in zip(behaviours, rngs, strict=True)]
         makespans = tuple(r.makespan_ms for r in results)
-        return [build_trace(r, workflow_hash=self._structure_hash(),
+        return [build_trace(r, workflow_hash=self.workflow.structure_hash,
                             workflow_name=self.workflow.name, seed=int(seed),
                             replicate_makespans_ms=makespans, log=r.log or ())
                 for r in results]
@@ -120,19 +120,10 @@ class Simulator:
         results = [Simulation.create(spec, self.platform, self.behaviour, rng,
                                      log=self.log).run() for rng in rngs]
         makespans = tuple(r.makespan_ms for r in results)
-        return [build_trace(r, workflow_hash=self._structure_hash(),
+        return [build_trace(r, workflow_hash=self.workflow.structure_hash,
                             workflow_name=self.workflow.name, seed=int(seed),
                             replicate_makespans_ms=makespans, log=r.log or ())
                 for r in results[:full]]
-
-    def _structure_hash(self) -> str:
-        # Computed once, with the cyclic collector paused: it makes an object per task
-        # while the heap holds the run's records, so the collector would rescan them all,
-        # for nothing (1.6 s of 2.2 at 100k tasks).
-        if self._hash is None:
-            with gc_paused():
-                self._hash = self.workflow.structure_hash
-        return self._hash
 
 
 def simulate(workflow: Workflow, plan: PlanLike = None, platform: Platform | None = None,

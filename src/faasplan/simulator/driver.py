@@ -15,11 +15,8 @@ reached the store (which is when the client, subscribed to it, learns of it).
 
 from __future__ import annotations
 
-import gc
 import math
-import sysconfig
-from collections.abc import Callable, Generator, Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Generator, Iterable
 from functools import partial
 from heapq import heappush
 from typing import Any
@@ -28,6 +25,7 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL, URGENT, Event
 
+from faasplan._gc import gc_paused
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import TaskBehaviour
 from faasplan.simulator.clock import Done, call_later, call_soon, on_event, run_queue
@@ -696,34 +694,3 @@ def _event_value(event: Event) -> Any:
     if not event._ok:
         raise event._value
     return event._value
-
-
-_PROMOTE = not sysconfig.get_config_var("Py_GIL_DISABLED")
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Switch CPython's cyclic garbage collector off for the block, then back on.
-
-    A run allocates hundreds of thousands of small objects that live until its end; the
-    generational collector would rescan the whole heap (workflow included) again and
-    again, which took 25-40% of the time of 10k-task runs, to find nothing to free.
-
-    When the block ends, every object the collector tracks (those the block made and
-    kept among them) moves to its oldest generation without being scanned, as if it had
-    survived two collections: the first collection after the block would otherwise scan
-    all of them at once (about 0.07 s per 10k-task run). Cycles among them are collected
-    by the next full collection. Skipped when the process has frozen objects of its own
-    (:func:`gc.freeze`), which it would unfreeze, and on free-threaded builds, where
-    freezing walks the whole heap.
-    """
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            if _PROMOTE and gc.get_freeze_count() == 0:
-                gc.freeze()
-                gc.unfreeze()  # everything frozen now joins the oldest generation
-            gc.enable()

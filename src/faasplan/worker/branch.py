@@ -51,7 +51,6 @@ from faasplan.worker.effects import (
     Store,
     Track,
     WaitFor,
-    output_key,
     ready_channel,
     sink_channel,
 )
@@ -167,14 +166,13 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     keys: tuple[str, ...] | list[str] = info.input_keys
     fetches: list[Fetch] = []
     joins: list[tuple[str, Any]] = []
-    for up, key in zip(info.upstream, keys, strict=True):  # _input_fetch, written out
+    for up, key in zip(info.upstream, keys, strict=True):
         if key in cache:
             continue
         if key in pending:
             joins.append((key, pending.pop(key)))
         else:
-            fetches.append(Fetch(key, task=info.id, wait=wait, stream=wait and (
-                _STREAM in spec.tasks[up].placement.optimizations)))
+            fetches.append(_input_fetch(spec, info.id, up, key, wait=wait))
     if info.literals:
         keys = list(keys)
         fetching = {f.key for f in fetches}
@@ -206,9 +204,11 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     return out
 
 
-def _input_fetch(spec: RunSpec, consumer: str, producer: str, *, wait: bool) -> Fetch:
+def _input_fetch(spec: RunSpec, consumer: str, producer: str, key: str, *, wait: bool
+                 ) -> Fetch:
+    """Read ``key``, the output of ``producer``, for ``consumer``."""
     streamed = wait and _STREAM in spec.tasks[producer].placement.optimizations
-    return Fetch(output_key(producer), task=consumer, wait=wait, stream=streamed)
+    return Fetch(key, task=consumer, wait=wait, stream=streamed)
 
 
 def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
@@ -349,13 +349,12 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
 def _preload(spec: RunSpec, local: _Local, tid: str) -> Branch:
     """Spawn one background fetch per input that another worker will produce."""
     info = spec.tasks[tid]
-    for up in info.upstream:
-        key = output_key(up)
+    for up, key in zip(info.upstream, info.input_keys, strict=True):
         if spec.tasks[up].placement.worker == local.worker or key in local.pending:
             continue
         if key in local.cache:
             continue
-        fetch = _input_fetch(spec, tid, up, wait=True)
+        fetch = _input_fetch(spec, tid, up, key, wait=True)
         local.pending[key] = yield Spawn(_single(fetch))
 
 
