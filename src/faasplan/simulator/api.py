@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-from faasplan._gc import gc_paused
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import GroundTruth, TaskBehaviour
 from faasplan.simulator.driver import Simulation
@@ -16,6 +15,7 @@ from faasplan.simulator.trace import Trace, build_trace
 from faasplan.worker import Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
 from faasplan.workflow.codec import literal_refs
+from faasplan.workflow.gcpause import gc_paused
 
 Literals = Mapping[str, tuple[tuple[str, int], ...]]
 PlanLike = Mapping[str, Placement] | Any

@@ -25,7 +25,6 @@ import numpy as np
 import simpy
 from simpy.events import NORMAL, URGENT, Event
 
-from faasplan._gc import gc_paused
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import TaskBehaviour
 from faasplan.simulator.clock import Done, call_later, call_soon, on_event, run_queue
@@ -58,6 +57,7 @@ from faasplan.worker import (
 )
 from faasplan.worker.log import CLIENT, invocation_label, invoke_events, logged
 from faasplan.worker.log import Event as LogEvent
+from faasplan.workflow.gcpause import gc_paused
 
 _MB_S = 1000.0  # 1 MB/s (10**6 bytes per s) in bytes per ms
 

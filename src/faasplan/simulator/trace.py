@@ -12,12 +12,12 @@ from collections.abc import Sequence
 import numpy as np
 import pandas as pd
 
-from faasplan._gc import gc_paused
 from faasplan.simulator.driver import RunResult, WorkerRun
 from faasplan.simulator.storage import TransferRecord
 from faasplan.trace.table import TASK_COLUMNS, WORKER_COLUMNS, Trace, Transfers
 from faasplan.worker import output_key
 from faasplan.worker.log import Event
+from faasplan.workflow.gcpause import gc_paused
 
 __all__ = ["TASK_COLUMNS", "WORKER_COLUMNS", "Trace", "build_trace"]
 

@@ -11,8 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 import networkx as nx
 
-from faasplan._gc import gc_paused
 from faasplan.workflow.errors import WorkflowError
+from faasplan.workflow.gcpause import gc_paused
 from faasplan.workflow.requirements import detect_requirements, merge_requirements
 from faasplan.workflow.task import TaskFunction, TaskNode
 
