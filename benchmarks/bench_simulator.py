@@ -16,14 +16,18 @@ of :meth:`Simulator.run` on a reused :class:`Simulator` (a planner's inner loop)
 time, because on a shared machine wall-clock time also counts other people's work.
 ``events/task`` counts the entries that went through SimPy's event queue, ``calls/task``
 the Python function calls (cProfile) of one run (cases up to 10k tasks: profiling
-is slow, and the count per task barely depends on size). ``ratio`` divides simulated tasks/s by
+is slow, and the count per task barely depends on size); cProfile does not see the
+functions of the compiled core, so with it ``calls/task`` counts only what stays Python.
+The first line names the build: the compiled core, or pure Python (``setup.py``,
+:mod:`faasplan._native`). ``ratio`` divides simulated tasks/s by
 the rate of bare SimPy timeout events (one process yielding ``env.timeout(1)`` in a loop)
 measured in the same process, so it is comparable across machines: simulated tasks per
 bare SimPy event.
 
 ``--against DIR`` runs the same cases on the faasplan under ``DIR/src`` in a subprocess,
 alternating with this code ``--rounds`` times, and prints per-case speed-ups (medians over
-rounds) and whether the makespans are identical.
+rounds) and whether the makespans are identical. ``--pure`` does the same against this
+code's own Python sources (``FAASPLAN_PURE_PYTHON=1``): what compiling the core gains.
 
 The last line is the summary ``simulator: N tasks/s, T per bare SimPy event`` (layered 10k).
 """
@@ -175,13 +179,29 @@ def measure_all(names: list[str] | None, repeat: int) -> dict[str, Any]:
     """Every case measured by this process's faasplan, with the bare SimPy rate."""
     chosen, notes = cases(names)
     bare = statistics.median(simpy_events_per_s() for _ in range(3))
-    return {"bare": bare, "notes": notes,
+    return {"bare": bare, "notes": notes, "build": build(),
             "cases": [measure(name, wf, repeat) for name, wf in chosen]}
+
+
+ENV = "FAASPLAN_PURE_PYTHON"  # faasplan._native.ENV (an older checkout has no such module)
+
+
+def build() -> str:
+    """Which build of the simulator's core this process runs."""
+    try:
+        from faasplan._native import CORE, compiled_modules, pure_python_requested
+    except ImportError:
+        return "pure Python (a faasplan without a compiled core)"
+    compiled = compiled_modules()
+    if compiled:
+        return f"compiled core ({len(compiled)} of {len(CORE)} modules, mypyc)"
+    return "pure Python" + (f" ({ENV}=1)" if pure_python_requested() else "")
 
 
 def print_table(result: dict[str, Any]) -> None:
     """The per-case table of :func:`measure_all`."""
     bare = result["bare"]
+    print(f"build: {result['build']}")
     print(f"bare SimPy: {bare:,.0f} timeout events/s (median of 3)")
     print(f"{'workflow':<16}{'tasks':>7}{'run s':>9}{'tasks/s':>10}{'ratio':>8}"
           f"{'events/task':>13}{'calls/task':>12}{'makespan s':>12}")
@@ -199,9 +219,13 @@ def per_task(count: int | None, tasks: int) -> str:
     return "-" if count is None else f"{count / tasks:.1f}"
 
 
-def run_child(src: Path | None, names: list[str] | None, repeat: int) -> dict[str, Any]:
-    """:func:`measure_all` in a fresh interpreter importing faasplan from ``src``."""
-    env = dict(os.environ)
+def run_child(src: Path | None, names: list[str] | None, repeat: int, *,
+              pure: bool = False) -> dict[str, Any]:
+    """:func:`measure_all` in a fresh interpreter importing faasplan from ``src`` (with
+    ``pure``: the Python sources of the compiled core, ``FAASPLAN_PURE_PYTHON=1``)."""
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    if pure:
+        env[ENV] = "1"
     if src is not None:
         env["PYTHONPATH"] = os.pathsep.join([str(src), env.get("PYTHONPATH", "")])
     cmd = [sys.executable, str(HERE), "--json", "--repeat", str(repeat)]
@@ -211,13 +235,18 @@ def run_child(src: Path | None, names: list[str] | None, repeat: int) -> dict[st
     return json.loads(out.strip().splitlines()[-1])
 
 
-def compare(against: Path, names: list[str] | None, repeat: int, rounds: int) -> None:
-    """This code against the faasplan under ``against``, alternating, medians of rounds."""
-    mine = str(HERE.parents[1] / "src")
+def compare(against: Path | None, names: list[str] | None, repeat: int, rounds: int) -> None:
+    """This code against the faasplan under ``against`` (``None``: against this code's
+    Python sources), alternating, medians of rounds."""
+    mine = Path(HERE.parents[1] / "src")
     runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     for _ in range(rounds):
-        runs["old"].append(run_child(against / "src", names, repeat))
-        runs["new"].append(run_child(Path(mine), names, repeat))
+        if against is None:
+            runs["old"].append(run_child(mine, names, repeat, pure=True))
+        else:
+            runs["old"].append(run_child(against / "src", names, repeat))
+        runs["new"].append(run_child(mine, names, repeat))
+    print(f"old: {runs['old'][0]['build']}; new: {runs['new'][0]['build']}")
     print(f"{'workflow':<16}{'old s':>8}{'new s':>8}{'speed-up':>10}{'old ev/t':>10}"
           f"{'new ev/t':>10}{'old calls/t':>13}{'new calls/t':>13}  same makespan")
     for i, case in enumerate(runs["new"][0]["cases"]):
@@ -242,7 +271,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--case", action="append", help="only this case (repeatable)")
     parser.add_argument("--profile", action="store_true", help="cProfile the 10k case")
     parser.add_argument("--against", type=Path, help="checkout of an older faasplan")
-    parser.add_argument("--rounds", type=int, default=3, help="alternations with --against")
+    parser.add_argument("--pure", action="store_true",
+                        help="also this code's Python sources (FAASPLAN_PURE_PYTHON=1) against "
+                        "its compiled core, alternating, as with --against")
+    parser.add_argument("--rounds", type=int, default=3,
+                        help="alternations with --against/--pure")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
 
@@ -251,6 +284,8 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.against is not None:
         compare(args.against, args.case, args.repeat, args.rounds)
+    if args.pure:
+        compare(None, args.case, args.repeat, args.rounds)
     result = measure_all(args.case, args.repeat)
     print_table(result)
     if args.profile:  # the 10k case, whatever --case chose

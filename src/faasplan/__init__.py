@@ -17,6 +17,7 @@ pandas/SciPy behind them) load on first use.
 from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
+from faasplan._native import install as _install_native
 from faasplan.workflow import (
     IOHint,
     SizedBlob,
@@ -29,6 +30,10 @@ from faasplan.workflow import (
     load_wfformat,
     task,
 )
+
+# FAASPLAN_PURE_PYTHON=1: the compiled core's Python sources (faasplan._native). The
+# workflow package above imports none of that core, so this is early enough.
+_install_native()
 
 if TYPE_CHECKING:
     from faasplan import data, workloads

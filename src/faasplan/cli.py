@@ -1319,9 +1319,13 @@ def info() -> dict[str, Any]:
         server: dict[str, Any] = dict(vars(find_redis_server()))
     except RedisServerNotFoundError as exc:
         server = {"path": None, "version": None, "source": None, "error": str(exc)}
+    from faasplan._native import CORE, compiled_modules, pure_python_requested
+
     return {"faasplan": __version__, "python": host.python_version(),
             "python_executable": sys.executable, "platform": host.platform(),
-            "packages": packages, "redis_server": server}
+            "packages": packages, "redis_server": server,
+            "compiled_core": {"modules": compiled_modules(), "of": len(CORE),
+                              "pure_python_requested": pure_python_requested()}}
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -1333,6 +1337,13 @@ def cmd_info(args: argparse.Namespace) -> int:
     print(f"faasplan {data['faasplan']} on Python {data['python']} ({data['platform']})")
     for name, version in data["packages"].items():
         print(f"  {name:<12} {version or 'not installed'}")
+    core = data["compiled_core"]
+    if core["modules"]:
+        print(f"compiled core: {len(core['modules'])} of {core['of']} modules (mypyc)")
+    else:
+        why = ("FAASPLAN_PURE_PYTHON is set" if core["pure_python_requested"]
+               else "this install is pure Python; see setup.py")
+        print(f"compiled core: none ({why})")
     server = data["redis_server"]
     if server["path"]:
         print(f"redis-server {server['version']} ({server['source']}): {server['path']}")

@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Generator, Iterable
 from functools import partial
 from heapq import heappush
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import simpy
@@ -115,7 +115,7 @@ class _Now:
 
 
 _NONE = _Now(None)
-Outcome = Event | _Now
+Outcome: TypeAlias = "Event | _Now"
 
 
 class RunResult:
@@ -213,7 +213,7 @@ class Simulation:
 
         ``log``: record the decision log (kept in the result's ``log``).
         """
-        env = simpy.Environment()
+        env = simpy.Environment(initial_time=0.0)  # float times from the start
         network = FairShareNetwork(env, platform.storage_bandwidth_mb_s * _MB_S,
                                    plain_callbacks=True)
         storage = Storage(env, network, platform.storage_latency_ms,
@@ -546,6 +546,7 @@ class _Proc:
 
     __slots__ = ("after_store", "env", "finish", "handlers", "on_event", "post", "pre_start",
                  "send", "sim", "task", "wake", "worker")
+    __deletable__ = ("after_store", "on_event", "wake")  # see close()
 
     def __init__(self, sim: Simulation, worker: WorkerRun, branch: Generator[Any, Any, Any],
                  finish: Callable[[Any], Any], task: str | None = None,

@@ -21,6 +21,7 @@ from heapq import heappush
 from typing import Any
 
 import simpy
+from mypy_extensions import mypyc_attr
 from simpy.events import NORMAL, Event
 
 from faasplan.simulator.clock import Done, call_later
@@ -57,6 +58,9 @@ class TransferRecord:
         return self.end - self.ready
 
 
+# Compiled with the simulator's core (see setup.py), yet open to subclasses written in
+# Python: tests and users model lossy or slow stores that way.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Storage:
     """Keys, dependency sets and notification channels with round-trip and transfer times.
 

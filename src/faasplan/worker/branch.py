@@ -259,7 +259,7 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
         dinfo = spec.tasks[d]
         if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
             continue  # runs later on this very worker
-        if not spec.is_entry(d) or spec.delayed_owner.get(d) == info.id:
+        if d not in spec.entries or spec.delayed_owner.get(d) == info.id:
             continue  # a planned worker already running waits for the stored key
         if len(dinfo.upstream) == 1:
             ready.append(d)
@@ -306,7 +306,7 @@ def _needs_upload(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
             continue
         single = len(dinfo.upstream) == 1
-        if single and small and spec.is_entry(d):
+        if single and small and d in spec.entries:
             continue  # travels inside the invocation that starts it
         return True
     return False

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
@@ -214,8 +215,15 @@ class RunSpec:
 
     def is_entry(self, task_id: str) -> bool:
         """Whether the task's readiness starts a worker (flexible tasks, fixed entries)."""
-        w = self.tasks[task_id].placement.worker
-        return w is None or self.worker_tasks[w][0] == task_id
+        return task_id in self.entries
+
+    @cached_property
+    def entries(self) -> frozenset[str]:
+        """The tasks whose readiness starts a worker: :meth:`is_entry` as a set, for the
+        worker logic's inner loop (made on first use, never shipped in a manifest)."""
+        return frozenset(t for t, info in self.tasks.items()
+                         if info.placement.worker is None
+                         or self.worker_tasks[info.placement.worker][0] == t)
 
     def worker_dag_nbytes(self, worker: str) -> int:
         """Encoded size of what planned worker ``worker`` must hold to run and delegate.

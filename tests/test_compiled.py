@@ -1,0 +1,112 @@
+"""The compiled core (``setup.py``, :mod:`faasplan._native`): built, switchable, and the
+same simulator as its Python sources, to the bit."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from faasplan._native import CORE, ENV, compiled_modules, pure_python_requested
+
+# Simulated runs of several shapes, platforms and plans; each run's trace is digested
+# (every column of the task and worker tables, at full float precision) and printed.
+DIGESTS = textwrap.dedent("""
+    import hashlib, json, sys
+    from faasplan import Platform
+    from faasplan.conformance.cases import random_case
+    from faasplan.data import trace_path
+    from faasplan.simulator import Simulator
+    from faasplan.worker import Opt, Placement
+    from faasplan.workflow.wfformat import load_wfformat
+    from faasplan.workloads import layered, tree_reduction
+
+    def digest(trace):
+        h = hashlib.sha256(repr((trace.makespan_ms, trace.replicate_makespans_ms)).encode())
+        for frame in (trace.tasks, trace.workers):
+            h.update(frame.to_csv(float_format=repr).encode())
+        return h.hexdigest()
+
+    platforms = {"default": Platform(), "shared cores": Platform(host_cores=2),
+                 "limit 8": Platform(concurrency_limit=8)}
+    out = {}
+    for name, wf in (("layered", layered(400, 40, 1)), ("tree", tree_reduction(leaves=128)),
+                     ("montage", load_wfformat(trace_path("montage_1738t")))):
+        order = wf.topological_order
+        mixed = {t: Placement(f"w{i % 9}" if i % 3 else None, 1024 + 1024 * (i % 2),
+                              frozenset({Opt.STREAM} if i % 5 == 0 else
+                                        {Opt.ASYNC_UPLOAD} if i % 7 == 0 else ()))
+                 for i, t in enumerate(order)}
+        for pname, platform in platforms.items():
+            sim = Simulator(wf, platform)
+            out[f"{name}/{pname}/wukong"] = digest(sim.run(None, seed=3, replicates=2))
+            out[f"{name}/{pname}/mixed"] = digest(sim.run(mixed, seed=3))
+    for seed in range(40):
+        wf, placements = random_case(seed, max_tasks=25)
+        try:
+            out[f"random {seed}"] = digest(Simulator(wf).run(placements, seed=seed))
+        except Exception as exc:  # a case the simulator refuses: the refusal must match
+            out[f"random {seed}"] = f"{type(exc).__name__}: {exc}"
+    json.dump(out, sys.stdout)
+""")
+
+
+def _run(code: str, *, pure: bool) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if k != ENV}
+    if pure:
+        env[ENV] = "1"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+
+
+def _loaded_from(pure: bool) -> dict[str, str]:
+    code = ("import importlib, json, faasplan\n"
+            f"print(json.dumps({{m: importlib.import_module(m).__file__ for m in {CORE!r}}}))")
+    proc = _run(code, pure=pure)
+    assert proc.returncode == 0, proc.stderr
+    return dict(json.loads(proc.stdout))
+
+
+def test_the_install_compiled_the_core() -> None:
+    # setup.py falls back to pure Python when it cannot compile; an install for the tests
+    # must not fall back silently (the benchmarks would measure another build). With
+    # FAASPLAN_PURE_PYTHON set, nothing of the core may be compiled code.
+    if pure_python_requested():
+        assert compiled_modules() == []
+    else:
+        assert compiled_modules() == list(CORE), (
+            "the core is not compiled: reinstall with `pip install -e .` and read its "
+            "`faasplan build:` notes")
+
+
+def test_the_switch_loads_the_python_sources() -> None:
+    compiled = _loaded_from(pure=False)
+    pure = _loaded_from(pure=True)
+    assert all(path.endswith(".py") for path in pure.values()), pure
+    assert all(not path.endswith(".py") for path in compiled.values()), compiled
+    assert {m: os.path.dirname(p) for m, p in compiled.items()} == \
+        {m: os.path.dirname(p) for m, p in pure.items()}
+
+
+@pytest.mark.slow
+def test_compiled_and_python_core_simulate_the_same_runs() -> None:
+    compiled, pure = _run(DIGESTS, pure=False), _run(DIGESTS, pure=True)
+    assert compiled.returncode == 0, compiled.stderr[-3000:]
+    assert pure.returncode == 0, pure.stderr[-3000:]
+    a, b = json.loads(compiled.stdout), json.loads(pure.stdout)
+    assert len(a) == 3 * 3 * 2 + 40
+    refused = [k for k, v in a.items() if ":" in v]
+    assert len(refused) < 10, refused  # most random cases are runs, not refusals
+    assert a == b, [k for k in a if a[k] != b[k]]
+
+
+def test_info_reports_the_compiled_core() -> None:
+    from faasplan.cli import info
+
+    core = info()["compiled_core"]
+    assert core["of"] == len(CORE)
+    assert core["modules"] == compiled_modules()
