@@ -19,7 +19,7 @@ import math
 from collections.abc import Callable, Generator, Iterable
 from functools import partial
 from heapq import heappush
-from typing import Any, TypeAlias
+from typing import Any, Final, TypeAlias
 
 import numpy as np
 import simpy
@@ -59,7 +59,7 @@ from faasplan.worker.log import CLIENT, invocation_label, invoke_events, logged
 from faasplan.worker.log import Event as LogEvent
 from faasplan.workflow.gcpause import gc_paused
 
-_MB_S = 1000.0  # 1 MB/s (10**6 bytes per s) in bytes per ms
+_MB_S: Final = 1000.0  # 1 MB/s (10**6 bytes per s) in bytes per ms
 
 
 class WorkerRun:
@@ -114,7 +114,7 @@ class _Now:
         self.value = value
 
 
-_NONE = _Now(None)
+_NONE: Final = _Now(None)
 Outcome: TypeAlias = "Event | _Now"
 
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from heapq import heappop, heappush
-from typing import Any
+from typing import Any, Final
 
 import simpy
 from simpy.events import NORMAL
@@ -31,8 +31,8 @@ from simpy.events import NORMAL
 Done = Callable[[Any], None]
 
 # A transfer is complete when it lacks less than this many ms (relative to the clock).
-_TIME_TOLERANCE = 1e-9
-INF = math.inf
+_TIME_TOLERANCE: Final = 1e-9
+INF: Final = math.inf
 
 
 class Endpoint:

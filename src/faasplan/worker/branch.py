@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from collections.abc import Generator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final
 
 from faasplan.worker.effects import (
     Execute,
@@ -61,8 +61,11 @@ Branch = Generator[Any, Any, Any]
 
 # The optimizations as plain module constants: reading an enum member off its class costs
 # several times as much, and the worker logic asks for them on every task.
-_PRELOAD, _PREWARM, _CLUSTER, _STREAM, _ASYNC_UPLOAD = (
-    Opt.PRELOAD, Opt.PREWARM, Opt.CLUSTER, Opt.STREAM, Opt.ASYNC_UPLOAD)
+_PRELOAD: Final = Opt.PRELOAD
+_PREWARM: Final = Opt.PREWARM
+_CLUSTER: Final = Opt.CLUSTER
+_STREAM: Final = Opt.STREAM
+_ASYNC_UPLOAD: Final = Opt.ASYNC_UPLOAD
 
 
 @dataclass(slots=True)
