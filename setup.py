@@ -1,9 +1,9 @@
 """Build hook: compile the simulator's hot modules with mypyc, or fall back to pure Python.
 
 Everything else about the package is in ``pyproject.toml``. The modules in :data:`CORE`
-run once or more per simulated task: compiled, a simulated run takes about a quarter less
-CPU time (``benchmarks/bench_simulator.py``), and its results are the same to the bit
-(``tests/test_compiled.py`` compares the two builds).
+run once or more per simulated task: compiled, a simulated run takes up to about a quarter
+less CPU time (``benchmarks/bench_simulator.py --pure``), and its results are the same to
+the bit (``tests/test_compiled.py`` compares the two builds).
 
 The compiled build is optional. It is skipped, with a note, when
 
@@ -71,8 +71,8 @@ def compiled_extensions() -> list[Any]:
         # imports stays an ordinary Python object, and building takes seconds.
         return list(mypycify(["--follow-imports=skip", "--ignore-missing-imports", *paths],
                              opt_level="3", group_name=GROUP))
-    except Exception as exc:  # mypyc refused a module: keep the sources
-        _note(f"mypyc could not compile the core ({exc}): pure-Python install")
+    except (Exception, SystemExit) as exc:  # mypyc refused a module (it exits): keep
+        _note(f"mypyc could not compile the core ({exc!r}): pure-Python install")
         _remove_in_place_builds()
         return []
 
