@@ -19,7 +19,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -729,28 +728,27 @@ def _seen(driver: Any) -> Callable[[], str]:
 
 
 # What BokehJS logs when a patch names a model its document does not have: from then on
-# the page no longer follows the server. Seen now and then in these tests, on loaded and
-# idle machines alike; its cause in the dashboard is not found yet.
+# the page no longer follows the server. It happened when the live page built a run's view
+# while the browser was still fetching the document (the refresh now starts on load,
+# pages.live_page): in about half the runs of these tests before, in none of eight after.
 DESYNC = "isn't known"
+
+
+def _desync(driver: Any) -> list[str]:
+    """The console errors so far that say the page lost track of the server's models."""
+    return [e.get("message", "") for e in driver.get_log("browser")
+            if e.get("level") == "SEVERE" and DESYNC in e.get("message", "")]
 
 
 def wait_page(driver: Any, check: Callable[[], Any], timeout: float, every: float = 0.2
               ) -> Any:
-    """:func:`wait_for` on a dashboard page. If it times out because BokehJS lost track of
-    the server's document (:data:`DESYNC` in the console), the page is reloaded once, as a
-    user would, with a warning, and waited for again; any other timeout fails at once."""
-    try:
-        return wait_for(check, timeout, every)
-    except AssertionError as exc:
-        errors = [e.get("message", "") for e in driver.get_log("browser")
-                  if e.get("level") == "SEVERE"]
-        if not any(DESYNC in m for m in errors):
-            raise AssertionError(f"{exc}; {_seen(driver)()}; console errors before: "
-                                 f"{errors[:5]}") from None
-        warnings.warn(f"the page's Bokeh document lost sync with the server "
-                      f"({errors[0][-120:]}); reloading it once", stacklevel=2)
-        driver.refresh()
-        return wait_for(check, timeout, every, _seen(driver))
+    """:func:`wait_for` on a dashboard page (a timeout reports the page's text and console
+    errors), which also fails if BokehJS lost track of the server's document
+    (:data:`DESYNC` in the console) while waiting."""
+    found = wait_for(check, timeout, every, _seen(driver))
+    lost = _desync(driver)
+    assert not lost, f"the page lost sync with the server: {lost[:3]}"
+    return found
 
 
 def _buttons(driver: Any) -> dict[str, Any]:

@@ -219,7 +219,14 @@ def live_page(ctx: Context) -> pn.Column:
                 view.update(time.time() * 1000.0)
 
     refresh()
-    pn.state.add_periodic_callback(refresh, period=LIVE_PERIOD_MS)
+    # Refreshed only once the browser holds the page: a view built while it is still
+    # fetching the document could reach it neither in that document nor as a later patch,
+    # and every update after would name models the browser never got (BokehJS: "reference
+    # ... isn't known"; the page then stops following the run).
+    def follow() -> None:
+        pn.state.add_periodic_callback(refresh, period=LIVE_PERIOD_MS)
+
+    pn.state.onload(follow)
     return page
 
 
