@@ -730,7 +730,7 @@ def _seen(driver: Any) -> Callable[[], str]:
 # What BokehJS logs when a patch names a model its document does not have: from then on
 # the page no longer follows the server. It happened when the live page built a run's view
 # while the browser was still fetching the document (the refresh now starts on load,
-# pages.live_page): in about half the runs of these tests before, in none of eight after.
+# pages.live_page): in 4 of 5 runs of these tests before, in none of 10 after.
 DESYNC = "isn't known"
 
 
