@@ -43,28 +43,32 @@ def _remove_in_place_builds() -> None:
     """Delete compiled modules an earlier editable install left under ``src/``: they
     would shadow the sources of a pure-Python install."""
     src = HERE / "src"
-    stale = [*src.glob(f"{GROUP}__mypyc.*"),
-             *(p for name in CORE
-               for p in (src / Path(*name.split("."))).parent.glob(
-                   name.rpartition(".")[2] + ".*") if p.suffix in (".so", ".pyd"))]
+    stale = list(src.glob(f"{GROUP}__mypyc.*"))
+    for name in CORE:
+        module = src.joinpath(*name.split("."))
+        stale += [p for p in module.parent.glob(module.name + ".*")
+                  if p.suffix in (".so", ".pyd")]
     for path in stale:
         path.unlink()
     if stale:
         _note(f"removed {len(stale)} compiled module(s) of an earlier build from src/")
 
 
+def _pure_python(why: str) -> list[Any]:
+    """No extensions, and none of an earlier build left to shadow the sources."""
+    _note(f"{why}: pure-Python install")
+    _remove_in_place_builds()
+    return []
+
+
 def compiled_extensions() -> list[Any]:
     """mypyc's extensions for :data:`CORE`, or ``[]`` for a pure-Python install."""
     if os.environ.get("FAASPLAN_PURE_PYTHON", "") not in ("", "0"):
-        _note("FAASPLAN_PURE_PYTHON is set: pure-Python install")
-        _remove_in_place_builds()
-        return []
+        return _pure_python("FAASPLAN_PURE_PYTHON is set")
     try:
         from mypyc.build import mypycify
     except ImportError as exc:
-        _note(f"mypyc is not available ({exc}): pure-Python install")
-        _remove_in_place_builds()
-        return []
+        return _pure_python(f"mypyc is not available ({exc})")
     paths = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in CORE]
     try:
         # Each module is type-checked on its own (imports are not followed): what it
@@ -72,9 +76,7 @@ def compiled_extensions() -> list[Any]:
         return list(mypycify(["--follow-imports=skip", "--ignore-missing-imports", *paths],
                              opt_level="3", group_name=GROUP))
     except (Exception, SystemExit) as exc:  # mypyc refused a module (it exits): keep
-        _note(f"mypyc could not compile the core ({exc!r}): pure-Python install")
-        _remove_in_place_builds()
-        return []
+        return _pure_python(f"mypyc could not compile the core ({exc!r})")
 
 
 class OptionalBuildExt(build_ext):
@@ -84,11 +86,9 @@ class OptionalBuildExt(build_ext):
         try:
             super().run()
         except Exception as exc:  # no compiler, missing headers, ...
-            _note(f"compiling the core failed ({exc}): pure-Python install")
             for ext in self.extensions:
                 Path(self.get_ext_fullpath(ext.name)).unlink(missing_ok=True)
-            _remove_in_place_builds()
-            self.extensions = []
+            self.extensions = _pure_python(f"compiling the core failed ({exc})")
 
 
 setup(ext_modules=compiled_extensions(), cmdclass={"build_ext": OptionalBuildExt})

@@ -238,7 +238,7 @@ def run_child(src: Path | None, names: list[str] | None, repeat: int, *,
 def compare(against: Path | None, names: list[str] | None, repeat: int, rounds: int) -> None:
     """This code against the faasplan under ``against`` (``None``: against this code's
     Python sources), alternating, medians of rounds."""
-    mine = Path(HERE.parents[1] / "src")
+    mine = HERE.parents[1] / "src"
     runs: dict[str, list[dict[str, Any]]] = {"old": [], "new": []}
     for _ in range(rounds):
         if against is None:

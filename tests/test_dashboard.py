@@ -719,8 +719,7 @@ def _seen(driver: Any) -> Callable[[], str]:
         except Exception as exc:  # the browser itself is gone: say so
             text = f"none, the browser did not answer: {exc!r}"
         try:
-            logs = repr([e.get("message", "") for e in driver.get_log("browser")
-                         if e.get("level") == "SEVERE"][:5])
+            logs = repr(_severe(driver)[:5])
         except Exception as exc:
             logs = f"not readable: {exc!r}"
         return f"page text: {text}; console errors: {logs}"
@@ -734,10 +733,15 @@ def _seen(driver: Any) -> Callable[[], str]:
 DESYNC = "isn't known"
 
 
+def _severe(driver: Any) -> list[str]:
+    """The page's console errors since the last look (reading them empties the log)."""
+    return [e.get("message", "") for e in driver.get_log("browser")
+            if e.get("level") == "SEVERE"]
+
+
 def _desync(driver: Any) -> list[str]:
     """The console errors so far that say the page lost track of the server's models."""
-    return [e.get("message", "") for e in driver.get_log("browser")
-            if e.get("level") == "SEVERE" and DESYNC in e.get("message", "")]
+    return [m for m in _severe(driver) if DESYNC in m]
 
 
 def wait_page(driver: Any, check: Callable[[], Any], timeout: float, every: float = 0.2
