@@ -39,15 +39,19 @@ def _note(text: str) -> None:
     print(f"faasplan build: {text}", file=sys.stderr)
 
 
-def _remove_in_place_builds() -> None:
-    """Delete compiled modules an earlier editable install left under ``src/``: they
-    would shadow the sources of a pure-Python install."""
+def _remove_in_place_builds(keep: tuple[str, ...] = ()) -> None:
+    """Delete compiled modules an earlier editable install left under ``src/``, except
+    those of the modules in ``keep``: they would shadow the sources of a pure-Python
+    install, and the shim of a module no longer in :data:`CORE` would fail to import
+    (its code is not in the new shared library)."""
     src = HERE / "src"
-    stale = list(src.glob(f"{GROUP}__mypyc.*"))
-    for name in CORE:
-        module = src.joinpath(*name.split("."))
-        stale += [p for p in module.parent.glob(module.name + ".*")
-                  if p.suffix in (".so", ".pyd")]
+    stale = [] if keep else list(src.glob(f"{GROUP}__mypyc.*"))
+    for path in (src / "faasplan").rglob("*"):
+        if path.suffix not in (".so", ".pyd"):
+            continue
+        parts = path.relative_to(src).with_name(path.name.split(".")[0]).parts
+        if ".".join(parts) not in keep:
+            stale.append(path)
     for path in stale:
         path.unlink()
     if stale:
@@ -70,6 +74,7 @@ def compiled_extensions() -> list[Any]:
     except ImportError as exc:
         return _pure_python(f"mypyc is not available ({exc})")
     paths = [str(Path("src", *name.split(".")).with_suffix(".py")) for name in CORE]
+    _remove_in_place_builds(keep=CORE)  # a module dropped from CORE since the last build
     try:
         # Each module is type-checked on its own (imports are not followed): what it
         # imports stays an ordinary Python object, and building takes seconds.
