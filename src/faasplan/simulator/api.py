@@ -12,7 +12,7 @@ from faasplan.platform import Platform
 from faasplan.simulator.behaviour import GroundTruth, TaskBehaviour
 from faasplan.simulator.driver import Simulation
 from faasplan.simulator.trace import Trace, build_trace
-from faasplan.worker import Placement, RunSpec, WorkerOptions
+from faasplan.worker import DagShape, Placement, RunSpec, WorkerOptions
 from faasplan.workflow import Workflow
 from faasplan.workflow.codec import literal_refs
 from faasplan.workflow.gcpause import gc_paused
@@ -65,7 +65,7 @@ class Simulator:
                 raise KeyError(f"literals given for tasks not in workflow {workflow.name!r}: "
                                f"{unknown[:5]}")
         self.literals = literals
-        self._subdag_sizes: Mapping[str, int] | None = None
+        self._shape: DagShape | None = None
         self.log = log
 
     def spec(self, plan: PlanLike = None) -> RunSpec:
@@ -73,15 +73,15 @@ class Simulator:
         # Both make one long-lived object or more per task: the cyclic collector would
         # rescan them (and the workflow) again and again while they are built, for nothing.
         with gc_paused():
-            # SubDAG sizes depend on the DAG and the options, not on the placements.
-            sizes = self.workflow.encoded_sizes  # the runtime's numbers, measured once
+            if self._shape is None:
+                # What does not depend on the placements, made once for every plan.
+                sizes = self.workflow.encoded_sizes  # the runtime's numbers, measured once
+                self._shape = DagShape(self.workflow, self.options, literals=self.literals,
+                                       task_nbytes=sizes.task_nbytes if sizes else None,
+                                       code_nbytes=sizes.code_nbytes if sizes else None,
+                                       dag_parts=sizes.parts if sizes else None)
             spec = RunSpec.build(self.workflow, _placements(plan, self.platform),
-                                 self.options, literals=self.literals,
-                                 subdag_sizes=self._subdag_sizes,
-                                 task_nbytes=sizes.task_nbytes if sizes else None,
-                                 code_nbytes=sizes.code_nbytes if sizes else None,
-                                 dag_parts=sizes.parts if sizes else None)
-        self._subdag_sizes = spec.subdag_sizes
+                                 self.options, shape=self._shape)
         spec.check_concurrency(self.platform.concurrency_limit,
                                "the platform's concurrency_limit")
         return spec

@@ -27,10 +27,11 @@ from faasplan.worker.effects import (
     sink_channel,
 )
 from faasplan.worker.placement import Opt, Placement
-from faasplan.worker.spec import RunSpec, TaskInfo, WorkerOptions
+from faasplan.worker.spec import DagShape, RunSpec, TaskInfo, WorkerOptions
 
 __all__ = [
     "DAG_PART_PREFIX",
+    "DagShape",
     "Effect",
     "Execute",
     "Fetch",

@@ -122,7 +122,9 @@ def dag_parts_stored(spec: RunSpec) -> bool:
 
 def dag_parts(spec: RunSpec) -> dict[str, int]:
     """Every distinct stored DAG part of the run and its size (what the client stores)."""
-    out: dict[str, int] = {}
+    if spec.part_sizes or not spec.order:
+        return dict(spec.part_sizes)
+    out: dict[str, int] = {}  # a spec from a manifest
     for tid in spec.order:
         for key, nbytes in spec.task_parts(tid):
             out.setdefault(key, nbytes)
@@ -187,10 +189,14 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     parts: list[Fetch] = []
     if local.by_reference:
         # The task's record and code, with its inputs (never the whole DAG).
-        for key, _size in spec.dag_parts[info.id]:  # spec.task_parts, inlined
-            if key not in local.parts:
-                local.parts.add(key)
-                parts.append(Fetch(key, task=info.id))
+        held = local.parts
+        part_fetches = spec.part_fetches.get(info.id)
+        if part_fetches is None:  # a spec from a manifest: spec.task_parts, inlined
+            part_fetches = tuple([Fetch(key, task=info.id) for key, _ in spec.dag_parts[info.id]])
+        for part in part_fetches:
+            if part.key not in held:
+                held.add(part.key)
+                parts.append(part)
     if len(fetches) + len(parts) == 1:
         if fetches:
             cache[fetches[0].key] = yield fetches[0]

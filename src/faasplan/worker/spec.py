@@ -13,7 +13,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
-from faasplan.worker.effects import output_key
+from faasplan.worker.effects import Fetch, output_key
 from faasplan.worker.placement import Opt, Placement
 from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES, union_nbytes
 from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
@@ -67,6 +67,71 @@ class TaskInfo:
         return (TaskInfo, (self.id, self.function, self.upstream, self.downstream,
                            self.placement, self.literals, self.is_sink))
 
+    @classmethod
+    def _placed(cls, row: _TaskRow, placement: Placement) -> TaskInfo:
+        """The task of ``row`` (:class:`DagShape`) at ``placement``, its keys made once
+        per workflow instead of once per spec."""
+        info = cls.__new__(cls)
+        (info.id, info.function, info.upstream, info.downstream, info.literals, info.is_sink,
+         info.key, info.input_keys) = row
+        info.placement = placement
+        return info
+
+
+_TaskRow = tuple[str, str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, int], ...], bool,
+                 str, tuple[str, ...]]
+"""What :class:`TaskInfo` holds besides its placement: id, function, upstream, downstream,
+literals, is_sink, key, input_keys."""
+
+
+class DagShape:
+    """The part of a :class:`RunSpec` that does not depend on the placements.
+
+    A workflow's order, its tasks' neighbours, keys and literals, and the DAG's stored
+    parts and encoded sizes are the same in the spec of every plan of a run's workflow
+    and options. A simulator builds one shape and the spec of each plan it scores from it
+    (:meth:`RunSpec.build`'s ``shape``), which is most of a spec's making.
+    """
+
+    __slots__ = ("code_nbytes", "dag_parts", "options", "order", "part_fetches", "part_sizes",
+                 "position", "rows", "subdag_sizes", "task_nbytes", "workflow")
+
+    def __init__(self, workflow: Workflow, options: WorkerOptions | None = None, *,
+                 literals: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
+                 task_nbytes: Mapping[str, int] | None = None,
+                 code_nbytes: Mapping[str, int] | None = None,
+                 dag_parts: Mapping[str, tuple[tuple[str, int], ...]] | None = None) -> None:
+        lits = literals or {}
+        self.workflow = workflow
+        self.options = options or WorkerOptions()
+        self.order: tuple[str, ...] = tuple(workflow.topological_order)
+        self.position: Mapping[str, int] = MappingProxyType(
+            {t: i for i, t in enumerate(self.order)})
+        self.task_nbytes: dict[str, int] = dict(task_nbytes or {})
+        self.code_nbytes: dict[str, int] = dict(code_nbytes or {})
+        rows: dict[str, _TaskRow] = {}
+        for tid in self.order:
+            up = workflow.upstream(tid)
+            down = workflow.downstream(tid)
+            rows[tid] = (tid, workflow.node(tid).func.name, up, down, lits.get(tid, ()),
+                         not down, output_key(tid), tuple([output_key(u) for u in up]))
+        self.rows = rows
+        if dag_parts is None:
+            dag_parts = _estimated_parts(rows, self.task_nbytes, self.code_nbytes)
+        self.dag_parts: Mapping[str, tuple[tuple[str, int], ...]] = MappingProxyType(
+            dict(dag_parts))
+        # The fetches of each task's parts by a worker that goes by reference, made once
+        # (effects are immutable, so every run may yield the same ones).
+        self.part_fetches: Mapping[str, tuple[Fetch, ...]] = MappingProxyType(
+            {tid: tuple([Fetch(key, task=tid) for key, _ in parts])
+             for tid, parts in self.dag_parts.items()})
+        sizes: dict[str, int] = {}
+        for tid in self.order:
+            for key, nbytes in self.dag_parts[tid]:
+                sizes.setdefault(key, nbytes)
+        self.part_sizes: Mapping[str, int] = MappingProxyType(sizes)
+        self.subdag_sizes: Mapping[str, int] | None = None  # by the first spec built
+
 
 
 @dataclass(frozen=True)
@@ -94,6 +159,12 @@ class RunSpec:
     dag_parts: Mapping[str, tuple[tuple[str, int], ...]] = field(default_factory=dict,
                                                                  repr=False, compare=False)
     inline_entries: frozenset[str] = field(default=frozenset(), repr=False, compare=False)
+    part_fetches: Mapping[str, tuple[Fetch, ...]] = field(default_factory=dict, repr=False,
+                                                          compare=False)
+    """Per task, the fetches of its DAG parts, made once per :class:`DagShape`; a task
+    missing here (a spec read from a manifest) has its fetches made as they are needed."""
+    part_sizes: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
+    """Every distinct stored DAG part and its size (see :func:`faasplan.worker.dag_parts`)."""
 
     @classmethod
     def build(cls, workflow: Workflow,
@@ -103,7 +174,8 @@ class RunSpec:
               task_nbytes: Mapping[str, int] | None = None,
               code_nbytes: Mapping[str, int] | None = None,
               subdag_sizes: Mapping[str, int] | None = None,
-              dag_parts: Mapping[str, tuple[tuple[str, int], ...]] | None = None) -> RunSpec:
+              dag_parts: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
+              shape: DagShape | None = None) -> RunSpec:
         """Collect the facts for ``workflow`` under ``placements``.
 
         ``literals`` gives, per task, the large literal arguments (storage key, size) that a
@@ -114,19 +186,37 @@ class RunSpec:
         stored DAG parts (key, size) a worker fetches to run it
         (:func:`faasplan.workflow.codec.dag_sizes`); default: one estimated record part
         per task and one code part per function (:func:`estimated_dag_parts`).
+
+        ``shape``: a :class:`DagShape` of ``workflow`` and ``options``, shared by the
+        specs of several plans (it then holds the literals and sizes, so those arguments
+        must not be given).
+
+        Raises
+        ------
+        ValueError
+            ``shape`` is of another workflow or other options, or comes with sizes.
         """
+        if shape is None:
+            shape = DagShape(workflow, options, literals=literals, task_nbytes=task_nbytes,
+                             code_nbytes=code_nbytes, dag_parts=dag_parts)
+        elif shape.workflow is not workflow or shape.options != (options or WorkerOptions()):
+            raise ValueError(f"RunSpec.build: the shape is of workflow {shape.workflow.name!r} "
+                             f"with {shape.options}, not of {workflow.name!r} with "
+                             f"{options or WorkerOptions()}; make one DagShape per workflow "
+                             "and options")
+        elif any(x is not None for x in (literals, task_nbytes, code_nbytes, dag_parts)):
+            raise ValueError("RunSpec.build: literals and sizes come with the shape; give "
+                             "them to DagShape instead")
         place = placements if callable(placements) else placements.__getitem__
-        lits = literals or {}
+        placed = TaskInfo._placed
         tasks: dict[str, TaskInfo] = {}
         worker_tasks: dict[str, list[str]] = {}
-        for tid in workflow.topological_order:
+        for tid, row in shape.rows.items():
             try:
                 p = place(tid)
             except KeyError:
                 raise KeyError(f"no placement for task {tid!r}") from None
-            down = workflow.downstream(tid)
-            tasks[tid] = TaskInfo(tid, workflow.node(tid).func.name, workflow.upstream(tid), down,
-                                  p, lits.get(tid, ()), not down)
+            tasks[tid] = placed(row, p)
             if p.worker is not None:
                 worker_tasks.setdefault(p.worker, []).append(tid)
         # Placements that carry ``worker_orders`` (a Plan's) give a worker its own order;
@@ -147,7 +237,8 @@ class RunSpec:
             worker_tasks[w] = list(order)
         delayed: dict[str, str] = {}
         for tid, info in tasks.items():
-            if info.placement.worker is None and info.placement.has(Opt.DELAYED_IO):
+            if info.placement.worker is None and info.placement.optimizations and \
+                    info.placement.has(Opt.DELAYED_IO):
                 for d in info.downstream:
                     dinfo = tasks[d]
                     if len(dinfo.upstream) > 1 and dinfo.placement.worker is None:
@@ -156,19 +247,26 @@ class RunSpec:
                                 f"task {d!r}: two delayed-I/O upstream tasks ({delayed[d]!r} and "
                                 f"{tid!r}); at most one upstream of a fan-in may delay its I/O")
                         delayed[d] = tid
-        spec = cls(MappingProxyType(tasks), tuple(workflow.topological_order),
+        spec = cls(MappingProxyType(tasks), shape.order,
                    MappingProxyType({w: tuple(ts) for w, ts in worker_tasks.items()}),
-                   options or WorkerOptions(), dict(task_nbytes or {}), dict(code_nbytes or {}),
-                   MappingProxyType(delayed),
-                   MappingProxyType({t: i for i, t in enumerate(workflow.topological_order)}),
-                   _self_contained(tasks, worker_tasks))
-        sizes = subdag_sizes if subdag_sizes is not None else compute_subdag_sizes(spec)
-        spec = replace(spec, subdag_sizes=MappingProxyType(dict(sizes)))
-        parts = dag_parts if dag_parts is not None else estimated_dag_parts(spec)
+                   shape.options, shape.task_nbytes, shape.code_nbytes,
+                   MappingProxyType(delayed), shape.position,
+                   _self_contained(tasks, worker_tasks), dag_parts=shape.dag_parts,
+                   part_fetches=shape.part_fetches, part_sizes=shape.part_sizes)
+        sizes = subdag_sizes if subdag_sizes is not None else shape.subdag_sizes
+        if sizes is None:
+            sizes = shape.subdag_sizes = MappingProxyType(compute_subdag_sizes(spec))
+        spec = replace(spec, subdag_sizes=sizes)
         spec = replace(spec, worker_dag_sizes=MappingProxyType(_worker_dag_sizes(spec)),
-                       waiting_workers=_waiting_workers(tasks, worker_tasks, delayed),
-                       dag_parts=MappingProxyType(dict(parts)))
+                       waiting_workers=_waiting_workers(tasks, worker_tasks, delayed))
         return replace(spec, inline_entries=_inline_entries(spec))
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Pickled (in a run's manifest) without what the receiving side makes again when
+        # it needs it: the shared fetch effects, the part sizes and the cached entries.
+        state = {k: v for k, v in self.__dict__.items() if k != "entries"}
+        state.update(part_fetches={}, part_sizes={})
+        return state
 
     def check_concurrency(self, limit: int, what: str = "the concurrency limit") -> None:
         """Refuse a plan that could deadlock when at most ``limit`` invocations run at once.
@@ -248,13 +346,21 @@ def estimated_dag_parts(spec: RunSpec) -> dict[str, tuple[tuple[str, int], ...]]
     :mod:`faasplan.worker.subdag`); keys are named after the task and the function, since
     there are no bytes to hash.
     """
-    out: dict[str, tuple[tuple[str, int], ...]] = {}
-    for tid, info in spec.tasks.items():
-        record = (f"{TASK_PART_PREFIX}{tid}", spec.task_nbytes.get(tid, DEFAULT_TASK_NBYTES))
-        code = (f"{FUNCTION_PART_PREFIX}{info.function}",
-                spec.code_nbytes.get(info.function, DEFAULT_CODE_NBYTES))
-        out[tid] = (record, code)
-    return out
+    return {tid: _estimated_task_parts(tid, info.function, spec.task_nbytes, spec.code_nbytes)
+            for tid, info in spec.tasks.items()}
+
+
+def _estimated_parts(rows: Mapping[str, _TaskRow], task_nbytes: Mapping[str, int],
+                     code_nbytes: Mapping[str, int]) -> dict[str, tuple[tuple[str, int], ...]]:
+    return {tid: _estimated_task_parts(tid, row[1], task_nbytes, code_nbytes)
+            for tid, row in rows.items()}
+
+
+def _estimated_task_parts(tid: str, function: str, task_nbytes: Mapping[str, int],
+                          code_nbytes: Mapping[str, int]) -> tuple[tuple[str, int], ...]:
+    record = (f"{TASK_PART_PREFIX}{tid}", task_nbytes.get(tid, DEFAULT_TASK_NBYTES))
+    code = (f"{FUNCTION_PART_PREFIX}{function}", code_nbytes.get(function, DEFAULT_CODE_NBYTES))
+    return (record, code)
 
 
 def _self_contained(tasks: Mapping[str, TaskInfo], worker_tasks: Mapping[str, list[str]]
@@ -288,16 +394,19 @@ def _inline_entries(spec: RunSpec) -> frozenset[str]:
     planned worker whose order starts later) counts as not inline.
     """
     cap = spec.options.inline_dag_bytes
+    entries = spec.entries
+    tasks = spec.tasks
+    subdag_sizes = spec.subdag_sizes
     started_inline: dict[str, bool] = {}
     for tid in spec.order:
-        if not spec.is_entry(tid):
+        if tid not in entries:
             continue
-        info = spec.tasks[tid]
+        info = tasks[tid]
         w = info.placement.worker
-        size = spec.subdag_sizes[tid] if w is None else spec.worker_dag_sizes[w]
+        size = subdag_sizes[tid] if w is None else spec.worker_dag_sizes[w]
         ok = size <= cap and (w is None or w in spec.self_contained)
         for u in info.upstream if ok else ():
-            uw = spec.tasks[u].placement.worker
+            uw = tasks[u].placement.worker
             if not started_inline.get(u if uw is None else spec.worker_tasks[uw][0], False):
                 ok = False
                 break
