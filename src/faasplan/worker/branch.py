@@ -171,13 +171,17 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     keys: tuple[str, ...] | list[str] = info.input_keys
     fetches: list[Fetch] = []
     joins: list[tuple[str, Any]] = []
-    for up, key in zip(info.upstream, keys, strict=True):
+    # Reads of inputs known to exist are the same effects in every run: made once.
+    reads = None if wait else spec.input_fetches.get(info.id)
+    for i, key in enumerate(keys):
         if key in cache:
             continue
         if key in pending:
             joins.append((key, pending.pop(key)))
+        elif reads is not None:
+            fetches.append(reads[i])
         else:
-            fetches.append(_input_fetch(spec, info.id, up, key, wait=wait))
+            fetches.append(_input_fetch(spec, info.id, info.upstream[i], key, wait=wait))
     if info.literals:
         keys = list(keys)
         fetching = {f.key for f in fetches}

@@ -93,8 +93,8 @@ class DagShape:
     (:meth:`RunSpec.build`'s ``shape``), which is most of a spec's making.
     """
 
-    __slots__ = ("code_nbytes", "dag_parts", "options", "order", "part_fetches", "part_sizes",
-                 "position", "rows", "subdag_sizes", "task_nbytes", "workflow")
+    __slots__ = ("code_nbytes", "dag_parts", "input_fetches", "options", "order", "part_fetches",
+                 "part_sizes", "position", "rows", "subdag_sizes", "task_nbytes", "workflow")
 
     def __init__(self, workflow: Workflow, options: WorkerOptions | None = None, *,
                  literals: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
@@ -120,11 +120,14 @@ class DagShape:
             dag_parts = _estimated_parts(rows, self.task_nbytes, self.code_nbytes)
         self.dag_parts: Mapping[str, tuple[tuple[str, int], ...]] = MappingProxyType(
             dict(dag_parts))
-        # The fetches of each task's parts by a worker that goes by reference, made once
-        # (effects are immutable, so every run may yield the same ones).
+        # The fetches of each task's parts by a worker that goes by reference, and of its
+        # inputs once they exist, made once (effects are immutable, so every run may yield
+        # the same ones).
         self.part_fetches: Mapping[str, tuple[Fetch, ...]] = MappingProxyType(
             {tid: tuple([Fetch(key, task=tid) for key, _ in parts])
              for tid, parts in self.dag_parts.items()})
+        self.input_fetches: Mapping[str, tuple[Fetch, ...]] = MappingProxyType(
+            {tid: tuple([Fetch(key, task=tid) for key in row[7]]) for tid, row in rows.items()})
         sizes: dict[str, int] = {}
         for tid in self.order:
             for key, nbytes in self.dag_parts[tid]:
@@ -163,6 +166,10 @@ class RunSpec:
                                                           compare=False)
     """Per task, the fetches of its DAG parts, made once per :class:`DagShape`; a task
     missing here (a spec read from a manifest) has its fetches made as they are needed."""
+    input_fetches: Mapping[str, tuple[Fetch, ...]] = field(default_factory=dict, repr=False,
+                                                           compare=False)
+    """Per task, the reads of its inputs (in ``input_keys`` order) once they are stored,
+    made once per :class:`DagShape`; missing like ``part_fetches``."""
     part_sizes: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     """Every distinct stored DAG part and its size (see :func:`faasplan.worker.dag_parts`)."""
 
@@ -252,7 +259,8 @@ class RunSpec:
                    shape.options, shape.task_nbytes, shape.code_nbytes,
                    MappingProxyType(delayed), shape.position,
                    _self_contained(tasks, worker_tasks), dag_parts=shape.dag_parts,
-                   part_fetches=shape.part_fetches, part_sizes=shape.part_sizes)
+                   part_fetches=shape.part_fetches, input_fetches=shape.input_fetches,
+                   part_sizes=shape.part_sizes)
         sizes = subdag_sizes if subdag_sizes is not None else shape.subdag_sizes
         if sizes is None:
             sizes = shape.subdag_sizes = MappingProxyType(compute_subdag_sizes(spec))
@@ -265,7 +273,7 @@ class RunSpec:
         # Pickled (in a run's manifest) without what the receiving side makes again when
         # it needs it: the shared fetch effects, the part sizes and the cached entries.
         state = {k: v for k, v in self.__dict__.items() if k != "entries"}
-        state.update(part_fetches={}, part_sizes={})
+        state.update(part_fetches={}, input_fetches={}, part_sizes={})
         return state
 
     def check_concurrency(self, limit: int, what: str = "the concurrency limit") -> None:
