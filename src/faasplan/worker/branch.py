@@ -268,18 +268,25 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
         yield Notify(sink_channel(info.id))
     ready: list[str] = []
     tracks: list[Track] = []
-    for d in info.downstream:
-        dinfo = spec.tasks[d]
+    tasks = spec.tasks
+    entries = spec.entries
+    delayed_owner = spec.delayed_owner
+    made = spec.fan_in_tracks.get(info.id)  # the usual tracks, made once per DagShape
+    for i, d in enumerate(info.downstream):
+        dinfo = tasks[d]
         if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
             continue  # runs later on this very worker
-        if d not in spec.entries or spec.delayed_owner.get(d) == info.id:
+        owner = delayed_owner.get(d) if delayed_owner else None
+        if d not in entries or owner == info.id:
             continue  # a planned worker already running waits for the stored key
         if len(dinfo.upstream) == 1:
             ready.append(d)
         else:
-            owner = spec.delayed_owner.get(d)
-            expected = len(dinfo.upstream) - (1 if owner is not None else 0)
-            tracks.append(Track(d, info.id, expected))
+            track = made[i] if owner is None and made is not None else None
+            if track is None:
+                expected = len(dinfo.upstream) - (1 if owner is not None else 0)
+                track = Track(d, info.id, expected)
+            tracks.append(track)
     if tracks:
         results = (yield Parallel(tuple(tracks))) if len(tracks) > 1 else [(yield tracks[0])]
         for track, is_ready in zip(tracks, results, strict=True):

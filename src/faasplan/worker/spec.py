@@ -13,7 +13,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
-from faasplan.worker.effects import Fetch, output_key
+from faasplan.worker.effects import Fetch, Track, output_key
 from faasplan.worker.placement import Opt, Placement
 from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES, union_nbytes
 from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
@@ -93,8 +93,9 @@ class DagShape:
     (:meth:`RunSpec.build`'s ``shape``), which is most of a spec's making.
     """
 
-    __slots__ = ("code_nbytes", "dag_parts", "input_fetches", "options", "order", "part_fetches",
-                 "part_sizes", "position", "rows", "subdag_sizes", "task_nbytes", "workflow")
+    __slots__ = ("code_nbytes", "dag_parts", "fan_in_tracks", "input_fetches", "options", "order",
+                 "part_fetches", "part_sizes", "position", "rows", "subdag_sizes", "task_nbytes",
+                 "workflow")
 
     def __init__(self, workflow: Workflow, options: WorkerOptions | None = None, *,
                  literals: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
@@ -128,6 +129,14 @@ class DagShape:
              for tid, parts in self.dag_parts.items()})
         self.input_fetches: Mapping[str, tuple[Fetch, ...]] = MappingProxyType(
             {tid: tuple([Fetch(key, task=tid) for key in row[7]]) for tid, row in rows.items()})
+        # Per task, for each downstream fan-in, the track of this upstream counting to all
+        # of the fan-in's upstreams (``None`` for a downstream with one upstream).
+        tracks: dict[str, tuple[Track | None, ...]] = {}
+        for tid, row in rows.items():
+            if any(len(rows[d][2]) > 1 for d in row[3]):
+                tracks[tid] = tuple([Track(d, tid, len(rows[d][2])) if len(rows[d][2]) > 1
+                                     else None for d in row[3]])
+        self.fan_in_tracks: Mapping[str, tuple[Track | None, ...]] = MappingProxyType(tracks)
         sizes: dict[str, int] = {}
         for tid in self.order:
             for key, nbytes in self.dag_parts[tid]:
@@ -170,6 +179,11 @@ class RunSpec:
                                                            compare=False)
     """Per task, the reads of its inputs (in ``input_keys`` order) once they are stored,
     made once per :class:`DagShape`; missing like ``part_fetches``."""
+    fan_in_tracks: Mapping[str, tuple[Track | None, ...]] = field(default_factory=dict,
+                                                                  repr=False, compare=False)
+    """Per task, in ``downstream`` order, its track of each fan-in without a delayed
+    owner (``None`` for the others), made once per :class:`DagShape`; missing like
+    ``part_fetches``."""
     part_sizes: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     """Every distinct stored DAG part and its size (see :func:`faasplan.worker.dag_parts`)."""
 
@@ -260,7 +274,7 @@ class RunSpec:
                    MappingProxyType(delayed), shape.position,
                    _self_contained(tasks, worker_tasks), dag_parts=shape.dag_parts,
                    part_fetches=shape.part_fetches, input_fetches=shape.input_fetches,
-                   part_sizes=shape.part_sizes)
+                   fan_in_tracks=shape.fan_in_tracks, part_sizes=shape.part_sizes)
         sizes = subdag_sizes if subdag_sizes is not None else shape.subdag_sizes
         if sizes is None:
             sizes = shape.subdag_sizes = MappingProxyType(compute_subdag_sizes(spec))
@@ -273,7 +287,7 @@ class RunSpec:
         # Pickled (in a run's manifest) without what the receiving side makes again when
         # it needs it: the shared fetch effects, the part sizes and the cached entries.
         state = {k: v for k, v in self.__dict__.items() if k != "entries"}
-        state.update(part_fetches={}, input_fetches={}, part_sizes={})
+        state.update(part_fetches={}, input_fetches={}, fan_in_tracks={}, part_sizes={})
         return state
 
     def check_concurrency(self, limit: int, what: str = "the concurrency limit") -> None:
