@@ -110,3 +110,41 @@ def test_info_reports_the_compiled_core() -> None:
     core = info()["compiled_core"]
     assert core["of"] == len(CORE)
     assert core["modules"] == compiled_modules()
+
+
+def test_the_compiled_heaps_give_heapq_s_order() -> None:
+    # The event queue's and the bandwidth model's heaps are written out for the compiler
+    # (and are heapq's own functions when interpreted). Pushed and popped in a random
+    # interleaving, with many equal times and priorities, entries must come out exactly
+    # as heapq gives them, on the same list as heapq's own pushes (SimPy's events).
+    import heapq
+    import random
+
+    from faasplan.simulator import clock, network
+
+    rng = random.Random(7)
+    ours: list[tuple[object, ...]] = []
+    theirs: list[tuple[object, ...]] = []
+    out_ours, out_theirs = [], []
+    for eid in range(5_000):
+        entry = (float(rng.randrange(40)), rng.choice((0, 1)), eid, "x")
+        if rng.random() < 0.2:
+            heapq.heappush(ours, entry)  # SimPy's schedule on the same queue
+        else:
+            clock.queue_push(ours, entry)
+        heapq.heappush(theirs, entry)
+        if rng.random() < 0.45:
+            out_ours.append(clock.queue_pop(ours))
+            out_theirs.append(heapq.heappop(theirs))
+    while theirs:
+        out_ours.append(clock.queue_pop(ours))
+        out_theirs.append(heapq.heappop(theirs))
+    assert not ours and out_ours == out_theirs
+
+    flows: list[tuple[object, ...]] = []
+    for seq in range(2_000):
+        network._push(flows, (rng.randrange(30) * 0.5, seq, None))
+    popped = [network._pop(flows) for _ in range(2_000)]
+    assert popped == sorted(popped, key=lambda e: (e[0], e[1]))
+    with pytest.raises(IndexError):
+        clock.queue_pop([])

@@ -26,6 +26,7 @@ CORE: tuple[str, ...] = (
     "faasplan.simulator.clock",
     "faasplan.simulator.network",
     "faasplan.simulator.storage",
+    "faasplan.simulator.faas",
     "faasplan.simulator.driver",
     "faasplan.worker.branch",
 )

@@ -23,14 +23,15 @@ it (it runs ordinary SimPy events too, exactly as :meth:`simpy.Environment.step`
 
 from __future__ import annotations
 
+import heapq
 from collections.abc import Callable
-from heapq import heappop, heappush
 from typing import Any
 
 import simpy
 from simpy.events import NORMAL, URGENT, Event
 
-__all__ = ["NORMAL", "URGENT", "Done", "call_later", "call_soon", "on_event", "run_queue"]
+__all__ = ["NORMAL", "URGENT", "Done", "call_later", "call_soon", "on_event", "queue_pop",
+           "queue_push", "run_queue"]
 
 Done = Callable[[Any], Any]
 """What a model calls with an operation's result."""
@@ -48,14 +49,14 @@ def call_later(env: simpy.Environment, delay: float, fn: Done, arg: Any,
     if delay < 0:
         raise ValueError(f"Negative delay {delay}")
     queue: list[Any] = env._queue
-    heappush(queue, (env._now + delay, priority, next(env._eid), fn, arg))
+    queue_push(queue, (env._now + delay, priority, next(env._eid), fn, arg))
 
 
 def call_soon(env: simpy.Environment, fn: Done, arg: Any, priority: int = NORMAL) -> None:
     """Call ``fn(arg)`` at the current time, after what is already queued for it
     (``priority`` ``URGENT``: where a new process would start)."""
     queue: list[Any] = env._queue
-    heappush(queue, (env._now, priority, next(env._eid), fn, arg))
+    queue_push(queue, (env._now, priority, next(env._eid), fn, arg))
 
 
 def on_event(event: Event, fn: Callable[[Event], Any]) -> None:
@@ -73,9 +74,8 @@ def run_queue(env: simpy.Environment) -> None:
     a crash if it failed and nobody defused it.
     """
     queue: list[Any] = env._queue
-    pop = heappop
     while queue:
-        item = pop(queue)
+        item = queue_pop(queue)
         try:
             env._now, _, _, fn, arg = item
         except ValueError:  # a SimPy event: (time, priority, id, event)
@@ -91,3 +91,72 @@ def run_queue(env: simpy.Environment) -> None:
             exc = type(event._value)(*event._value.args)
             exc.__cause__ = event._value
             raise exc
+
+
+# -- the heap ----------------------------------------------------------------------------
+# heapq's functions on the same list, with the entries' order written out: compiled, the
+# comparison of two (time, priority, id) keys is two or three machine comparisons instead
+# of a tuple comparison that compares each item as a Python object. Every id is unique,
+# so the order in which entries leave the heap is the same as with heapq (SimPy's own
+# heappush on the same list keeps the same invariant).
+def _before(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    """Whether queue entry ``a`` comes out before ``b``: by time, priority, then id."""
+    ta: float = a[0]
+    tb: float = b[0]
+    if ta != tb:
+        return ta < tb
+    pa: int = a[1]
+    pb: int = b[1]
+    if pa != pb:
+        return pa < pb
+    ia: int = a[2]
+    ib: int = b[2]
+    return ia < ib
+
+
+def queue_push(queue: list[Any], entry: tuple[Any, ...]) -> None:
+    """Add ``entry`` to the event queue ``queue`` (``heapq.heappush``)."""
+    queue.append(entry)
+    pos = len(queue) - 1
+    while pos > 0:
+        parent_pos = (pos - 1) >> 1
+        parent = queue[parent_pos]
+        if not _before(entry, parent):
+            break
+        queue[pos] = parent
+        pos = parent_pos
+    queue[pos] = entry
+
+
+def queue_pop(queue: list[Any]) -> tuple[Any, ...]:
+    """Remove and return the first entry of the event queue ``queue`` (``heapq.heappop``)."""
+    last = queue.pop()
+    if not queue:
+        return last
+    first: tuple[Any, ...] = queue[0]
+    # heapq's sift: move the smaller child up until a leaf, then sift ``last`` back up.
+    end = len(queue)
+    pos = 0
+    child = 1
+    while child < end:
+        right = child + 1
+        if right < end and not _before(queue[child], queue[right]):
+            child = right
+        queue[pos] = queue[child]
+        pos = child
+        child = 2 * pos + 1
+    while pos > 0:
+        parent_pos = (pos - 1) >> 1
+        parent = queue[parent_pos]
+        if not _before(last, parent):
+            break
+        queue[pos] = parent
+        pos = parent_pos
+    queue[pos] = last
+    return first
+
+
+if __file__.endswith(".py"):
+    # Interpreted (FAASPLAN_PURE_PYTHON=1, or no compiled core): heapq's C functions are
+    # faster than the ones above, and give the same order.
+    globals().update(queue_push=heapq.heappush, queue_pop=heapq.heappop)

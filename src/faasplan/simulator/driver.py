@@ -18,7 +18,6 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Generator, Iterable
 from functools import partial
-from heapq import heappush
 from typing import Any, Final, TypeAlias
 
 import numpy as np
@@ -27,7 +26,7 @@ from simpy.events import NORMAL, URGENT, Event
 
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import TaskBehaviour
-from faasplan.simulator.clock import Done, call_later, call_soon, on_event, run_queue
+from faasplan.simulator.clock import Done, call_later, call_soon, on_event, queue_push, run_queue
 from faasplan.simulator.errors import SimulationError, SimulationStuckError
 from faasplan.simulator.faas import FaaSModel, Sandbox
 from faasplan.simulator.network import Endpoint, FairShareNetwork
@@ -444,7 +443,7 @@ class Simulation:
         proc.post = rec
         if self._cpu is None:
             queue: list[Any] = env._queue
-            heappush(queue, (env._now + ms, NORMAL, next(env._eid), done, Payload(out)))
+            queue_push(queue, (env._now + ms, NORMAL, next(env._eid), done, Payload(out)))
             return None
         # ``ms`` of one core's work, done at the rate the host's cores are shared.
         core = self._cores.get(id(w))
@@ -589,17 +588,19 @@ class _Proc:
             self.close()
             self.finish(stop.value)
             return
-        if not rides_behind_store(effect):
-            self.step(None, effect)
-            return
+        # rides_behind_store's rule, with its two plain cases tested here first.
+        kind = effect.__class__
         storage = self.sim.storage
         value: Any = None
-        if effect.__class__ is Notify:
-            storage.notify_now(effect.channel)
-        elif effect.__class__ is Track:
+        if kind is Track:
             value = storage.track_now(effect.task, effect.upstream, effect.expected)
-        else:
+        elif kind is Notify:
+            storage.notify_now(effect.channel)
+        elif kind is Parallel and rides_behind_store(effect):
             value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
+        else:
+            self.step(None, effect)
+            return
         self.step(value)
 
     def step(self, value: Any, effect: Any = None) -> None:

@@ -20,13 +20,15 @@ There are few classes in practice: one per (endpoint capacity, active transfers)
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Callable
-from heapq import heappop, heappush
 from typing import Any, Final
 
 import simpy
 from simpy.events import NORMAL
+
+from faasplan.simulator.clock import queue_push
 
 Done = Callable[[Any], None]
 
@@ -112,7 +114,7 @@ class FairShareNetwork:
         c = endpoint.cls
         local = endpoint.offset if c is None else c.served + endpoint.offset
         self._seq += 1
-        heappush(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
+        _push(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
         self.active += 1
         self._regroup(endpoint, local, len(endpoint.flows) - 1)
         self._schedule()
@@ -149,7 +151,7 @@ class FairShareNetwork:
         endpoint.cls = new
         endpoint.offset = offset = local - new.served
         self._seq += 1
-        heappush(new.heap, (flows[0][0] - offset, self._seq, endpoint.version, endpoint))
+        _push(new.heap, (flows[0][0] - offset, self._seq, endpoint.version, endpoint))
 
     def _schedule(self) -> None:
         """Set max-min fair rates, then wake up when the next transfer finishes.
@@ -175,7 +177,7 @@ class FairShareNetwork:
                 rate = c.rate = fair
             heap = c.heap
             while heap and heap[0][3].version != heap[0][2]:
-                heappop(heap)  # entries of endpoints that moved since
+                _pop(heap)  # entries of endpoints that moved since
             if heap:
                 d = 0.0 if rate == INF else (heap[0][0] - c.served) / rate
                 if d < delay:
@@ -191,7 +193,7 @@ class FairShareNetwork:
             # A fresh token per wake-up: the entries it supersedes find a different one.
             token = self._wake_event = object()
             queue: list[Any] = env._queue
-            heappush(queue, (when, NORMAL, next(env._eid), self._wake, token))
+            queue_push(queue, (when, NORMAL, next(env._eid), self._wake, token))
             return
         ev = env.timeout(delay)
         ev.callbacks.append(self._wake)
@@ -211,19 +213,76 @@ class FairShareNetwork:
             while heap:
                 key, _, version, endpoint = heap[0]
                 if endpoint.version != version:
-                    heappop(heap)
+                    _pop(heap)
                     continue
                 if key - c.served > slack:
                     break
-                heappop(heap)
+                _pop(heap)
                 local = c.served + endpoint.offset
                 flows = endpoint.flows
                 before = len(flows)
                 while flows and flows[0][0] - local <= slack:
-                    item = heappop(flows)
+                    item = _pop(flows)
                     done.append((item[2], item[3]))
                 self.active -= before - len(flows)
                 self._regroup(endpoint, local, before)
         self._schedule()
         for on_done, arg in done:
             on_done(arg)
+
+
+# -- the heaps of transfers and classes ---------------------------------------------------
+# heapq's functions for entries ``(key, seq, ...)`` whose ``seq`` is unique in the heap,
+# with the comparison written out (two machine comparisons once compiled; see
+# :func:`faasplan.simulator.clock.queue_push`).
+def _before(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
+    ka: float = a[0]
+    kb: float = b[0]
+    if ka != kb:
+        return ka < kb
+    sa: int = a[1]
+    sb: int = b[1]
+    return sa < sb
+
+
+def _push(heap: list[Any], entry: tuple[Any, ...]) -> None:
+    heap.append(entry)
+    pos = len(heap) - 1
+    while pos > 0:
+        parent_pos = (pos - 1) >> 1
+        parent = heap[parent_pos]
+        if not _before(entry, parent):
+            break
+        heap[pos] = parent
+        pos = parent_pos
+    heap[pos] = entry
+
+
+def _pop(heap: list[Any]) -> Any:
+    last = heap.pop()
+    if not heap:
+        return last
+    first = heap[0]
+    end = len(heap)
+    pos = 0
+    child = 1
+    while child < end:
+        right = child + 1
+        if right < end and not _before(heap[child], heap[right]):
+            child = right
+        heap[pos] = heap[child]
+        pos = child
+        child = 2 * pos + 1
+    while pos > 0:
+        parent_pos = (pos - 1) >> 1
+        parent = heap[parent_pos]
+        if not _before(last, parent):
+            break
+        heap[pos] = parent
+        pos = parent_pos
+    heap[pos] = last
+    return first
+
+
+if __file__.endswith(".py"):  # interpreted: heapq's C functions (see clock.py)
+    globals().update(_push=heapq.heappush, _pop=heapq.heappop)

@@ -17,14 +17,13 @@ server relays anyway); a reader arriving after the upload ended does a normal do
 
 from __future__ import annotations
 
-from heapq import heappush
 from typing import Any
 
 import simpy
 from mypy_extensions import mypyc_attr
 from simpy.events import NORMAL, Event
 
-from faasplan.simulator.clock import Done, call_later
+from faasplan.simulator.clock import Done, call_later, queue_push
 from faasplan.simulator.errors import SimulationError
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.worker import Payload
@@ -161,7 +160,7 @@ class Storage:
         for record in records:
             record.end = at
         queue: list[Any] = env._queue
-        heappush(queue, (at, NORMAL, next(env._eid), done, payloads))
+        queue_push(queue, (at, NORMAL, next(env._eid), done, payloads))
 
     def store(self, key: str, payload: Payload, endpoint: Endpoint, record: TransferRecord,
               *, stream: bool = False, done: Done | None = None) -> Event | None:
@@ -224,7 +223,7 @@ class Storage:
         record.end = at = env._now + self._answer_ms
         record.done = None
         queue: list[Any] = env._queue
-        heappush(queue, (at, NORMAL, next(env._eid), done, record.payload))
+        queue_push(queue, (at, NORMAL, next(env._eid), done, record.payload))
 
     def _answer(self, record: TransferRecord, value: Any) -> None:
         """Fire the record's event one round trip from now (like a Timeout, value set)."""
@@ -235,7 +234,7 @@ class Storage:
         if done is not None:
             record.done = None  # the record outlives the run (traces are pickled)
             queue: list[Any] = env._queue
-            heappush(queue, (at, NORMAL, next(env._eid), done, value))
+            queue_push(queue, (at, NORMAL, next(env._eid), done, value))
             return
         event = record.event
         assert event is not None
@@ -292,7 +291,7 @@ class Storage:
         if done is None:
             return env.timeout(self.latency_ms, ready)
         queue: list[Any] = env._queue
-        heappush(queue, (env._now + self.latency_ms, NORMAL, next(env._eid), done, ready))
+        queue_push(queue, (env._now + self.latency_ms, NORMAL, next(env._eid), done, ready))
         return None
 
     def track_now(self, task: str, upstream: str, expected: int) -> bool:

@@ -359,8 +359,9 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
     # subDAG below its root, or for a planned worker the subDAGs below all of its tasks;
     # every possible sender holds it (RunSpec.inline). Otherwise the worker fetches the
     # parts of each task it runs.
-    size = spec.subdag_nbytes(info.id) if worker is None else spec.worker_dag_nbytes(worker)
-    inline = spec.inline(info.id)
+    # (spec.subdag_nbytes, spec.worker_dag_nbytes and spec.inline, read directly.)
+    size = spec.subdag_sizes[info.id] if worker is None else spec.worker_dag_sizes[worker]
+    inline = info.id in spec.inline_entries
     return Invocation(worker, info.placement.memory_mb, (info.id,), inline_dag=inline,
                       dag_nbytes=size, carried=carried)
 
