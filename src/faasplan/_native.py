@@ -30,8 +30,8 @@ CORE: tuple[str, ...] = (
     "faasplan.simulator.driver",
     "faasplan.worker.branch",
 )
-"""The compiled modules: the event loop, bandwidth, storage and driver models of the
-simulator, and the worker logic every driver runs."""
+"""The compiled modules: the event loop, bandwidth, storage, FaaS and driver models of
+the simulator, and the worker logic every driver runs."""
 
 ENV = "FAASPLAN_PURE_PYTHON"
 
