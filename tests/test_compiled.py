@@ -120,7 +120,7 @@ def test_the_compiled_heaps_give_heapq_s_order() -> None:
     import heapq
     import random
 
-    from faasplan.simulator import clock, network
+    from faasplan.simulator import clock
 
     rng = random.Random(7)
     ours: list[tuple[object, ...]] = []
@@ -141,10 +141,11 @@ def test_the_compiled_heaps_give_heapq_s_order() -> None:
         out_theirs.append(heapq.heappop(theirs))
     assert not ours and out_ours == out_theirs
 
+    # The bandwidth model's heaps: (key, unique seq, anything).
     flows: list[tuple[object, ...]] = []
     for seq in range(2_000):
-        network._push(flows, (rng.randrange(30) * 0.5, seq, None))
-    popped = [network._pop(flows) for _ in range(2_000)]
+        clock.queue_push(flows, (rng.randrange(30) * 0.5, seq, None))
+    popped = [clock.queue_pop(flows) for _ in range(2_000)]
     assert popped == sorted(popped, key=lambda e: (e[0], e[1]))
     with pytest.raises(IndexError):
         clock.queue_pop([])

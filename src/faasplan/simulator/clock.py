@@ -98,7 +98,9 @@ def run_queue(env: simpy.Environment) -> None:
 # comparison of two (time, priority, id) keys is two or three machine comparisons instead
 # of a tuple comparison that compares each item as a Python object. Every id is unique,
 # so the order in which entries leave the heap is the same as with heapq (SimPy's own
-# heappush on the same list keeps the same invariant).
+# heappush on the same list keeps the same invariant). The bandwidth model's heaps use
+# them too: their entries are ``(key, seq, ...)`` with a unique ``seq``, so a comparison
+# never reaches their third item.
 def _before(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     """Whether queue entry ``a`` comes out before ``b``: by time, priority, then id."""
     ta: float = a[0]
@@ -114,10 +116,8 @@ def _before(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
     return ia < ib
 
 
-def queue_push(queue: list[Any], entry: tuple[Any, ...]) -> None:
-    """Add ``entry`` to the event queue ``queue`` (``heapq.heappush``)."""
-    queue.append(entry)
-    pos = len(queue) - 1
+def _settle(queue: list[Any], pos: int, entry: tuple[Any, ...]) -> None:
+    """Put ``entry`` at ``pos``, or above it while it comes out before its parent."""
     while pos > 0:
         parent_pos = (pos - 1) >> 1
         parent = queue[parent_pos]
@@ -128,13 +128,19 @@ def queue_push(queue: list[Any], entry: tuple[Any, ...]) -> None:
     queue[pos] = entry
 
 
+def queue_push(queue: list[Any], entry: tuple[Any, ...]) -> None:
+    """Add ``entry`` to the event queue ``queue`` (``heapq.heappush``)."""
+    queue.append(entry)
+    _settle(queue, len(queue) - 1, entry)
+
+
 def queue_pop(queue: list[Any]) -> tuple[Any, ...]:
     """Remove and return the first entry of the event queue ``queue`` (``heapq.heappop``)."""
     last = queue.pop()
     if not queue:
         return last
     first: tuple[Any, ...] = queue[0]
-    # heapq's sift: move the smaller child up until a leaf, then sift ``last`` back up.
+    # heapq's sift: move the smaller child up until a leaf, then settle ``last`` there.
     end = len(queue)
     pos = 0
     child = 1
@@ -145,14 +151,7 @@ def queue_pop(queue: list[Any]) -> tuple[Any, ...]:
         queue[pos] = queue[child]
         pos = child
         child = 2 * pos + 1
-    while pos > 0:
-        parent_pos = (pos - 1) >> 1
-        parent = queue[parent_pos]
-        if not _before(last, parent):
-            break
-        queue[pos] = parent
-        pos = parent_pos
-    queue[pos] = last
+    _settle(queue, pos, last)
     return first
 
 

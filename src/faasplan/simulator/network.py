@@ -20,7 +20,6 @@ There are few classes in practice: one per (endpoint capacity, active transfers)
 
 from __future__ import annotations
 
-import heapq
 import math
 from collections.abc import Callable
 from typing import Any, Final
@@ -28,7 +27,7 @@ from typing import Any, Final
 import simpy
 from simpy.events import NORMAL
 
-from faasplan.simulator.clock import queue_push
+from faasplan.simulator.clock import queue_pop, queue_push
 
 Done = Callable[[Any], None]
 
@@ -114,7 +113,7 @@ class FairShareNetwork:
         c = endpoint.cls
         local = endpoint.offset if c is None else c.served + endpoint.offset
         self._seq += 1
-        _push(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
+        queue_push(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
         self.active += 1
         self._regroup(endpoint, local, len(endpoint.flows) - 1)
         self._schedule()
@@ -151,7 +150,7 @@ class FairShareNetwork:
         endpoint.cls = new
         endpoint.offset = offset = local - new.served
         self._seq += 1
-        _push(new.heap, (flows[0][0] - offset, self._seq, endpoint.version, endpoint))
+        queue_push(new.heap, (flows[0][0] - offset, self._seq, endpoint.version, endpoint))
 
     def _schedule(self) -> None:
         """Set max-min fair rates, then wake up when the next transfer finishes.
@@ -177,7 +176,7 @@ class FairShareNetwork:
                 rate = c.rate = fair
             heap = c.heap
             while heap and heap[0][3].version != heap[0][2]:
-                _pop(heap)  # entries of endpoints that moved since
+                queue_pop(heap)  # entries of endpoints that moved since
             if heap:
                 d = 0.0 if rate == INF else (heap[0][0] - c.served) / rate
                 if d < delay:
@@ -213,76 +212,19 @@ class FairShareNetwork:
             while heap:
                 key, _, version, endpoint = heap[0]
                 if endpoint.version != version:
-                    _pop(heap)
+                    queue_pop(heap)
                     continue
                 if key - c.served > slack:
                     break
-                _pop(heap)
+                queue_pop(heap)
                 local = c.served + endpoint.offset
                 flows = endpoint.flows
                 before = len(flows)
                 while flows and flows[0][0] - local <= slack:
-                    item = _pop(flows)
+                    item = queue_pop(flows)
                     done.append((item[2], item[3]))
                 self.active -= before - len(flows)
                 self._regroup(endpoint, local, before)
         self._schedule()
         for on_done, arg in done:
             on_done(arg)
-
-
-# -- the heaps of transfers and classes ---------------------------------------------------
-# heapq's functions for entries ``(key, seq, ...)`` whose ``seq`` is unique in the heap,
-# with the comparison written out (two machine comparisons once compiled; see
-# :func:`faasplan.simulator.clock.queue_push`).
-def _before(a: tuple[Any, ...], b: tuple[Any, ...]) -> bool:
-    ka: float = a[0]
-    kb: float = b[0]
-    if ka != kb:
-        return ka < kb
-    sa: int = a[1]
-    sb: int = b[1]
-    return sa < sb
-
-
-def _push(heap: list[Any], entry: tuple[Any, ...]) -> None:
-    heap.append(entry)
-    pos = len(heap) - 1
-    while pos > 0:
-        parent_pos = (pos - 1) >> 1
-        parent = heap[parent_pos]
-        if not _before(entry, parent):
-            break
-        heap[pos] = parent
-        pos = parent_pos
-    heap[pos] = entry
-
-
-def _pop(heap: list[Any]) -> Any:
-    last = heap.pop()
-    if not heap:
-        return last
-    first = heap[0]
-    end = len(heap)
-    pos = 0
-    child = 1
-    while child < end:
-        right = child + 1
-        if right < end and not _before(heap[child], heap[right]):
-            child = right
-        heap[pos] = heap[child]
-        pos = child
-        child = 2 * pos + 1
-    while pos > 0:
-        parent_pos = (pos - 1) >> 1
-        parent = heap[parent_pos]
-        if not _before(last, parent):
-            break
-        heap[pos] = parent
-        pos = parent_pos
-    heap[pos] = last
-    return first
-
-
-if __file__.endswith(".py"):  # interpreted: heapq's C functions (see clock.py)
-    globals().update(_push=heapq.heappush, _pop=heapq.heappop)
