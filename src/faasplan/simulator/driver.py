@@ -114,6 +114,8 @@ class _Now:
 
 
 _NONE: Final = _Now(None)
+_HELD: Final = _Now(Payload(0))
+"""The answer to a fetch of a DAG part the sandbox holds (payloads are never modified)."""
 Outcome: TypeAlias = "Event | _Now"
 
 
@@ -357,7 +359,7 @@ class Simulation:
             if held is None:
                 held = self._held[proc.worker.container] = set()
             if eff.key in held:
-                return _Now(Payload(0))  # this sandbox fetched it earlier in the run
+                return _HELD  # this sandbox fetched it earlier in the run
             held.add(eff.key)
         record = TransferRecord(self.env._now)
         if tid is not None:
