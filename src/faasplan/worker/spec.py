@@ -125,10 +125,10 @@ class DagShape:
         # inputs once they exist, made once (effects are immutable, so every run may yield
         # the same ones).
         self.part_fetches: Mapping[str, tuple[Fetch, ...]] = MappingProxyType(
-            {tid: tuple([Fetch(key, task=tid) for key, _ in parts])
+            {tid: tuple([Fetch(key, tid) for key, _ in parts])  # (positional: cheaper)
              for tid, parts in self.dag_parts.items()})
         self.input_fetches: Mapping[str, tuple[Fetch, ...]] = MappingProxyType(
-            {tid: tuple([Fetch(key, task=tid) for key in row[7]]) for tid, row in rows.items()})
+            {tid: tuple([Fetch(key, tid) for key in row[7]]) for tid, row in rows.items()})
         # Per task, for each downstream fan-in, the track of this upstream counting to all
         # of the fan-in's upstreams (``None`` for a downstream with one upstream).
         tracks: dict[str, tuple[Track | None, ...]] = {}
