@@ -112,9 +112,10 @@ class GroundTruth:
 
     def output_bytes(self, task_id: str, input_bytes: int, rng: np.random.Generator) -> int:
         """Profile size, else the ``io`` hint applied to ``input_bytes``, else the default."""
-        prof = self._lookup(task_id)
+        prof = self._profile.get(task_id)
         if prof is not None:
             return prof.output_bytes
+        self._lookup(task_id)  # an unknown task: the error that names it
         hint = self._hint[task_id]
         if hint is not None:
             return max(0, round(hint.output_bytes(input_bytes)))

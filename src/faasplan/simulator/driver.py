@@ -51,7 +51,6 @@ from faasplan.worker import (
     dag_parts_stored,
     execute_branch,
     initial_invocations,
-    rides_behind_store,
     sink_channel,
 )
 from faasplan.worker.log import CLIENT, invocation_label, invoke_events, logged
@@ -598,7 +597,7 @@ class _Proc:
             value = storage.track_now(effect.task, effect.upstream, effect.expected)
         elif kind is Notify:
             storage.notify_now(effect.channel)
-        elif kind is Parallel and rides_behind_store(effect):
+        elif kind is Parallel and _all_tracks(effect.effects):
             value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
         else:
             self.step(None, effect)
@@ -692,6 +691,12 @@ class _Gather:
         if self.left == 0:
             return _Now(self.values)
         return None
+
+
+def _all_tracks(effects: tuple[Any, ...]) -> bool:
+    """Whether a parallel set rides behind a store (:func:`rides_behind_store`'s rule
+    for :class:`Parallel`, compiled: the driver asks it after most stores)."""
+    return len(effects) > 0 and all(e.__class__ is Track for e in effects)
 
 
 def _event_value(event: Event) -> Any:

@@ -89,7 +89,7 @@ def execute_branch(spec: RunSpec, invocation: Invocation) -> Branch:
     Returns when every task the worker owns (planned worker) or reaches by continuation
     (flexible worker) is done and every concurrent upload it spawned has finished.
     """
-    if invocation.prewarm:
+    if not invocation.roots:  # Invocation.prewarm, read directly
         return
     local = _Local(invocation.worker, frozenset(invocation.roots), dict(invocation.carried),
                    by_reference=not invocation.inline_dag)
@@ -221,7 +221,7 @@ def _input_fetch(spec: RunSpec, consumer: str, producer: str, key: str, *, wait:
                  ) -> Fetch:
     """Read ``key``, the output of ``producer``, for ``consumer``."""
     streamed = wait and _STREAM in spec.tasks[producer].placement.optimizations
-    return Fetch(key, task=consumer, wait=wait, stream=streamed)
+    return Fetch(key, consumer, wait, streamed)  # (positional arguments: cheaper)
 
 
 def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
@@ -263,7 +263,7 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
     delegate; planned-worker entries made ready are invoked here.
     """
     if upload:
-        yield Store(info.key, out, task=info.id, stream=_STREAM in info.placement.optimizations)
+        yield Store(info.key, out, info.id, _STREAM in info.placement.optimizations)
     if info.is_sink:
         yield Notify(sink_channel(info.id))
     ready: list[str] = []
@@ -362,8 +362,7 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
     # (spec.subdag_nbytes, spec.worker_dag_nbytes and spec.inline, read directly.)
     size = spec.subdag_sizes[info.id] if worker is None else spec.worker_dag_sizes[worker]
     inline = info.id in spec.inline_entries
-    return Invocation(worker, info.placement.memory_mb, (info.id,), inline_dag=inline,
-                      dag_nbytes=size, carried=carried)
+    return Invocation(worker, info.placement.memory_mb, (info.id,), inline, size, carried)
 
 
 # -- optimization hooks -----------------------------------------------------------------
