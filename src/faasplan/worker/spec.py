@@ -13,7 +13,7 @@ from functools import cached_property
 from types import MappingProxyType
 from typing import Any
 
-from faasplan.worker.effects import Fetch, Track, output_key
+from faasplan.worker.effects import Fetch, Payload, Track, output_key
 from faasplan.worker.placement import Opt, Placement
 from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES, union_nbytes
 from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
@@ -93,9 +93,9 @@ class DagShape:
     (:meth:`RunSpec.build`'s ``shape``), which is most of a spec's making.
     """
 
-    __slots__ = ("code_nbytes", "dag_parts", "fan_in_tracks", "input_fetches", "options", "order",
-                 "part_fetches", "part_sizes", "position", "rows", "subdag_sizes", "task_nbytes",
-                 "workflow")
+    __slots__ = ("code_nbytes", "dag_parts", "fan_in_tracks", "input_fetches",
+                 "literal_payloads", "options", "order", "part_fetches", "part_payloads",
+                 "part_sizes", "position", "rows", "subdag_sizes", "task_nbytes", "workflow")
 
     def __init__(self, workflow: Workflow, options: WorkerOptions | None = None, *,
                  literals: Mapping[str, tuple[tuple[str, int], ...]] | None = None,
@@ -142,6 +142,17 @@ class DagShape:
             for key, nbytes in self.dag_parts[tid]:
                 sizes.setdefault(key, nbytes)
         self.part_sizes: Mapping[str, int] = MappingProxyType(sizes)
+        # What a run's client stores before the first invocation, as payloads (never
+        # modified, so every run may store the same ones): each large literal once, and
+        # the DAG's parts when some invocation may go by reference.
+        stored: dict[str, Payload] = {}
+        for tid in self.order:
+            for key, nbytes in rows[tid][4]:
+                if key not in stored:
+                    stored[key] = Payload(nbytes)
+        self.literal_payloads: Mapping[str, Payload] = MappingProxyType(stored)
+        self.part_payloads: Mapping[str, Payload] = MappingProxyType(
+            {key: Payload(nbytes) for key, nbytes in sizes.items()})
         self.subdag_sizes: Mapping[str, int] | None = None  # by the first spec built
 
 
@@ -186,6 +197,13 @@ class RunSpec:
     ``part_fetches``."""
     part_sizes: Mapping[str, int] = field(default_factory=dict, repr=False, compare=False)
     """Every distinct stored DAG part and its size (see :func:`faasplan.worker.dag_parts`)."""
+    literal_payloads: Mapping[str, Payload] = field(default_factory=dict, repr=False,
+                                                    compare=False)
+    """Each large literal once (in task order), as the payload the client stores; made
+    once per :class:`DagShape`, missing like ``part_fetches``."""
+    part_payloads: Mapping[str, Payload] = field(default_factory=dict, repr=False,
+                                                 compare=False)
+    """``part_sizes`` as the payloads the client stores; missing like ``part_fetches``."""
 
     @classmethod
     def build(cls, workflow: Workflow,
@@ -274,7 +292,8 @@ class RunSpec:
                    MappingProxyType(delayed), shape.position,
                    _self_contained(tasks, worker_tasks), dag_parts=shape.dag_parts,
                    part_fetches=shape.part_fetches, input_fetches=shape.input_fetches,
-                   fan_in_tracks=shape.fan_in_tracks, part_sizes=shape.part_sizes)
+                   fan_in_tracks=shape.fan_in_tracks, part_sizes=shape.part_sizes,
+                   literal_payloads=shape.literal_payloads, part_payloads=shape.part_payloads)
         sizes = subdag_sizes if subdag_sizes is not None else shape.subdag_sizes
         if sizes is None:
             sizes = shape.subdag_sizes = MappingProxyType(compute_subdag_sizes(spec))
@@ -287,7 +306,8 @@ class RunSpec:
         # Pickled (in a run's manifest) without what the receiving side makes again when
         # it needs it: the shared fetch effects, the part sizes and the cached entries.
         state = {k: v for k, v in self.__dict__.items() if k != "entries"}
-        state.update(part_fetches={}, input_fetches={}, fan_in_tracks={}, part_sizes={})
+        state.update(part_fetches={}, input_fetches={}, fan_in_tracks={}, part_sizes={},
+                     literal_payloads={}, part_payloads={})
         return state
 
     def check_concurrency(self, limit: int, what: str = "the concurrency limit") -> None:
