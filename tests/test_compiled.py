@@ -150,18 +150,3 @@ def test_the_compiled_heaps_give_heapq_s_order() -> None:
     with pytest.raises(IndexError):
         clock.queue_pop([])
 
-
-def test_the_driver_applies_the_rule_of_what_rides_behind_a_store() -> None:
-    # The simulator's driver tests rides_behind_store's rule itself (compiled, on a hot
-    # path); it must agree with the one rule every driver applies.
-    from faasplan.simulator import driver
-    from faasplan.worker import Fetch, Notify, Parallel, Payload, Store, Track, rides_behind_store
-
-    track, fetch = Track("d", "u", 2), Fetch("k")
-    effects = [track, Notify("sink:a"), Parallel(()), Parallel((track, track)),
-               Parallel((track, fetch)), Parallel((fetch,)), fetch, Store("k", Payload(1))]
-    for effect in effects:
-        kind = effect.__class__
-        ours = kind is Track or kind is Notify or (
-            kind is Parallel and driver._all_tracks(effect.effects))  # type: ignore[attr-defined]
-        assert ours == rides_behind_store(effect), effect

@@ -84,23 +84,19 @@ class GroundTruth:
         self.noise = float(noise)
         self._profile: dict[str, TaskProfile | None] = {}
         self._hint: dict[str, IOHint | None] = {}
-        # The profiled time of each task (None without a profile), read once per task run.
-        self._profile_ms: dict[str, float | None] = {}
         for tid, node in workflow.tasks.items():
-            prof = self._profile[tid] = given.get(tid, node.profile)
-            self._profile_ms[tid] = prof.exec_ms if prof is not None else None
+            self._profile[tid] = given.get(tid, node.profile)
             self._hint[tid] = node.func.io
         self._factor: dict[int, float] = {}
 
     def exec_ms(self, task_id: str, memory_mb: int, input_bytes: int,
                 rng: np.random.Generator) -> float:
         """Profile (or default) time, times the memory factor, times noise."""
-        try:
-            base = self._profile_ms[task_id]
-        except KeyError:
-            self._lookup(task_id)  # raises the error that names the task
-            raise
-        if base is None:
+        prof = self._profile.get(task_id)
+        if prof is not None:
+            base = prof.exec_ms
+        else:
+            self._lookup(task_id)  # an unknown task: the error that names it
             base = DEFAULT_EXEC_MS + DEFAULT_EXEC_MS_PER_MIB * input_bytes / _MIB
         factor = self._factor.get(memory_mb)
         if factor is None:

@@ -16,7 +16,7 @@ reached the store (which is when the client, subscribed to it, learns of it).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Generator, Iterable
+from collections.abc import Callable, Generator
 from functools import partial
 from typing import Any, Final, TypeAlias
 
@@ -51,6 +51,7 @@ from faasplan.worker import (
     dag_parts_stored,
     execute_branch,
     initial_invocations,
+    rides_behind_store,
     sink_channel,
 )
 from faasplan.worker.log import CLIENT, invocation_label, invoke_events, logged
@@ -250,14 +251,7 @@ class Simulation:
     def _client(self) -> Generator[Event, Any, None]:
         endpoint = Endpoint(self.platform.client_bandwidth_mb_s * _MB_S)
         # One pipelined batch, as the runtime's client stores them.
-        spec = self.spec
-        if spec.part_payloads:  # made once per DagShape
-            stored = dict(spec.literal_payloads)
-            if dag_parts_stored(spec):
-                stored.update(spec.part_payloads)
-            items = list(stored.items())
-        else:  # a spec from a manifest
-            items = [(key, Payload(nbytes)) for key, nbytes in self._client_payloads()]
+        items = list(self._client_payloads().items())
         if items:
             self.client_bytes += sum(p.nbytes for _, p in items)
             yield self.storage.store_many(items, endpoint, TransferRecord(self.env.now))
@@ -266,16 +260,22 @@ class Simulation:
                 self.log.extend(invoke_events(CLIENT, inv, self.env.now, self.env.now))
             self._launch(inv)
 
-    def _client_payloads(self) -> Iterable[tuple[str, int]]:
+    def _client_payloads(self) -> dict[str, Payload]:
         """Large literals (each once) and the DAG's parts when some invocation may go by
         reference."""
-        seen: dict[str, int] = {}
-        for tid in self.spec.order:
-            for key, nbytes in self.spec.tasks[tid].literals:
+        spec = self.spec
+        if spec.part_payloads:  # made once per DagShape
+            stored = dict(spec.literal_payloads)
+            if dag_parts_stored(spec):
+                stored.update(spec.part_payloads)
+            return stored
+        seen: dict[str, int] = {}  # a spec from a manifest
+        for tid in spec.order:
+            for key, nbytes in spec.tasks[tid].literals:
                 seen.setdefault(key, nbytes)
-        if dag_parts_stored(self.spec):
-            seen.update(dag_parts(self.spec))
-        return seen.items()
+        if dag_parts_stored(spec):
+            seen.update(dag_parts(spec))
+        return {key: Payload(nbytes) for key, nbytes in seen.items()}
 
     def _check_finished(self) -> None:
         missing = tuple(t for t in self.spec.order if t not in self.tasks)
@@ -596,19 +596,17 @@ class _Proc:
             self.close()
             self.finish(stop.value)
             return
-        # rides_behind_store's rule, with its two plain cases tested here first.
-        kind = effect.__class__
-        storage = self.sim.storage
-        value: Any = None
-        if kind is Track:
-            value = storage.track_now(effect.task, effect.upstream, effect.expected)
-        elif kind is Notify:
-            storage.notify_now(effect.channel)
-        elif kind is Parallel and _all_tracks(effect.effects):
-            value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
-        else:
+        if not rides_behind_store(effect):
             self.step(None, effect)
             return
+        storage = self.sim.storage
+        value: Any = None
+        if effect.__class__ is Track:
+            value = storage.track_now(effect.task, effect.upstream, effect.expected)
+        elif effect.__class__ is Notify:
+            storage.notify_now(effect.channel)
+        else:
+            value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
         self.step(value)
 
     def step(self, value: Any, effect: Any = None) -> None:
@@ -698,12 +696,6 @@ class _Gather:
         if self.left == 0:
             return _Now(self.values)
         return None
-
-
-def _all_tracks(effects: tuple[Any, ...]) -> bool:
-    """Whether a parallel set rides behind a store (:func:`rides_behind_store`'s rule
-    for :class:`Parallel`, compiled: the driver asks it after most stores)."""
-    return len(effects) > 0 and all(e.__class__ is Track for e in effects)
 
 
 def _event_value(event: Event) -> Any:

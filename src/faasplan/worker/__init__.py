@@ -3,7 +3,13 @@
 Pure: this package performs no I/O and imports neither simpy, redis nor asyncio.
 """
 
-from faasplan.worker.branch import dag_parts, dag_parts_stored, execute_branch, initial_invocations
+from faasplan.worker.branch import (
+    dag_parts,
+    dag_parts_stored,
+    execute_branch,
+    initial_invocations,
+    rides_behind_store,
+)
 from faasplan.worker.effects import (
     DAG_PART_PREFIX,
     Effect,
@@ -23,7 +29,6 @@ from faasplan.worker.effects import (
     is_dag_part,
     output_key,
     ready_channel,
-    rides_behind_store,
     sink_channel,
 )
 from faasplan.worker.placement import Opt, Placement

@@ -131,6 +131,18 @@ def dag_parts(spec: RunSpec) -> dict[str, int]:
     return out
 
 
+def rides_behind_store(effect: Any) -> bool:
+    """Whether ``effect``, asked for right after a :class:`Store`, goes to storage behind
+    it, in the store's round trip: a :class:`Track`, a :class:`Notify`, or a
+    :class:`Parallel` set of tracks. Every driver applies this one rule (compiled with
+    the worker logic: the simulator asks it after nearly every store)."""
+    kind = effect.__class__
+    if kind is Track or kind is Notify:
+        return True
+    return kind is Parallel and bool(effect.effects) and \
+        all(e.__class__ is Track for e in effect.effects)
+
+
 # -- the two kinds of worker ---------------------------------------------------------------
 def _run_planned(spec: RunSpec, local: _Local, tasks: tuple[str, ...]) -> Branch:
     for tid in tasks:

@@ -199,13 +199,3 @@ class Sleep:
 Effect = (Fetch | Store | Track | Notify | WaitFor | Invoke | Execute | Spawn | Join | Parallel
           | Sleep)
 
-
-def rides_behind_store(effect: Any) -> bool:
-    """Whether ``effect``, asked for right after a :class:`Store`, goes to storage behind
-    it, in the store's round trip: a :class:`Track`, a :class:`Notify`, or a
-    :class:`Parallel` set of tracks. Every driver applies this one rule."""
-    kind = effect.__class__
-    if kind is Track or kind is Notify:
-        return True
-    return kind is Parallel and bool(effect.effects) and \
-        all(e.__class__ is Track for e in effect.effects)
