@@ -28,10 +28,13 @@ CORE: tuple[str, ...] = (
     "faasplan.simulator.storage",
     "faasplan.simulator.faas",
     "faasplan.simulator.driver",
+    "faasplan.worker.effects",
+    "faasplan.worker.taskinfo",
     "faasplan.worker.branch",
 )
 """The compiled modules: the event loop, bandwidth, storage, FaaS and driver models of
-the simulator, and the worker logic every driver runs."""
+the simulator, and the worker logic every driver runs with the effects it yields and the
+tasks it reads."""
 
 ENV = "FAASPLAN_PURE_PYTHON"
 

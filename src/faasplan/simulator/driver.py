@@ -31,7 +31,17 @@ from faasplan.simulator.errors import SimulationError, SimulationStuckError
 from faasplan.simulator.faas import FaaSModel, Sandbox
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.simulator.storage import Storage, TransferRecord
-from faasplan.worker import (
+
+# Imported from their own modules, not from the package: compiled together, the names
+# are then known to be the compiled classes and functions, read and called directly.
+from faasplan.worker.branch import (
+    dag_parts,
+    dag_parts_stored,
+    execute_branch,
+    initial_invocations,
+    rides_behind_store,
+)
+from faasplan.worker.effects import (
     DAG_PART_PREFIX,
     Execute,
     Fetch,
@@ -41,21 +51,16 @@ from faasplan.worker import (
     Notify,
     Parallel,
     Payload,
-    RunSpec,
     Sleep,
     Spawn,
     Store,
     Track,
     WaitFor,
-    dag_parts,
-    dag_parts_stored,
-    execute_branch,
-    initial_invocations,
-    rides_behind_store,
     sink_channel,
 )
 from faasplan.worker.log import CLIENT, invocation_label, invoke_events, logged
 from faasplan.worker.log import Event as LogEvent
+from faasplan.worker.spec import RunSpec
 from faasplan.workflow.gcpause import gc_paused
 
 _MB_S: Final = 1000.0  # 1 MB/s (10**6 bytes per s) in bytes per ms
@@ -492,7 +497,7 @@ class Simulation:
             # more of them as one ``MGET``.
             held = self._held.get(proc.worker.container)
             batch = [i for i, e in enumerate(effects)
-                     if e.__class__ is Fetch and not e.wait and not e.stream
+                     if type(e) is Fetch and not e.wait and not e.stream
                      and not (held is not None and e.key in held)]
             if len(batch) == len(effects) and len(batch) > 1:
                 self._fetch_many(effects, proc, done)  # the whole set is one request
@@ -502,7 +507,7 @@ class Simulation:
         gather = _Gather(self.env, len(effects), done)
         for i, e in enumerate(effects):
             if batch is None or i not in batch:
-                gather.add(i, handlers[e.__class__](e, proc, partial(gather.put, i)))
+                gather.add(i, handlers[type(e)](e, proc, partial(gather.put, i)))
         if batch is not None:
             gather.left += 1
             self._fetch_many(tuple(effects[i] for i in batch), proc,
@@ -601,9 +606,9 @@ class _Proc:
             return
         storage = self.sim.storage
         value: Any = None
-        if effect.__class__ is Track:
+        if type(effect) is Track:
             value = storage.track_now(effect.task, effect.upstream, effect.expected)
-        elif effect.__class__ is Notify:
+        elif type(effect) is Notify:
             storage.notify_now(effect.channel)
         else:
             value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
@@ -625,7 +630,7 @@ class _Proc:
                     self.finish(stop.value)
                     return
             try:
-                handler = handlers[effect.__class__]
+                handler = handlers[type(effect)]
             except KeyError:
                 raise SimulationError(f"worker {self.worker.label!r} yielded {effect!r}, "
                                       f"which is not an effect the simulator knows") from None

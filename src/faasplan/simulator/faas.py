@@ -11,7 +11,7 @@ import simpy
 from simpy.events import Event
 
 from faasplan.platform import Platform
-from faasplan.worker import Invocation
+from faasplan.worker.effects import Invocation
 
 
 @dataclass(slots=True, unsafe_hash=True)

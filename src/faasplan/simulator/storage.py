@@ -26,7 +26,7 @@ from simpy.events import NORMAL, Event
 from faasplan.simulator.clock import Done, call_later, queue_push
 from faasplan.simulator.errors import SimulationError
 from faasplan.simulator.network import Endpoint, FairShareNetwork
-from faasplan.worker import Payload
+from faasplan.worker.effects import Payload
 
 
 class TransferRecord:

@@ -34,7 +34,7 @@ How a worker gets the DAG
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -55,7 +55,8 @@ from faasplan.worker.effects import (
     sink_channel,
 )
 from faasplan.worker.placement import Opt
-from faasplan.worker.spec import RunSpec, TaskInfo
+from faasplan.worker.spec import RunSpec
+from faasplan.worker.taskinfo import TaskInfo
 
 Branch = Generator[Any, Any, Any]
 
@@ -105,7 +106,7 @@ def initial_invocations(spec: RunSpec) -> list[Invocation]:
     """The invocations the client sends to start a run: one per ready root entry."""
     invocations = []
     for tid in spec.order:
-        info = spec.tasks[tid]
+        info: TaskInfo = spec.tasks[tid]
         if not info.upstream and spec.is_entry(tid):
             invocations.append(_invocation_for(spec, info, {}))
     return invocations
@@ -136,20 +137,20 @@ def rides_behind_store(effect: Any) -> bool:
     it, in the store's round trip: a :class:`Track`, a :class:`Notify`, or a
     :class:`Parallel` set of tracks. Every driver applies this one rule (compiled with
     the worker logic: the simulator asks it after nearly every store)."""
-    kind = effect.__class__
+    kind = type(effect)
     if kind is Track or kind is Notify:
         return True
     return kind is Parallel and bool(effect.effects) and \
-        all(e.__class__ is Track for e in effect.effects)
+        all(type(e) is Track for e in effect.effects)
 
 
 # -- the two kinds of worker ---------------------------------------------------------------
 def _run_planned(spec: RunSpec, local: _Local, tasks: tuple[str, ...]) -> Branch:
     for tid in tasks:
-        if _PRELOAD in spec.tasks[tid].placement.optimizations:
+        if _PRELOAD in spec.tasks[tid].optimizations:
             yield from _preload(spec, local, tid)
     for tid in tasks:
-        info = spec.tasks[tid]
+        info: TaskInfo = spec.tasks[tid]
         out = yield from _run_task(spec, local, info)
         yield from _after_task(spec, local, info, out, local_deps=())
 
@@ -158,6 +159,7 @@ def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
     # Delayed fan-ins this worker owns wait until all its other work is done, then run in
     # topological order: their other inputs may come from that work, so waiting earlier
     # could deadlock.
+    info: TaskInfo
     while queue or local.delayed:
         if queue:
             info = spec.tasks[queue.pop(0)]
@@ -175,7 +177,7 @@ def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
 # -- one task -------------------------------------------------------------------------------
 def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     """Gather inputs (cache, pending pre-loads, storage), then execute."""
-    if _PREWARM in info.placement.optimizations:
+    if _PREWARM in info.optimizations:
         yield from _prewarm(spec, local, info)
     wait = not (info.id in local.roots or local.worker is None)
     cache = local.cache
@@ -184,7 +186,7 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     fetches: list[Fetch] = []
     joins: list[tuple[str, Any]] = []
     # Reads of inputs known to exist are the same effects in every run: made once.
-    reads = None if wait else spec.input_fetches.get(info.id)
+    reads: tuple[Fetch, ...] | None = None if wait else spec.input_fetches.get(info.id)
     for i, key in enumerate(keys):
         if key in cache:
             continue
@@ -206,7 +208,7 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
     if local.by_reference:
         # The task's record and code, with its inputs (never the whole DAG).
         held = local.parts
-        part_fetches = spec.part_fetches.get(info.id)
+        part_fetches: tuple[Fetch, ...] | None = spec.part_fetches.get(info.id)
         if part_fetches is None:  # a spec from a manifest: spec.task_parts, inlined
             part_fetches = tuple([Fetch(key, task=info.id) for key, _ in spec.dag_parts[info.id]])
         for part in part_fetches:
@@ -232,7 +234,7 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
 def _input_fetch(spec: RunSpec, consumer: str, producer: str, key: str, *, wait: bool
                  ) -> Fetch:
     """Read ``key``, the output of ``producer``, for ``consumer``."""
-    streamed = wait and _STREAM in spec.tasks[producer].placement.optimizations
+    streamed = wait and _STREAM in spec.tasks[producer].optimizations
     return Fetch(key, consumer, wait, streamed)  # (positional arguments: cheaper)
 
 
@@ -245,7 +247,7 @@ def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         publish = _publish(spec, local, info, out, upload=True)
     else:
         publish = _publish(spec, local, info, out, upload=False)
-    if _ASYNC_UPLOAD in info.placement.optimizations:
+    if _ASYNC_UPLOAD in info.optimizations:
         local.spawned.append((yield Spawn(_delegate_after(spec, local, publish, local_deps))))
         ready: list[str] = []
     else:
@@ -254,7 +256,7 @@ def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         return []
     continue_here = list(local_deps)
     rest = [d for d in ready if d not in continue_here]
-    if _CLUSTER in info.placement.optimizations:
+    if _CLUSTER in info.optimizations:
         # Clustering keeps every ready dependent, fan-ins made ready here included: they
         # find this task's (large) output in the local cache instead of fetching it.
         continue_here += rest
@@ -275,18 +277,18 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
     delegate; planned-worker entries made ready are invoked here.
     """
     if upload:
-        yield Store(info.key, out, info.id, _STREAM in info.placement.optimizations)
+        yield Store(info.key, out, info.id, _STREAM in info.optimizations)
     if info.is_sink:
         yield Notify(sink_channel(info.id))
     ready: list[str] = []
     tracks: list[Track] = []
-    tasks = spec.tasks
-    entries = spec.entries
-    delayed_owner = spec.delayed_owner
-    made = spec.fan_in_tracks.get(info.id)  # the usual tracks, made once per DagShape
+    tasks: Mapping[str, TaskInfo] = spec.tasks
+    entries: frozenset[str] = spec.entries
+    delayed_owner: Mapping[str, str] = spec.delayed_owner
+    made: tuple[Track | None, ...] | None = spec.fan_in_tracks.get(info.id)  # the usual tracks, made once per DagShape
     for i, d in enumerate(info.downstream):
-        dinfo = tasks[d]
-        if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
+        dinfo: TaskInfo = tasks[d]
+        if dinfo.worker is not None and dinfo.worker == local.worker:
             continue  # runs later on this very worker
         owner = delayed_owner.get(d) if delayed_owner else None
         if d not in entries or owner == info.id:
@@ -310,10 +312,11 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
                 ready.append(track.task)
     flexible: list[str] = []
     for d in ready:
-        if spec.tasks[d].placement.worker is None and local.worker is None:
+        dinfo = tasks[d]
+        if dinfo.worker is None and local.worker is None:
             flexible.append(d)
         else:
-            yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
+            yield Invoke(_invocation_for(spec, dinfo, local.cache))
     return flexible
 
 
@@ -332,10 +335,10 @@ def _needs_upload(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
         return True
     small = out.nbytes <= spec.options.carry_bytes
     for d in info.downstream:
-        dinfo = spec.tasks[d]
+        dinfo: TaskInfo = spec.tasks[d]
         if d in local_deps or d in delayed:
             continue
-        if dinfo.placement.worker is not None and dinfo.placement.worker == local.worker:
+        if dinfo.worker is not None and dinfo.worker == local.worker:
             continue
         single = len(dinfo.upstream) == 1
         if single and small and d in spec.entries:
@@ -346,15 +349,15 @@ def _needs_upload(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
 
 def _planned_local(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
     """Flexible dependents certain to be ready that a flexible worker keeps for itself."""
-    if info.placement.worker is not None:
+    if info.worker is not None:
         return ()
-    tasks = spec.tasks
-    if _CLUSTER in info.placement.optimizations:
+    tasks: Mapping[str, TaskInfo] = spec.tasks
+    if _CLUSTER in info.optimizations:
         return tuple(d for d in info.downstream
-                     if len(tasks[d].upstream) == 1 and tasks[d].placement.worker is None)
+                     if len(tasks[d].upstream) == 1 and tasks[d].worker is None)
     for d in info.downstream:  # without clustering, the first of them
-        dinfo = tasks[d]
-        if len(dinfo.upstream) == 1 and dinfo.placement.worker is None:
+        dinfo: TaskInfo = tasks[d]
+        if len(dinfo.upstream) == 1 and dinfo.worker is None:
             return (d,)
     return ()
 
@@ -366,7 +369,7 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
         p = cache.get(key)
         if p is not None and p.nbytes <= carry:
             carried[key] = p
-    worker = info.placement.worker
+    worker = info.worker
     # Inline, the invocation carries everything the worker may run or delegate: the
     # subDAG below its root, or for a planned worker the subDAGs below all of its tasks;
     # every possible sender holds it (RunSpec.inline). Otherwise the worker fetches the
@@ -374,15 +377,15 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
     # (spec.subdag_nbytes, spec.worker_dag_nbytes and spec.inline, read directly.)
     size = spec.subdag_sizes[info.id] if worker is None else spec.worker_dag_sizes[worker]
     inline = info.id in spec.inline_entries
-    return Invocation(worker, info.placement.memory_mb, (info.id,), inline, size, carried)
+    return Invocation(worker, info.memory_mb, (info.id,), inline, size, carried)
 
 
 # -- optimization hooks -----------------------------------------------------------------
 def _preload(spec: RunSpec, local: _Local, tid: str) -> Branch:
     """Spawn one background fetch per input that another worker will produce."""
-    info = spec.tasks[tid]
+    info: TaskInfo = spec.tasks[tid]
     for up, key in zip(info.upstream, info.input_keys, strict=True):
-        if spec.tasks[up].placement.worker == local.worker or key in local.pending:
+        if spec.tasks[up].worker == local.worker or key in local.pending:
             continue
         if key in local.cache:
             continue
@@ -415,7 +418,7 @@ def _downstream_workers(spec: RunSpec, local: _Local, deps: Iterable[str]
                         ) -> list[tuple[str | None, int]]:
     out: list[tuple[str | None, int]] = []
     for d in deps:
-        p = spec.tasks[d].placement
+        p: TaskInfo = spec.tasks[d]
         if p.worker is not None and p.worker == local.worker:
             continue
         if spec.is_entry(d):

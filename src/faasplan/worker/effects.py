@@ -15,7 +15,7 @@ whose fields can be hashed hash by value.
 from __future__ import annotations
 
 from collections.abc import Generator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 DAG_PART_PREFIX = "dag-"
@@ -46,15 +46,29 @@ def sink_channel(task_id: str) -> str:
     return f"sink:{task_id}"
 
 
-@dataclass(slots=True, unsafe_hash=True)
+# Every class below is a dataclass for what dataclasses give (comparison by value, hashing,
+# ``repr``, ``fields`` and ``replace``) but writes its own ``__init__``: compiled with the
+# simulator's core (see :mod:`faasplan._native`), a hand-written initializer is compiled
+# too, while a generated one would stay interpreted, and the worker logic makes several
+# of these per task. ``__reduce__`` pickles one as a call to its class.
+
+
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Payload:
     """A value with its size in bytes; in the simulator only the size is known."""
 
     nbytes: int
-    value: Any = None
+    value: Any
+
+    def __init__(self, nbytes: int, value: Any = None) -> None:
+        self.nbytes = nbytes
+        self.value = value
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Payload, (self.nbytes, self.value))
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Invocation:
     """What a worker is started with.
 
@@ -70,9 +84,23 @@ class Invocation:
     worker: str | None
     memory_mb: int
     roots: tuple[str, ...]
-    inline_dag: bool = True
-    dag_nbytes: int = 0
-    carried: Mapping[str, Payload] = field(default_factory=dict)
+    inline_dag: bool
+    dag_nbytes: int
+    carried: Mapping[str, Payload]
+
+    def __init__(self, worker: str | None, memory_mb: int, roots: tuple[str, ...],
+                 inline_dag: bool = True, dag_nbytes: int = 0,
+                 carried: Mapping[str, Payload] | None = None) -> None:
+        self.worker = worker
+        self.memory_mb = memory_mb
+        self.roots = roots
+        self.inline_dag = inline_dag
+        self.dag_nbytes = dag_nbytes
+        self.carried = {} if carried is None else carried
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Invocation, (self.worker, self.memory_mb, self.roots, self.inline_dag,
+                             self.dag_nbytes, self.carried))
 
     @property
     def prewarm(self) -> bool:
@@ -88,7 +116,7 @@ class Invocation:
         return size
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Fetch:
     """Download ``key`` for ``task`` -> :class:`Payload`.
 
@@ -102,22 +130,42 @@ class Fetch:
     """
 
     key: str
-    task: str | None = None
-    wait: bool = False
-    stream: bool = False
+    task: str | None
+    wait: bool
+    stream: bool
+
+    def __init__(self, key: str, task: str | None = None, wait: bool = False,
+                 stream: bool = False) -> None:
+        self.key = key
+        self.task = task
+        self.wait = wait
+        self.stream = stream
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Fetch, (self.key, self.task, self.wait, self.stream))
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Store:
     """Upload ``payload`` under ``key`` (``stream``: let running readers follow) -> None."""
 
     key: str
     payload: Payload
-    task: str | None = None
-    stream: bool = False
+    task: str | None
+    stream: bool
+
+    def __init__(self, key: str, payload: Payload, task: str | None = None,
+                 stream: bool = False) -> None:
+        self.key = key
+        self.payload = payload
+        self.task = task
+        self.stream = stream
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Store, (self.key, self.payload, self.task, self.stream))
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Track:
     """Record, atomically and idempotently, that ``upstream`` of ``task`` is done.
 
@@ -129,45 +177,85 @@ class Track:
     upstream: str
     expected: int
 
+    def __init__(self, task: str, upstream: str, expected: int) -> None:
+        self.task = task
+        self.upstream = upstream
+        self.expected = expected
 
-@dataclass(slots=True, unsafe_hash=True)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Track, (self.task, self.upstream, self.expected))
+
+
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Notify:
     """Signal ``channel`` (once; later waiters return at once) -> None."""
 
     channel: str
 
+    def __init__(self, channel: str) -> None:
+        self.channel = channel
 
-@dataclass(slots=True, unsafe_hash=True)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Notify, (self.channel,))
+
+
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class WaitFor:
     """Block until ``channel`` was notified -> None (``task``: the task that waits)."""
 
     channel: str
-    task: str | None = None
+    task: str | None
+
+    def __init__(self, channel: str, task: str | None = None) -> None:
+        self.channel = channel
+        self.task = task
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (WaitFor, (self.channel, self.task))
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Invoke:
     """Start a worker with ``invocation`` (fire and forget) -> None."""
 
     invocation: Invocation
 
+    def __init__(self, invocation: Invocation) -> None:
+        self.invocation = invocation
 
-@dataclass(slots=True, unsafe_hash=True)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Invoke, (self.invocation,))
+
+
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Execute:
     """Run ``task`` on ``inputs`` (storage key -> payload) -> its output :class:`Payload`."""
 
     task: str
     inputs: Mapping[str, Payload]
 
+    def __init__(self, task: str, inputs: Mapping[str, Payload]) -> None:
+        self.task = task
+        self.inputs = inputs
 
-@dataclass(slots=True, unsafe_hash=True)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Execute, (self.task, self.inputs))
+
+
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Spawn:
     """Run ``branch`` concurrently on this worker -> an opaque handle for :class:`Join`."""
 
     branch: Generator[Any, Any, Any]
 
+    def __init__(self, branch: Generator[Any, Any, Any]) -> None:
+        self.branch = branch
 
-@dataclass(slots=True, unsafe_hash=True)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Spawn, (self.branch,))
+
+
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Join:
     """Wait for spawned branches -> list of their return values, in ``handles`` order.
 
@@ -175,25 +263,42 @@ class Join:
     """
 
     handles: tuple[Any, ...]
-    task: str | None = None
+    task: str | None
+
+    def __init__(self, handles: tuple[Any, ...], task: str | None = None) -> None:
+        self.handles = handles
+        self.task = task
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Join, (self.handles, self.task))
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Parallel:
     """Perform independent effects concurrently -> list of their results, in order."""
 
     effects: tuple[Any, ...]
 
+    def __init__(self, effects: tuple[Any, ...]) -> None:
+        self.effects = effects
 
-@dataclass(slots=True, unsafe_hash=True)
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Parallel, (self.effects,))
+
+
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Sleep:
     """Pause for ``ms`` milliseconds -> None."""
 
     ms: float
 
-    def __post_init__(self) -> None:
-        if self.ms < 0:
-            raise ValueError(f"negative sleep {self.ms} ms")
+    def __init__(self, ms: float) -> None:
+        if ms < 0:
+            raise ValueError(f"negative sleep {ms} ms")
+        self.ms = ms
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (Sleep, (self.ms,))
 
 
 Effect = (Fetch | Store | Track | Notify | WaitFor | Invoke | Execute | Spawn | Join | Parallel

@@ -17,6 +17,7 @@ from faasplan.worker.effects import Fetch, Payload, Track, output_key
 from faasplan.worker.placement import Opt, Placement
 from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES, union_nbytes
 from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
+from faasplan.worker.taskinfo import TaskInfo
 from faasplan.workflow import Workflow
 from faasplan.workflow.codec import FUNCTION_PART_PREFIX, TASK_PART_PREFIX
 
@@ -38,50 +39,10 @@ class WorkerOptions:
             raise ValueError(f"worker thresholds must be >= 0, got {self}")
 
 
-@dataclass(slots=True, unsafe_hash=True)
-class TaskInfo:
-    """The parts of one task the worker logic needs.
-
-    Treated as immutable, like the effects (:mod:`faasplan.worker.effects`), and for the
-    same reason not a frozen dataclass: a spec makes one per task.
-    """
-
-    id: str
-    function: str
-    upstream: tuple[str, ...]
-    downstream: tuple[str, ...]
-    placement: Placement
-    literals: tuple[tuple[str, int], ...] = ()
-    is_sink: bool = False
-    key: str = field(init=False, repr=False, compare=False)
-    """The storage key of the task's output (:func:`~faasplan.worker.effects.output_key`)."""
-    input_keys: tuple[str, ...] = field(init=False, repr=False, compare=False)
-    """The output keys of ``upstream``, in the same order."""
-
-    def __post_init__(self) -> None:
-        self.key = output_key(self.id)
-        self.input_keys = tuple([output_key(u) for u in self.upstream])
-
-    def __reduce__(self) -> tuple[type[TaskInfo], tuple[Any, ...]]:
-        # Pickled (in a run's manifest) without the derived keys, which are made again.
-        return (TaskInfo, (self.id, self.function, self.upstream, self.downstream,
-                           self.placement, self.literals, self.is_sink))
-
-    @classmethod
-    def _placed(cls, row: _TaskRow, placement: Placement) -> TaskInfo:
-        """The task of ``row`` (:class:`DagShape`) at ``placement``, its keys made once
-        per workflow instead of once per spec."""
-        info = cls.__new__(cls)
-        (info.id, info.function, info.upstream, info.downstream, info.literals, info.is_sink,
-         info.key, info.input_keys) = row
-        info.placement = placement
-        return info
-
-
 _TaskRow = tuple[str, str, tuple[str, ...], tuple[str, ...], tuple[tuple[str, int], ...], bool,
                  str, tuple[str, ...]]
-"""What :class:`TaskInfo` holds besides its placement: id, function, upstream, downstream,
-literals, is_sink, key, input_keys."""
+"""What a :class:`TaskInfo` is made of besides its placement: id, function, upstream,
+downstream, literals, is_sink, key, input_keys."""
 
 
 class DagShape:
@@ -247,7 +208,6 @@ class RunSpec:
             raise ValueError("RunSpec.build: literals and sizes come with the shape; give "
                              "them to DagShape instead")
         place = placements if callable(placements) else placements.__getitem__
-        placed = TaskInfo._placed
         tasks: dict[str, TaskInfo] = {}
         worker_tasks: dict[str, list[str]] = {}
         for tid, row in shape.rows.items():
@@ -255,7 +215,8 @@ class RunSpec:
                 p = place(tid)
             except KeyError:
                 raise KeyError(f"no placement for task {tid!r}") from None
-            tasks[tid] = placed(row, p)
+            tasks[tid] = TaskInfo(row[0], row[1], row[2], row[3], p, row[4], row[5],
+                                  keys=(row[6], row[7]))
             if p.worker is not None:
                 worker_tasks.setdefault(p.worker, []).append(tid)
         # Placements that carry ``worker_orders`` (a Plan's) give a worker its own order;
