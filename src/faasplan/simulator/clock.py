@@ -24,17 +24,72 @@ it (it runs ordinary SimPy events too, exactly as :meth:`simpy.Environment.step`
 from __future__ import annotations
 
 import heapq
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Iterator
+from typing import Any, Final
 
 import simpy
-from simpy.events import NORMAL, URGENT, Event
+import simpy.events
+from simpy.events import Event
 
-__all__ = ["NORMAL", "URGENT", "Done", "call_later", "call_soon", "on_event", "queue_pop",
-           "queue_push", "run_queue"]
+__all__ = ["NORMAL", "URGENT", "Clock", "Done", "call_later", "call_soon", "clock_of",
+           "on_event", "queue_pop", "queue_push", "run_queue"]
+
+NORMAL: Final = 1
+"""SimPy's priority of an ordinary event."""
+URGENT: Final = 0
+"""SimPy's priority of a process start or an interruption (before NORMAL ones)."""
+if (NORMAL, URGENT) != (simpy.events.NORMAL, simpy.events.URGENT):  # pragma: no cover
+    raise ImportError(f"this SimPy numbers its priorities {simpy.events.NORMAL} and "
+                      f"{simpy.events.URGENT}, not {NORMAL} and {URGENT}; install a SimPy "
+                      "of the 4.x series")
 
 Done = Callable[[Any], Any]
 """What a model calls with an operation's result."""
+
+
+class Clock:
+    """The time and the event queue of one SimPy environment, as the models read them.
+
+    ``queue`` and ``eid`` are the environment's own heap and counter, so entries queued
+    here and SimPy's events are ordered together. ``now`` follows the environment's
+    time while :func:`run_queue` runs it (which sets both); the models that queue plain
+    callbacks read it here, where compiled code reads it directly, instead of on the
+    environment. Get an environment's one clock with :func:`clock_of`.
+    """
+
+    __slots__ = ("eid", "env", "now", "queue")
+
+    def __init__(self, env: simpy.Environment) -> None:
+        self.env = env
+        self.now: float = env._now
+        self.queue: list[Any] = env._queue
+        self.eid: Iterator[int] = env._eid
+
+    def at(self, when: float, fn: Done, arg: Any, priority: int = NORMAL) -> None:
+        """Call ``fn(arg)`` at time ``when`` (not before now), after what is queued for it."""
+        queue_push(self.queue, (when, priority, next(self.eid), fn, arg))
+
+    def later(self, delay: float, fn: Done, arg: Any) -> None:
+        """:func:`call_later` on this clock's environment."""
+        if delay < 0:
+            raise ValueError(f"Negative delay {delay}")
+        queue_push(self.queue, (self.now + delay, NORMAL, next(self.eid), fn, arg))
+
+    def soon(self, fn: Done, arg: Any, priority: int = NORMAL) -> None:
+        """:func:`call_soon` on this clock's environment."""
+        queue_push(self.queue, (self.now, priority, next(self.eid), fn, arg))
+
+
+_CLOCK_ATTR: Final = "_faasplan_clock"
+
+
+def clock_of(env: simpy.Environment) -> Clock:
+    """The :class:`Clock` of ``env`` (made on first use; one per environment)."""
+    clock = env.__dict__.get(_CLOCK_ATTR)
+    if clock is None:
+        clock = Clock(env)
+        env.__dict__[_CLOCK_ATTR] = clock
+    return clock
 
 
 def call_later(env: simpy.Environment, delay: float, fn: Done, arg: Any,
@@ -71,19 +126,19 @@ def run_queue(env: simpy.Environment) -> None:
     """Process the queue until it is empty: plain callbacks and SimPy events alike.
 
     For an event this does what :meth:`simpy.Environment.step` does: its callbacks, then
-    a crash if it failed and nobody defused it.
+    a crash if it failed and nobody defused it. The time is set on the environment and
+    on its :class:`Clock` alike.
     """
-    queue: list[Any] = env._queue
+    clock = clock_of(env)
+    queue = clock.queue
     while queue:
         item = queue_pop(queue)
-        try:
-            env._now, _, _, fn, arg = item
-        except ValueError:  # a SimPy event: (time, priority, id, event)
-            env._now = item[0]
-        else:
-            fn(arg)
+        env._now = item[0]
+        clock.now = item[0]
+        if len(item) == 5:
+            item[3](item[4])
             continue
-        event = item[3]
+        event = item[3]  # a SimPy event: (time, priority, id, event)
         callbacks, event.callbacks = event.callbacks, None
         for callback in callbacks:
             callback(event)

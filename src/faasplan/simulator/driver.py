@@ -22,11 +22,11 @@ from typing import Any, Final, TypeAlias
 
 import numpy as np
 import simpy
-from simpy.events import NORMAL, URGENT, Event
+from simpy.events import Event
 
 from faasplan.platform import Platform
 from faasplan.simulator.behaviour import TaskBehaviour
-from faasplan.simulator.clock import Done, call_later, call_soon, on_event, queue_push, run_queue
+from faasplan.simulator.clock import URGENT, Clock, Done, clock_of, on_event, run_queue
 from faasplan.simulator.errors import SimulationError, SimulationStuckError
 from faasplan.simulator.faas import FaaSModel, Sandbox
 from faasplan.simulator.network import Endpoint, FairShareNetwork
@@ -175,6 +175,7 @@ class Simulation:
         self.spec = spec
         self.log = log
         self.env = env
+        self.clock = clock_of(env)  # the time, read where compiled code reads it directly
         self.storage = storage
         self.faas = faas
         self.behaviour = behaviour
@@ -306,15 +307,15 @@ class Simulation:
         if bw is None:
             bw = self._bandwidth[inv.memory_mb] = \
                 self.platform.worker_bandwidth_mb_s(inv.memory_mb) * _MB_S
-        w = WorkerRun(label, inv, self.env._now, Endpoint(bw))
+        w = WorkerRun(label, inv, self.clock.now, Endpoint(bw))
         self.workers.append(w)
-        call_soon(self.env, self._invoked, w, URGENT)  # where a process would initialize
+        self.clock.soon(self._invoked, w, URGENT)  # where a process would initialize
 
     def _invoked(self, w: WorkerRun) -> None:
-        call_later(self.env, self.faas.invocation_ms(w.invocation), self._arrived, w)
+        self.clock.later(self.faas.invocation_ms(w.invocation), self._arrived, w)
 
     def _arrived(self, w: WorkerRun) -> None:
-        arrived = self.env._now
+        arrived = self.clock.now
         slot = self.faas.admit()
         if slot is None:
             self._admitted(w, arrived)
@@ -322,37 +323,35 @@ class Simulation:
             on_event(slot, lambda _: self._admitted(w, arrived))
 
     def _admitted(self, w: WorkerRun, arrived: float) -> None:
-        env = self.env
-        w.queued_ms = env._now - arrived
-        w.boot_ms = env._now
+        now = self.clock.now
+        w.queued_ms = now - arrived
+        w.boot_ms = now
         sandbox = self.faas.start(w.memory_mb)
         w.container, w.state, w.startup_ms = sandbox.container, sandbox.state, sandbox.startup_ms
         if sandbox.startup_ms > 0:
-            call_later(env, sandbox.startup_ms, self._started, (w, sandbox))
+            self.clock.later(sandbox.startup_ms, self._started, (w, sandbox))
         else:
             self._started((w, sandbox))
 
     def _started(self, arg: tuple[WorkerRun, Sandbox]) -> None:
         w, sandbox = arg
-        env = self.env
-        w.start_ms = env._now
+        w.start_ms = now = self.clock.now
         branch = execute_branch(self.spec, w.invocation)
         log = self.log
         if log is not None:
-            log.append(LogEvent(w.label, "start", None, None, w.memory_mb, w.boot_ms, env._now,
+            log.append(LogEvent(w.label, "start", None, None, w.memory_mb, w.boot_ms, now,
                              w.state))
             branch = logged(branch, w.label, log.append, self._now)
         _Proc(self, w, branch, partial(self._ended, w, sandbox)).step(None)
 
     def _ended(self, w: WorkerRun, sandbox: Sandbox, _result: Any) -> None:
-        env = self.env
-        w.end_ms = env._now
+        w.end_ms = now = self.clock.now
         if self.log is not None:
-            self.log.append(LogEvent(w.label, "end", None, None, 0, env._now, env._now))
+            self.log.append(LogEvent(w.label, "end", None, None, 0, now, now))
         self.faas.release(sandbox)
 
     def _now(self) -> float:
-        return float(self.env.now)
+        return self.clock.now
 
     # -- effects --------------------------------------------------------------------------
     # A handler either returns the result (``_Now``), returns a SimPy event that will
@@ -360,7 +359,7 @@ class Simulation:
     def _switch(self, proc: _Proc, task: str) -> None:
         if proc.task != task:
             proc.task = task
-            proc.pre_start = self.env._now
+            proc.pre_start = self.clock.now
             proc.post = None
 
     def _fetch(self, eff: Fetch, proc: _Proc, done: Done) -> Outcome | None:
@@ -372,7 +371,7 @@ class Simulation:
             if eff.key in held:
                 return _HELD  # this sandbox fetched it earlier in the run
             held.add(eff.key)
-        record = TransferRecord(self.env._now)
+        record = TransferRecord(self.clock.now)
         if tid is not None:
             if proc.task != tid:
                 self._switch(proc, tid)
@@ -388,7 +387,7 @@ class Simulation:
                                   stream=eff.stream, task=tid)
 
     def _store(self, eff: Store, proc: _Proc, done: Done) -> Outcome | None:
-        record = TransferRecord(self.env._now)
+        record = TransferRecord(self.clock.now)
         if eff.task is not None:
             self.uploads.setdefault(eff.task, []).append(record)
         self.storage_bytes += eff.payload.nbytes
@@ -425,7 +424,7 @@ class Simulation:
         self._launch(eff.invocation)
         call = self.platform.invoke_call_ms
         if call > 0:
-            call_later(self.env, call, done, None)
+            self.clock.later(call, done, None)
             return None
         return _NONE
 
@@ -446,8 +445,8 @@ class Simulation:
         out = self.behaviour.output_bytes(tid, input_bytes, self.rng)
         if not ms >= 0:
             raise SimulationError(f"behaviour gave task {tid!r} an execution time of {ms!r} ms")
-        env = self.env
-        rec = TaskRun(tid, w, proc.pre_start, env._now, ms, input_bytes, out)
+        clock = self.clock
+        rec = TaskRun(tid, w, proc.pre_start, clock.now, ms, input_bytes, out)
         if w.fresh:
             w.fresh = False
             rec.startup_state, rec.startup_ms = w.state, w.startup_ms
@@ -455,8 +454,7 @@ class Simulation:
         tasks[tid] = rec
         proc.post = rec
         if self._cpu is None:
-            queue: list[Any] = env._queue
-            queue_push(queue, (env._now + ms, NORMAL, next(env._eid), done, Payload(out)))
+            clock.at(clock.now + ms, done, Payload(out))
             return None
         # ``ms`` of one core's work, done at the rate the host's cores are shared.
         core = self._cores.get(id(w))
@@ -467,13 +465,13 @@ class Simulation:
 
     def _executed(self, arg: tuple[Done, TaskRun, Payload]) -> None:
         done, rec, out = arg
-        rec.exec_end_ms = rec.end_ms = self.env.now
-        call_soon(self.env, done, out)
+        rec.exec_end_ms = rec.end_ms = self.clock.now
+        self.clock.soon(done, out)
 
     def _spawn(self, eff: Spawn, proc: _Proc, done: Done) -> Outcome | None:
         handle = Event(self.env)  # fired like a finished process: at once, queued
         child = _Proc(self, proc.worker, eff.branch, handle.succeed, proc.task, proc.post)
-        call_soon(self.env, self._step_first, child, URGENT)
+        self.clock.soon(self._step_first, child, URGENT)
         return _Now(handle)
 
     def _step_first(self, proc: _Proc) -> None:
@@ -482,7 +480,7 @@ class Simulation:
     def _join(self, eff: Join, proc: _Proc, done: Done) -> Outcome | None:
         if eff.task is not None:
             self._switch(proc, eff.task)  # pre-loaded inputs: the task's input phase
-        gather = _Gather(self.env, len(eff.handles), done)
+        gather = _Gather(self.clock, len(eff.handles), done)
         for i, handle in enumerate(eff.handles):
             gather.add(i, handle)
         return gather.outcome()
@@ -504,7 +502,7 @@ class Simulation:
                 return None
             if len(batch) < 2:
                 batch = None
-        gather = _Gather(self.env, len(effects), done)
+        gather = _Gather(self.clock, len(effects), done)
         for i, e in enumerate(effects):
             if batch is None or i not in batch:
                 gather.add(i, handlers[type(e)](e, proc, partial(gather.put, i)))
@@ -517,7 +515,7 @@ class Simulation:
     def _fetch_many(self, effects: tuple[Fetch, ...], proc: _Proc, done: Done) -> None:
         """Plain fetches as one request (:meth:`Storage.fetch_many`); ``done`` gets the
         payloads in order."""
-        now = self.env._now
+        now = self.clock.now
         records: list[TransferRecord] = []
         downloads = self.downloads
         held: set[str] | None = None
@@ -544,7 +542,7 @@ class Simulation:
     def _sleep(self, eff: Sleep, proc: _Proc, done: Done) -> Outcome | None:
         if eff.ms < 0:
             raise ValueError(f"Negative delay {eff.ms}")
-        call_later(self.env, eff.ms, done, None)
+        self.clock.later(eff.ms, done, None)
         return None
 
 
@@ -556,7 +554,7 @@ class _Proc:
     delegation) extend that task's ``end_ms``. ``finish`` gets the branch's return value.
     """
 
-    __slots__ = ("after_store", "env", "finish", "handlers", "on_event", "post", "pre_start",
+    __slots__ = ("after_store", "clock", "finish", "handlers", "on_event", "post", "pre_start",
                  "send", "sim", "task", "wake", "worker")
     __deletable__ = ("after_store", "on_event", "wake")  # see close()
 
@@ -564,7 +562,7 @@ class _Proc:
                  finish: Callable[[Any], Any], task: str | None = None,
                  post: TaskRun | None = None) -> None:
         self.sim = sim
-        self.env = sim.env
+        self.clock = sim.clock
         self.handlers = sim._handlers
         self.worker = worker
         self.send = branch.send
@@ -584,7 +582,7 @@ class _Proc:
     def _wake(self, value: Any) -> None:
         post = self.post
         if post is not None:
-            post.end_ms = self.env._now
+            post.end_ms = self.clock.now
         self.step(value)
 
     def _after_store(self, _value: None) -> None:
@@ -594,7 +592,7 @@ class _Proc:
         as well. Any other effect starts now, as after any answer."""
         post = self.post
         if post is not None:
-            post.end_ms = self.env._now
+            post.end_ms = self.clock.now
         try:
             effect = self.send(None)
         except StopIteration as stop:
@@ -619,7 +617,7 @@ class _Proc:
         available at once; return when it waits for one (or ends). ``effect``: the
         branch already asked for it (``value`` is then unused)."""
         handlers = self.handlers
-        env = self.env
+        clock = self.clock
         send = self.send
         while True:
             if effect is None:
@@ -646,7 +644,7 @@ class _Proc:
             else:
                 value = _event_value(outcome)
             if self.post is not None:
-                self.post.end_ms = env._now
+                self.post.end_ms = clock.now
 
     def _on_event(self, event: Event) -> None:
         self._wake(_event_value(event))
@@ -659,10 +657,10 @@ class _Gather:
     ``done`` at the current time (behind what is already queued then).
     """
 
-    __slots__ = ("done", "env", "left", "values")
+    __slots__ = ("clock", "done", "left", "values")
 
-    def __init__(self, env: simpy.Environment, n: int, done: Done) -> None:
-        self.env = env
+    def __init__(self, clock: Clock, n: int, done: Done) -> None:
+        self.clock = clock
         self.done = done
         self.values: list[Any] = [None] * n
         self.left = 1  # released by ``outcome``
@@ -682,7 +680,7 @@ class _Gather:
         self.values[i] = value
         self.left -= 1
         if self.left == 0:
-            call_soon(self.env, self.done, self.values)
+            self.clock.soon(self.done, self.values)
 
     def put_many(self, indices: list[int], values: list[Any]) -> None:
         """Several results arrived together (one batched request counts as one pending)."""
@@ -690,7 +688,7 @@ class _Gather:
             self.values[i] = value
         self.left -= 1
         if self.left == 0:
-            call_soon(self.env, self.done, self.values)
+            self.clock.soon(self.done, self.values)
 
     def _put_event(self, i: int, event: Event) -> None:
         self.put(i, _event_value(event))

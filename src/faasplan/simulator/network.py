@@ -25,9 +25,8 @@ from collections.abc import Callable
 from typing import Any, Final
 
 import simpy
-from simpy.events import NORMAL
 
-from faasplan.simulator.clock import queue_pop, queue_push
+from faasplan.simulator.clock import clock_of, queue_pop, queue_push
 
 Done = Callable[[Any], None]
 
@@ -96,6 +95,12 @@ class FairShareNetwork:
         self._wake_event: Any = None
         self._wake_at = INF
         self._plain = plain_callbacks
+        # Run by run_queue (plain callbacks), the time is read on the environment's clock;
+        # run by SimPy's own loop, on the environment.
+        self._clock = clock_of(env)
+
+    def _time(self) -> float:
+        return self._clock.now if self._plain else float(self.env._now)
 
     def transfer(self, nbytes: float, endpoint: Endpoint, on_done: Done, arg: Any = None
                  ) -> None:
@@ -103,7 +108,7 @@ class FairShareNetwork:
         if nbytes <= 0:
             on_done(arg)
             return
-        now = self.env._now
+        now = self._clock.now if self._plain else self._time()
         dt = now - self._last
         if dt > 0:  # :meth:`_advance`, inlined
             for cl in self._classes.values():
@@ -183,25 +188,23 @@ class FairShareNetwork:
                     delay = d
         if delay < 0.0:
             delay = 0.0
-        env = self.env
-        when = env._now + delay
+        when = (self._clock.now if self._plain else self._time()) + delay
         if when >= self._wake_at:
             return  # a wake-up is due no later; it reschedules if it comes early
         self._wake_at = when
         if self._plain:
             # A fresh token per wake-up: the entries it supersedes find a different one.
             token = self._wake_event = object()
-            queue: list[Any] = env._queue
-            queue_push(queue, (when, NORMAL, next(env._eid), self._wake, token))
+            self._clock.at(when, self._wake, token)
             return
-        ev = env.timeout(delay)
+        ev = self.env.timeout(delay)
         ev.callbacks.append(self._wake)
         self._wake_event = ev
 
     def _wake(self, event: Any) -> None:
         if event is not self._wake_event:
             return  # superseded by a later start or end
-        now = self.env._now
+        now = self._clock.now if self._plain else self._time()
         self._advance(now)
         self._wake_at = INF
         tol = _TIME_TOLERANCE * (now if now > 1.0 else 1.0)

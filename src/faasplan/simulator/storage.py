@@ -23,7 +23,7 @@ import simpy
 from mypy_extensions import mypyc_attr
 from simpy.events import NORMAL, Event
 
-from faasplan.simulator.clock import Done, call_later, queue_push
+from faasplan.simulator.clock import Done, clock_of
 from faasplan.simulator.errors import SimulationError
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.worker.effects import Payload
@@ -81,6 +81,7 @@ class Storage:
             raise ValueError(f"storage latency and transfer overhead must be >= 0 ms, got "
                              f"{latency_ms} and {transfer_overhead_ms}")
         self.env = env
+        self.clock = clock_of(env)  # the time, read where compiled code reads it directly
         self.network = network
         self.latency_ms = latency_ms
         self._answer_ms = latency_ms + transfer_overhead_ms
@@ -119,7 +120,7 @@ class Storage:
             self._waiting.setdefault(key, []).append((endpoint, record))
         else:
             raise SimulationError(
-                f"fetch of {key!r} for task {task!r} at t={self.env.now:.3f} ms, but the key "
+                f"fetch of {key!r} for task {task!r} at t={self.clock.now:.3f} ms, but the key "
                 f"was never stored; the worker logic only fetches without waiting inputs it "
                 f"knows exist, so the plan and the worker logic disagree")
         return event
@@ -137,7 +138,7 @@ class Storage:
         data = self.data
         payloads: list[Payload] = []
         total = 0
-        now = self.env._now
+        now = self.clock.now
         for i, key in enumerate(keys):
             payload = data.get(key)
             if payload is None:
@@ -155,12 +156,11 @@ class Storage:
 
     def _downloaded_many(self, arg: tuple[list[TransferRecord], list[Payload], Done]) -> None:
         records, payloads, done = arg
-        env = self.env
-        at = env._now + self._answer_ms
+        clock = self.clock
+        at = clock.now + self._answer_ms
         for record in records:
             record.end = at
-        queue: list[Any] = env._queue
-        queue_push(queue, (at, NORMAL, next(env._eid), done, payloads))
+        clock.at(at, done, payloads)
 
     def store(self, key: str, payload: Payload, endpoint: Endpoint, record: TransferRecord,
               *, stream: bool = False, done: Done | None = None) -> Event | None:
@@ -196,7 +196,7 @@ class Storage:
 
     def _stored_many(self, arg: tuple[list[tuple[str, Payload]], TransferRecord]) -> None:
         items, record = arg
-        now = self.env._now
+        now = self.clock.now
         for key, payload in items:
             self.data[key] = payload
             self.stored_at[key] = now
@@ -209,7 +209,7 @@ class Storage:
                 self._download(payload, endpoint, rec)
 
     def _download(self, payload: Payload, endpoint: Endpoint, record: TransferRecord) -> None:
-        record.ready = self.env._now
+        record.ready = self.clock.now
         record.nbytes = payload.nbytes
         record.payload = payload
         self.network.transfer(payload.nbytes, endpoint, self._downloaded, record)
@@ -219,29 +219,27 @@ class Storage:
         if done is None:
             self._answer(record, record.payload)
             return
-        env = self.env  # :meth:`_answer`, inlined: one call per download
-        record.end = at = env._now + self._answer_ms
+        clock = self.clock  # :meth:`_answer`, inlined: one call per download
+        record.end = at = clock.now + self._answer_ms
         record.done = None
-        queue: list[Any] = env._queue
-        queue_push(queue, (at, NORMAL, next(env._eid), done, record.payload))
+        clock.at(at, done, record.payload)
 
     def _answer(self, record: TransferRecord, value: Any) -> None:
         """Fire the record's event one round trip from now (like a Timeout, value set)."""
-        env = self.env
+        clock = self.clock
         delay = self._answer_ms
-        record.end = at = env._now + delay
+        record.end = at = clock.now + delay
         done = record.done
         if done is not None:
             record.done = None  # the record outlives the run (traces are pickled)
-            queue: list[Any] = env._queue
-            queue_push(queue, (at, NORMAL, next(env._eid), done, value))
+            clock.at(at, done, value)
             return
         event = record.event
         assert event is not None
         record.event = None
         event._ok = True
         event._value = value
-        env.schedule(event, NORMAL, delay)
+        self.env.schedule(event, NORMAL, delay)
 
     def _start_stream(self, key: str) -> None:
         self._streams[key] = []
@@ -260,7 +258,7 @@ class Storage:
             del self._waiting[key]
 
     def _follow(self, key: str, record: TransferRecord) -> None:
-        record.ready = self.env.now
+        record.ready = self.clock.now
         record.streamed = True
         self._streams[key].append(record)
 
@@ -269,7 +267,7 @@ class Storage:
         payload = record.payload
         assert payload is not None
         self.data[key] = payload
-        self.stored_at[key] = self.env._now
+        self.stored_at[key] = self.clock.now
         self._answer(record, None)
         for rec in self._streams.pop(key, ()):
             rec.nbytes = payload.nbytes
@@ -287,11 +285,10 @@ class Storage:
         and ``None`` returned).
         """
         ready = self.track_now(task, upstream, expected)
-        env = self.env
         if done is None:
-            return env.timeout(self.latency_ms, ready)
-        queue: list[Any] = env._queue
-        queue_push(queue, (env._now + self.latency_ms, NORMAL, next(env._eid), done, ready))
+            return self.env.timeout(self.latency_ms, ready)
+        clock = self.clock
+        clock.at(clock.now + self.latency_ms, done, ready)
         return None
 
     def track_now(self, task: str, upstream: str, expected: int) -> bool:
@@ -309,12 +306,11 @@ class Storage:
 
         -> event fired then (``done``: ``done(None)`` called then instead, ``None`` returned).
         """
-        env = self.env
         lat = self.latency_ms
         self._notified(channel, lat)
         if done is None:
-            return env.timeout(lat)
-        call_later(env, lat, done, None)
+            return self.env.timeout(lat)
+        self.clock.later(lat, done, None)
         return None
 
     def notify_now(self, channel: str) -> None:
@@ -324,15 +320,15 @@ class Storage:
 
     def _notified(self, channel: str, delay: float) -> None:
         """``channel`` counts as notified ``delay`` ms from now; its listeners wake then."""
-        env = self.env
-        self.notified.setdefault(channel, env._now + delay)
+        clock = self.clock
+        self.notified.setdefault(channel, clock.now + delay)
         for listener in self._listeners.pop(channel, ()):
             if isinstance(listener, Event):
                 listener._ok = True
                 listener._value = None
-                env.schedule(listener, NORMAL, delay)
+                self.env.schedule(listener, NORMAL, delay)
             else:
-                call_later(env, delay, listener, None)
+                clock.later(delay, listener, None)
 
     def wait_for(self, channel: str, *, done: Done | None = None) -> Event | bool | None:
         """Event fired when ``channel`` is notified, or ``None`` if it already was.
@@ -342,13 +338,13 @@ class Storage:
         """
         at = self.notified.get(channel)
         env = self.env
-        now = env.now
+        now = self.clock.now
         if at is not None:
             if at <= now:
                 return None
             if done is None:
                 return env.timeout(at - now)
-            call_later(env, at - now, done, None)
+            self.clock.later(at - now, done, None)
             return True
         if done is None:
             event = Event(env)
