@@ -116,37 +116,60 @@ def test_the_compiled_heaps_give_heapq_s_order() -> None:
     # The event queue's and the bandwidth model's heaps are written out for the compiler
     # (and are heapq's own functions when interpreted). Pushed and popped in a random
     # interleaving, with many equal times and priorities, entries must come out exactly
-    # as heapq gives them, on the same list as heapq's own pushes (SimPy's events).
+    # as heapq gives them (heapq pushes some of them, like a heapify would).
     import heapq
     import random
 
     from faasplan.simulator import clock
 
     rng = random.Random(7)
-    ours: list[tuple[object, ...]] = []
-    theirs: list[tuple[object, ...]] = []
+    ours: list[clock.Entry] = []
+    theirs: list[tuple[float, int, int]] = []
     out_ours, out_theirs = [], []
     for eid in range(5_000):
-        entry = (float(rng.randrange(40)), rng.choice((0, 1)), eid, "x")
+        key = (float(rng.randrange(40)), rng.choice((0, 1)), eid)
+        entry = clock.Entry(*key, print, None)
         if rng.random() < 0.2:
-            heapq.heappush(ours, entry)  # SimPy's schedule on the same queue
+            heapq.heappush(ours, entry)  # by Entry's own order
         else:
             clock.queue_push(ours, entry)
-        heapq.heappush(theirs, entry)
+        heapq.heappush(theirs, key)
         if rng.random() < 0.45:
             out_ours.append(clock.queue_pop(ours))
             out_theirs.append(heapq.heappop(theirs))
     while theirs:
         out_ours.append(clock.queue_pop(ours))
         out_theirs.append(heapq.heappop(theirs))
-    assert not ours and out_ours == out_theirs
+    assert not ours and [(e.time, e.priority, e.id) for e in out_ours] == out_theirs
 
     # The bandwidth model's heaps: (key, unique seq, anything).
     flows: list[tuple[object, ...]] = []
     for seq in range(2_000):
-        clock.queue_push(flows, (rng.randrange(30) * 0.5, seq, None))
-    popped = [clock.queue_pop(flows) for _ in range(2_000)]
+        clock.heap_push(flows, (rng.randrange(30) * 0.5, seq, None))
+    popped = [clock.heap_pop(flows) for _ in range(2_000)]
     assert popped == sorted(popped, key=lambda e: (e[0], e[1]))
     with pytest.raises(IndexError):
         clock.queue_pop([])
+    with pytest.raises(IndexError):
+        clock.heap_pop([])
+
+
+def test_an_environment_s_clock_takes_over_its_queue_in_order() -> None:
+    # Steps queued before the clock existed (SimPy's events, plain callbacks) and after
+    # it (SimPy's events then go through the clock) run in SimPy's order.
+    import simpy
+
+    from faasplan.simulator import clock
+
+    env = simpy.Environment()
+    seen: list[str] = []
+    env.timeout(2).callbacks.append(lambda _: seen.append("event before"))
+    clock.call_later(env, 2, seen.append, "callback")
+    env.timeout(1).callbacks.append(lambda _: seen.append("first"))
+    assert clock.clock_of(env) is clock.clock_of(env)
+    env.timeout(2).callbacks.append(lambda _: seen.append("event after"))
+    clock.call_soon(env, seen.append, "now")
+    clock.run_queue(env)
+    assert seen == ["now", "first", "event before", "callback", "event after"]
+    assert env.now == 2
 

@@ -27,13 +27,14 @@ CORE: tuple[str, ...] = (
     "faasplan.simulator.network",
     "faasplan.simulator.storage",
     "faasplan.simulator.faas",
+    "faasplan.simulator.groundtruth",
     "faasplan.simulator.driver",
     "faasplan.worker.effects",
     "faasplan.worker.taskinfo",
     "faasplan.worker.branch",
 )
-"""The compiled modules: the event loop, bandwidth, storage, FaaS and driver models of
-the simulator, and the worker logic every driver runs with the effects it yields and the
+"""The compiled modules: the event loop, bandwidth, storage, FaaS, task and driver models
+of the simulator, and the worker logic every driver runs with the effects it yields and the
 tasks it reads."""
 
 ENV = "FAASPLAN_PURE_PYTHON"

@@ -29,6 +29,7 @@ from faasplan.simulator.behaviour import TaskBehaviour
 from faasplan.simulator.clock import URGENT, Clock, Done, clock_of, on_event, run_queue
 from faasplan.simulator.errors import SimulationError, SimulationStuckError
 from faasplan.simulator.faas import FaaSModel, Sandbox
+from faasplan.simulator.groundtruth import GroundTruth
 from faasplan.simulator.network import Endpoint, FairShareNetwork
 from faasplan.simulator.storage import Storage, TransferRecord
 
@@ -179,6 +180,8 @@ class Simulation:
         self.storage = storage
         self.faas = faas
         self.behaviour = behaviour
+        # The usual task model, compiled like the driver: called directly.
+        self._truth = behaviour if type(behaviour) is GroundTruth else None
         self.rng = rng
         self.platform = platform
         self.tasks: dict[str, TaskRun] = {}
@@ -206,12 +209,7 @@ class Simulation:
         # the store's round trip (see _Proc.after_store); with the built-in operations the
         # simulator does the same.
         self._behind_store = self._fast_store and self._fast_track and self._fast_notify
-        self._handlers: dict[type, Callable[[Any, _Proc, Done], Outcome | None]] = {
-            Fetch: self._fetch, Store: self._store, Track: self._track,
-            Notify: self._notify, WaitFor: self._wait_for, Invoke: self._invoke,
-            Execute: self._execute, Spawn: self._spawn, Join: self._join,
-            Parallel: self._parallel, Sleep: self._sleep,
-        }
+        self._ran = False
 
     @classmethod
     def create(cls, spec: RunSpec, platform: Platform, behaviour: TaskBehaviour,
@@ -231,14 +229,12 @@ class Simulation:
     # -- the run --------------------------------------------------------------------------
     def run(self) -> RunResult:
         """Simulate to the end; raise :class:`SimulationStuckError` if tasks never ran."""
-        if not self._handlers:
+        if self._ran:
             raise RuntimeError("a Simulation runs once; create a new one for another run")
+        self._ran = True
         self.env.process(self._client())
-        try:
-            with gc_paused():
-                run_queue(self.env)
-        finally:
-            self._handlers.clear()  # the bound methods in it make a cycle through self
+        with gc_paused():
+            run_queue(self.env)
         self._check_finished()
         notified = self.storage.notified
         makespan = 0.0
@@ -354,6 +350,37 @@ class Simulation:
         return self.clock.now
 
     # -- effects --------------------------------------------------------------------------
+    def _perform(self, effect: Any, proc: _Proc, done: Done) -> Outcome | None:
+        """Start ``effect`` for ``proc``: its handler's outcome (see below).
+
+        (A chain of isinstance tests, most frequent first: compiled, each handler is then
+        called directly with the effect's own type.)
+        """
+        if isinstance(effect, Fetch):
+            return self._fetch(effect, proc, done)
+        if isinstance(effect, Execute):
+            return self._execute(effect, proc, done)
+        if isinstance(effect, Store):
+            return self._store(effect, proc, done)
+        if isinstance(effect, Parallel):
+            return self._parallel(effect, proc, done)
+        if isinstance(effect, Track):
+            return self._track(effect, proc, done)
+        if isinstance(effect, Invoke):
+            return self._invoke(effect, proc, done)
+        if isinstance(effect, Notify):
+            return self._notify(effect, proc, done)
+        if isinstance(effect, WaitFor):
+            return self._wait_for(effect, proc, done)
+        if isinstance(effect, Spawn):
+            return self._spawn(effect, proc, done)
+        if isinstance(effect, Join):
+            return self._join(effect, proc, done)
+        if isinstance(effect, Sleep):
+            return self._sleep(effect, proc, done)
+        raise SimulationError(f"worker {proc.worker.label!r} yielded {effect!r}, which is not "
+                              f"an effect the simulator knows")
+
     # A handler either returns the result (``_Now``), returns a SimPy event that will
     # carry it, or returns ``None`` after queueing ``done(result)`` itself.
     def _switch(self, proc: _Proc, task: str) -> None:
@@ -441,8 +468,13 @@ class Simulation:
         input_bytes = 0
         for p in eff.inputs.values():
             input_bytes += p.nbytes
-        ms = self.behaviour.exec_ms(tid, w.memory_mb, input_bytes, self.rng)
-        out = self.behaviour.output_bytes(tid, input_bytes, self.rng)
+        truth = self._truth
+        if truth is not None:
+            ms = truth.exec_ms(tid, w.memory_mb, input_bytes, self.rng)
+            out = truth.output_bytes(tid, input_bytes, self.rng)
+        else:
+            ms = self.behaviour.exec_ms(tid, w.memory_mb, input_bytes, self.rng)
+            out = self.behaviour.output_bytes(tid, input_bytes, self.rng)
         if not ms >= 0:
             raise SimulationError(f"behaviour gave task {tid!r} an execution time of {ms!r} ms")
         clock = self.clock
@@ -486,7 +518,6 @@ class Simulation:
         return gather.outcome()
 
     def _parallel(self, eff: Parallel, proc: _Proc, done: Done) -> Outcome | None:
-        handlers = self._handlers
         effects = eff.effects
         batch: list[int] | None = None
         if self._fast_many:
@@ -494,9 +525,11 @@ class Simulation:
             # ``stream``, and not a DAG part this sandbox holds): the runtime sends two or
             # more of them as one ``MGET``.
             held = self._held.get(proc.worker.container)
-            batch = [i for i, e in enumerate(effects)
-                     if type(e) is Fetch and not e.wait and not e.stream
-                     and not (held is not None and e.key in held)]
+            batch = []
+            for i, e in enumerate(effects):
+                if isinstance(e, Fetch) and not e.wait and not e.stream \
+                        and not (held is not None and e.key in held):
+                    batch.append(i)
             if len(batch) == len(effects) and len(batch) > 1:
                 self._fetch_many(effects, proc, done)  # the whole set is one request
                 return None
@@ -505,7 +538,7 @@ class Simulation:
         gather = _Gather(self.clock, len(effects), done)
         for i, e in enumerate(effects):
             if batch is None or i not in batch:
-                gather.add(i, handlers[type(e)](e, proc, partial(gather.put, i)))
+                gather.add(i, self._perform(e, proc, partial(gather.put, i)))
         if batch is not None:
             gather.left += 1
             self._fetch_many(tuple(effects[i] for i in batch), proc,
@@ -554,8 +587,8 @@ class _Proc:
     delegation) extend that task's ``end_ms``. ``finish`` gets the branch's return value.
     """
 
-    __slots__ = ("after_store", "clock", "finish", "handlers", "on_event", "post", "pre_start",
-                 "send", "sim", "task", "wake", "worker")
+    __slots__ = ("after_store", "clock", "finish", "on_event", "post", "pre_start", "send",
+                 "sim", "task", "wake", "worker")
     __deletable__ = ("after_store", "on_event", "wake")  # see close()
 
     def __init__(self, sim: Simulation, worker: WorkerRun, branch: Generator[Any, Any, Any],
@@ -563,7 +596,6 @@ class _Proc:
                  post: TaskRun | None = None) -> None:
         self.sim = sim
         self.clock = sim.clock
-        self.handlers = sim._handlers
         self.worker = worker
         self.send = branch.send
         self.finish = finish
@@ -604,19 +636,21 @@ class _Proc:
             return
         storage = self.sim.storage
         value: Any = None
-        if type(effect) is Track:
+        # (isinstance, not type(): the compiled code then reads the fields directly.)
+        if isinstance(effect, Track):
             value = storage.track_now(effect.task, effect.upstream, effect.expected)
-        elif type(effect) is Notify:
+        elif isinstance(effect, Notify):
             storage.notify_now(effect.channel)
         else:
-            value = [storage.track_now(e.task, e.upstream, e.expected) for e in effect.effects]
+            tracks: tuple[Track, ...] = effect.effects
+            value = [storage.track_now(e.task, e.upstream, e.expected) for e in tracks]
         self.step(value)
 
     def step(self, value: Any, effect: Any = None) -> None:
         """Send the branch ``value`` and the results of its effects while they are
         available at once; return when it waits for one (or ends). ``effect``: the
         branch already asked for it (``value`` is then unused)."""
-        handlers = self.handlers
+        sim = self.sim
         clock = self.clock
         send = self.send
         while True:
@@ -627,12 +661,7 @@ class _Proc:
                     self.close()
                     self.finish(stop.value)
                     return
-            try:
-                handler = handlers[type(effect)]
-            except KeyError:
-                raise SimulationError(f"worker {self.worker.label!r} yielded {effect!r}, "
-                                      f"which is not an effect the simulator knows") from None
-            outcome = handler(effect, self, self.wake)
+            outcome = sim._perform(effect, self, self.wake)
             effect = None
             if outcome is None:
                 return  # the handler has queued ``self.wake`` with the result
@@ -684,8 +713,11 @@ class _Gather:
 
     def put_many(self, indices: list[int], values: list[Any]) -> None:
         """Several results arrived together (one batched request counts as one pending)."""
-        for i, value in zip(indices, values, strict=True):
-            self.values[i] = value
+        if len(indices) != len(values):
+            raise SimulationError(f"{len(values)} results for {len(indices)} fetches")
+        mine = self.values
+        for j, i in enumerate(indices):
+            mine[i] = values[j]
         self.left -= 1
         if self.left == 0:
             self.clock.soon(self.done, self.values)

@@ -14,7 +14,7 @@ from faasplan.platform import Platform
 from faasplan.worker.effects import Invocation
 
 
-@dataclass(slots=True, unsafe_hash=True)
+@dataclass(slots=True, unsafe_hash=True, init=False)
 class Sandbox:
     """An execution environment given to one invocation (one per invocation, so a plain
     slotted record rather than a frozen one, which costs several times as much to make;
@@ -29,6 +29,16 @@ class Sandbox:
     memory_mb: int
     state: str
     startup_ms: float
+
+    def __init__(self, container: int, memory_mb: int, state: str, startup_ms: float) -> None:
+        # Written out, not generated: compiled, a hand-written initializer is compiled too.
+        self.container = container
+        self.memory_mb = memory_mb
+        self.state = state
+        self.startup_ms = startup_ms
+
+    def __reduce__(self) -> tuple[object, ...]:
+        return (Sandbox, (self.container, self.memory_mb, self.state, self.startup_ms))
 
 
 class FaaSModel:

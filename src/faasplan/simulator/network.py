@@ -26,7 +26,7 @@ from typing import Any, Final
 
 import simpy
 
-from faasplan.simulator.clock import clock_of, queue_pop, queue_push
+from faasplan.simulator.clock import Clock, clock_of, heap_pop, heap_push
 
 Done = Callable[[Any], None]
 
@@ -67,6 +67,12 @@ class _Class:
         self.heap: list[tuple[float, int, int, Endpoint]] = []
 
 
+class _Token:
+    """Names one scheduled wake-up (a compiled object: cheaper to make than ``object()``)."""
+
+    __slots__ = ()
+
+
 class FairShareNetwork:
     """Transfers through one server link of ``capacity`` bytes per ms (``inf``: no limit).
 
@@ -94,13 +100,13 @@ class FairShareNetwork:
         self._seq = 0
         self._wake_event: Any = None
         self._wake_at = INF
-        self._plain = plain_callbacks
-        # Run by run_queue (plain callbacks), the time is read on the environment's clock;
-        # run by SimPy's own loop, on the environment.
-        self._clock = clock_of(env)
+        # Plain callbacks: the environment's clock queues them and gives the time (run by
+        # run_queue); otherwise SimPy's timeouts and time (run by SimPy's own loop).
+        self._clock: Clock | None = clock_of(env) if plain_callbacks else None
 
     def _time(self) -> float:
-        return self._clock.now if self._plain else float(self.env._now)
+        clock = self._clock
+        return clock.now if clock is not None else float(self.env._now)
 
     def transfer(self, nbytes: float, endpoint: Endpoint, on_done: Done, arg: Any = None
                  ) -> None:
@@ -108,7 +114,8 @@ class FairShareNetwork:
         if nbytes <= 0:
             on_done(arg)
             return
-        now = self._clock.now if self._plain else self._time()
+        clock = self._clock
+        now = clock.now if clock is not None else self._time()
         dt = now - self._last
         if dt > 0:  # :meth:`_advance`, inlined
             for cl in self._classes.values():
@@ -118,7 +125,7 @@ class FairShareNetwork:
         c = endpoint.cls
         local = endpoint.offset if c is None else c.served + endpoint.offset
         self._seq += 1
-        queue_push(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
+        heap_push(endpoint.flows, (local + nbytes, self._seq, on_done, arg))
         self.active += 1
         self._regroup(endpoint, local, len(endpoint.flows) - 1)
         self._schedule()
@@ -155,7 +162,7 @@ class FairShareNetwork:
         endpoint.cls = new
         endpoint.offset = offset = local - new.served
         self._seq += 1
-        queue_push(new.heap, (flows[0][0] - offset, self._seq, endpoint.version, endpoint))
+        heap_push(new.heap, (flows[0][0] - offset, self._seq, endpoint.version, endpoint))
 
     def _schedule(self) -> None:
         """Set max-min fair rates, then wake up when the next transfer finishes.
@@ -181,21 +188,22 @@ class FairShareNetwork:
                 rate = c.rate = fair
             heap = c.heap
             while heap and heap[0][3].version != heap[0][2]:
-                queue_pop(heap)  # entries of endpoints that moved since
+                heap_pop(heap)  # entries of endpoints that moved since
             if heap:
                 d = 0.0 if rate == INF else (heap[0][0] - c.served) / rate
                 if d < delay:
                     delay = d
         if delay < 0.0:
             delay = 0.0
-        when = (self._clock.now if self._plain else self._time()) + delay
+        clock = self._clock
+        when = (clock.now if clock is not None else self._time()) + delay
         if when >= self._wake_at:
             return  # a wake-up is due no later; it reschedules if it comes early
         self._wake_at = when
-        if self._plain:
+        if clock is not None:
             # A fresh token per wake-up: the entries it supersedes find a different one.
-            token = self._wake_event = object()
-            self._clock.at(when, self._wake, token)
+            token = self._wake_event = _Token()
+            clock.at(when, self._wake, token)
             return
         ev = self.env.timeout(delay)
         ev.callbacks.append(self._wake)
@@ -204,7 +212,8 @@ class FairShareNetwork:
     def _wake(self, event: Any) -> None:
         if event is not self._wake_event:
             return  # superseded by a later start or end
-        now = self._clock.now if self._plain else self._time()
+        clock = self._clock
+        now = clock.now if clock is not None else self._time()
         self._advance(now)
         self._wake_at = INF
         tol = _TIME_TOLERANCE * (now if now > 1.0 else 1.0)
@@ -215,16 +224,16 @@ class FairShareNetwork:
             while heap:
                 key, _, version, endpoint = heap[0]
                 if endpoint.version != version:
-                    queue_pop(heap)
+                    heap_pop(heap)
                     continue
                 if key - c.served > slack:
                     break
-                queue_pop(heap)
+                heap_pop(heap)
                 local = c.served + endpoint.offset
                 flows = endpoint.flows
                 before = len(flows)
                 while flows and flows[0][0] - local <= slack:
-                    item = queue_pop(flows)
+                    item = heap_pop(flows)
                     done.append((item[2], item[3]))
                 self.active -= before - len(flows)
                 self._regroup(endpoint, local, before)

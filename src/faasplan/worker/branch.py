@@ -34,7 +34,7 @@ How a worker gets the DAG
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Mapping
+from collections.abc import Generator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -221,14 +221,26 @@ def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
         else:
             yield parts[0]
     elif fetches or parts:
-        results = yield Parallel((*parts, *fetches))
-        cache.update(zip([f.key for f in fetches], results[len(parts):], strict=True))
+        results: Sequence[Any] = yield Parallel((*parts, *fetches))
+        _check_results(results, len(parts) + len(fetches))
+        first = len(parts)
+        for i, f in enumerate(fetches):
+            cache[f.key] = results[first + i]
     if joins:
-        results = yield Join(tuple(h for _, h in joins), task=info.id)
-        cache.update(zip((k for k, _ in joins), results, strict=True))
+        results = yield Join(tuple([h for _, h in joins]), task=info.id)
+        _check_results(results, len(joins))
+        for i, (key, _) in enumerate(joins):
+            cache[key] = results[i]
     out = yield Execute(info.id, {k: cache[k] for k in keys})
     cache[info.key] = out
     return out
+
+
+def _check_results(results: Sequence[Any], expected: int) -> None:
+    """A driver answers a parallel set or a join with one result per effect or branch."""
+    if len(results) != expected:
+        raise ValueError(f"the driver answered {expected} effects with {len(results)} "
+                         f"results: {results!r}")
 
 
 def _input_fetch(spec: RunSpec, consumer: str, producer: str, key: str, *, wait: bool
@@ -285,7 +297,8 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
     tasks: Mapping[str, TaskInfo] = spec.tasks
     entries: frozenset[str] = spec.entries
     delayed_owner: Mapping[str, str] = spec.delayed_owner
-    made: tuple[Track | None, ...] | None = spec.fan_in_tracks.get(info.id)  # the usual tracks, made once per DagShape
+    # The usual tracks, made once per DagShape.
+    made: tuple[Track | None, ...] | None = spec.fan_in_tracks.get(info.id)
     for i, d in enumerate(info.downstream):
         dinfo: TaskInfo = tasks[d]
         if dinfo.worker is not None and dinfo.worker == local.worker:
@@ -302,9 +315,11 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
                 track = Track(d, info.id, expected)
             tracks.append(track)
     if tracks:
-        results = (yield Parallel(tuple(tracks))) if len(tracks) > 1 else [(yield tracks[0])]
-        for track, is_ready in zip(tracks, results, strict=True):
-            if not is_ready:
+        results: Sequence[Any] = (yield Parallel(tuple(tracks))) if len(tracks) > 1 \
+            else [(yield tracks[0])]
+        _check_results(results, len(tracks))
+        for i, track in enumerate(tracks):
+            if not results[i]:
                 continue
             if spec.delayed_owner.get(track.task) is not None:
                 yield Notify(ready_channel(track.task))

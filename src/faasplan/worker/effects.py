@@ -232,9 +232,9 @@ class Execute:
     """Run ``task`` on ``inputs`` (storage key -> payload) -> its output :class:`Payload`."""
 
     task: str
-    inputs: Mapping[str, Payload]
+    inputs: dict[str, Payload]
 
-    def __init__(self, task: str, inputs: Mapping[str, Payload]) -> None:
+    def __init__(self, task: str, inputs: dict[str, Payload]) -> None:
         self.task = task
         self.inputs = inputs
 
