@@ -35,7 +35,6 @@ How a worker gets the DAG
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from faasplan.worker.effects import (
@@ -56,7 +55,7 @@ from faasplan.worker.effects import (
 )
 from faasplan.worker.placement import Opt
 from faasplan.worker.spec import RunSpec
-from faasplan.worker.taskinfo import TaskInfo
+from faasplan.worker.taskinfo import SpecView, TaskInfo
 
 Branch = Generator[Any, Any, Any]
 
@@ -69,19 +68,24 @@ _STREAM: Final = Opt.STREAM
 _ASYNC_UPLOAD: Final = Opt.ASYNC_UPLOAD
 
 
-@dataclass(slots=True)
 class _Local:
-    """State private to one worker invocation."""
+    """State private to one worker invocation (a plain class: compiled, its initializer
+    is compiled too)."""
 
-    worker: str | None
-    roots: frozenset[str]
-    cache: dict[str, Payload]
-    pending: dict[str, Any] = field(default_factory=dict)
-    spawned: list[Any] = field(default_factory=list)
-    delayed: list[str] = field(default_factory=list)
-    prewarmed: set[tuple[str | None, int]] = field(default_factory=set)
-    by_reference: bool = False
-    parts: set[str] = field(default_factory=set)
+    __slots__ = ("by_reference", "cache", "delayed", "parts", "pending", "prewarmed",
+                 "roots", "spawned", "worker")
+
+    def __init__(self, worker: str | None, roots: frozenset[str], cache: dict[str, Payload],
+                 by_reference: bool = False) -> None:
+        self.worker = worker
+        self.roots = roots
+        self.cache = cache
+        self.pending: dict[str, Any] = {}
+        self.spawned: list[Any] = []
+        self.delayed: list[str] = []
+        self.prewarmed: set[tuple[str | None, int]] = set()
+        self.by_reference = by_reference
+        self.parts: set[str] = set()
 
 
 def execute_branch(spec: RunSpec, invocation: Invocation) -> Branch:
@@ -94,10 +98,11 @@ def execute_branch(spec: RunSpec, invocation: Invocation) -> Branch:
         return
     local = _Local(invocation.worker, frozenset(invocation.roots), dict(invocation.carried),
                    by_reference=not invocation.inline_dag)
+    view: SpecView = spec.view
     if invocation.worker is None:
-        yield from _run_flexible(spec, local, list(invocation.roots))
+        yield from _run_flexible(view, local, list(invocation.roots))
     else:
-        yield from _run_planned(spec, local, spec.worker_tasks[invocation.worker])
+        yield from _run_planned(view, local, view.worker_tasks[invocation.worker])
     if local.spawned:
         yield Join(tuple(local.spawned))
 
@@ -105,10 +110,11 @@ def execute_branch(spec: RunSpec, invocation: Invocation) -> Branch:
 def initial_invocations(spec: RunSpec) -> list[Invocation]:
     """The invocations the client sends to start a run: one per ready root entry."""
     invocations = []
+    view: SpecView = spec.view
     for tid in spec.order:
-        info: TaskInfo = spec.tasks[tid]
-        if not info.upstream and spec.is_entry(tid):
-            invocations.append(_invocation_for(spec, info, {}))
+        info: TaskInfo = view.tasks[tid]
+        if not info.upstream and view.is_entry(tid):
+            invocations.append(_invocation_for(view, info, {}))
     return invocations
 
 
@@ -145,7 +151,7 @@ def rides_behind_store(effect: Any) -> bool:
 
 
 # -- the two kinds of worker ---------------------------------------------------------------
-def _run_planned(spec: RunSpec, local: _Local, tasks: tuple[str, ...]) -> Branch:
+def _run_planned(spec: SpecView, local: _Local, tasks: tuple[str, ...]) -> Branch:
     for tid in tasks:
         if _PRELOAD in spec.tasks[tid].optimizations:
             yield from _preload(spec, local, tid)
@@ -155,7 +161,7 @@ def _run_planned(spec: RunSpec, local: _Local, tasks: tuple[str, ...]) -> Branch
         yield from _after_task(spec, local, info, out, local_deps=())
 
 
-def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
+def _run_flexible(spec: SpecView, local: _Local, queue: list[str]) -> Branch:
     # Delayed fan-ins this worker owns wait until all its other work is done, then run in
     # topological order: their other inputs may come from that work, so waiting earlier
     # could deadlock.
@@ -175,7 +181,7 @@ def _run_flexible(spec: RunSpec, local: _Local, queue: list[str]) -> Branch:
 
 
 # -- one task -------------------------------------------------------------------------------
-def _run_task(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
+def _run_task(spec: SpecView, local: _Local, info: TaskInfo) -> Branch:
     """Gather inputs (cache, pending pre-loads, storage), then execute."""
     if _PREWARM in info.optimizations:
         yield from _prewarm(spec, local, info)
@@ -243,14 +249,14 @@ def _check_results(results: Sequence[Any], expected: int) -> None:
                          f"results: {results!r}")
 
 
-def _input_fetch(spec: RunSpec, consumer: str, producer: str, key: str, *, wait: bool
+def _input_fetch(spec: SpecView, consumer: str, producer: str, key: str, *, wait: bool
                  ) -> Fetch:
     """Read ``key``, the output of ``producer``, for ``consumer``."""
     streamed = wait and _STREAM in spec.tasks[producer].optimizations
     return Fetch(key, consumer, wait, streamed)  # (positional arguments: cheaper)
 
 
-def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
+def _after_task(spec: SpecView, local: _Local, info: TaskInfo, out: Payload,
                 local_deps: tuple[str, ...]) -> Branch:
     """Upload if needed, notify dependents, delegate; return tasks to continue with here."""
     delayed = [d for d in info.downstream if spec.delayed_owner.get(d) == info.id] \
@@ -281,7 +287,7 @@ def _after_task(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
     return continue_here
 
 
-def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, upload: bool
+def _publish(spec: SpecView, local: _Local, info: TaskInfo, out: Payload, *, upload: bool
              ) -> Branch:
     """Store the output (if needed), then track dependents and start the ready ones.
 
@@ -294,7 +300,7 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
         yield Notify(sink_channel(info.id))
     ready: list[str] = []
     tracks: list[Track] = []
-    tasks: Mapping[str, TaskInfo] = spec.tasks
+    tasks = spec.tasks
     entries: frozenset[str] = spec.entries
     delayed_owner: Mapping[str, str] = spec.delayed_owner
     # The usual tracks, made once per DagShape.
@@ -335,7 +341,7 @@ def _publish(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload, *, uplo
     return flexible
 
 
-def _delegate_after(spec: RunSpec, local: _Local, publish: Branch, keep: tuple[str, ...]
+def _delegate_after(spec: SpecView, local: _Local, publish: Branch, keep: tuple[str, ...]
                     ) -> Branch:
     """Concurrent publishing: dependents it makes ready are delegated, not continued."""
     ready = yield from publish
@@ -344,11 +350,11 @@ def _delegate_after(spec: RunSpec, local: _Local, publish: Branch, keep: tuple[s
             yield Invoke(_invocation_for(spec, spec.tasks[d], local.cache))
 
 
-def _needs_upload(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
+def _needs_upload(spec: SpecView, local: _Local, info: TaskInfo, out: Payload,
                   local_deps: tuple[str, ...], delayed: list[str]) -> bool:
     if info.is_sink:
         return True
-    small = out.nbytes <= spec.options.carry_bytes
+    small = out.nbytes <= spec.carry_bytes
     for d in info.downstream:
         dinfo: TaskInfo = spec.tasks[d]
         if d in local_deps or d in delayed:
@@ -362,11 +368,11 @@ def _needs_upload(spec: RunSpec, local: _Local, info: TaskInfo, out: Payload,
     return False
 
 
-def _planned_local(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
+def _planned_local(spec: SpecView, info: TaskInfo) -> tuple[str, ...]:
     """Flexible dependents certain to be ready that a flexible worker keeps for itself."""
     if info.worker is not None:
         return ()
-    tasks: Mapping[str, TaskInfo] = spec.tasks
+    tasks = spec.tasks
     if _CLUSTER in info.optimizations:
         return tuple(d for d in info.downstream
                      if len(tasks[d].upstream) == 1 and tasks[d].worker is None)
@@ -377,8 +383,8 @@ def _planned_local(spec: RunSpec, info: TaskInfo) -> tuple[str, ...]:
     return ()
 
 
-def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) -> Invocation:
-    carry = spec.options.carry_bytes
+def _invocation_for(spec: SpecView, info: TaskInfo, cache: dict[str, Payload]) -> Invocation:
+    carry = spec.carry_bytes
     carried = {}
     for key in info.input_keys:
         p = cache.get(key)
@@ -396,7 +402,7 @@ def _invocation_for(spec: RunSpec, info: TaskInfo, cache: dict[str, Payload]) ->
 
 
 # -- optimization hooks -----------------------------------------------------------------
-def _preload(spec: RunSpec, local: _Local, tid: str) -> Branch:
+def _preload(spec: SpecView, local: _Local, tid: str) -> Branch:
     """Spawn one background fetch per input that another worker will produce."""
     info: TaskInfo = spec.tasks[tid]
     for up, key in zip(info.upstream, info.input_keys, strict=True):
@@ -413,7 +419,7 @@ def _single(effect: Any) -> Branch:
     return result
 
 
-def _prewarm(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
+def _prewarm(spec: SpecView, local: _Local, info: TaskInfo) -> Branch:
     """Invoke empty workers for the downstream workers this task will start.
 
     Never for work this worker continues with itself: the dependents a flexible worker
@@ -429,7 +435,7 @@ def _prewarm(spec: RunSpec, local: _Local, info: TaskInfo) -> Branch:
         yield Invoke(Invocation(None, memory, ()))
 
 
-def _downstream_workers(spec: RunSpec, local: _Local, deps: Iterable[str]
+def _downstream_workers(spec: SpecView, local: _Local, deps: Iterable[str]
                         ) -> list[tuple[str | None, int]]:
     out: list[tuple[str | None, int]] = []
     for d in deps:

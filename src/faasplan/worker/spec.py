@@ -17,7 +17,7 @@ from faasplan.worker.effects import Fetch, Payload, Track, output_key
 from faasplan.worker.placement import Opt, Placement
 from faasplan.worker.subdag import DEFAULT_CODE_NBYTES, DEFAULT_TASK_NBYTES, union_nbytes
 from faasplan.worker.subdag import subdag_sizes as compute_subdag_sizes
-from faasplan.worker.taskinfo import TaskInfo
+from faasplan.worker.taskinfo import SpecView, TaskInfo
 from faasplan.workflow import Workflow
 from faasplan.workflow.codec import FUNCTION_PART_PREFIX, TASK_PART_PREFIX
 
@@ -265,8 +265,9 @@ class RunSpec:
 
     def __getstate__(self) -> dict[str, Any]:
         # Pickled (in a run's manifest) without what the receiving side makes again when
-        # it needs it: the shared fetch effects, the part sizes and the cached entries.
-        state = {k: v for k, v in self.__dict__.items() if k != "entries"}
+        # it needs it: the shared fetch effects, the part sizes and the cached entries
+        # and view.
+        state = {k: v for k, v in self.__dict__.items() if k not in ("entries", "view")}
         state.update(part_fetches={}, input_fetches={}, fan_in_tracks={}, part_sizes={},
                      literal_payloads={}, part_payloads={})
         return state
@@ -317,6 +318,12 @@ class RunSpec:
     def is_entry(self, task_id: str) -> bool:
         """Whether the task's readiness starts a worker (flexible tasks, fixed entries)."""
         return task_id in self.entries
+
+    @cached_property
+    def view(self) -> SpecView:
+        """What the worker logic reads for every task, gathered once (made on first use,
+        never shipped in a manifest)."""
+        return SpecView(self)
 
     @cached_property
     def entries(self) -> frozenset[str]:

@@ -1,5 +1,6 @@
-"""One task as the worker logic sees it (:class:`TaskInfo`), made by
-:class:`~faasplan.worker.RunSpec` for every task of a run.
+"""One task and one run as the worker logic sees them: :class:`TaskInfo`, made by
+:class:`~faasplan.worker.RunSpec` for every task of a run, and :class:`SpecView`, the
+spec's facts the worker logic reads for every task.
 
 Compiled with the simulator's core (see :mod:`faasplan._native`): the worker logic
 reads these fields several times per task, and a compiled class reads them directly.
@@ -7,10 +8,11 @@ reads these fields several times per task, and a compiled class reads them direc
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from faasplan.worker.effects import output_key
+from faasplan.worker.effects import Fetch, Track, output_key
 from faasplan.worker.placement import Opt, Placement
 
 
@@ -64,3 +66,38 @@ class TaskInfo:
         # Pickled (in a run's manifest) without the derived fields, which are made again.
         return (TaskInfo, (self.id, self.function, self.upstream, self.downstream,
                            self.placement, self.literals, self.is_sink))
+
+
+class SpecView:
+    """The facts of a :class:`~faasplan.worker.RunSpec` the worker logic reads for every
+    task, gathered once per spec (``RunSpec.view``).
+
+    Compiled, like :class:`TaskInfo`: the worker logic reads these as fields of a compiled
+    object, where reading them on the spec is a Python attribute lookup each time. The
+    mappings are the spec's own (``tasks`` a plain dict copy of them); nothing here is
+    modified.
+    """
+
+    __slots__ = ("carry_bytes", "dag_parts", "delayed_owner", "entries", "fan_in_tracks",
+                 "inline_entries", "input_fetches", "part_fetches", "position", "spec",
+                 "subdag_sizes", "tasks", "worker_dag_sizes", "worker_tasks")
+
+    def __init__(self, spec: Any) -> None:
+        self.spec = spec
+        self.tasks: dict[str, TaskInfo] = dict(spec.tasks)
+        self.entries: frozenset[str] = spec.entries
+        self.delayed_owner: Mapping[str, str] = spec.delayed_owner
+        self.fan_in_tracks: Mapping[str, tuple[Track | None, ...]] = spec.fan_in_tracks
+        self.input_fetches: Mapping[str, tuple[Fetch, ...]] = spec.input_fetches
+        self.part_fetches: Mapping[str, tuple[Fetch, ...]] = spec.part_fetches
+        self.dag_parts: Mapping[str, tuple[tuple[str, int], ...]] = spec.dag_parts
+        self.subdag_sizes: Mapping[str, int] = spec.subdag_sizes
+        self.worker_dag_sizes: Mapping[str, int] = spec.worker_dag_sizes
+        self.inline_entries: frozenset[str] = spec.inline_entries
+        self.position: Mapping[str, int] = spec.position
+        self.worker_tasks: Mapping[str, tuple[str, ...]] = spec.worker_tasks
+        self.carry_bytes: int = spec.options.carry_bytes
+
+    def is_entry(self, task_id: str) -> bool:
+        """:meth:`RunSpec.is_entry <faasplan.worker.RunSpec.is_entry>`."""
+        return task_id in self.entries
