@@ -28,6 +28,7 @@ exactly as :meth:`simpy.Environment.step` does).
 from __future__ import annotations
 
 import heapq
+from collections import namedtuple
 from collections.abc import Callable
 from typing import Any, Final
 
@@ -321,6 +322,9 @@ def heap_pop(heap: list[Any]) -> tuple[Any, ...]:
 
 if __file__.endswith(".py"):
     # Interpreted (FAASPLAN_PURE_PYTHON=1, or no compiled core): heapq's C functions are
-    # faster than the ones above, and give the same order.
+    # faster than the ones above, and an entry is a named tuple, which they compare in C
+    # (by time, priority, then the unique id) instead of calling Entry.__lt__. The order
+    # is the same.
     globals().update(queue_push=heapq.heappush, queue_pop=heapq.heappop,
-                     heap_push=heapq.heappush, heap_pop=heapq.heappop)
+                     heap_push=heapq.heappush, heap_pop=heapq.heappop,
+                     Entry=namedtuple("Entry", ("time", "priority", "id", "fn", "arg")))
