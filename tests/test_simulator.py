@@ -742,3 +742,67 @@ def test_transfer_overhead_is_paid_per_transfer_only() -> None:
         pytest.approx(5.0 * ups, rel=0.05)
     # Set and channel operations (tracking, notifications) keep the plain round trip.
     assert slow.makespan_ms < base.makespan_ms + 5.0 * (ups + downs) + 1.0
+
+
+def test_numpy_numbers_and_lists_are_taken_where_python_ones_are() -> None:
+    # The effects and tasks are compiled classes with typed fields; their initializers
+    # convert, so a planner's NumPy memory, a float threshold or a list still work.
+    from faasplan.worker import Execute, Fetch, Parallel, Sleep, TaskInfo, Track
+
+    assert Payload(np.int64(3)) == Payload(3) and type(Payload(3.0).nbytes) is int
+    assert Track("a", "b", np.int64(2)).expected == 2
+    assert Fetch("k", None, 0, 1) == Fetch("k", None, False, True)
+    assert Parallel([Fetch("k")]).effects == (Fetch("k"),)
+    inv = Invocation(None, np.int64(128), ["a"], 1, np.int32(5))
+    assert (inv.memory_mb, inv.roots, inv.inline_dag, inv.dag_nbytes) == (128, ("a",), True, 5)
+    assert Sleep(3).ms == 3.0 and Execute("t", {"k": Payload(1)}).inputs == {"k": Payload(1)}
+    info = TaskInfo("t", "f", ["u"], [], Placement(None, np.int64(512)))
+    assert (info.upstream, info.input_keys, info.memory_mb) == (("u",), ("out:u",), 512)
+    assert pickle.loads(pickle.dumps(info)) == info
+
+    from faasplan.workloads import layered
+
+    wf = layered(300, 20, 3)
+    plain = simulate(wf, {t: Placement(None, 1024) for t in wf.tasks}, seed=2)
+    numpy = simulate(wf, {t: Placement(None, np.int64(1024)) for t in wf.tasks}, seed=2,
+                     options=WorkerOptions(carry_bytes=16.0 * 1024))
+    assert numpy.makespan_ms == plain.makespan_ms
+    assert numpy.tasks.equals(plain.tasks)
+
+
+def test_storage_runs_on_simpy_s_own_loop_as_on_run_queue() -> None:
+    # The storage model takes over the environment's queue (its clock); env.run() still
+    # runs it, through the clock, to the same times.
+    from faasplan.simulator import FairShareNetwork
+    from faasplan.simulator.network import Endpoint
+    from faasplan.simulator.storage import Storage, TransferRecord
+
+    def scenario(env: simpy.Environment, seen: list[tuple[str, float]]) -> None:
+        storage = Storage(env, FairShareNetwork(env, 100.0), 1.0)
+        writer, reader = Endpoint(10.0), Endpoint(20.0)
+
+        def write(env: simpy.Environment):  # type: ignore[no-untyped-def]
+            yield env.timeout(2)
+            yield storage.store("k", Payload(300), writer, TransferRecord(env.now))
+            seen.append(("stored", env.now))
+
+        def read(env: simpy.Environment):  # type: ignore[no-untyped-def]
+            payload = yield storage.fetch("k", reader, TransferRecord(env.now), wait=True)
+            seen.append((f"read {payload.nbytes}", env.now))
+
+        env.process(write(env))
+        env.process(read(env))
+
+    on_simpy: list[tuple[str, float]] = []
+    env = simpy.Environment()
+    scenario(env, on_simpy)
+    env.run()
+    on_queue: list[tuple[str, float]] = []
+    env2 = simpy.Environment()
+    scenario(env2, on_queue)
+    run_queue(env2)
+    assert on_simpy == on_queue == [("stored", 33.0), ("read 300", 48.0)]
+    env3 = simpy.Environment()
+    scenario(env3, [])
+    env3.run(until=10)
+    assert env3.now == 10

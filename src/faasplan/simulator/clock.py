@@ -10,9 +10,9 @@ happen.
 
 The environment's :class:`Clock` (:func:`clock_of`) takes over its heap: from then on
 SimPy's own events are queued as entries too (the clock schedules them, with the same
-numbers), so one kind of entry is compared. Only :func:`run_queue` knows these entries;
-an environment holding them must be run with it (it runs ordinary SimPy events too,
-exactly as :meth:`simpy.Environment.step` does).
+numbers), so one kind of entry is compared. :func:`run_queue` runs them all, SimPy's
+events exactly as :meth:`simpy.Environment.step` does; the clock also stands in for the
+environment's ``step``, so ``env.run()`` runs them too, more slowly.
 
 >>> import simpy
 >>> env = simpy.Environment()
@@ -28,12 +28,14 @@ exactly as :meth:`simpy.Environment.step` does).
 from __future__ import annotations
 
 import heapq
+import weakref
 from collections import namedtuple
 from collections.abc import Callable
 from typing import Any, Final
 
 import simpy
 import simpy.events
+from simpy.core import EmptySchedule
 from simpy.events import Event
 
 __all__ = ["NORMAL", "URGENT", "Clock", "Done", "Entry", "call_later", "call_soon",
@@ -104,9 +106,11 @@ class Clock:
     environment's one clock with :func:`clock_of`.
     """
 
-    __slots__ = ("ids", "now", "queue")
+    __slots__ = ("env", "ids", "now", "queue")
 
     def __init__(self, env: simpy.Environment) -> None:
+        # (weakly: the environment holds its clock, which would otherwise make a cycle)
+        self.env: weakref.ref[simpy.Environment] = weakref.ref(env)
         self.now: float = env._now
         self.queue: list[Any] = env._queue
         self.ids: int = next(env._eid)  # the next number SimPy would have given
@@ -126,6 +130,24 @@ class Clock:
         n = self.ids
         self.ids = n + 1
         return n
+
+    def step(self) -> None:
+        """SimPy's ``Environment.step``: process the next entry (``env.run()`` calls it).
+
+        Raises
+        ------
+        simpy.core.EmptySchedule
+            Nothing is queued.
+        """
+        queue = self.queue
+        if not queue:
+            raise EmptySchedule()
+        entry = queue_pop(queue)
+        env = self.env()
+        if env is not None:
+            env._now = entry.time
+        self.now = entry.time
+        entry.fn(entry.arg)
 
     def schedule(self, event: Event, priority: int = NORMAL, delay: float = 0) -> None:
         """SimPy's ``Environment.schedule``: process ``event`` ``delay`` from now."""
@@ -160,8 +182,8 @@ _CLOCK_ATTR: Final = "_faasplan_clock"
 def clock_of(env: simpy.Environment) -> Clock:
     """The :class:`Clock` of ``env`` (made on first use; one per environment).
 
-    From then on the environment's events are queued by the clock, and it must be run
-    with :func:`run_queue`.
+    From then on the environment's events are queued by the clock: :func:`run_queue` runs
+    them, and so do ``env.run()`` and ``env.step()``, through the clock.
     """
     state = env.__dict__
     clock = state.get(_CLOCK_ATTR)
@@ -170,6 +192,7 @@ def clock_of(env: simpy.Environment) -> Clock:
         state[_CLOCK_ATTR] = clock
         state["_eid"] = clock
         state["schedule"] = clock.schedule  # SimPy's events call env.schedule(...)
+        state["step"] = clock.step  # and env.run() calls env.step()
     return clock
 
 

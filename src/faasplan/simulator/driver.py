@@ -472,9 +472,9 @@ class Simulation:
         if truth is not None:
             ms = truth.exec_ms(tid, w.memory_mb, input_bytes, self.rng)
             out = truth.output_bytes(tid, input_bytes, self.rng)
-        else:
-            ms = self.behaviour.exec_ms(tid, w.memory_mb, input_bytes, self.rng)
-            out = self.behaviour.output_bytes(tid, input_bytes, self.rng)
+        else:  # any TaskBehaviour: its numbers as the fields' types (a size in whole bytes)
+            ms = float(self.behaviour.exec_ms(tid, w.memory_mb, input_bytes, self.rng))
+            out = _whole_bytes(self.behaviour.output_bytes(tid, input_bytes, self.rng), tid)
         if not ms >= 0:
             raise SimulationError(f"behaviour gave task {tid!r} an execution time of {ms!r} ms")
         clock = self.clock
@@ -731,6 +731,17 @@ class _Gather:
         if self.left == 0:
             return _Now(self.values)
         return None
+
+
+def _whole_bytes(nbytes: Any, task: str) -> int:
+    """A task model's output size as an ``int`` (a float or a NumPy number is rounded)."""
+    if isinstance(nbytes, int):
+        return nbytes
+    try:
+        return round(float(nbytes))
+    except (TypeError, ValueError, OverflowError):
+        raise SimulationError(f"behaviour gave task {task!r} an output of {nbytes!r} bytes; "
+                              "output_bytes must return a finite number") from None
 
 
 def _event_value(event: Event) -> Any:

@@ -83,9 +83,10 @@ class FairShareNetwork:
     capacity : float
         The server's throughput in bytes per ms, shared by all transfers.
     plain_callbacks : bool
-        Queue wake-ups as plain callbacks (:mod:`faasplan.simulator.clock`) instead of
-        SimPy timeouts; the environment must then be run with
-        :func:`~faasplan.simulator.clock.run_queue`.
+        Queue wake-ups as plain callbacks on the environment's clock
+        (:mod:`faasplan.simulator.clock`) instead of SimPy timeouts; run the environment
+        with :func:`~faasplan.simulator.clock.run_queue` then (``env.run()`` works too,
+        through the clock, more slowly).
     """
 
     def __init__(self, env: simpy.Environment, capacity: float, *,

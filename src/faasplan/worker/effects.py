@@ -6,17 +6,20 @@ documents what the driver sends back.
 
 Effects, payloads and invocations are treated as immutable: nothing changes one once it
 is made (a driver that needs a variant makes a copy with :func:`dataclasses.replace`).
-They are plain slotted dataclasses rather than frozen ones because a simulated run makes
-about ten per task, and a frozen dataclass costs three to four times as much to create
-(every field goes through ``object.__setattr__``). They compare by value, and those
-whose fields can be hashed hash by value.
+They are slotted dataclasses rather than frozen ones because a simulated run makes about
+ten per task, and a frozen dataclass costs three to four times as much to create (every
+field goes through ``object.__setattr__``); compiled with the simulator's core, they are
+compiled classes. They compare by value, and those whose fields can be hashed hash by
+value. Their initializers convert what they are given to the fields' types (``int()``,
+``bool()``, ``tuple()``...), so a NumPy integer or a list is taken as before; the
+compiled classes then hold exactly those types.
 """
 
 from __future__ import annotations
 
-from collections.abc import Generator, Mapping
+from collections.abc import Generator, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, SupportsFloat, SupportsInt
 
 DAG_PART_PREFIX = "dag-"
 """Prefix of every stored DAG part's key."""
@@ -60,8 +63,8 @@ class Payload:
     nbytes: int
     value: Any
 
-    def __init__(self, nbytes: int, value: Any = None) -> None:
-        self.nbytes = nbytes
+    def __init__(self, nbytes: SupportsInt, value: Any = None) -> None:
+        self.nbytes = int(nbytes)
         self.value = value
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -88,14 +91,14 @@ class Invocation:
     dag_nbytes: int
     carried: Mapping[str, Payload]
 
-    def __init__(self, worker: str | None, memory_mb: int, roots: tuple[str, ...],
-                 inline_dag: bool = True, dag_nbytes: int = 0,
+    def __init__(self, worker: str | None, memory_mb: SupportsInt, roots: Iterable[str],
+                 inline_dag: object = True, dag_nbytes: SupportsInt = 0,
                  carried: Mapping[str, Payload] | None = None) -> None:
         self.worker = worker
-        self.memory_mb = memory_mb
-        self.roots = roots
-        self.inline_dag = inline_dag
-        self.dag_nbytes = dag_nbytes
+        self.memory_mb = int(memory_mb)
+        self.roots = tuple(roots)
+        self.inline_dag = bool(inline_dag)
+        self.dag_nbytes = int(dag_nbytes)
         self.carried = {} if carried is None else carried
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -134,12 +137,12 @@ class Fetch:
     wait: bool
     stream: bool
 
-    def __init__(self, key: str, task: str | None = None, wait: bool = False,
-                 stream: bool = False) -> None:
+    def __init__(self, key: str, task: str | None = None, wait: object = False,
+                 stream: object = False) -> None:
         self.key = key
         self.task = task
-        self.wait = wait
-        self.stream = stream
+        self.wait = bool(wait)
+        self.stream = bool(stream)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Fetch, (self.key, self.task, self.wait, self.stream))
@@ -155,11 +158,11 @@ class Store:
     stream: bool
 
     def __init__(self, key: str, payload: Payload, task: str | None = None,
-                 stream: bool = False) -> None:
+                 stream: object = False) -> None:
         self.key = key
         self.payload = payload
         self.task = task
-        self.stream = stream
+        self.stream = bool(stream)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Store, (self.key, self.payload, self.task, self.stream))
@@ -177,10 +180,10 @@ class Track:
     upstream: str
     expected: int
 
-    def __init__(self, task: str, upstream: str, expected: int) -> None:
+    def __init__(self, task: str, upstream: str, expected: SupportsInt) -> None:
         self.task = task
         self.upstream = upstream
-        self.expected = expected
+        self.expected = int(expected)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Track, (self.task, self.upstream, self.expected))
@@ -234,9 +237,9 @@ class Execute:
     task: str
     inputs: dict[str, Payload]
 
-    def __init__(self, task: str, inputs: dict[str, Payload]) -> None:
+    def __init__(self, task: str, inputs: Mapping[str, Payload]) -> None:
         self.task = task
-        self.inputs = inputs
+        self.inputs = inputs if isinstance(inputs, dict) else dict(inputs)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Execute, (self.task, self.inputs))
@@ -265,8 +268,8 @@ class Join:
     handles: tuple[Any, ...]
     task: str | None
 
-    def __init__(self, handles: tuple[Any, ...], task: str | None = None) -> None:
-        self.handles = handles
+    def __init__(self, handles: Iterable[Any], task: str | None = None) -> None:
+        self.handles = tuple(handles)
         self.task = task
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -279,8 +282,8 @@ class Parallel:
 
     effects: tuple[Any, ...]
 
-    def __init__(self, effects: tuple[Any, ...]) -> None:
-        self.effects = effects
+    def __init__(self, effects: Iterable[Any]) -> None:
+        self.effects = tuple(effects)
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Parallel, (self.effects,))
@@ -292,10 +295,11 @@ class Sleep:
 
     ms: float
 
-    def __init__(self, ms: float) -> None:
-        if ms < 0:
+    def __init__(self, ms: SupportsFloat) -> None:
+        value = float(ms)
+        if value < 0:
             raise ValueError(f"negative sleep {ms} ms")
-        self.ms = ms
+        self.ms = value
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (Sleep, (self.ms,))

@@ -8,7 +8,7 @@ reads these fields several times per task, and a compiled class reads them direc
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,25 +41,26 @@ class TaskInfo:
     memory_mb: int = field(init=False, repr=False, compare=False)
     optimizations: frozenset[Opt] = field(init=False, repr=False, compare=False)
 
-    def __init__(self, id: str, function: str, upstream: tuple[str, ...],
-                 downstream: tuple[str, ...], placement: Placement,
-                 literals: tuple[tuple[str, int], ...] = (), is_sink: bool = False, *,
+    def __init__(self, id: str, function: str, upstream: Iterable[str],
+                 downstream: Iterable[str], placement: Placement,
+                 literals: Iterable[tuple[str, int]] = (), is_sink: object = False, *,
                  keys: tuple[str, tuple[str, ...]] | None = None) -> None:
-        """``keys``: the output key and the input keys, when already made."""
+        """``keys``: the output key and the input keys, when already made. The sequences
+        are kept as tuples (and a NumPy integer memory as an ``int``)."""
         self.id = id
         self.function = function
-        self.upstream = upstream
-        self.downstream = downstream
+        self.upstream = tuple(upstream)
+        self.downstream = tuple(downstream)
         self.placement = placement
-        self.literals = literals
-        self.is_sink = is_sink
+        self.literals = tuple(literals)
+        self.is_sink = bool(is_sink)
         if keys is None:
             self.key = output_key(id)
-            self.input_keys = tuple([output_key(u) for u in upstream])
+            self.input_keys = tuple([output_key(u) for u in self.upstream])
         else:
             self.key, self.input_keys = keys
         self.worker = placement.worker
-        self.memory_mb = placement.memory_mb
+        self.memory_mb = int(placement.memory_mb)
         self.optimizations = placement.optimizations
 
     def __reduce__(self) -> tuple[Any, ...]:
@@ -96,7 +97,7 @@ class SpecView:
         self.inline_entries: frozenset[str] = spec.inline_entries
         self.position: Mapping[str, int] = spec.position
         self.worker_tasks: Mapping[str, tuple[str, ...]] = spec.worker_tasks
-        self.carry_bytes: int = spec.options.carry_bytes
+        self.carry_bytes: float = float(spec.options.carry_bytes)
 
     def is_entry(self, task_id: str) -> bool:
         """:meth:`RunSpec.is_entry <faasplan.worker.RunSpec.is_entry>`."""
