@@ -151,9 +151,7 @@ class Clock:
 
     def schedule(self, event: Event, priority: int = NORMAL, delay: float = 0) -> None:
         """SimPy's ``Environment.schedule``: process ``event`` ``delay`` from now."""
-        n = self.ids
-        self.ids = n + 1
-        queue_push(self.queue, Entry(self.now + delay, priority, n, fire_event, event))
+        self.at(self.now + delay, fire_event, event, priority)
 
     def at(self, when: float, fn: Done, arg: Any, priority: int = NORMAL) -> None:
         """Call ``fn(arg)`` at time ``when`` (not before now), after what is queued for it."""
@@ -165,15 +163,11 @@ class Clock:
         """:func:`call_later` on this clock's environment."""
         if delay < 0:
             raise ValueError(f"Negative delay {delay}")
-        n = self.ids
-        self.ids = n + 1
-        queue_push(self.queue, Entry(self.now + delay, NORMAL, n, fn, arg))
+        self.at(self.now + delay, fn, arg)
 
     def soon(self, fn: Done, arg: Any, priority: int = NORMAL) -> None:
         """:func:`call_soon` on this clock's environment."""
-        n = self.ids
-        self.ids = n + 1
-        queue_push(self.queue, Entry(self.now, priority, n, fn, arg))
+        self.at(self.now, fn, arg, priority)
 
 
 _CLOCK_ATTR: Final = "_faasplan_clock"
@@ -253,11 +247,9 @@ def _before(a: Entry, b: Entry) -> bool:
     return a.id < b.id
 
 
-def queue_push(queue: list[Entry], entry: Entry) -> None:
-    """Add ``entry`` to the event queue ``queue`` (``heapq.heappush``)."""
-    queue.append(entry)
-    pos = len(queue) - 1
-    while pos > 0:  # settle it above its parents while it comes out before them
+def _settle(queue: list[Entry], pos: int, entry: Entry) -> None:
+    """Put ``entry`` at ``pos``, or above it while it comes out before its parent."""
+    while pos > 0:
         parent_pos = (pos - 1) >> 1
         parent = queue[parent_pos]
         if not _before(entry, parent):
@@ -265,6 +257,12 @@ def queue_push(queue: list[Entry], entry: Entry) -> None:
         queue[pos] = parent
         pos = parent_pos
     queue[pos] = entry
+
+
+def queue_push(queue: list[Entry], entry: Entry) -> None:
+    """Add ``entry`` to the event queue ``queue`` (``heapq.heappush``)."""
+    queue.append(entry)
+    _settle(queue, len(queue) - 1, entry)
 
 
 def queue_pop(queue: list[Entry]) -> Entry:
@@ -284,14 +282,7 @@ def queue_pop(queue: list[Entry]) -> Entry:
         queue[pos] = queue[child]
         pos = child
         child = 2 * pos + 1
-    while pos > 0:
-        parent_pos = (pos - 1) >> 1
-        parent = queue[parent_pos]
-        if not _before(last, parent):
-            break
-        queue[pos] = parent
-        pos = parent_pos
-    queue[pos] = last
+    _settle(queue, pos, last)
     return first
 
 

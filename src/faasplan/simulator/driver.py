@@ -486,7 +486,7 @@ class Simulation:
         tasks[tid] = rec
         proc.post = rec
         if self._cpu is None:
-            clock.at(clock.now + ms, done, Payload(out))
+            clock.later(ms, done, Payload(out))
             return None
         # ``ms`` of one core's work, done at the rate the host's cores are shared.
         core = self._cores.get(id(w))

@@ -115,8 +115,7 @@ class FairShareNetwork:
         if nbytes <= 0:
             on_done(arg)
             return
-        clock = self._clock
-        now = clock.now if clock is not None else self._time()
+        now = self._time()
         dt = now - self._last
         if dt > 0:  # :meth:`_advance`, inlined
             for cl in self._classes.values():
@@ -197,7 +196,7 @@ class FairShareNetwork:
         if delay < 0.0:
             delay = 0.0
         clock = self._clock
-        when = (clock.now if clock is not None else self._time()) + delay
+        when = self._time() + delay
         if when >= self._wake_at:
             return  # a wake-up is due no later; it reschedules if it comes early
         self._wake_at = when
@@ -213,8 +212,7 @@ class FairShareNetwork:
     def _wake(self, event: Any) -> None:
         if event is not self._wake_event:
             return  # superseded by a later start or end
-        clock = self._clock
-        now = clock.now if clock is not None else self._time()
+        now = self._time()
         self._advance(now)
         self._wake_at = INF
         tol = _TIME_TOLERANCE * (now if now > 1.0 else 1.0)

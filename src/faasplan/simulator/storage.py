@@ -287,8 +287,7 @@ class Storage:
         ready = self.track_now(task, upstream, expected)
         if done is None:
             return self.env.timeout(self.latency_ms, ready)
-        clock = self.clock
-        clock.at(clock.now + self.latency_ms, done, ready)
+        self.clock.later(self.latency_ms, done, ready)
         return None
 
     def track_now(self, task: str, upstream: str, expected: int) -> bool:
