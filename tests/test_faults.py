@@ -113,8 +113,13 @@ def size_of(data: bytes) -> int:
 
 @task
 def pid_file(x: int, path: str, seconds: float) -> int:
-    """Write this worker's pid (a test stops the process), then work ``seconds``."""
-    Path(path).write_text(str(os.getpid()))
+    """Write this worker's pid (a test stops the process), then work ``seconds``.
+
+    Written to a side file and renamed into place, so a reader that sees the file sees
+    the whole pid (not an empty file still being written)."""
+    partial = Path(f"{path}.partial")
+    partial.write_text(str(os.getpid()))
+    os.replace(partial, path)
     time.sleep(seconds)
     return x + 1
 
